@@ -1,0 +1,130 @@
+"""Ingest + popularity-filter throughput and peak memory on synthetic power-law logs.
+
+Claims measured (issue: ≥ 3M rows/s from CSV, ≥ 10M rows/s from Parquet, peak RSS < 2 GB at 50M rows):
+each configuration runs `socialfeat ingest` in a fresh process (peak RSS from wait4), and in the
+same run a bare DuckDB scan of the same file, so the printed ratio (ingest time / scan time) is
+comparable across noisy machines. Results are written to bench/RESULTS.md with the hardware.
+
+    python bench/ingest.py                 # 10M and 50M rows, CSV and Parquet
+    python bench/ingest.py --rows 1000000  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+RESULTS = HERE / "RESULTS.md"
+TARGETS = {"csv": 3e6, "parquet": 10e6}
+RSS_TARGET_GB = 2.0
+
+
+def generate(rows: int, fmt: str) -> Path:
+    """A log with power-law user activity and item popularity, 4 event kinds and epoch timestamps."""
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"log-{rows}.{fmt}"
+    if path.exists():
+        return path
+    users, items = max(rows // 40, 10), max(rows // 150, 10)
+    tmp = path.with_suffix(".tmp")
+    options = "(FORMAT parquet, COMPRESSION zstd)" if fmt == "parquet" else "(FORMAT csv, HEADER true)"
+    con = duckdb.connect()
+    con.execute(f"""
+        COPY (
+          SELECT
+            (floor({users} * pow((hash(range) % 1000003) / 1000003.0, 2.2)))::BIGINT AS user_id,
+            (floor({items} * pow((hash(range * 31 + 7) % 1000003) / 1000003.0, 3.0)))::BIGINT AS item_id,
+            CASE WHEN hash(range * 17) % 100 < 80 THEN 'view' WHEN hash(range * 17) % 100 < 93 THEN 'like'
+                 WHEN hash(range * 17) % 100 < 98 THEN 'comment' ELSE 'share' END AS event,
+            1700000000 + (range * 7) % 7776000 AS timestamp
+          FROM range({rows})
+        ) TO '{tmp}' {options}""")
+    con.close()
+    tmp.rename(path)
+    return path
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
+    return wall, usage.ru_maxrss / 1024**2  # KB → GB
+
+
+def bare_scan_cmd(path: Path, fmt: str) -> list[str]:
+    reader = f"read_csv('{path}', header=true, all_varchar=true)" if fmt == "csv" else f"read_parquet('{path}')"
+    sql = f"SELECT count(*), sum(length(CAST(user_id AS VARCHAR))), count(DISTINCT event) FROM {reader}"
+    return [sys.executable, "-c", f"import duckdb; duckdb.sql({sql!r}).fetchall()"]
+
+
+def hardware() -> str:
+    cpu = "unknown CPU"
+    try:
+        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())[1]  # type: ignore[index]
+    except (OSError, TypeError):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, duckdb {duckdb.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000, 50_000_000])
+    parser.add_argument("--formats", nargs="+", default=["csv", "parquet"])
+    parser.add_argument("--no-record", action="store_true", help="print only; do not update RESULTS.md")
+    args = parser.parse_args()
+
+    lines = ["| rows | format | file | ingest s | rows/s | target | peak RSS | bare scan s | ingest / scan |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    print(hardware())
+    for rows in args.rows:
+        for fmt in args.formats:
+            path = generate(rows, fmt)
+            with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+                cmd = [sys.executable, "-m", "socialfeat", "ingest", "--interactions", str(path), "--out", f"{tmp}/ds"]
+                wall, rss = run_measured(cmd)
+            scan, _ = run_measured(bare_scan_cmd(path, fmt))
+            rate = rows / wall
+            ok = "met" if rate >= TARGETS[fmt] else "missed"
+            rss_ok = "" if rows < 50_000_000 else (" (met)" if rss < RSS_TARGET_GB else " (missed)")
+            size = path.stat().st_size / 1024**2
+            line = (f"| {rows:,} | {fmt} | {size:,.0f} MB | {wall:.1f} | {rate / 1e6:.2f}M | {TARGETS[fmt] / 1e6:.0f}M {ok} "
+                    f"| {rss:.2f} GB{rss_ok} | {scan:.1f} | {wall / scan:.1f}× |")
+            print(line, flush=True)
+            lines.append(line)
+    if not args.no_record:
+        record("\n".join(lines))
+
+
+def record(table: str) -> None:
+    """Replace the ingest section of RESULTS.md, keeping the other benchmarks' sections."""
+    section = (f"## ingest (bench/ingest.py)\n\nMeasured {time.strftime('%Y-%m-%d')} on {hardware()}.\n"
+               "Each ingest runs in a fresh process: read, validate, aggregate to user–item pairs, popularity "
+               "filter, write Parquet. *bare scan* reads the same file with DuckDB and nothing else.\n\n"
+               f"{table}\n")
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(r"## ingest \(bench/ingest.py\).*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+    print(f"recorded in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The ``socialfeat`` command line: each subcommand parses its flags, then calls one library function."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from socialfeat import __version__
+from socialfeat.config import Config, load_config
+from socialfeat.errors import UserError
+
+app = typer.Typer(
+    name="socialfeat",
+    help="Learn image features from how people engage with images: views, likes, comments, shares.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (defaults < file < flags < --set).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: --set filter.min_user_interactions=10")]
+
+
+class _WarningHandler(logging.Handler):
+    """Warnings and info from the library as short lines on stderr, not log records."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"{record.levelname.lower()}: {record.getMessage()}", markup=False, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"socialfeat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show informational messages.")] = False,
+) -> None:
+    """socialfeat: collaborative feature learning and VisE-style pseudo labels from engagement logs."""
+    root = logging.getLogger("socialfeat")
+    root.handlers[:] = [_WarningHandler()]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def _flags(**pairs: tuple[str, str, Any]) -> dict[str, tuple[str, Any]]:
+    """Config overrides from the flags a user actually gave: key → (flag, value)."""
+    return {key: (flag, value) for key, (flag, value) in ((k.replace("__", "."), v) for k, v in pairs.items()) if value is not None}
+
+
+def _event_weights(items: list[str] | None) -> dict[str, tuple[str, Any]]:
+    result: dict[str, tuple[str, Any]] = {}
+    for item in items or []:
+        kind, sep, raw = item.partition("=")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = None
+        if not sep or not kind or weight is None or weight < 0:
+            raise UserError(f"--event-weight {item}", "expected KIND=WEIGHT with a number ≥ 0, e.g. like=4")
+        result[f"ingest.event_weights.{kind}"] = (f"--event-weight {item}", weight)
+    return result
+
+
+@app.command()
+def ingest(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a run's dataset/.")],
+    interactions: Annotated[Optional[Path], typer.Option(help="Interaction log: user, item, [event, value, timestamp].")] = None,
+    items: Annotated[Optional[Path], typer.Option(help="Items table: item id, image path, [title, tags, text].")] = None,
+    comments: Annotated[Optional[Path], typer.Option(help="Comments table: item id, user id, text, [timestamp].")] = None,
+    image_root: Annotated[Optional[Path], typer.Option(help="Folder the items' image paths are relative to (default: the items file's folder).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, tsv, parquet or jsonl for every input (default: by extension).")] = None,
+    user_col: Annotated[Optional[str], typer.Option(help="User id column [user_id].")] = None,
+    item_col: Annotated[Optional[str], typer.Option(help="Item id column [item_id].")] = None,
+    event_col: Annotated[Optional[str], typer.Option(help="Event kind column [event, if present].")] = None,
+    value_col: Annotated[Optional[str], typer.Option(help="Count/weight column [value, if present].")] = None,
+    time_col: Annotated[Optional[str], typer.Option(help="Timestamp column [timestamp, if present].")] = None,
+    items_id_col: Annotated[Optional[str], typer.Option(help="Item id column of the items table [same as --item-col].")] = None,
+    image_col: Annotated[Optional[str], typer.Option(help="Image path column of the items table [image].")] = None,
+    title_col: Annotated[Optional[str], typer.Option(help="Title column of the items table [title].")] = None,
+    tags_col: Annotated[Optional[str], typer.Option(help="Tags column of the items table [tags], e.g. genres.")] = None,
+    text_col: Annotated[Optional[str], typer.Option(help="Description column of the items table [text].")] = None,
+    default_event: Annotated[Optional[str], typer.Option(help="Event kind of every row when there is no event column [interaction].")] = None,
+    event_weight: Annotated[Optional[list[str]], typer.Option(help="Weight of one event of a kind: --event-weight like=4 (repeatable).")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict", help="A missing image is an error instead of a dropped item.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Validate, popularity-filter and store an interaction log (plus items and comments) as Parquet."""
+    from socialfeat.data.ingest import ingest as run_ingest
+
+    flags = _flags(
+        ingest__interactions=("--interactions", interactions), ingest__items=("--items", items),
+        ingest__comments=("--comments", comments), ingest__image_root=("--image-root", image_root),
+        ingest__format=("--format", fmt), ingest__columns__user=("--user-col", user_col),
+        ingest__columns__item=("--item-col", item_col), ingest__columns__event=("--event-col", event_col),
+        ingest__columns__value=("--value-col", value_col), ingest__columns__time=("--time-col", time_col),
+        ingest__item_columns__id=("--items-id-col", items_id_col), ingest__item_columns__image=("--image-col", image_col),
+        ingest__item_columns__title=("--title-col", title_col), ingest__item_columns__tags=("--tags-col", tags_col),
+        ingest__item_columns__text=("--text-col", text_col), ingest__default_event=("--default-event", default_event),
+        ingest__strict=("--strict", strict),
+    )
+    flags.update(_event_weights(event_weight))
+    cfg = load_config(config, set_ or [], flags)
+    started = time.perf_counter()
+    with err.status("ingesting…") as status:
+        result = run_ingest(cfg, out_dir, step=lambda msg: status.update(f"{msg}…"))
+    out.print(stats_table(result.stats))
+    _print_drops(result.stats)
+    out.print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s", highlight=False)
+
+
+def stats_table(stats: dict[str, Any]) -> Table:
+    """The dataset table of the seed paper: users, items, interactions per event, density — before and after."""
+    before, after = stats["before"], stats["after"]
+    table = Table(title="dataset", title_justify="left")
+    table.add_column("")
+    table.add_column("before filtering", justify="right")
+    table.add_column("after filtering", justify="right")
+    table.add_column("kept", justify="right")
+
+    def row(name: str, b: float, a: float) -> None:
+        table.add_row(name, f"{b:,}", f"{a:,}", f"{a / b:.1%}" if b else "–")
+
+    row("users", before["users"], after["users"])
+    row("items", before["items"], after["items"])
+    row("interactions", before["interactions"], after["interactions"])
+    for event, n in before["events"].items():
+        row(f"  {event}", n, after["events"].get(event, 0))
+    row("user–item pairs", before["pairs"], after["pairs"])
+    table.add_row("density", f"{before['density']:.3%}", f"{after['density']:.3%}", "")
+    return table
+
+
+def _print_drops(stats: dict[str, Any]) -> None:
+    d = stats["dropped"]
+    parts = [
+        (d.get("items_missing_image", 0), "items without an image file"),
+        (d.get("items_not_in_items_file", 0), "items missing from the items table"),
+        (d.get("top_users", 0), "most active users"),
+        (d.get("top_items", 0), "most popular items"),
+        (d.get("low_users", 0), f"users with < {stats['filter']['min_user_interactions']} items"),
+        (d.get("low_items", 0), f"items with < {stats['filter']['min_item_interactions']} users"),
+    ]
+    shown = [f"{n:,} {what}" for n, what in parts if n]
+    if shown:
+        out.print(f"dropped: {'; '.join(shown)} ({stats['filter']['rounds']} filter rounds)", highlight=False)
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the demo platform.")],
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same data.")] = None,
+    users: Annotated[Optional[int], typer.Option("--users", help="Number of users [2000].")] = None,
+    n_items: Annotated[Optional[int], typer.Option("--items", help="Number of items (images) [3000].")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Image side in pixels [96].")] = None,
+    views_per_user: Annotated[Optional[float], typer.Option(help="Mean views per user [60].")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Generate the embedded demo platform: images with hidden attributes and a log from hidden tastes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from socialfeat.data.simulate import simulate as run_simulate
+
+    flags = _flags(
+        seed=("--seed", seed), simulate__n_users=("--users", users), simulate__n_items=("--items", n_items),
+        simulate__image_size=("--image-size", image_size), simulate__views_per_user=("--views-per-user", views_per_user),
+    )
+    cfg: Config = load_config(config, set_ or [], flags)
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        summary = run_simulate(out_dir, cfg.simulate, seed=cfg.seed, progress=progress)
+    table = Table(title=f"simulated platform (seed {cfg.seed})", title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for key, value in _flat_counts(summary):
+        table.add_row(key, f"{value:,}")
+    out.print(table)
+    out.print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s", highlight=False)
+    out.print(
+        f"next: socialfeat ingest --interactions {out_dir}/interactions.csv --items {out_dir}/items.csv "
+        f"--comments {out_dir}/comments.csv --out runs/demo/dataset", highlight=False, soft_wrap=True,
+    )
+
+
+def _flat_counts(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, int]]:
+    rows: list[tuple[str, int]] = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            rows += _flat_counts(value, f"{prefix}{key} ")
+        elif isinstance(value, int) and not isinstance(value, bool) and key != "seed":
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="socialfeat")
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; no partial output was kept", markup=False)
+        sys.exit(130)

@@ -1,0 +1,283 @@
+"""Configuration: pydantic models per stage, merged as defaults < YAML file < ``--set key=value``.
+
+Unknown keys and wrong types are :class:`UserError` s that name the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from socialfeat.errors import UserError
+
+Format = Literal["csv", "tsv", "parquet", "jsonl"]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys, so a typo in a config never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InteractionColumns(StrictModel):
+    """Column names in the interactions file. ``None`` = the contract's name, if the file has it."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    event: str | None = None
+    value: str | None = None
+    time: str | None = None
+
+
+class ItemColumns(StrictModel):
+    """Column names in the items file. ``id=None`` = the interactions' item column."""
+
+    id: str | None = None
+    image: str = "image"
+    title: str | None = None
+    tags: str | None = None
+    text: str | None = None
+
+
+class CommentColumns(StrictModel):
+    """Column names in the comments file."""
+
+    item: str | None = None
+    user: str | None = None
+    text: str = "text"
+    time: str | None = None
+
+
+DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "like": 4.0, "appreciate": 4.0, "comment": 6.0, "share": 8.0}
+
+
+class IngestConfig(StrictModel):
+    """Where the raw logs are and how to read them."""
+
+    interactions: Path | None = None
+    items: Path | None = None
+    comments: Path | None = None
+    image_root: Path | None = None
+    format: Format | None = Field(None, description="input format; default: from each file's extension")
+    columns: InteractionColumns = InteractionColumns()
+    item_columns: ItemColumns = ItemColumns()
+    comment_columns: CommentColumns = CommentColumns()
+    default_event: str = Field("interaction", description="event kind of rows when there is no event column")
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="weight of one event of each kind in a pair's combined weight; unlisted kinds weigh 1",
+    )
+    strict: bool = Field(False, description="a missing image is an error instead of a dropped item")
+    memory_limit: str = Field("1GB", description="DuckDB memory limit; larger logs spill to disk")
+    threads: int | None = Field(None, ge=1, description="DuckDB threads; default: all cores")
+
+
+class FilterConfig(StrictModel):
+    """Popularity filtering as in collaborative feature learning: drop the least and the most popular.
+
+    Counts are distinct user–item pairs. The most popular are dropped once, from the counts before
+    filtering; the minimum thresholds are then applied repeatedly until nothing changes.
+    """
+
+    min_user_interactions: int = Field(5, ge=1)
+    min_item_interactions: int = Field(5, ge=1)
+    drop_top_users: float = Field(0.001, ge=0.0, lt=1.0, description="fraction of the most active users dropped")
+    drop_top_items: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of the most popular items dropped")
+    max_user_interactions: int | None = Field(None, ge=1)
+    max_item_interactions: int | None = Field(None, ge=1)
+    max_rounds: int = Field(100, ge=1)
+
+
+class SimulateConfig(StrictModel):
+    """Size and shape of the embedded demo platform."""
+
+    n_users: int = Field(2000, ge=10)
+    n_items: int = Field(3000, ge=10)
+    image_size: int = Field(96, ge=32, le=512)
+    views_per_user: float = Field(60.0, gt=0, description="mean views per user (power-law spread)")
+    comment_rate: float = Field(0.25, ge=0, le=1, description="probability that a like comes with a comment")
+    share_rate: float = Field(0.08, ge=0, le=1, description="probability that a like comes with a share")
+
+
+class Config(StrictModel):
+    """The whole resolved configuration of a run."""
+
+    name: str = "demo"
+    seed: int = 0
+    ingest: IngestConfig = IngestConfig()
+    filter: FilterConfig = FilterConfig()
+    simulate: SimulateConfig = SimulateConfig()
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return sorted(model.model_fields)
+
+
+def _check_key(path: list[str], where: str) -> None:
+    """Fail with the key's name when ``path`` does not lead to a config field."""
+    model: Any = Config
+    for depth, part in enumerate(path):
+        if model is None:  # inside a free-form dict such as event_weights
+            return
+        fields = model.model_fields
+        if part not in fields:
+            key = ".".join(path[: depth + 1])
+            raise UserError(where, f"unknown key '{key}'; expected one of: {', '.join(_known_keys(model))}")
+        annotation = fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None and depth < len(path) - 1 and getattr(annotation, "__origin__", None) is not dict:
+            raise UserError(where, f"'{'.'.join(path[: depth + 1])}' is a value, not a section")
+
+
+def _walk_keys(tree: dict[str, Any], prefix: list[str], where: str) -> None:
+    for key, value in tree.items():
+        path = [*prefix, str(key)]
+        _check_key(path, where)
+        if isinstance(value, dict):
+            sub: Any = Config
+            for part in path:
+                annotation = sub.model_fields[part].annotation if sub is not None else None
+                sub = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if sub is not None:
+                _walk_keys(value, path, where)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=value``; the value is read as YAML, so ``5``, ``0.1``, ``true``, ``[a, b]`` work."""
+    where = f"--set {item}"
+    if "=" not in item:
+        raise UserError(where, "expected key=value, e.g. filter.min_user_interactions=10")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(where, "expected a dotted key before '=', e.g. ingest.columns.user=userId")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    tree: Any = value
+    for part in reversed(path):
+        tree = {part: tree}
+    return tree
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    flags: dict[str, tuple[str, Any]] | None = None,
+) -> Config:
+    """Resolve defaults < YAML file < command-line flags < ``key=value`` overrides into a :class:`Config`.
+
+    ``flags`` maps a dotted key to ``(flag name, value)`` so that a bad value names the flag.
+    """
+    merged: dict[str, Any] = Config().model_dump()
+    sources: dict[str, str] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(str(path), "config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f"line {mark.line + 1}: " if mark is not None else ""
+            raise UserError(str(path), f"{line}not valid YAML") from None
+        if not isinstance(data, dict):
+            raise UserError(str(path), "expected a mapping of sections (ingest:, filter:, ...) at the top level")
+        _walk_keys(data, [], str(path))
+        merged = _deep_merge(merged, data)
+        for key in _flatten(data):
+            sources[key] = str(path)
+    for key, (flag, value) in (flags or {}).items():
+        keys = key.split(".")
+        _check_key(keys, flag)
+        merged = _deep_merge(merged, _nest(keys, value))
+        sources[key] = flag
+    for item in overrides:
+        keys, value = parse_override(item)
+        where = f"--set {item}"
+        _check_key(keys, where)
+        merged = _deep_merge(merged, _nest(keys, value))
+        for key in _flatten(_nest(keys, value)):
+            sources[key] = where
+        sources[".".join(keys)] = where
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        where = _source_of(key, sources) or "config"
+        raise UserError(where, f"{key}: {err['msg'].lower()} (got {err.get('input')!r})") from None
+
+
+def _flatten(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return [prefix]
+    keys = []
+    for key, value in tree.items():
+        keys.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return keys
+
+
+def _source_of(key: str, sources: dict[str, str]) -> str | None:
+    while key:
+        if key in sources:
+            return sources[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (paths as strings), as written into every output."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(config: Config, stage: str) -> dict[str, Any]:
+    """What produced an artifact: stage, resolved config, seed, package versions, git sha, time."""
+    versions = {"python": platform.python_version()}
+    for pkg in ("socialfeat", "duckdb", "pyarrow", "numpy", "pillow", "pydantic", "torch", "timm", "implicit"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {
+        "stage": stage,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "seed": config.seed,
+        "git_sha": _git_sha(),
+        "versions": versions,
+        "config": config.model_dump(mode="json"),
+    }

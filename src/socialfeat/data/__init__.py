@@ -1,0 +1,1 @@
+"""Data: the input contract, ingestion, popularity filtering and the simulated demo platform."""

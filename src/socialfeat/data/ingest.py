@@ -1,0 +1,447 @@
+"""``ingest``: raw logs → a validated, popularity-filtered dataset of Parquet tables.
+
+DuckDB streams the log (larger-than-memory logs spill to disk under ``memory_limit``), aggregates it
+to one row per user–item pair in a single pass, and writes Parquet; numpy does the iterative
+popularity filter on the pairs' integer codes. Everything lands in ``out`` atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.config import Config, IngestConfig, dump_config, provenance
+from socialfeat.data.contract import (
+    Table,
+    fetch_one,
+    INT_ID_PATTERN,
+    INTEGER_TYPES,
+    first_bad_row,
+    id_sql,
+    literal,
+    number_sql,
+    open_table,
+    quote,
+    short_error,
+    timestamp_sql,
+)
+from socialfeat.data.filtering import popularity_filter
+from socialfeat.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAX_EVENT_KINDS = 64
+EXAMPLES = 5  # how many missing images / unknown ids a message or stats.json lists
+
+
+@dataclass
+class IngestResult:
+    """Where the dataset went and what it holds (the content of ``stats.json``)."""
+
+    out: Path
+    stats: dict[str, Any]
+
+
+@dataclass
+class _Log:
+    """What the interactions file turned out to hold."""
+
+    table: Table
+    user_col: str
+    item_col: str
+    events: list[str]
+    has_value: bool
+    has_time: bool
+    rows: int
+    events_before: dict[str, int]
+
+
+def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], None] | None = None) -> IngestResult:
+    """Read the inputs named in ``config.ingest``, validate, filter, and write the dataset to ``out``.
+
+    ``step`` is told the name of each phase as it starts (the CLI shows it as a spinner).
+    """
+    cfg = config.ingest
+    say = step or (lambda _msg: None)
+    if cfg.interactions is None:
+        raise UserError("--interactions", "required: the log of who viewed, liked, commented on which item")
+    if cfg.image_root is not None and not cfg.image_root.is_dir():
+        raise UserError("--image-root", f"folder '{cfg.image_root}' does not exist")
+    if cfg.image_root is not None and cfg.items is None:
+        raise UserError("--image-root", "given without --items; the items table says which image each item has")
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        spill = tmp / "_spill"
+        con = _connect(cfg, spill)
+        try:
+            stats = _run(con, config, tmp, say)
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
+        write_json(tmp / "stats.json", stats)
+        write_json(tmp / "manifest.json", provenance(config, "ingest"))
+        write_text(tmp / "config.yaml", dump_config(config))
+    return IngestResult(out=out, stats=stats)
+
+
+def _connect(cfg: IngestConfig, spill: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = {literal(cfg.memory_limit)}")
+    except duckdb.Error:
+        raise UserError("ingest.memory_limit", f"'{cfg.memory_limit}' is not a size like 1GB or 500MB") from None
+    if cfg.threads:
+        con.execute(f"SET threads = {int(cfg.threads)}")
+    con.execute(f"SET temp_directory = {literal(str(spill))}")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    cfg = config.ingest
+    say("reading interactions")
+    assert cfg.interactions is not None
+    lg = _aggregate(con, cfg)
+    user_int, item_int = _code_ids(con, lg)
+    stats: dict[str, Any] = {"before": _before_stats(con, lg), "dropped": {}}
+
+    usable = np.ones(_count(con, "icodes"), dtype=bool)
+    if cfg.items is not None:
+        say("checking items and images")
+        usable = _load_items(con, cfg, stats)
+    uc, ic = _fetch_codes(con)
+
+    say("filtering by popularity")
+    pre = usable[ic]
+    stats["dropped"]["interactions_of_dropped_items"] = int((~pre).sum())
+    if not pre.any():
+        raise UserError(str(cfg.items), "no interaction refers to an item that is in this file and has an image")
+    n_users, n_items = _count(con, "ucodes"), len(usable)
+    result = popularity_filter(uc[pre], ic[pre], n_users, n_items, config.filter)
+    stats["dropped"].update(result.dropped)
+    stats["filter"] = {"rounds": result.rounds, **config.filter.model_dump()}
+    kept_u, kept_i = uc[pre][result.keep_pairs], ic[pre][result.keep_pairs]
+    _register_maps(con, result.keep_users, result.keep_items, kept_u, kept_i)
+    del uc, ic, pre, kept_u, kept_i
+
+    say("writing the dataset")
+    _write_interactions(con, lg, tmp / "interactions.parquet")
+    _write_entities(con, cfg, user_int, item_int, tmp)
+    if cfg.comments is not None:
+        say("reading comments")
+        stats["comments"] = _write_comments(con, cfg, user_int, item_int, tmp / "comments.parquet")
+    stats["after"] = _after_stats(con, lg, tmp)
+    stats["event_weights"] = {e: _weight(cfg, e) for e in lg.events}
+    stats["id_types"] = {"user": "integer" if user_int else "string", "item": "integer" if item_int else "string"}
+    stats["inputs"] = {
+        name: str(path) for name in ("interactions", "items", "comments", "image_root") if (path := getattr(cfg, name))
+    }
+    return stats
+
+
+def _weight(cfg: IngestConfig, event: str) -> float:
+    return float(cfg.event_weights.get(event, 1.0))
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(fetch_one(con, f"SELECT count(*) FROM {table}")[0])  # type: ignore[index]
+
+
+def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
+    """Read the log in two passes: a cheap one for the event kinds, then one GROUP BY (user, item)
+    that also counts bad values, so validation costs no extra pass over the file."""
+    assert cfg.interactions is not None
+    t = open_table(con, cfg.interactions, cfg.format, "src_log")
+    cols = cfg.columns
+    user = t.required(cols.user, "--user-col", "user id", explicit=cols.user != "user_id")
+    item = t.required(cols.item, "--item-col", "item id", explicit=cols.item != "item_id")
+    event = t.optional(cols.event, default="event", flag="--event-col")
+    value = t.optional(cols.value, default="value", flag="--value-col")
+    time = t.optional(cols.time, default="timestamp", flag="--time-col")
+    where = str(t.path)
+
+    e_sql = f"CAST({quote(event)} AS VARCHAR)" if event else literal(cfg.default_event)
+    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n FROM {t.view} GROUP BY e ORDER BY n DESC, e")
+    if event and any(e is None for e, _ in kinds):
+        rn, _ = first_bad_row(con, t, f"{quote(event)} IS NULL", event)
+        raise UserError(where, f"row {rn}: empty event in column '{event}'")
+    events_before = {str(e): int(n) for e, n in kinds}
+    if len(events_before) > MAX_EVENT_KINDS:
+        raise UserError(f"--event-col {event}", f"{len(events_before)} distinct values; expected a few event kinds (view, like, ...)")
+    events = list(events_before)
+
+    inner = [f"{quote(user)} AS u", f"{quote(item)} AS i", f"{e_sql} AS e"]
+    cases = " ".join(f"WHEN {literal(k)} THEN {float(w)!r}" for k, w in cfg.event_weights.items())
+    weight_sql = f"(CASE e {cases} ELSE 1.0 END)" if cases else "1.0"
+    aggs = [f"count(*) FILTER (WHERE e = {literal(e)})::INTEGER AS {quote('n_' + e)}" for e in events]
+    aggs.append(f"sum({'coalesce(v, 1.0) * ' if value else ''}{weight_sql})::FLOAT AS weight")
+    if value:
+        inner += [f"{number_sql(value)} AS v", f"{quote(value)} IS NOT NULL AS v_given"]
+        aggs += ["sum(v) AS value", "count(*) FILTER (WHERE v_given AND v IS NULL) AS _bad_v",
+                 "count(*) FILTER (WHERE v < 0) AS _neg_v"]
+    ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
+    if time:
+        inner += [f"{ts_sql} AS ts", f"{quote(time)} IS NOT NULL AS t_given"]
+        aggs += ["min(ts) AS first_ts", "max(ts) AS last_ts", "count(*) FILTER (WHERE t_given AND ts IS NULL) AS _bad_t"]
+    _read(con, t, f"CREATE TEMP TABLE pairs AS SELECT u, i, {', '.join(aggs)} FROM (SELECT {', '.join(inner)} FROM {t.view}) GROUP BY u, i")
+
+    checks = ["count(*) FILTER (WHERE u IS NULL)", "count(*) FILTER (WHERE i IS NULL)"]
+    checks += ["sum(_bad_v)", "sum(_neg_v)"] if value else ["0", "0"]
+    checks += ["sum(_bad_t)"] if time else ["0"]
+    null_u, null_i, bad_v, neg_v, bad_t = (int(x or 0) for x in fetch_one(con, f"SELECT {', '.join(checks)} FROM pairs"))  # type: ignore[union-attr]
+    for count, col, what in ((null_u, user, "user id"), (null_i, item, "item id")):
+        if count:
+            rn, _ = first_bad_row(con, t, f"{quote(col)} IS NULL", col)
+            raise UserError(where, f"row {rn}: empty {what} in column '{col}'")
+    if bad_v:
+        assert value is not None
+        rn, raw = first_bad_row(con, t, f"{quote(value)} IS NOT NULL AND {number_sql(value)} IS NULL", value)
+        raise UserError(where, f"row {rn}: {raw!r} in column '{value}' is not a number")
+    if neg_v:
+        assert value is not None
+        rn, raw = first_bad_row(con, t, f"{number_sql(value)} < 0", value)
+        raise UserError(where, f"row {rn}: {raw!r} in column '{value}' is negative; expected a count or weight ≥ 0")
+    if bad_t:
+        assert time is not None
+        rn, raw = first_bad_row(con, t, f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time)
+        raise UserError(where, f"row {rn}: {raw!r} in column '{time}' is not a time like the column's other values "
+                               "(ISO 8601 such as 2024-03-01T12:00:00, or epoch seconds)")
+    drop = [c for c in ("_bad_v", "_neg_v", "_bad_t") if (c != "_bad_t" and value) or (c == "_bad_t" and time)]
+    for c in drop:
+        con.execute(f"ALTER TABLE pairs DROP COLUMN {c}")
+    return _Log(table=t, user_col=user, item_col=item, events=events, has_value=bool(value), has_time=bool(time),
+                rows=sum(events_before.values()), events_before=events_before)
+
+
+def _read(con: duckdb.DuckDBPyConnection, t: Table, sql: str) -> list[tuple]:
+    """Run a query over an input file; a parse error is the user's file's fault, so say so."""
+    try:
+        return con.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        raise UserError(str(t.path), f"cannot read as {t.format}: {short_error(exc)}") from None
+
+
+def _time_mode(con: duckdb.DuckDBPyConnection, t: Table, column: str) -> str:
+    """Whether a text time column holds epoch seconds or ISO times, judged on its first values.
+
+    Deciding once saves a failed cast per row; a later row in the other form is reported as bad.
+    """
+    sample = fetch_one(
+        con, f"SELECT count(*), count(TRY_CAST(v AS DOUBLE)) FROM "
+             f"(SELECT {quote(column)} AS v FROM {t.view} WHERE {quote(column)} IS NOT NULL LIMIT 1000)"
+    )
+    assert sample is not None
+    return "epoch" if sample[0] and sample[0] == sample[1] else "iso"
+
+
+def _code_ids(con: duckdb.DuckDBPyConnection, lg: _Log) -> tuple[bool, bool]:
+    """Dense integer codes for every user and item in the log, in id order; say which ids are integers.
+
+    Ids are grouped as read; text ids from CSV/TSV become integers only if every distinct one reads as
+    an integer exactly (``007`` keeps the column as text), checked on the distinct ids, not every row.
+    """
+    flags = []
+    for key, table, col in (("u", "ucodes", lg.user_col), ("i", "icodes", lg.item_col)):
+        con.execute(f"CREATE TEMP TABLE {table}_raw AS SELECT DISTINCT {key} AS raw FROM pairs")
+        native = lg.table.columns[col].upper()
+        if native in INTEGER_TYPES:
+            is_int = True
+        elif lg.table.typed:
+            is_int = False
+        else:
+            row = fetch_one(con, f"SELECT bool_and(regexp_full_match(raw, '{INT_ID_PATTERN}')) FROM {table}_raw")
+            is_int = bool(row and row[0])
+        typed = "CAST(raw AS BIGINT)" if is_int else "CAST(raw AS VARCHAR)"
+        con.execute(
+            f"CREATE TEMP TABLE {table} AS SELECT raw, {typed} AS {key}, CAST(raw AS VARCHAR) AS key, "
+            f"(row_number() OVER (ORDER BY {typed}) - 1)::INTEGER AS code FROM {table}_raw"
+        )
+        con.execute(f"DROP TABLE {table}_raw")
+        flags.append(is_int)
+    con.execute(
+        "CREATE TEMP TABLE pairs_c AS SELECT uc.code AS uc, ic.code AS ic, p.* EXCLUDE (u, i) "
+        "FROM pairs p JOIN ucodes uc ON p.u = uc.raw JOIN icodes ic ON p.i = ic.raw"
+    )
+    con.execute("DROP TABLE pairs")
+    return flags[0], flags[1]
+
+
+def _fetch_codes(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
+    arrays = con.execute("SELECT uc, ic FROM pairs_c").fetchnumpy()
+    return np.asarray(arrays["uc"], dtype=np.int32), np.asarray(arrays["ic"], dtype=np.int32)
+
+
+def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[str, Any]) -> np.ndarray:
+    """Read and check the items table; return which item codes are usable (listed, with an image)."""
+    assert cfg.items is not None
+    t = open_table(con, cfg.items, cfg.format, "src_items")
+    ic = cfg.item_columns
+    default_id = cfg.columns.item
+    id_col = t.required(ic.id or default_id, "--items-id-col", "item id", explicit=ic.id is not None)
+    image = t.required(ic.image, "--image-col", "image path", explicit=ic.image != "image")
+    mapped = {"title": t.optional(ic.title, default="title", flag="--title-col"),
+              "tags": t.optional(ic.tags, default="tags", flag="--tags-col"),
+              "text": t.optional(ic.text, default="text", flag="--text-col")}
+    used = {id_col, image, *(c for c in mapped.values() if c)}
+    reserved = {"item_id", "item_idx", "image", "title", "tags", "text", "n_users"}
+    extras = [c for c in t.columns if c not in used and c not in reserved]
+    select = [f"{id_sql(id_col)} AS i", f"CAST({quote(image)} AS VARCHAR) AS image"]
+    select += [f"CAST({quote(c)} AS VARCHAR) AS {name}" for name, c in mapped.items() if c]
+    select += [quote(c) for c in extras]
+    con.execute("SET preserve_insertion_order = true")
+    con.execute(f"CREATE TEMP TABLE items_raw AS SELECT row_number() OVER () AS rn, {', '.join(select)} FROM {t.view}")
+    con.execute("SET preserve_insertion_order = false")
+    where = str(t.path)
+    bad = fetch_one(con, "SELECT rn FROM items_raw WHERE i IS NULL ORDER BY rn LIMIT 1")
+    if bad:
+        raise UserError(where, f"row {bad[0]}: empty item id in column '{id_col}'")
+    conflict = fetch_one(con, 
+        "SELECT i, list(DISTINCT coalesce(image, '<empty>') ORDER BY coalesce(image, '<empty>')) FROM items_raw "
+        "GROUP BY i HAVING count(DISTINCT coalesce(image, '<empty>')) > 1 ORDER BY min(rn) LIMIT 1"
+    )
+    if conflict:
+        imgs = ", ".join(conflict[1][:2])
+        raise UserError(where, f"item id '{conflict[0]}' appears more than once with different images ({imgs})")
+    stats["dropped"]["duplicate_item_rows"] = _count(con, "items_raw") - int(
+        fetch_one(con, "SELECT count(DISTINCT i) FROM items_raw")[0]  # type: ignore[index]
+    )
+    con.execute("CREATE TEMP TABLE items AS SELECT * EXCLUDE (rn) FROM items_raw QUALIFY row_number() OVER (PARTITION BY i ORDER BY rn) = 1")
+    con.execute("DROP TABLE items_raw")
+
+    root = cfg.image_root if cfg.image_root is not None else t.path.parent
+    rows = con.execute("SELECT c.code, it.image FROM icodes c JOIN items it ON c.key = it.i ORDER BY c.code").fetchall()
+    n_codes = _count(con, "icodes")
+    listed = np.zeros(n_codes, dtype=bool)
+    has_image = np.zeros(n_codes, dtype=bool)
+    missing: list[str] = []
+    root_s = str(root)
+    for code, img in rows:
+        listed[code] = True
+        if img and os.path.isfile(os.path.join(root_s, img)):
+            has_image[code] = True
+        else:
+            missing.append(img or "<empty>")
+    unlisted = int((~listed).sum())
+    examples = con.execute("SELECT key FROM icodes WHERE key NOT IN (SELECT i FROM items) ORDER BY code LIMIT ?", [EXAMPLES]).fetchall()
+    if unlisted:
+        log.warning("%d items in the log are not in %s (e.g. %s); their interactions are dropped",
+                    unlisted, t.path.name, ", ".join(str(r[0]) for r in examples))
+    if rows and len(missing) == len(rows):
+        raise UserError("--image-root", f"none of the {len(rows)} images exist under '{root}' (e.g. {missing[0]}); check --image-root")
+    if not rows:
+        raise UserError(where, f"no item id in this file matches an item id in {cfg.interactions}")
+    if missing:
+        if cfg.strict:
+            raise UserError(where, f"{len(missing)} images missing under '{root}' (e.g. {missing[0]}); --strict forbids dropping them")
+        log.warning("%d of %d images are missing under %s (e.g. %s); those items are dropped",
+                    len(missing), len(rows), root, ", ".join(missing[:EXAMPLES]))
+    stats["dropped"].update(items_not_in_items_file=unlisted, items_missing_image=len(missing))
+    stats["missing_images"] = {"count": len(missing), "examples": missing[:EXAMPLES], "image_root": str(root)}
+    stats["unknown_items"] = {"count": unlisted, "examples": [str(r[0]) for r in examples]}
+    stats["items_file"] = {"rows": len(rows), "listed_without_interactions": int(
+        fetch_one(con, "SELECT count(*) FROM items WHERE i NOT IN (SELECT key FROM icodes)")[0])}  # type: ignore[index]
+    return listed & has_image
+
+
+def _register_maps(con: duckdb.DuckDBPyConnection, keep_users: np.ndarray, keep_items: np.ndarray,
+                   kept_u: np.ndarray, kept_i: np.ndarray) -> None:
+    """Tables code → dense index (in id order) for the surviving users and items, with their pair counts."""
+    for name, keep, kept in (("umap", keep_users, kept_u), ("imap", keep_items, kept_i)):
+        codes = np.flatnonzero(keep).astype(np.int32)
+        counts = np.bincount(kept, minlength=len(keep))[codes].astype(np.int32)
+        arrow = pa.table({"code": codes, "idx": np.arange(len(codes), dtype=np.int32), "n": counts})
+        con.register(f"{name}_arrow", arrow)
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+        con.unregister(f"{name}_arrow")
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> None:
+    con.execute(f"COPY ({select}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def _write_interactions(con: duckdb.DuckDBPyConnection, lg: _Log, path: Path) -> None:
+    counts = ", ".join(f"coalesce(p.{quote('n_' + e)}, 0)::INTEGER AS {quote('n_' + e)}" for e in lg.events)
+    extra = (", p.value" if lg.has_value else "") + (", p.first_ts, p.last_ts" if lg.has_time else "")
+    _copy(con,
+          f"SELECT um.idx AS user_idx, im.idx AS item_idx, {counts}, p.weight::FLOAT AS weight{extra} "
+          "FROM pairs_c p JOIN umap um ON p.uc = um.code JOIN imap im ON p.ic = im.code ORDER BY user_idx, item_idx",
+          path)
+
+
+def _write_entities(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, item_int: bool, out: Path) -> None:
+    _copy(con,
+          "SELECT c.u AS user_id, m.idx AS user_idx, m.n AS n_items "
+          "FROM umap m JOIN ucodes c ON m.code = c.code ORDER BY user_idx", out / "users.parquet")
+    item_cols = "it.* EXCLUDE (i), " if cfg.items is not None else ""
+    join = "LEFT JOIN items it ON c.key = it.i" if cfg.items is not None else ""
+    _copy(con,
+          f"SELECT c.i AS item_id, m.idx AS item_idx, {item_cols}m.n AS n_users "
+          f"FROM imap m JOIN icodes c ON m.code = c.code {join} ORDER BY item_idx", out / "items.parquet")
+
+
+def _write_comments(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, item_int: bool, path: Path) -> dict[str, int]:
+    """Comments of the surviving items, keyed like the other tables; the user may have been filtered out."""
+    assert cfg.comments is not None
+    t = open_table(con, cfg.comments, cfg.format, "src_comments")
+    cc = cfg.comment_columns
+    item = t.required(cc.item or cfg.columns.item, "--set ingest.comment_columns.item=", "item id", explicit=cc.item is not None)
+    text = t.required(cc.text, "--set ingest.comment_columns.text=", "text", explicit=cc.text != "text")
+    user = t.optional(cc.user, default=cfg.columns.user, flag="ingest.comment_columns.user")
+    time = t.optional(cc.time, default="timestamp", flag="ingest.comment_columns.time")
+    bad = fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {quote(item)} IS NULL")[0]  # type: ignore[index]
+    if bad:
+        rn, _ = first_bad_row(con, t, f"{quote(item)} IS NULL", item)
+        raise UserError(str(t.path), f"row {rn}: empty item id in column '{item}'")
+    if time:
+        cond = f"{quote(time)} IS NOT NULL AND {timestamp_sql(time, t.columns[time])} IS NULL"
+        if fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {cond}")[0]:  # type: ignore[index]
+            rn, raw = first_bad_row(con, t, cond, time)
+            raise UserError(str(t.path), f"row {rn}: {raw!r} in column '{time}' is not a time")
+    u_sql = id_sql(user) if user else "NULL::VARCHAR"
+    t_sql = f", {timestamp_sql(time, t.columns[time])} AS timestamp" if time else ""
+    con.execute(
+        f"CREATE TEMP TABLE comments AS SELECT {id_sql(item)} AS i, {u_sql} AS u, "
+        f"CAST({quote(text)} AS VARCHAR) AS text{t_sql} FROM {t.view}"
+    )
+    total = _count(con, "comments")
+    empty = int(fetch_one(con, "SELECT count(*) FROM comments WHERE text IS NULL OR trim(text) = ''")[0])  # type: ignore[index]
+    u_out = f"TRY_CAST(c.u AS BIGINT)" if user_int else "c.u"
+    ts = ", c.timestamp" if time else ""
+    _copy(con,
+          f"SELECT ic.i AS item_id, im.idx AS item_idx, {u_out} AS user_id, um.idx AS user_idx, "
+          f"c.text{ts} FROM comments c JOIN icodes ic ON c.i = ic.key JOIN imap im ON ic.code = im.code "
+          "LEFT JOIN ucodes uc ON c.u = uc.key LEFT JOIN umap um ON uc.code = um.code "
+          "WHERE c.text IS NOT NULL AND trim(c.text) <> '' ORDER BY item_idx", path)
+    kept = int(fetch_one(con, f"SELECT count(*) FROM read_parquet({literal(str(path))})")[0])  # type: ignore[index]
+    return {"rows": total, "empty_text": empty, "kept": kept, "of_dropped_items": total - empty - kept}
+
+
+def _density(pairs: int, users: int, items: int) -> float:
+    return pairs / (users * items) if users and items else 0.0
+
+
+def _before_stats(con: duckdb.DuckDBPyConnection, lg: _Log) -> dict[str, Any]:
+    users, items, pairs = _count(con, "ucodes"), _count(con, "icodes"), _count(con, "pairs_c")
+    return {"interactions": lg.rows, "pairs": pairs, "users": users, "items": items,
+            "events": lg.events_before, "density": _density(pairs, users, items)}
+
+
+def _after_stats(con: duckdb.DuckDBPyConnection, lg: _Log, tmp: Path) -> dict[str, Any]:
+    src = f"read_parquet({literal(str(tmp / 'interactions.parquet'))})"
+    sums = ", ".join(f"coalesce(sum({quote('n_' + e)}), 0)::BIGINT" for e in lg.events)
+    row = fetch_one(con, f"SELECT count(*), {sums} FROM {src}")
+    assert row is not None
+    events = {e: int(n) for e, n in zip(lg.events, row[1:])}
+    users, items, pairs = _count(con, "umap"), _count(con, "imap"), int(row[0])
+    return {"interactions": sum(events.values()), "pairs": pairs, "users": users, "items": items,
+            "events": events, "density": _density(pairs, users, items)}

@@ -1,0 +1,543 @@
+"""A simulated image-sharing platform: the embedded demo data set.
+
+Why: socialfeat learns image features from engagement. To show (and test) that this works
+without real user data, we generate images plus an interaction log driven by *hidden* user
+tastes, so we know which visual attributes engagement really depends on.
+
+Hidden structure (written to ``labels.csv``, never used by the learner):
+
+* Item attributes that tastes DEPEND on: ``palette`` (warm, cool, pastel, neon, earth, mono;
+  each a few related colours, jittered per image), ``texture`` of the background (gradient,
+  stripes, dots, grain, checker; jittered period, angle, phase) and ``composition`` (centered,
+  thirds = off-centre, scattered = many small objects, full = one object filling the frame).
+* Attributes users IGNORE: ``object`` (circle, square, triangle, star, ring, cross: the
+  "content" an ImageNet classifier is good at) and per-image nuisance (rotation, scale and
+  position jitter, brightness jitter, background noise).
+* Items have a log-normal latent ``popularity`` (a few items get many views).
+* Users have sparse Dirichlet preference weights over palette, texture and composition values
+  and a power-law activity level; a few bot-like heavy users view and like at random.
+* A user views items with probability ∝ popularity × (0.6·affinity + 0.4·uniform), so views
+  carry taste signal but noisily; a like follows a view with a probability logistic in the
+  affinity; a like brings a comment (``comment_rate``) and a share (``share_rate``, higher for
+  high affinity). Comments mix taste words for what the user likes about the item with
+  generic and noise words; the object is mentioned rarely.
+
+Everything is deterministic given the seed and the config.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from socialfeat.atomic import atomic_dir
+from socialfeat.config import SimulateConfig
+from socialfeat.errors import UserError
+
+Progress = Callable[[str, int, int], None]
+RGB = tuple[int, int, int]
+
+PALETTES: dict[str, list[RGB]] = {
+    "warm": [(231, 76, 60), (243, 156, 18), (241, 196, 15), (192, 57, 43), (255, 127, 80)],
+    "cool": [(41, 128, 185), (26, 188, 156), (52, 73, 94), (93, 173, 226), (110, 90, 200)],
+    "pastel": [(255, 209, 220), (204, 229, 255), (214, 250, 214), (255, 247, 200), (230, 210, 255)],
+    "neon": [(57, 255, 20), (255, 20, 147), (0, 255, 255), (255, 255, 0), (191, 0, 255)],
+    "earth": [(139, 90, 43), (107, 142, 35), (160, 82, 45), (210, 180, 140), (85, 107, 47)],
+    "mono": [(20, 20, 20), (90, 90, 90), (160, 160, 160), (235, 235, 235), (55, 55, 55)],
+}
+TEXTURES = ("gradient", "stripes", "dots", "grain", "checker")
+COMPOSITIONS = ("centered", "thirds", "scattered", "full")
+OBJECTS = ("circle", "square", "triangle", "star", "ring", "cross")
+ATTR_VALUES = {"palette": tuple(PALETTES), "texture": TEXTURES, "composition": COMPOSITIONS, "object": OBJECTS}
+TASTE_WEIGHT = {"palette": 0.45, "texture": 0.35, "composition": 0.20}  # share of each in the affinity
+TASTE_ALPHA = {"palette": 0.3, "texture": 0.3, "composition": 0.5}  # Dirichlet concentration: small = sparse
+EVENTS = ("view", "like", "comment", "share")
+START = np.datetime64("2024-03-01T00:00:00", "s")
+DAYS = 90
+HORIZON_S = DAYS * 86400
+EXPLORE = 0.4  # share of views that ignore taste
+LIKE_SLOPE, LIKE_MID = 1.6, 2.6  # like probability = sigmoid(slope·(affinity − mid) + 0.4·z(popularity))
+BOT_LIKE_P = 0.15
+POP_SIGMA = 1.2
+MIN_VIEWS = 5
+VIEWS_PER_SESSION = 12
+SUPERSAMPLE = 2
+# random streams, so that e.g. the images do not change when the user count does
+S_ITEMS, S_USERS, S_VIEWS, S_EVENTS, S_TEXT, S_IMAGES = range(6)
+
+VOCAB: dict[str, dict[str, list[str]]] = {
+    "palette": {
+        "warm": ["sunset", "glowing", "amber", "fiery", "cozy", "golden", "warm"],
+        "cool": ["icy", "ocean", "calm", "chill", "blue", "frosty", "serene"],
+        "pastel": ["soft", "dreamy", "gentle", "candy", "delicate", "pastel", "airy"],
+        "neon": ["electric", "vivid", "bright", "rave", "neon", "popping", "loud"],
+        "earth": ["earthy", "rustic", "natural", "autumn", "woody", "muted", "organic"],
+        "mono": ["monochrome", "gray", "minimal", "classic", "stark", "grayscale", "timeless"],
+    },
+    "texture": {
+        "gradient": ["smooth", "fade", "silky", "blended", "flowing"],
+        "stripes": ["lines", "rhythm", "stripes", "linear", "bands"],
+        "dots": ["dots", "polka", "dotty", "spots", "bubbly"],
+        "grain": ["grainy", "gritty", "film", "raw", "textured"],
+        "checker": ["checkered", "grid", "tiled", "chess", "checkerboard"],
+    },
+    "composition": {
+        "centered": ["centered", "focused", "balanced", "symmetric", "bold"],
+        "thirds": ["offset", "thirds", "breathing", "asymmetric", "space"],
+        "scattered": ["busy", "confetti", "scattered", "chaotic", "playful"],
+        "full": ["filled", "immersive", "zoomed", "huge", "edge"],
+    },
+}
+GENERIC = ["nice", "love this", "cool", "wow", "amazing", "great", "so good", "beautiful", "yes", "favorite"]
+NOISE = ["today", "again", "lol", "friday", "here", "just", "really", "the", "my", "omg", "vibe", "ok"]
+TITLE_ADJ = ["quiet", "little", "big", "lost", "new", "old", "bright", "hidden", "simple", "odd"]
+TITLE_NOUN = ["study", "piece", "moment", "sketch", "form", "dream", "thing", "mood", "draft"]
+NOISE_TAGS = ["art", "abstract", "daily", "digital", "design", "mood", "weekend", "new", "generative", "shapes"]
+
+
+def _rng(seed: int, stream: int, *extra: int) -> np.random.Generator:
+    """An independent generator per stream (and per item for images)."""
+    return np.random.default_rng([seed, stream, *extra])
+
+
+# ---------------------------------------------------------------- images
+
+
+def _palette_colours(palette: str, rng: np.random.Generator) -> np.ndarray:
+    """Three jittered colours of ``palette``: two for the background, the most distinct for objects."""
+    base = np.asarray(PALETTES[palette], dtype=np.float32)
+    pick = rng.permutation(len(base))
+    c0, c1 = base[pick[0]], base[pick[1]]
+    rest = base[pick[2:]]
+    c2 = rest[np.argmax(np.abs(rest - (c0 + c1) / 2).sum(axis=1))]
+    cols = np.stack([c0, c1, c2])
+    if palette == "mono":  # stay grey: shared jitter, tiny per-channel jitter
+        cols = cols + rng.normal(0, 14, (3, 1)) + rng.normal(0, 2, (3, 3))
+    else:
+        cols = cols + rng.normal(0, 12, (3, 3))
+    return np.clip(cols, 0, 255)
+
+
+def _texture(texture: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size``×``size`` mix mask in [0, 1] (0 = first colour) with jittered pattern parameters."""
+    unit = size / 96
+    y, x = _grid(size)
+    theta = rng.uniform(0, np.pi)
+    if texture == "stripes":
+        theta = rng.integers(0, 4) * np.pi / 4 + rng.normal(0, 0.12)
+    cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+    u = x * cos + y * sin
+    v = y * cos - x * sin
+    if texture == "gradient":
+        t = (u - u.min()) / max(float(u.max() - u.min()), 1e-6)
+        t = t ** rng.uniform(0.7, 1.4)
+    elif texture == "stripes":
+        period = rng.uniform(8, 16) * unit
+        t = ((u / period + rng.random()) % 1.0) < rng.uniform(0.4, 0.6)
+    elif texture == "dots":
+        period = rng.uniform(10, 16) * unit
+        radius = period * rng.uniform(0.22, 0.34)
+        du = ((u / period + rng.random()) % 1.0 - 0.5) * period
+        dv = ((v / period + rng.random()) % 1.0 - 0.5) * period
+        t = du**2 + dv**2 < radius**2
+    elif texture == "grain":
+        cells = int(rng.integers(5, 10))
+        low = Image.fromarray(rng.random((cells, cells)).astype(np.float32), "F")
+        smooth = np.asarray(low.resize((size, size), Image.BICUBIC), dtype=np.float32)
+        t = np.clip(smooth + 0.25 * rng.standard_normal((size, size), dtype=np.float32), 0, 1)
+    elif texture == "checker":
+        period = rng.uniform(10, 18) * unit
+        t = (np.floor(u / period + rng.random()) + np.floor(v / period + rng.random())) % 2 == 1
+    else:
+        raise ValueError(f"unknown texture {texture!r}")
+    return np.asarray(t, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (y, x), cached: every image of a run has the same size."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
+
+
+def _placements(composition: str, size: int, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """Centres and radii of the objects for a composition, with scale and position jitter."""
+    s = float(size)
+    scale = rng.uniform(0.85, 1.15)
+    if composition == "centered":
+        return [(s / 2 + rng.normal(0, 0.03 * s), s / 2 + rng.normal(0, 0.03 * s), 0.28 * s * scale)]
+    if composition == "thirds":
+        fx, fy = rng.choice([1 / 3, 2 / 3], 2)
+        return [(fx * s + rng.normal(0, 0.03 * s), fy * s + rng.normal(0, 0.03 * s), 0.17 * s * scale)]
+    if composition == "scattered":
+        n = int(rng.integers(7, 15))
+        xy = rng.uniform(0.1 * s, 0.9 * s, (n, 2))
+        radii = rng.uniform(0.05, 0.085, n) * s
+        return [(float(a), float(b), float(r)) for (a, b), r in zip(xy, radii)]
+    if composition == "full":
+        return [(s / 2 + rng.normal(0, 0.04 * s), s / 2 + rng.normal(0, 0.04 * s), 0.5 * s * scale)]
+    raise ValueError(f"unknown composition {composition!r}")
+
+
+def _shape_polygon(obj: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
+    """Vertices of a polygonal object rotated by ``rot`` radians."""
+    if obj == "square":
+        pts = [(r * np.cos(a), r * np.sin(a)) for a in np.pi / 4 + np.arange(4) * np.pi / 2]
+    elif obj == "triangle":
+        pts = [(r * np.cos(a), r * np.sin(a)) for a in -np.pi / 2 + np.arange(3) * 2 * np.pi / 3]
+    elif obj == "star":
+        radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
+        pts = [(q * np.cos(a), q * np.sin(a)) for q, a in zip(radii, -np.pi / 2 + np.arange(10) * np.pi / 5)]
+    elif obj == "cross":
+        w = 0.32 * r
+        pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w),
+               (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+    else:
+        raise ValueError(f"unknown polygon object {obj!r}")
+    c, s = np.cos(rot), np.sin(rot)
+    return [(cx + px * c - py * s, cy + px * s + py * c) for px, py in pts]
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, obj: str, xyr: tuple[float, float, float], rot: float,
+                 fill: RGB, outline: RGB, line: int) -> None:
+    cx, cy, r = xyr
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if obj == "circle":
+        draw.ellipse(box, fill=fill, outline=outline, width=line)
+    elif obj == "ring":
+        draw.ellipse(box, outline=fill, width=max(2, int(0.3 * r)))
+    else:
+        draw.polygon(_shape_polygon(obj, cx, cy, r, rot), fill=fill, outline=outline, width=line)
+
+
+def draw_image(attrs: dict[str, str], size: int, rng: np.random.Generator) -> Image.Image:
+    """Draw one RGB ``size``×``size`` image showing ``attrs`` (palette, texture, composition, object)."""
+    big = size * SUPERSAMPLE
+    cols = _palette_colours(attrs["palette"], rng)
+    mask = Image.fromarray((_texture(attrs["texture"], big, rng) * 255).astype(np.uint8), "L")
+    c0, c1, fill = ((int(col[0]), int(col[1]), int(col[2])) for col in cols)
+    img = Image.composite(Image.new("RGB", (big, big), c1), Image.new("RGB", (big, big), c0), mask)
+    draw = ImageDraw.Draw(img)
+    outline = (int(fill[0] * 0.6), int(fill[1] * 0.6), int(fill[2] * 0.6))
+    for xyr in _placements(attrs["composition"], big, rng):
+        _draw_object(draw, attrs["object"], xyr, rng.uniform(0, 2 * np.pi), fill, outline, SUPERSAMPLE)
+    arr = np.asarray(img.reduce(SUPERSAMPLE), dtype=np.float32)
+    noise = rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(rng.uniform(1.5, 4.0))  # sensor noise
+    arr = arr * np.float32(rng.uniform(0.85, 1.15)) + noise  # brightness jitter
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+# ---------------------------------------------------------------- users, items, events
+
+
+@dataclass
+class Users:
+    """Hidden user state: taste weights per taste attribute (rows sum to 1) and view counts."""
+
+    taste: dict[str, np.ndarray]
+    n_views: np.ndarray
+    is_bot: np.ndarray
+
+
+def sample_items(n_items: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Attribute value indices (balanced, independent across attributes) and log-normal popularity."""
+    items = {}
+    for attr, values in ATTR_VALUES.items():
+        items[attr] = rng.permutation(np.resize(np.arange(len(values)), n_items))
+    items["popularity"] = rng.lognormal(0.0, POP_SIGMA, n_items)
+    return items
+
+
+def _scale_to_mean(activity: np.ndarray, target: float, cap: int) -> np.ndarray:
+    """Integer view counts in [1, cap] proportional to ``activity`` with mean ≈ ``target``."""
+    lo, hi = 1e-9, 1e9
+    for _ in range(100):
+        mid = np.sqrt(lo * hi)
+        if np.clip(np.rint(mid * activity), 1, cap).mean() < target:
+            lo = mid
+        else:
+            hi = mid
+    return np.clip(np.rint(hi * activity), 1, cap).astype(np.int64)
+
+
+def sample_users(n_users: int, n_items: int, views_per_user: float, rng: np.random.Generator) -> Users:
+    """Sparse tastes (most users love 1–2 palettes/textures), power-law activity, a few bots."""
+    taste = {a: rng.dirichlet([TASTE_ALPHA[a]] * len(ATTR_VALUES[a]), n_users) for a in TASTE_WEIGHT}
+    activity = rng.pareto(1.6, n_users) + 1.0
+    is_bot = np.zeros(n_users, dtype=bool)
+    is_bot[rng.choice(n_users, max(1, n_users // 1000), replace=False)] = True
+    activity[is_bot] = np.inf  # bots hit the cap
+    cap = max(1, min(n_items // 2, int(25 * views_per_user)))
+    return Users(taste, _scale_to_mean(activity, views_per_user, cap), is_bot)
+
+
+def affinity(taste: dict[str, np.ndarray], items: dict[str, np.ndarray], rows: Any = slice(None)) -> np.ndarray:
+    """(users × items) affinity; 1 on average for a user with uniform taste, up to ~4.5 for a perfect match."""
+    total: Any = 0.0
+    for attr, weight in TASTE_WEIGHT.items():
+        k = len(ATTR_VALUES[attr])
+        total = total + (weight * k) * taste[attr][rows][:, items[attr]].astype(np.float32)
+    return total
+
+
+def _pair_affinity(users: Users, items: dict[str, np.ndarray], u: np.ndarray, i: np.ndarray) -> np.ndarray:
+    parts = [(w * len(ATTR_VALUES[a])) * users.taste[a][u, items[a][i]] for a, w in TASTE_WEIGHT.items()]
+    return np.stack(parts, axis=1)
+
+
+def sample_views(users: Users, items: dict[str, np.ndarray], rng: np.random.Generator,
+                 progress: Progress | None = None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, item) views: Gumbel top-k sampling without replacement, chunked over users."""
+    n_users, n_items = len(users.n_views), len(items["popularity"])
+    pop = items["popularity"].astype(np.float32)
+    base = pop / pop.sum()
+    us, its = [], []
+    for start in range(0, n_users, chunk):
+        rows = slice(start, min(start + chunk, n_users))
+        weighted = affinity(users.taste, items, rows) * pop
+        q = (1 - EXPLORE) * weighted / weighted.sum(axis=1, keepdims=True) + EXPLORE * base
+        q[users.is_bot[rows]] = 1.0 / n_items  # crawlers ignore popularity and taste
+        order = np.argsort(-(np.log(q) + rng.gumbel(size=q.shape)), axis=1)
+        take = np.arange(n_items)[None, :] < users.n_views[rows][:, None]
+        uu, pos = np.nonzero(take)
+        us.append(uu + start)
+        its.append(order[uu, pos])
+        if progress:
+            progress("views", rows.stop, n_users)
+    u, i = np.concatenate(us), np.concatenate(its)
+    return _ensure_min_views(u, i, users, n_items, rng)
+
+
+def _ensure_min_views(u: np.ndarray, i: np.ndarray, users: Users, n_items: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Give every item at least MIN_VIEWS views (a "new posts" feed), so none is unusable."""
+    humans = np.nonzero(~users.is_bot)[0]
+    need = min(MIN_VIEWS, len(humans))
+    counts = np.bincount(i, minlength=n_items)
+    by_item = u[np.argsort(i, kind="stable")]
+    ends = np.cumsum(counts)
+    extra_u, extra_i = [], []
+    for item in np.nonzero(counts < need)[0]:
+        seen = set(by_item[ends[item] - counts[item] : ends[item]].tolist())
+        candidates = humans[rng.integers(0, len(humans), need * 4 + len(seen))].tolist()
+        fresh = [x for x in dict.fromkeys(candidates) if x not in seen][: need - counts[item]]
+        extra_u.extend(fresh)
+        extra_i.extend([item] * len(fresh))
+    return np.concatenate([u, np.array(extra_u, u.dtype)]), np.concatenate([i, np.array(extra_i, i.dtype)])
+
+
+def _view_times(view_u: np.ndarray, n_users: int, rng: np.random.Generator) -> np.ndarray:
+    """Seconds since START: views grouped into sessions spread over DAYS, increasing within a session."""
+    n = len(view_u)
+    counts = np.bincount(view_u, minlength=n_users)
+    n_sess = 1 + rng.poisson(counts / VIEWS_PER_SESSION)
+    first_sess = np.concatenate([[0], np.cumsum(n_sess)[:-1]])
+    sess = first_sess[view_u] + np.floor(rng.random(n) * n_sess[view_u]).astype(np.int64)
+    starts = rng.uniform(0, HORIZON_S - 6 * 3600, int(n_sess.sum()))
+    order = np.lexsort((rng.random(n), sess))
+    gaps = rng.exponential(40.0, n) + 3.0
+    cs = np.cumsum(gaps)
+    s_sorted = sess[order]
+    first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+    before = np.maximum.accumulate(np.where(first, cs - gaps, 0.0))
+    t = np.empty(n)
+    t[order] = starts[s_sorted] + cs - before
+    return np.floor(t).astype(np.int64)
+
+
+def sample_events(users: Users, items: dict[str, np.ndarray], view_u: np.ndarray, view_i: np.ndarray,
+                  config: SimulateConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """All events sorted by time: columns user, item, event (index into EVENTS), t (seconds since START)."""
+    n = len(view_u)
+    aff = _pair_affinity(users, items, view_u, view_i).sum(axis=1)
+    logpop = np.log(items["popularity"])
+    zpop = (logpop - logpop.mean()) / max(float(logpop.std()), 1e-9)
+    p_like = 1 / (1 + np.exp(-(LIKE_SLOPE * (aff - LIKE_MID) + 0.4 * zpop[view_i])))
+    p_like[users.is_bot[view_u]] = BOT_LIKE_P
+    like = rng.random(n) < p_like
+    comment = like & (rng.random(n) < config.comment_rate)
+    boost = np.clip(aff / max(float(aff[like].mean()) if like.any() else 1.0, 1e-9), 0.3, 3.0)
+    share = like & (rng.random(n) < np.clip(config.share_rate * boost, 0, 1))
+    t_view = _view_times(view_u, len(users.n_views), rng)
+    t_like = t_view + 1 + np.floor(rng.exponential(8.0, n)).astype(np.int64)
+    t_comment = t_like + 5 + np.floor(rng.exponential(60.0, n)).astype(np.int64)
+    t_share = t_like + 2 + np.floor(rng.exponential(20.0, n)).astype(np.int64)
+    parts = [(np.ones(n, bool), t_view), (like, t_like), (comment, t_comment), (share, t_share)]
+    cols: dict[str, list[np.ndarray]] = {"user": [], "item": [], "event": [], "t": []}
+    for kind, (mask, t) in enumerate(parts):
+        cols["user"].append(view_u[mask])
+        cols["item"].append(view_i[mask])
+        cols["event"].append(np.full(int(mask.sum()), kind, dtype=np.int8))
+        cols["t"].append(t[mask])
+    ev = {k: np.concatenate(v) for k, v in cols.items()}
+    order = np.lexsort((ev["item"], ev["user"], ev["event"], ev["t"]))
+    return {k: v[order] for k, v in ev.items()}
+
+
+# ---------------------------------------------------------------- text
+
+
+def comment_text(values: dict[str, str], liking: np.ndarray, rng: np.random.Generator) -> str:
+    """3–10 words: mostly about the taste attribute the commenter likes in the item, plus filler."""
+    attrs = list(TASTE_WEIGHT)
+    p = liking + 0.05
+    focus = attrs[rng.choice(len(attrs), p=p / p.sum())]
+    vocab = VOCAB[focus][values[focus]]
+    words = [vocab[k] for k in rng.choice(len(vocab), int(rng.integers(1, 3)), replace=False)]
+    if rng.random() < 0.35:
+        other = attrs[int(rng.integers(len(attrs)))]
+        words.append(VOCAB[other][values[other]][int(rng.integers(5))])
+    words += [NOISE[k] for k in rng.integers(0, len(NOISE), int(rng.integers(0, 3)))]
+    if rng.random() < 0.05:
+        words.append(values["object"])
+    words = [words[k] for k in rng.permutation(len(words))]
+    words = GENERIC[int(rng.integers(len(GENERIC)))].split() + words
+    while len(words) < 3:
+        words.append(NOISE[int(rng.integers(len(NOISE)))])
+    text = " ".join(words[:10])
+    return text + ("!" if rng.random() < 0.3 else "")
+
+
+def title_and_tags(values: dict[str, str], rng: np.random.Generator) -> tuple[str, list[str]]:
+    """A short title and 2–4 tags; some informative about attributes (object included), some noise."""
+    if rng.random() < 0.4:
+        adj = VOCAB["palette"][values["palette"]][int(rng.integers(5))]
+    else:
+        adj = TITLE_ADJ[int(rng.integers(len(TITLE_ADJ)))]
+    noun = values["object"] if rng.random() < 0.3 else TITLE_NOUN[int(rng.integers(len(TITLE_NOUN)))]
+    title = f"{adj} {noun}".capitalize()
+    if rng.random() < 0.3:
+        title += f" no. {int(rng.integers(1, 100))}"
+    chances = {"palette": 0.5, "texture": 0.35, "composition": 0.15, "object": 0.5}
+    tags = [values[a] for a, c in chances.items() if rng.random() < c]
+    n_tags = int(rng.integers(2, 5))
+    for k in rng.permutation(len(NOISE_TAGS)):
+        if len(tags) >= n_tags:
+            break
+        tags.append(NOISE_TAGS[k])
+    tags = tags[:n_tags]
+    return title, [tags[k] for k in rng.permutation(len(tags))]
+
+
+# ---------------------------------------------------------------- output
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError("--out", f"{out} is a file; expected a folder to write the demo platform into")
+    if out.is_dir() and any(out.iterdir()) and not (out / "items.csv").is_file():
+        raise UserError("--out", f"{out} is a non-empty folder that is not a previous simulate output; "
+                                 "choose a new or empty folder")
+
+
+def _write_csv(path: Path, header: list[str], rows: Any) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+    width = max(width, len(str(n - 1)))
+    return np.array([f"{prefix}{k:0{width}d}" for k in range(n)])
+
+
+def _readme(config: SimulateConfig, seed: int, counts: dict[str, int]) -> str:
+    events = ", ".join(f"{counts[e]} {e}s" for e in EVENTS)
+    return (
+        "# socialfeat demo platform (simulated)\n\n"
+        "Procedurally drawn images and an engagement log generated by `socialfeat.data.simulate`.\n"
+        f"Seed {seed}; {config.n_users} users, {config.n_items} items, {config.image_size}x{config.image_size} "
+        f"images; {DAYS} days of events: {events}.\n\n"
+        "Hidden: user tastes depend on the images' palette, texture and composition only; the drawn object\n"
+        "(circle, star, ...) and jitter (rotation, scale, position, brightness, noise) are ignored.\n"
+        "Items also have a latent log-normal popularity. `labels.csv` holds the true attributes and\n"
+        "popularity for evaluation only; it must not be used for training.\n"
+    )
+
+
+def _write_images(folder: Path, values: list[dict[str, str]], ids: list[str], size: int, seed: int,
+                  progress: Progress | None) -> None:
+    """Draw and save all images; two threads, since PNG encoding and ImageDraw release the GIL.
+
+    Each image has its own generator, so the result does not depend on the scheduling."""
+    folder.mkdir()
+
+    def one(k: int) -> None:
+        draw_image(values[k], size, _rng(seed, S_IMAGES, k)).save(folder / f"{ids[k]}.png", compress_level=1)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(ids), 128):  # in batches: an error stops the run within one batch
+            done = min(start + 128, len(ids))
+            list(pool.map(one, range(start, done)))
+            if progress:
+                progress("images", done, len(ids))
+
+
+def simulate(out: Path, config: SimulateConfig, seed: int = 0,
+             progress: Progress | None = None) -> dict[str, Any]:
+    """Write the demo platform into `out` atomically; return a summary (counts per file and event, sizes, seed).
+
+    Refuses (UserError) a non-empty ``out`` that is not a previous simulate output, so that a typo
+    in ``--out`` cannot replace someone's folder."""
+    out = Path(out)
+    if seed < 0:
+        raise UserError("--seed", f"must be >= 0 (got {seed})")
+    _check_out(out)
+    items = sample_items(config.n_items, _rng(seed, S_ITEMS))
+    users = sample_users(config.n_users, config.n_items, config.views_per_user, _rng(seed, S_USERS))
+    view_u, view_i = sample_views(users, items, _rng(seed, S_VIEWS), progress)
+    ev = sample_events(users, items, view_u, view_i, config, _rng(seed, S_EVENTS))
+    values = [{a: ATTR_VALUES[a][int(items[a][k])] for a in ATTR_VALUES} for k in range(config.n_items)]
+    item_ids = _ids("i", config.n_items, 5)
+    user_ids = _ids("u", config.n_users, 4)
+    stamps = (START + ev["t"].astype("timedelta64[s]")).astype(str)
+    event_names = np.array(EVENTS)[ev["event"]]
+    text_rng = _rng(seed, S_TEXT)
+    titles = [title_and_tags(v, text_rng) for v in values]
+    is_comment = np.nonzero(ev["event"] == EVENTS.index("comment"))[0]
+    liking = _pair_affinity(users, items, ev["user"][is_comment], ev["item"][is_comment])
+    comments = [
+        (item_ids[i], user_ids[u], comment_text(values[i], liking[k], text_rng), stamps[r])
+        for k, (r, u, i) in enumerate(zip(is_comment, ev["user"][is_comment], ev["item"][is_comment]))
+    ]
+    counts = {e: int((ev["event"] == k).sum()) for k, e in enumerate(EVENTS)}
+    with atomic_dir(out) as tmp:
+        _write_images(tmp / "images", values, item_ids.tolist(), config.image_size, seed, progress)
+        items_rows = ((iid, f"images/{iid}.png", t, "|".join(g)) for iid, (t, g) in zip(item_ids, titles))
+        _write_csv(tmp / "items.csv", ["item_id", "image", "title", "tags"], items_rows)
+        events = zip(user_ids[ev["user"]].tolist(), item_ids[ev["item"]].tolist(), event_names.tolist(),
+                     stamps.tolist())
+        _write_csv(tmp / "interactions.csv", ["user_id", "item_id", "event", "timestamp"], events)
+        _write_csv(tmp / "comments.csv", ["item_id", "user_id", "text", "timestamp"], comments)
+        labels = ([iid, *v.values(), f"{pop:.6f}"] for iid, v, pop in zip(item_ids, values, items["popularity"]))
+        _write_csv(tmp / "labels.csv", ["item_id", *ATTR_VALUES, "popularity"], labels)
+        (tmp / "README.md").write_text(_readme(config, seed, counts), encoding="utf-8")
+        n_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    return {
+        "out": str(out),
+        "seed": seed,
+        "n_users": config.n_users,
+        "n_items": config.n_items,
+        "n_bots": int(users.is_bot.sum()),
+        "image_size": config.image_size,
+        "days": DAYS,
+        "files": {
+            "images": config.n_items,
+            "items.csv": config.n_items,
+            "interactions.csv": len(ev["t"]),
+            "comments.csv": len(comments),
+            "labels.csv": config.n_items,
+        },
+        "events": counts,
+        "bytes": n_bytes,
+    }

@@ -1,0 +1,221 @@
+"""The simulated demo platform: data contract, determinism, hidden taste signal, atomicity."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from socialfeat.config import SimulateConfig
+from socialfeat.data import simulate as sim
+from socialfeat.errors import UserError
+
+SMALL = SimulateConfig(n_users=200, n_items=300, image_size=32)
+
+
+def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("sim") / "demo"
+    return out, sim.simulate(out, SMALL, seed=3)
+
+
+def test_files_and_columns(small: tuple[Path, dict]) -> None:
+    out, _ = small
+    assert read(out / "items.csv")[0] == ["item_id", "image", "title", "tags"]
+    assert read(out / "interactions.csv")[0] == ["user_id", "item_id", "event", "timestamp"]
+    assert read(out / "comments.csv")[0] == ["item_id", "user_id", "text", "timestamp"]
+    assert read(out / "labels.csv")[0] == ["item_id", "palette", "texture", "composition", "object", "popularity"]
+    assert "seed 3" in (out / "README.md").read_text().lower()
+    _, items = read(out / "items.csv")
+    assert len(items) == SMALL.n_items
+    for row in items:
+        assert re.fullmatch(r"i\d{5}", row["item_id"])
+        assert row["image"] == f"images/{row['item_id']}.png"
+        assert row["title"]
+        assert 2 <= len(row["tags"].split("|")) <= 4
+        with Image.open(out / row["image"]) as img:
+            assert img.mode == "RGB" and img.size == (32, 32)
+    assert len(list((out / "images").iterdir())) == SMALL.n_items
+
+
+def test_interactions_contract(small: tuple[Path, dict]) -> None:
+    out, _ = small
+    _, rows = read(out / "interactions.csv")
+    assert {r["event"] for r in rows} == {"view", "like", "comment", "share"}
+    assert all(re.fullmatch(r"u\d{4}", r["user_id"]) for r in rows)
+    stamps = [r["timestamp"] for r in rows]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", t) for t in stamps)
+    assert stamps == sorted(stamps)
+    assert stamps[0] >= "2024-03-01T00:00:00" and stamps[-1] < "2024-05-31T00:00:00"
+    viewed: set[tuple[str, str]] = set()
+    for r in rows:
+        key = (r["user_id"], r["item_id"])
+        if r["event"] == "view":
+            viewed.add(key)
+        else:
+            assert key in viewed, f"{r['event']} before view: {r}"
+    views = Counter(r["item_id"] for r in rows if r["event"] == "view")
+    assert len(views) == SMALL.n_items and min(views.values()) >= 3
+    assert abs(sum(views.values()) / SMALL.n_users - SMALL.views_per_user) < 0.15 * SMALL.views_per_user
+
+
+def test_comments_match_comment_events(small: tuple[Path, dict]) -> None:
+    out, _ = small
+    _, rows = read(out / "interactions.csv")
+    _, comments = read(out / "comments.csv")
+    events = [(r["item_id"], r["user_id"], r["timestamp"]) for r in rows if r["event"] == "comment"]
+    assert [(c["item_id"], c["user_id"], c["timestamp"]) for c in comments] == events
+    assert all(3 <= len(c["text"].split()) <= 10 for c in comments)
+
+
+def test_summary_counts_match_files(small: tuple[Path, dict]) -> None:
+    out, summary = small
+    _, rows = read(out / "interactions.csv")
+    assert summary["files"]["interactions.csv"] == len(rows)
+    assert summary["events"] == dict(Counter(r["event"] for r in rows))
+    assert summary["files"]["comments.csv"] == len(read(out / "comments.csv")[1])
+    assert summary["files"]["items.csv"] == len(read(out / "items.csv")[1]) == SMALL.n_items
+    assert summary["files"]["labels.csv"] == len(read(out / "labels.csv")[1])
+    assert summary["files"]["images"] == SMALL.n_items
+    assert summary["seed"] == 3 and summary["n_users"] == 200 and summary["image_size"] == 32
+
+
+def like_lift(out: Path, attr: str) -> float:
+    """Held-out lift: a user's top value from half of their likes, hit rate on the other half vs chance."""
+    labels = {r["item_id"]: r[attr] for r in read(out / "labels.csv")[1]}
+    likes: dict[str, list[str]] = defaultdict(list)
+    for r in read(out / "interactions.csv")[1]:
+        if r["event"] == "like":
+            likes[r["user_id"]].append(labels[r["item_id"]])
+    base = Counter(v for vals in likes.values() for v in vals)
+    total = sum(base.values())
+    hits = expected = 0.0
+    for vals in likes.values():
+        if len(vals) < 6:
+            continue
+        top = Counter(vals[::2]).most_common(1)[0][0]
+        held = vals[1::2]
+        hits += sum(v == top for v in held)
+        expected += len(held) * base[top] / total
+    return hits / expected
+
+
+def test_taste_signal_is_real_and_object_is_ignored(small: tuple[Path, dict]) -> None:
+    out, _ = small
+    assert like_lift(out, "palette") > 2.0
+    assert like_lift(out, "texture") > 1.4
+    assert 0.7 < like_lift(out, "object") < 1.3
+
+
+def test_popularity_skew(tmp_path: Path) -> None:
+    # sparser than SMALL: there every user sees a fifth of all items, which caps the top items
+    out = tmp_path / "pop"
+    sim.simulate(out, SimulateConfig(n_users=300, n_items=600, image_size=32, views_per_user=20), seed=1)
+    views = Counter(r["item_id"] for r in read(out / "interactions.csv")[1] if r["event"] == "view")
+    counts = np.sort(np.array(list(views.values())))[::-1]
+    assert counts[: len(counts) // 10].sum() > 0.3 * counts.sum()
+
+
+def test_deterministic(small: tuple[Path, dict], tmp_path: Path) -> None:
+    out, summary = small
+    again = sim.simulate(tmp_path / "again", SMALL, seed=3)
+    assert again["events"] == summary["events"]
+    for name in ("items.csv", "interactions.csv", "comments.csv", "labels.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    for item in ("i00000", "i00007", "i00299"):
+        image = f"images/{item}.png"
+        assert (out / image).read_bytes() == (tmp_path / "again" / image).read_bytes()
+    sim.simulate(tmp_path / "other", SMALL, seed=4)
+    assert (out / "interactions.csv").read_bytes() != (tmp_path / "other" / "interactions.csv").read_bytes()
+    assert (out / "images" / "i00000.png").read_bytes() != (tmp_path / "other" / "images" / "i00000.png").read_bytes()
+
+
+def test_draw_image_every_attribute_value() -> None:
+    rng = np.random.default_rng(0)
+    for attr, values in sim.ATTR_VALUES.items():
+        for value in values:
+            attrs = {"palette": "warm", "texture": "stripes", "composition": "centered", "object": "star", attr: value}
+            img = sim.draw_image(attrs, 48, rng)
+            assert img.mode == "RGB" and img.size == (48, 48)
+            assert np.asarray(img).std() > 5  # not a blank image
+
+
+def test_progress_reports_images(tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int]] = []
+    cfg = SimulateConfig(n_users=20, n_items=150, image_size=32, views_per_user=10)
+    sim.simulate(tmp_path / "p", cfg, progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert ("images", 150, 150) in calls
+    assert len(calls) < 20
+
+
+def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sim.draw_image
+    drawn: list[int] = []
+
+    def flaky(attrs: dict[str, str], size: int, rng: np.random.Generator) -> Image.Image:
+        drawn.append(1)
+        if len(drawn) > 5:
+            raise RuntimeError("boom")
+        return real(attrs, size, rng)
+
+    monkeypatch.setattr(sim, "draw_image", flaky)
+    cfg = SimulateConfig(n_users=20, n_items=300, image_size=32, views_per_user=10)
+    with pytest.raises(RuntimeError, match="boom"):
+        sim.simulate(tmp_path / "nested" / "out", cfg)
+    assert list(tmp_path.iterdir()) == []
+    assert len(drawn) < 300  # stopped early rather than drawing the rest first
+
+    # a previous output survives a failed overwrite
+    monkeypatch.setattr(sim, "draw_image", real)
+    sim.simulate(tmp_path / "out", cfg)
+    before = (tmp_path / "out" / "interactions.csv").read_bytes()
+    drawn.clear()
+    monkeypatch.setattr(sim, "draw_image", flaky)
+    with pytest.raises(RuntimeError):
+        sim.simulate(tmp_path / "out", cfg, seed=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (tmp_path / "out" / "interactions.csv").read_bytes() == before
+
+
+def test_out_folder_checks(tmp_path: Path) -> None:
+    cfg = SimulateConfig(n_users=20, n_items=30, image_size=32, views_per_user=5)
+    unrelated = tmp_path / "mine"
+    unrelated.mkdir()
+    (unrelated / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError) as err:
+        sim.simulate(unrelated, cfg)
+    assert err.value.where == "--out"
+    assert (unrelated / "thesis.tex").read_text() == "precious"
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    with pytest.raises(UserError):
+        sim.simulate(afile, cfg)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sim.simulate(empty, cfg)  # an empty folder is fine
+    sim.simulate(empty, cfg, seed=1)  # and so is overwriting a previous output
+    assert (empty / "items.csv").is_file()
+    with pytest.raises(UserError):
+        sim.simulate(tmp_path / "neg", cfg, seed=-1)
+
+
+@pytest.mark.slow
+def test_default_size_smoke(tmp_path: Path) -> None:
+    summary = sim.simulate(tmp_path / "demo", SimulateConfig(), seed=0)
+    rows = summary["files"]["interactions.csv"]
+    assert 100_000 <= rows <= 300_000
+    assert summary["events"]["view"] / summary["n_users"] == pytest.approx(60, rel=0.1)
+    assert all(summary["events"][e] > 0 for e in ("like", "comment", "share"))
+    with Image.open(tmp_path / "demo" / "images" / "i02999.png") as img:
+        assert img.size == (96, 96)
