@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= dev
-DEMO   ?= runs/demo
+DEMO   := runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(BIN)/socialfeat: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,15 @@ $(BIN)/socialfeat: pyproject.toml
 install: $(BIN)/socialfeat
 
 demo: install
-	$(BIN)/socialfeat simulate --out $(DEMO)/platform
-	$(BIN)/socialfeat ingest --interactions $(DEMO)/platform/interactions.csv --items $(DEMO)/platform/items.csv \
-		--comments $(DEMO)/platform/comments.csv --out $(DEMO)/dataset
+	$(BIN)/socialfeat simulate --config configs/demo.yaml --out $(DEMO)/platform
+	$(BIN)/socialfeat ingest --config configs/demo.yaml --out $(DEMO)/dataset
 
 test: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -10,7 +10,9 @@ from socialfeat.errors import UserError
 
 def test_defaults_file_flags_and_overrides_layer(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("seed: 3\nfilter:\n  min_user_interactions: 7\n  min_item_interactions: 9\ningest:\n  event_weights: {like: 2}\n")
+    f.write_text(
+        "seed: 3\nfilter:\n  min_user_interactions: 7\n  min_item_interactions: 9\ningest:\n  event_weights: {like: 2}\n"
+    )
     c = load_config(f, ["filter.min_item_interactions=11"], {"ingest.columns.user": ("--user-col", "uid")})
     assert c.seed == 3 and c.filter.min_user_interactions == 7 and c.filter.min_item_interactions == 11
     assert c.ingest.columns.user == "uid"
@@ -50,3 +52,9 @@ def test_bad_file_names_file_and_key(tmp_path: Path) -> None:
 def test_provenance_records_versions_seed_and_config() -> None:
     p = provenance(load_config(None, ["seed=5"]), "ingest")
     assert p["seed"] == 5 and p["stage"] == "ingest" and "duckdb" in p["versions"] and p["config"]["seed"] == 5
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "movielens.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    c = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert c.ingest.interactions is not None and c.name in name

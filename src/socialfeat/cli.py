@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,8 +27,12 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (defaults < file < flags < --set).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: --set filter.min_user_interactions=10")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (defaults < file < flags < --set).")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override any config key: --set filter.min_user_interactions=10")
+]
 
 
 class _WarningHandler(logging.Handler):
@@ -46,7 +50,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show informational messages.")] = False,
 ) -> None:
     """socialfeat: collaborative feature learning and VisE-style pseudo labels from engagement logs."""
@@ -58,7 +64,11 @@ def _root(
 
 def _flags(**pairs: tuple[str, str, Any]) -> dict[str, tuple[str, Any]]:
     """Config overrides from the flags a user actually gave: key → (flag, value)."""
-    return {key: (flag, value) for key, (flag, value) in ((k.replace("__", "."), v) for k, v in pairs.items()) if value is not None}
+    return {
+        key: (flag, value)
+        for key, (flag, value) in ((k.replace("__", "."), v) for k, v in pairs.items())
+        if value is not None
+    }
 
 
 def _event_weights(items: list[str] | None) -> dict[str, tuple[str, Any]]:
@@ -78,24 +88,40 @@ def _event_weights(items: list[str] | None) -> dict[str, tuple[str, Any]]:
 @app.command()
 def ingest(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a run's dataset/.")],
-    interactions: Annotated[Optional[Path], typer.Option(help="Interaction log: user, item, [event, value, timestamp].")] = None,
-    items: Annotated[Optional[Path], typer.Option(help="Items table: item id, image path, [title, tags, text].")] = None,
-    comments: Annotated[Optional[Path], typer.Option(help="Comments table: item id, user id, text, [timestamp].")] = None,
-    image_root: Annotated[Optional[Path], typer.Option(help="Folder the items' image paths are relative to (default: the items file's folder).")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, tsv, parquet or jsonl for every input (default: by extension).")] = None,
-    user_col: Annotated[Optional[str], typer.Option(help="User id column [user_id].")] = None,
-    item_col: Annotated[Optional[str], typer.Option(help="Item id column [item_id].")] = None,
-    event_col: Annotated[Optional[str], typer.Option(help="Event kind column [event, if present].")] = None,
-    value_col: Annotated[Optional[str], typer.Option(help="Count/weight column [value, if present].")] = None,
-    time_col: Annotated[Optional[str], typer.Option(help="Timestamp column [timestamp, if present].")] = None,
-    items_id_col: Annotated[Optional[str], typer.Option(help="Item id column of the items table [same as --item-col].")] = None,
-    image_col: Annotated[Optional[str], typer.Option(help="Image path column of the items table [image].")] = None,
-    title_col: Annotated[Optional[str], typer.Option(help="Title column of the items table [title].")] = None,
-    tags_col: Annotated[Optional[str], typer.Option(help="Tags column of the items table [tags], e.g. genres.")] = None,
-    text_col: Annotated[Optional[str], typer.Option(help="Description column of the items table [text].")] = None,
-    default_event: Annotated[Optional[str], typer.Option(help="Event kind of every row when there is no event column [interaction].")] = None,
-    event_weight: Annotated[Optional[list[str]], typer.Option(help="Weight of one event of a kind: --event-weight like=4 (repeatable).")] = None,
-    strict: Annotated[Optional[bool], typer.Option("--strict", help="A missing image is an error instead of a dropped item.")] = None,
+    interactions: Annotated[
+        Path | None, typer.Option(help="Interaction log: user, item, [event, value, timestamp].")
+    ] = None,
+    items: Annotated[Path | None, typer.Option(help="Items table: item id, image path, [title, tags, text].")] = None,
+    comments: Annotated[Path | None, typer.Option(help="Comments table: item id, user id, text, [timestamp].")] = None,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(help="Folder the items' image paths are relative to (default: the items file's folder)."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, tsv, parquet or jsonl for every input (default: by extension)."),
+    ] = None,
+    user_col: Annotated[str | None, typer.Option(help="User id column [user_id].")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item id column [item_id].")] = None,
+    event_col: Annotated[str | None, typer.Option(help="Event kind column [event, if present].")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Count/weight column [value, if present].")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column [timestamp, if present].")] = None,
+    items_id_col: Annotated[
+        str | None, typer.Option(help="Item id column of the items table [same as --item-col].")
+    ] = None,
+    image_col: Annotated[str | None, typer.Option(help="Image path column of the items table [image].")] = None,
+    title_col: Annotated[str | None, typer.Option(help="Title column of the items table [title].")] = None,
+    tags_col: Annotated[str | None, typer.Option(help="Tags column of the items table [tags], e.g. genres.")] = None,
+    text_col: Annotated[str | None, typer.Option(help="Description column of the items table [text].")] = None,
+    default_event: Annotated[
+        str | None, typer.Option(help="Event kind of every row when there is no event column [interaction].")
+    ] = None,
+    event_weight: Annotated[
+        list[str] | None, typer.Option(help="Weight of one event of a kind: --event-weight like=4 (repeatable).")
+    ] = None,
+    strict: Annotated[
+        bool | None, typer.Option("--strict", help="A missing image is an error instead of a dropped item.")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -103,14 +129,22 @@ def ingest(
     from socialfeat.data.ingest import ingest as run_ingest
 
     flags = _flags(
-        ingest__interactions=("--interactions", interactions), ingest__items=("--items", items),
-        ingest__comments=("--comments", comments), ingest__image_root=("--image-root", image_root),
-        ingest__format=("--format", fmt), ingest__columns__user=("--user-col", user_col),
-        ingest__columns__item=("--item-col", item_col), ingest__columns__event=("--event-col", event_col),
-        ingest__columns__value=("--value-col", value_col), ingest__columns__time=("--time-col", time_col),
-        ingest__item_columns__id=("--items-id-col", items_id_col), ingest__item_columns__image=("--image-col", image_col),
-        ingest__item_columns__title=("--title-col", title_col), ingest__item_columns__tags=("--tags-col", tags_col),
-        ingest__item_columns__text=("--text-col", text_col), ingest__default_event=("--default-event", default_event),
+        ingest__interactions=("--interactions", interactions),
+        ingest__items=("--items", items),
+        ingest__comments=("--comments", comments),
+        ingest__image_root=("--image-root", image_root),
+        ingest__format=("--format", fmt),
+        ingest__columns__user=("--user-col", user_col),
+        ingest__columns__item=("--item-col", item_col),
+        ingest__columns__event=("--event-col", event_col),
+        ingest__columns__value=("--value-col", value_col),
+        ingest__columns__time=("--time-col", time_col),
+        ingest__item_columns__id=("--items-id-col", items_id_col),
+        ingest__item_columns__image=("--image-col", image_col),
+        ingest__item_columns__title=("--title-col", title_col),
+        ingest__item_columns__tags=("--tags-col", tags_col),
+        ingest__item_columns__text=("--text-col", text_col),
+        ingest__default_event=("--default-event", default_event),
         ingest__strict=("--strict", strict),
     )
     flags.update(_event_weights(event_weight))
@@ -163,11 +197,11 @@ def _print_drops(stats: dict[str, Any]) -> None:
 @app.command()
 def simulate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the demo platform.")],
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same data.")] = None,
-    users: Annotated[Optional[int], typer.Option("--users", help="Number of users [2000].")] = None,
-    n_items: Annotated[Optional[int], typer.Option("--items", help="Number of items (images) [3000].")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Image side in pixels [96].")] = None,
-    views_per_user: Annotated[Optional[float], typer.Option(help="Mean views per user [60].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same data.")] = None,
+    users: Annotated[int | None, typer.Option("--users", help="Number of users [2000].")] = None,
+    n_items: Annotated[int | None, typer.Option("--items", help="Number of items (images) [3000].")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Image side in pixels [96].")] = None,
+    views_per_user: Annotated[float | None, typer.Option(help="Mean views per user [60].")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -177,12 +211,22 @@ def simulate(
     from socialfeat.data.simulate import simulate as run_simulate
 
     flags = _flags(
-        seed=("--seed", seed), simulate__n_users=("--users", users), simulate__n_items=("--items", n_items),
-        simulate__image_size=("--image-size", image_size), simulate__views_per_user=("--views-per-user", views_per_user),
+        seed=("--seed", seed),
+        simulate__n_users=("--users", users),
+        simulate__n_items=("--items", n_items),
+        simulate__image_size=("--image-size", image_size),
+        simulate__views_per_user=("--views-per-user", views_per_user),
     )
     cfg: Config = load_config(config, set_ or [], flags)
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -200,7 +244,9 @@ def simulate(
     out.print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s", highlight=False)
     out.print(
         f"next: socialfeat ingest --interactions {out_dir}/interactions.csv --items {out_dir}/items.csv "
-        f"--comments {out_dir}/comments.csv --out runs/demo/dataset", highlight=False, soft_wrap=True,
+        f"--comments {out_dir}/comments.csv --out runs/demo/dataset",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

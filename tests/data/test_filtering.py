@@ -25,7 +25,7 @@ def test_min_thresholds_cascade_until_stable() -> None:
     r = popularity_filter(u, i, 4, 3, cfg(min_user_interactions=2, min_item_interactions=2))
     assert r.keep_users.tolist() == [True, True, True, False]
     assert r.keep_items.tolist() == [True, True, False]
-    assert r.keep_pairs.tolist() == [True] * 6 + [False, False]
+    assert r.pairs_mask(u, i).tolist() == [True] * 6 + [False, False]
     assert r.dropped == {"top_users": 0, "top_items": 0, "low_users": 1, "low_items": 1}
     assert r.rounds == 3  # item 2, then user 3, then a round that changes nothing
 
@@ -33,7 +33,7 @@ def test_min_thresholds_cascade_until_stable() -> None:
 def test_checkerboard_is_already_stable() -> None:
     u, i = pairs([(a, b) for a in range(6) for b in range(6) if (a + b) % 2 == 0])
     r = popularity_filter(u, i, 6, 6, cfg(min_user_interactions=3, min_item_interactions=3))
-    assert r.keep_pairs.all() and r.rounds == 1
+    assert r.pairs_mask(u, i).all() and r.rounds == 1
 
 
 def test_top_fraction_and_max_count_drop_the_most_popular() -> None:
@@ -68,7 +68,7 @@ def test_filter_that_empties_names_the_threshold() -> None:
 def test_matches_naive_reference_on_random_data() -> None:
     rng = np.random.default_rng(0)
     n_u, n_i = 80, 60
-    edges = {(int(a), int(b)) for a, b in zip(rng.zipf(1.5, 2000) % n_u, rng.zipf(1.3, 2000) % n_i)}
+    edges = {(int(a), int(b)) for a, b in zip(rng.zipf(1.5, 2000) % n_u, rng.zipf(1.3, 2000) % n_i, strict=True)}
     u, i = pairs(sorted(edges))
     r = popularity_filter(u, i, n_u, n_i, cfg(min_user_interactions=4, min_item_interactions=3))
     # naive: repeatedly delete users/items below the minimum from a set of edges
@@ -83,5 +83,5 @@ def test_matches_naive_reference_on_random_data() -> None:
         if new == kept:
             break
         kept = new
-    got = {(int(a), int(b)) for a, b in zip(u[r.keep_pairs], i[r.keep_pairs])}
+    got = {(int(a), int(b)) for a, b in zip(u[r.pairs_mask(u, i)], i[r.pairs_mask(u, i)], strict=True)}
     assert got == kept and len(kept) > 0

@@ -46,21 +46,33 @@ def test_small_log_pairs_counts_weights_times(tmp_path: Path) -> None:
     users = t["users"].to_pylist()
     items = t["items"].to_pylist()
     assert [u["user_id"] for u in users] == ["u1", "u2", "u3"] and [i["item_id"] for i in items] == ["a", "b", "c"]
-    rows = {(users[r["user_idx"]]["user_id"], items[r["item_idx"]]["item_id"]): r for r in t["interactions"].to_pylist()}
+    rows = {
+        (users[r["user_idx"]]["user_id"], items[r["item_idx"]]["item_id"]): r for r in t["interactions"].to_pylist()
+    }
     assert set(rows) == {("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "c")}
     r = rows[("u1", "a")]
     assert (r["n_view"], r["n_like"], r["n_share"]) == (1, 1, 0)
     assert r["weight"] == pytest.approx(1 * 1 + 4 * 1)  # default weights view=1, like=4, value 1 each
     assert rows[("u1", "b")]["weight"] == pytest.approx(2.0)  # value 2 counts twice
     assert rows[("u2", "b")]["weight"] == pytest.approx(1 + 8)
-    assert str(rows[("u2", "b")]["first_ts"]) == "2024-01-04 10:00:00" and str(rows[("u2", "b")]["last_ts"]) == "2024-01-04 10:05:00"
+    assert (
+        str(rows[("u2", "b")]["first_ts"]) == "2024-01-04 10:00:00"
+        and str(rows[("u2", "b")]["last_ts"]) == "2024-01-04 10:05:00"
+    )
     assert stats["before"]["interactions"] == 7 and stats["before"]["pairs"] == 5
     assert stats["before"]["events"] == {"view": 5, "like": 1, "share": 1}
     assert stats["after"]["events"] == stats["before"]["events"]
     assert stats["before"]["density"] == pytest.approx(5 / 9)
     assert stats["id_types"] == {"user": "string", "item": "string"}
     out = tmp_path / "ds"
-    assert {p.name for p in out.iterdir()} == {"interactions.parquet", "users.parquet", "items.parquet", "stats.json", "manifest.json", "config.yaml"}
+    assert {p.name for p in out.iterdir()} == {
+        "interactions.parquet",
+        "users.parquet",
+        "items.parquet",
+        "stats.json",
+        "manifest.json",
+        "config.yaml",
+    }
     assert json.loads((out / "manifest.json").read_text())["stage"] == "ingest"
 
 
@@ -76,7 +88,9 @@ def test_event_weights_are_configurable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["csv", "tsv", "parquet", "jsonl", "csv.gz"])
 def test_every_format_gives_the_same_dataset(tmp_path: Path, kind: str) -> None:
-    table = pacsv.read_csv(pa.py_buffer(LOG.encode()), convert_options=pacsv.ConvertOptions(column_types={"timestamp": pa.string()}))
+    table = pacsv.read_csv(
+        pa.py_buffer(LOG.encode()), convert_options=pacsv.ConvertOptions(column_types={"timestamp": pa.string()})
+    )
     path = tmp_path / f"log.{kind}"
     if kind == "csv":
         path.write_text(LOG)
@@ -107,8 +121,13 @@ def test_ids_are_kept_exactly_as_given(tmp_path: Path) -> None:
 
 
 def test_column_mapping_and_default_event(tmp_path: Path) -> None:
-    log = write(tmp_path / "ratings.csv", "userId,movieId,rating,ts\n1,10,4.5,978300760\n1,11,3,978300761\n2,10,5,978300762\n")
-    flags = {"columns": {"user": "userId", "item": "movieId", "value": "rating", "time": "ts"}, "default_event": "rating"}
+    log = write(
+        tmp_path / "ratings.csv", "userId,movieId,rating,ts\n1,10,4.5,978300760\n1,11,3,978300761\n2,10,5,978300762\n"
+    )
+    flags = {
+        "columns": {"user": "userId", "item": "movieId", "value": "rating", "time": "ts"},
+        "default_event": "rating",
+    }
     stats, t = run(tmp_path / "ds", interactions=log, **flags)
     assert stats["before"]["events"] == {"rating": 3}
     assert t["interactions"].column("value").to_pylist() == [4.5, 3.0, 5.0]
@@ -119,36 +138,57 @@ def test_items_images_and_comments(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     for name in ("a.png", "b.png"):
         (tmp_path / "img" / name).write_bytes(b"x")
-    items = write(tmp_path / "items.csv", "item_id,image,title,genre\na,a.png,A,x|y\nb,b.png,B,y\nc,c.png,C,z\na,a.png,A,x|y\n")
+    items = write(
+        tmp_path / "items.csv", "item_id,image,title,genre\na,a.png,A,x|y\nb,b.png,B,y\nc,c.png,C,z\na,a.png,A,x|y\n"
+    )
     comments = write(tmp_path / "comments.csv", "item_id,user_id,text\na,u2,lovely\nb,u1,\nc,u3,gone\n")
-    stats, t = run(tmp_path / "ds", interactions=write(tmp_path / "log.csv", LOG), items=items, comments=comments,
-                   image_root=tmp_path / "img")
+    stats, t = run(
+        tmp_path / "ds",
+        interactions=write(tmp_path / "log.csv", LOG),
+        items=items,
+        comments=comments,
+        image_root=tmp_path / "img",
+    )
     assert t["items"].column("item_id").to_pylist() == ["a", "b"]  # c has no image file
     assert t["items"].column("genre").to_pylist() == ["x|y", "y"]  # unmapped columns pass through
     assert stats["missing_images"]["count"] == 1 and stats["missing_images"]["examples"] == ["c.png"]
     assert stats["dropped"]["duplicate_item_rows"] == 1
-    assert t["comments"].to_pylist() == [{"item_id": "a", "item_idx": 0, "user_id": "u2", "user_idx": 1, "text": "lovely"}]
+    assert t["comments"].to_pylist() == [
+        {"item_id": "a", "item_idx": 0, "user_id": "u2", "user_idx": 1, "text": "lovely"}
+    ]
     assert stats["comments"] == {"rows": 3, "empty_text": 1, "kept": 1, "of_dropped_items": 1}
 
 
 def test_popularity_filter_is_applied_and_reported(tmp_path: Path) -> None:
-    cfg = load_config(None, ["filter.min_user_interactions=2", "filter.min_item_interactions=1", "filter.drop_top_users=0"],
-                      {"ingest.interactions": ("t", write(tmp_path / "log.csv", LOG))})
+    cfg = load_config(
+        None,
+        ["filter.min_user_interactions=2", "filter.min_item_interactions=1", "filter.drop_top_users=0"],
+        {"ingest.interactions": ("t", write(tmp_path / "log.csv", LOG))},
+    )
     stats = ingest(cfg, tmp_path / "ds").stats
     assert stats["after"]["users"] == 2 and stats["dropped"]["low_users"] == 1  # u3 has a single item
     assert stats["after"]["items"] == 2 and stats["after"]["interactions"] == 6
 
 
 def test_simulated_platform_ingests_unchanged(platform: Path, tmp_path: Path) -> None:
-    cfg = load_config(None, [], {
-        "ingest.interactions": ("t", platform / "interactions.csv"), "ingest.items": ("t", platform / "items.csv"),
-        "ingest.comments": ("t", platform / "comments.csv")})
+    cfg = load_config(
+        None,
+        [],
+        {
+            "ingest.interactions": ("t", platform / "interactions.csv"),
+            "ingest.items": ("t", platform / "items.csv"),
+            "ingest.comments": ("t", platform / "comments.csv"),
+        },
+    )
     stats = ingest(cfg, tmp_path / "ds").stats
     assert set(stats["before"]["events"]) == {"view", "like", "comment", "share"}
     assert stats["missing_images"]["count"] == 0 and stats["after"]["users"] > 0.5 * stats["before"]["users"]
     ints = pq.read_table(tmp_path / "ds" / "interactions.parquet")
     assert ints.num_rows == stats["after"]["pairs"]
-    assert sum(pa.compute.sum(ints.column(f"n_{e}")).as_py() for e in stats["after"]["events"]) == stats["after"]["interactions"]
+    assert (
+        sum(pa.compute.sum(ints.column(f"n_{e}")).as_py() for e in stats["after"]["events"])
+        == stats["after"]["interactions"]
+    )
     comments = pq.read_table(tmp_path / "ds" / "comments.parquet")
     assert comments.num_rows > 0 and stats["id_types"]["item"] == "string"
 
@@ -157,8 +197,19 @@ def test_movielens_true_counts(movielens: Path, tmp_path: Path, capsys: pytest.C
     from socialfeat.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["ingest", "--interactions", str(movielens / "interactions.csv"), "--items", str(movielens / "items.csv"),
-              "--image-root", str(movielens), "--out", str(tmp_path / "ds")])
+        main(
+            [
+                "ingest",
+                "--interactions",
+                str(movielens / "interactions.csv"),
+                "--items",
+                str(movielens / "items.csv"),
+                "--image-root",
+                str(movielens),
+                "--out",
+                str(tmp_path / "ds"),
+            ]
+        )
     assert exc.value.code in (0, None)
     printed = capsys.readouterr().out
     for figure in ("919,961", "6,018", "2,970"):

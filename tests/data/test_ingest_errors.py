@@ -25,8 +25,18 @@ def args_for(d: Path, log: str | None = GOOD, name: str = "log.csv", extra: tupl
     path = d / name
     if log is not None:
         path.write_text(log)
-    return ["ingest", "--interactions", str(path), "--out", str(d / "run" / "dataset"),
-            "--set", "filter.min_user_interactions=1", "--set", "filter.min_item_interactions=1", *extra]
+    return [
+        "ingest",
+        "--interactions",
+        str(path),
+        "--out",
+        str(d / "run" / "dataset"),
+        "--set",
+        "filter.min_user_interactions=1",
+        "--set",
+        "filter.min_item_interactions=1",
+        *extra,
+    ]
 
 
 def items_args(d: Path, items: str, root: Path | None = None, extra: tuple[str, ...] = ()) -> list[str]:
@@ -39,40 +49,88 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str, str]] = {
     "unknown format": (lambda d: args_for(d, GOOD, "log.xlsx"), "log.xlsx", "unknown format (.xlsx)"),
     "empty file": (lambda d: args_for(d, ""), "log.csv", "file is empty"),
     "header only": (lambda d: args_for(d, "user_id,item_id\n"), "log.csv", "no rows after the header"),
-    "required column missing": (lambda d: args_for(d, "userId,item_id\n1,2\n"), "log.csv",
-                                "no user id column 'user_id' (found: userId, item_id); map it with --user-col"),
-    "mapped column absent": (lambda d: args_for(d, extra=("--user-col", "uid")), "--user-col",
-                             "column 'uid' is not in log.csv (found: user_id, item_id, event, timestamp, value)"),
+    "required column missing": (
+        lambda d: args_for(d, "userId,item_id\n1,2\n"),
+        "log.csv",
+        "no user id column 'user_id' (found: userId, item_id); map it with --user-col",
+    ),
+    "mapped column absent": (
+        lambda d: args_for(d, extra=("--user-col", "uid")),
+        "--user-col",
+        "column 'uid' is not in log.csv (found: user_id, item_id, event, timestamp, value)",
+    ),
     "null user id": (lambda d: args_for(d, GOOD + ",b,view,2024-01-04,1\n"), "log.csv", "row 4: empty user id"),
     "null item id": (lambda d: args_for(d, GOOD + "u3,,view,2024-01-04,1\n"), "log.csv", "row 4: empty item id"),
-    "non-numeric value": (lambda d: args_for(d, GOOD.replace("b,view,2024-01-03,1", "b,view,2024-01-03,lots")),
-                          "log.csv", "row 3: 'lots' in column 'value' is not a number"),
-    "negative value": (lambda d: args_for(d, GOOD.replace("a,like,2024-01-02,1", "a,like,2024-01-02,-2")),
-                       "log.csv", "row 2: '-2' in column 'value' is negative"),
-    "bad timestamp": (lambda d: args_for(d, GOOD.replace("2024-01-02", "yesterday")), "log.csv",
-                      "row 2: 'yesterday' in column 'timestamp' is not a time"),
-    "ragged csv row": (lambda d: args_for(d, GOOD + "u3,b,view,2024-01-05,1,extra,more\n"), "log.csv",
-                       "line 5: expected 5 fields, as many as the header has"),
-    "conflicting duplicate items": (lambda d: items_args(d, "item_id,image\na,a.png\nb,b.png\na,other.png\n"),
-                                    "items.csv", "item id 'a' appears more than once with different images (a.png, other.png)"),
-    "image root missing": (lambda d: items_args(d, "item_id,image\na,a.png\n", root=d / "nowhere"), "--image-root",
-                           "does not exist"),
-    "all images missing": (lambda d: items_args(d, "item_id,image\na,x.png\nb,y.png\n"), "--image-root",
-                           "none of the 2 images exist"),
-    "strict with a missing image": (lambda d: items_args(d, "item_id,image\na,a.png\nb,gone.png\n", extra=("--strict",)),
-                                    "items.csv", "1 images missing"),
-    "items without image column": (lambda d: items_args(d, "item_id,picture\na,a.png\n"), "items.csv",
-                                   "no image path column 'image' (found: item_id, picture); map it with --image-col"),
-    "bad --set key": (lambda d: args_for(d, extra=("--set", "filter.min_users=3")), "--set filter.min_users=3",
-                      "unknown key 'filter.min_users'"),
-    "bad --set value": (lambda d: args_for(d, extra=("--set", "filter.drop_top_users=2")), "--set filter.drop_top_users=2",
-                        "less than 1"),
-    "bad event weight": (lambda d: args_for(d, extra=("--event-weight", "like=much")), "--event-weight like=much",
-                         "expected KIND=WEIGHT"),
-    "filtering leaves nothing": (lambda d: args_for(d, extra=("--set", "filter.min_user_interactions=50")),
-                                 "filter.min_user_interactions=50", "no user keeps that many interactions"),
-    "corrupt gzip": (lambda d: (d / "log.csv.gz").write_bytes(gzip.compress(GOOD.encode())[:20]) and args_for(d, None, "log.csv.gz"),
-                     "log.csv.gz", "cannot read"),
+    "non-numeric value": (
+        lambda d: args_for(d, GOOD.replace("b,view,2024-01-03,1", "b,view,2024-01-03,lots")),
+        "log.csv",
+        "row 3: 'lots' in column 'value' is not a number",
+    ),
+    "negative value": (
+        lambda d: args_for(d, GOOD.replace("a,like,2024-01-02,1", "a,like,2024-01-02,-2")),
+        "log.csv",
+        "row 2: '-2' in column 'value' is negative",
+    ),
+    "bad timestamp": (
+        lambda d: args_for(d, GOOD.replace("2024-01-02", "yesterday")),
+        "log.csv",
+        "row 2: 'yesterday' in column 'timestamp' is not a time",
+    ),
+    "ragged csv row": (
+        lambda d: args_for(d, GOOD + "u3,b,view,2024-01-05,1,extra,more\n"),
+        "log.csv",
+        "line 5: expected 5 fields, as many as the header has",
+    ),
+    "conflicting duplicate items": (
+        lambda d: items_args(d, "item_id,image\na,a.png\nb,b.png\na,other.png\n"),
+        "items.csv",
+        "item id 'a' appears more than once with different images (a.png, other.png)",
+    ),
+    "image root missing": (
+        lambda d: items_args(d, "item_id,image\na,a.png\n", root=d / "nowhere"),
+        "--image-root",
+        "does not exist",
+    ),
+    "all images missing": (
+        lambda d: items_args(d, "item_id,image\na,x.png\nb,y.png\n"),
+        "--image-root",
+        "none of the 2 images exist",
+    ),
+    "strict with a missing image": (
+        lambda d: items_args(d, "item_id,image\na,a.png\nb,gone.png\n", extra=("--strict",)),
+        "items.csv",
+        "1 images missing",
+    ),
+    "items without image column": (
+        lambda d: items_args(d, "item_id,picture\na,a.png\n"),
+        "items.csv",
+        "no image path column 'image' (found: item_id, picture); map it with --image-col",
+    ),
+    "bad --set key": (
+        lambda d: args_for(d, extra=("--set", "filter.min_users=3")),
+        "--set filter.min_users=3",
+        "unknown key 'filter.min_users'",
+    ),
+    "bad --set value": (
+        lambda d: args_for(d, extra=("--set", "filter.drop_top_users=2")),
+        "--set filter.drop_top_users=2",
+        "less than 1",
+    ),
+    "bad event weight": (
+        lambda d: args_for(d, extra=("--event-weight", "like=much")),
+        "--event-weight like=much",
+        "expected KIND=WEIGHT",
+    ),
+    "filtering leaves nothing": (
+        lambda d: args_for(d, extra=("--set", "filter.min_user_interactions=50")),
+        "filter.min_user_interactions=50",
+        "no user keeps that many interactions",
+    ),
+    "corrupt gzip": (
+        lambda d: (d / "log.csv.gz").write_bytes(gzip.compress(GOOD.encode())[:20]) and args_for(d, None, "log.csv.gz"),
+        "log.csv.gz",
+        "cannot read",
+    ),
 }
 
 

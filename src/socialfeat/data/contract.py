@@ -220,5 +220,3 @@ def timestamp_sql(column: str, sql_type: str, text_mode: str = "iso") -> str:
 
 
 INT_ID_PATTERN = r"-?(0|[1-9][0-9]{0,17})"
-
-

@@ -22,10 +22,10 @@ import pyarrow as pa
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, IngestConfig, dump_config, provenance
 from socialfeat.data.contract import (
-    Table,
-    fetch_one,
     INT_ID_PATTERN,
     INTEGER_TYPES,
+    Table,
+    fetch_one,
     first_bad_row,
     id_sql,
     literal,
@@ -35,7 +35,7 @@ from socialfeat.data.contract import (
     short_error,
     timestamp_sql,
 )
-from socialfeat.data.filtering import popularity_filter
+from socialfeat.data.filtering import FilterResult, popularity_filter
 from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -119,27 +119,28 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     if cfg.items is not None:
         say("checking items and images")
         usable = _load_items(con, cfg, stats)
+    # The pairs now live in DuckDB; let it spill them while numpy holds the codes (bounded memory).
+    con.execute("SET memory_limit = '256MB'")
     uc, ic = _fetch_codes(con)
 
     say("filtering by popularity")
-    pre = usable[ic]
-    stats["dropped"]["interactions_of_dropped_items"] = int((~pre).sum())
-    if not pre.any():
+    stats["dropped"]["interactions_of_dropped_items"] = int(len(ic) - np.count_nonzero(usable[ic]))
+    if not usable.any():
         raise UserError(str(cfg.items), "no interaction refers to an item that is in this file and has an image")
     n_users, n_items = _count(con, "ucodes"), len(usable)
-    result = popularity_filter(uc[pre], ic[pre], n_users, n_items, config.filter)
+    result = popularity_filter(uc, ic, n_users, n_items, config.filter, allowed_items=usable)
+    del uc, ic
+    con.execute(f"SET memory_limit = {literal(cfg.memory_limit)}")
     stats["dropped"].update(result.dropped)
     stats["filter"] = {"rounds": result.rounds, **config.filter.model_dump()}
-    kept_u, kept_i = uc[pre][result.keep_pairs], ic[pre][result.keep_pairs]
-    _register_maps(con, result.keep_users, result.keep_items, kept_u, kept_i)
-    del uc, ic, pre, kept_u, kept_i
+    _register_maps(con, result)
 
     say("writing the dataset")
     _write_interactions(con, lg, tmp / "interactions.parquet")
-    _write_entities(con, cfg, user_int, item_int, tmp)
+    _write_entities(con, cfg, tmp)
     if cfg.comments is not None:
         say("reading comments")
-        stats["comments"] = _write_comments(con, cfg, user_int, item_int, tmp / "comments.parquet")
+        stats["comments"] = _write_comments(con, cfg, user_int, tmp / "comments.parquet")
     stats["after"] = _after_stats(con, lg, tmp)
     stats["event_weights"] = {e: _weight(cfg, e) for e in lg.events}
     stats["id_types"] = {"user": "integer" if user_int else "string", "item": "integer" if item_int else "string"}
@@ -177,7 +178,10 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
         raise UserError(where, f"row {rn}: empty event in column '{event}'")
     events_before = {str(e): int(n) for e, n in kinds}
     if len(events_before) > MAX_EVENT_KINDS:
-        raise UserError(f"--event-col {event}", f"{len(events_before)} distinct values; expected a few event kinds (view, like, ...)")
+        raise UserError(
+            f"--event-col {event}",
+            f"{len(events_before)} distinct values; expected a few event kinds (view, like, ...)",
+        )
     events = list(events_before)
 
     inner = [f"{quote(user)} AS u", f"{quote(item)} AS i", f"{e_sql} AS e"]
@@ -187,18 +191,31 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     aggs.append(f"sum({'coalesce(v, 1.0) * ' if value else ''}{weight_sql})::FLOAT AS weight")
     if value:
         inner += [f"{number_sql(value)} AS v", f"{quote(value)} IS NOT NULL AS v_given"]
-        aggs += ["sum(v) AS value", "count(*) FILTER (WHERE v_given AND v IS NULL) AS _bad_v",
-                 "count(*) FILTER (WHERE v < 0) AS _neg_v"]
+        aggs += [
+            "sum(v) AS value",
+            "count(*) FILTER (WHERE v_given AND v IS NULL) AS _bad_v",
+            "count(*) FILTER (WHERE v < 0) AS _neg_v",
+        ]
     ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
     if time:
         inner += [f"{ts_sql} AS ts", f"{quote(time)} IS NOT NULL AS t_given"]
-        aggs += ["min(ts) AS first_ts", "max(ts) AS last_ts", "count(*) FILTER (WHERE t_given AND ts IS NULL) AS _bad_t"]
-    _read(con, t, f"CREATE TEMP TABLE pairs AS SELECT u, i, {', '.join(aggs)} FROM (SELECT {', '.join(inner)} FROM {t.view}) GROUP BY u, i")
+        aggs += [
+            "min(ts) AS first_ts",
+            "max(ts) AS last_ts",
+            "count(*) FILTER (WHERE t_given AND ts IS NULL) AS _bad_t",
+        ]
+    _read(
+        con,
+        t,
+        f"CREATE TEMP TABLE pairs AS SELECT u, i, {', '.join(aggs)} FROM (SELECT {', '.join(inner)} FROM {t.view}) GROUP BY u, i",
+    )
 
     checks = ["count(*) FILTER (WHERE u IS NULL)", "count(*) FILTER (WHERE i IS NULL)"]
     checks += ["sum(_bad_v)", "sum(_neg_v)"] if value else ["0", "0"]
     checks += ["sum(_bad_t)"] if time else ["0"]
-    null_u, null_i, bad_v, neg_v, bad_t = (int(x or 0) for x in fetch_one(con, f"SELECT {', '.join(checks)} FROM pairs"))  # type: ignore[union-attr]
+    null_u, null_i, bad_v, neg_v, bad_t = (
+        int(x or 0) for x in fetch_one(con, f"SELECT {', '.join(checks)} FROM pairs")
+    )  # type: ignore[union-attr]
     for count, col, what in ((null_u, user, "user id"), (null_i, item, "item id")):
         if count:
             rn, _ = first_bad_row(con, t, f"{quote(col)} IS NULL", col)
@@ -214,13 +231,24 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     if bad_t:
         assert time is not None
         rn, raw = first_bad_row(con, t, f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time)
-        raise UserError(where, f"row {rn}: {raw!r} in column '{time}' is not a time like the column's other values "
-                               "(ISO 8601 such as 2024-03-01T12:00:00, or epoch seconds)")
+        raise UserError(
+            where,
+            f"row {rn}: {raw!r} in column '{time}' is not a time like the column's other values "
+            "(ISO 8601 such as 2024-03-01T12:00:00, or epoch seconds)",
+        )
     drop = [c for c in ("_bad_v", "_neg_v", "_bad_t") if (c != "_bad_t" and value) or (c == "_bad_t" and time)]
     for c in drop:
         con.execute(f"ALTER TABLE pairs DROP COLUMN {c}")
-    return _Log(table=t, user_col=user, item_col=item, events=events, has_value=bool(value), has_time=bool(time),
-                rows=sum(events_before.values()), events_before=events_before)
+    return _Log(
+        table=t,
+        user_col=user,
+        item_col=item,
+        events=events,
+        has_value=bool(value),
+        has_time=bool(time),
+        rows=sum(events_before.values()),
+        events_before=events_before,
+    )
 
 
 def _read(con: duckdb.DuckDBPyConnection, t: Table, sql: str) -> list[tuple]:
@@ -237,8 +265,9 @@ def _time_mode(con: duckdb.DuckDBPyConnection, t: Table, column: str) -> str:
     Deciding once saves a failed cast per row; a later row in the other form is reported as bad.
     """
     sample = fetch_one(
-        con, f"SELECT count(*), count(TRY_CAST(v AS DOUBLE)) FROM "
-             f"(SELECT {quote(column)} AS v FROM {t.view} WHERE {quote(column)} IS NOT NULL LIMIT 1000)"
+        con,
+        f"SELECT count(*), count(TRY_CAST(v AS DOUBLE)) FROM "
+        f"(SELECT {quote(column)} AS v FROM {t.view} WHERE {quote(column)} IS NOT NULL LIMIT 1000)",
     )
     assert sample is not None
     return "epoch" if sample[0] and sample[0] == sample[1] else "iso"
@@ -289,9 +318,11 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
     default_id = cfg.columns.item
     id_col = t.required(ic.id or default_id, "--items-id-col", "item id", explicit=ic.id is not None)
     image = t.required(ic.image, "--image-col", "image path", explicit=ic.image != "image")
-    mapped = {"title": t.optional(ic.title, default="title", flag="--title-col"),
-              "tags": t.optional(ic.tags, default="tags", flag="--tags-col"),
-              "text": t.optional(ic.text, default="text", flag="--text-col")}
+    mapped = {
+        "title": t.optional(ic.title, default="title", flag="--title-col"),
+        "tags": t.optional(ic.tags, default="tags", flag="--tags-col"),
+        "text": t.optional(ic.text, default="text", flag="--text-col"),
+    }
     used = {id_col, image, *(c for c in mapped.values() if c)}
     reserved = {"item_id", "item_idx", "image", "title", "tags", "text", "n_users"}
     extras = [c for c in t.columns if c not in used and c not in reserved]
@@ -305,9 +336,10 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
     bad = fetch_one(con, "SELECT rn FROM items_raw WHERE i IS NULL ORDER BY rn LIMIT 1")
     if bad:
         raise UserError(where, f"row {bad[0]}: empty item id in column '{id_col}'")
-    conflict = fetch_one(con, 
+    conflict = fetch_one(
+        con,
         "SELECT i, list(DISTINCT coalesce(image, '<empty>') ORDER BY coalesce(image, '<empty>')) FROM items_raw "
-        "GROUP BY i HAVING count(DISTINCT coalesce(image, '<empty>')) > 1 ORDER BY min(rn) LIMIT 1"
+        "GROUP BY i HAVING count(DISTINCT coalesce(image, '<empty>')) > 1 ORDER BY min(rn) LIMIT 1",
     )
     if conflict:
         imgs = ", ".join(conflict[1][:2])
@@ -315,7 +347,9 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
     stats["dropped"]["duplicate_item_rows"] = _count(con, "items_raw") - int(
         fetch_one(con, "SELECT count(DISTINCT i) FROM items_raw")[0]  # type: ignore[index]
     )
-    con.execute("CREATE TEMP TABLE items AS SELECT * EXCLUDE (rn) FROM items_raw QUALIFY row_number() OVER (PARTITION BY i ORDER BY rn) = 1")
+    con.execute(
+        "CREATE TEMP TABLE items AS SELECT * EXCLUDE (rn) FROM items_raw QUALIFY row_number() OVER (PARTITION BY i ORDER BY rn) = 1"
+    )
     con.execute("DROP TABLE items_raw")
 
     root = cfg.image_root if cfg.image_root is not None else t.path.parent
@@ -332,34 +366,58 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
         else:
             missing.append(img or "<empty>")
     unlisted = int((~listed).sum())
-    examples = con.execute("SELECT key FROM icodes WHERE key NOT IN (SELECT i FROM items) ORDER BY code LIMIT ?", [EXAMPLES]).fetchall()
+    examples = con.execute(
+        "SELECT key FROM icodes WHERE key NOT IN (SELECT i FROM items) ORDER BY code LIMIT ?", [EXAMPLES]
+    ).fetchall()
     if unlisted:
-        log.warning("%d items in the log are not in %s (e.g. %s); their interactions are dropped",
-                    unlisted, t.path.name, ", ".join(str(r[0]) for r in examples))
+        log.warning(
+            "%d items in the log are not in %s (e.g. %s); their interactions are dropped",
+            unlisted,
+            t.path.name,
+            ", ".join(str(r[0]) for r in examples),
+        )
     if rows and len(missing) == len(rows):
-        raise UserError("--image-root", f"none of the {len(rows)} images exist under '{root}' (e.g. {missing[0]}); check --image-root")
+        raise UserError(
+            "--image-root",
+            f"none of the {len(rows)} images exist under '{root}' (e.g. {missing[0]}); check --image-root",
+        )
     if not rows:
         raise UserError(where, f"no item id in this file matches an item id in {cfg.interactions}")
     if missing:
         if cfg.strict:
-            raise UserError(where, f"{len(missing)} images missing under '{root}' (e.g. {missing[0]}); --strict forbids dropping them")
-        log.warning("%d of %d images are missing under %s (e.g. %s); those items are dropped",
-                    len(missing), len(rows), root, ", ".join(missing[:EXAMPLES]))
+            raise UserError(
+                where,
+                f"{len(missing)} images missing under '{root}' (e.g. {missing[0]}); --strict forbids dropping them",
+            )
+        log.warning(
+            "%d of %d images are missing under %s (e.g. %s); those items are dropped",
+            len(missing),
+            len(rows),
+            root,
+            ", ".join(missing[:EXAMPLES]),
+        )
     stats["dropped"].update(items_not_in_items_file=unlisted, items_missing_image=len(missing))
     stats["missing_images"] = {"count": len(missing), "examples": missing[:EXAMPLES], "image_root": str(root)}
     stats["unknown_items"] = {"count": unlisted, "examples": [str(r[0]) for r in examples]}
-    stats["items_file"] = {"rows": len(rows), "listed_without_interactions": int(
-        fetch_one(con, "SELECT count(*) FROM items WHERE i NOT IN (SELECT key FROM icodes)")[0])}  # type: ignore[index]
+    stats["items_file"] = {
+        "rows": len(rows),
+        "listed_without_interactions": int(
+            fetch_one(con, "SELECT count(*) FROM items WHERE i NOT IN (SELECT key FROM icodes)")[0]
+        ),
+    }  # type: ignore[index]
     return listed & has_image
 
 
-def _register_maps(con: duckdb.DuckDBPyConnection, keep_users: np.ndarray, keep_items: np.ndarray,
-                   kept_u: np.ndarray, kept_i: np.ndarray) -> None:
+def _register_maps(con: duckdb.DuckDBPyConnection, result: FilterResult) -> None:
     """Tables code → dense index (in id order) for the surviving users and items, with their pair counts."""
-    for name, keep, kept in (("umap", keep_users, kept_u), ("imap", keep_items, kept_i)):
+    for name, keep, counts in (
+        ("umap", result.keep_users, result.user_counts),
+        ("imap", result.keep_items, result.item_counts),
+    ):
         codes = np.flatnonzero(keep).astype(np.int32)
-        counts = np.bincount(kept, minlength=len(keep))[codes].astype(np.int32)
-        arrow = pa.table({"code": codes, "idx": np.arange(len(codes), dtype=np.int32), "n": counts})
+        arrow = pa.table(
+            {"code": codes, "idx": np.arange(len(codes), dtype=np.int32), "n": counts[codes].astype(np.int32)}
+        )
         con.register(f"{name}_arrow", arrow)
         con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
         con.unregister(f"{name}_arrow")
@@ -372,29 +430,39 @@ def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> None:
 def _write_interactions(con: duckdb.DuckDBPyConnection, lg: _Log, path: Path) -> None:
     counts = ", ".join(f"coalesce(p.{quote('n_' + e)}, 0)::INTEGER AS {quote('n_' + e)}" for e in lg.events)
     extra = (", p.value" if lg.has_value else "") + (", p.first_ts, p.last_ts" if lg.has_time else "")
-    _copy(con,
-          f"SELECT um.idx AS user_idx, im.idx AS item_idx, {counts}, p.weight::FLOAT AS weight{extra} "
-          "FROM pairs_c p JOIN umap um ON p.uc = um.code JOIN imap im ON p.ic = im.code ORDER BY user_idx, item_idx",
-          path)
+    _copy(
+        con,
+        f"SELECT um.idx AS user_idx, im.idx AS item_idx, {counts}, p.weight::FLOAT AS weight{extra} "
+        "FROM pairs_c p JOIN umap um ON p.uc = um.code JOIN imap im ON p.ic = im.code ORDER BY user_idx, item_idx",
+        path,
+    )
 
 
-def _write_entities(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, item_int: bool, out: Path) -> None:
-    _copy(con,
-          "SELECT c.u AS user_id, m.idx AS user_idx, m.n AS n_items "
-          "FROM umap m JOIN ucodes c ON m.code = c.code ORDER BY user_idx", out / "users.parquet")
+def _write_entities(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, out: Path) -> None:
+    _copy(
+        con,
+        "SELECT c.u AS user_id, m.idx AS user_idx, m.n AS n_items "
+        "FROM umap m JOIN ucodes c ON m.code = c.code ORDER BY user_idx",
+        out / "users.parquet",
+    )
     item_cols = "it.* EXCLUDE (i), " if cfg.items is not None else ""
     join = "LEFT JOIN items it ON c.key = it.i" if cfg.items is not None else ""
-    _copy(con,
-          f"SELECT c.i AS item_id, m.idx AS item_idx, {item_cols}m.n AS n_users "
-          f"FROM imap m JOIN icodes c ON m.code = c.code {join} ORDER BY item_idx", out / "items.parquet")
+    _copy(
+        con,
+        f"SELECT c.i AS item_id, m.idx AS item_idx, {item_cols}m.n AS n_users "
+        f"FROM imap m JOIN icodes c ON m.code = c.code {join} ORDER BY item_idx",
+        out / "items.parquet",
+    )
 
 
-def _write_comments(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, item_int: bool, path: Path) -> dict[str, int]:
+def _write_comments(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, path: Path) -> dict[str, int]:
     """Comments of the surviving items, keyed like the other tables; the user may have been filtered out."""
     assert cfg.comments is not None
     t = open_table(con, cfg.comments, cfg.format, "src_comments")
     cc = cfg.comment_columns
-    item = t.required(cc.item or cfg.columns.item, "--set ingest.comment_columns.item=", "item id", explicit=cc.item is not None)
+    item = t.required(
+        cc.item or cfg.columns.item, "--set ingest.comment_columns.item=", "item id", explicit=cc.item is not None
+    )
     text = t.required(cc.text, "--set ingest.comment_columns.text=", "text", explicit=cc.text != "text")
     user = t.optional(cc.user, default=cfg.columns.user, flag="ingest.comment_columns.user")
     time = t.optional(cc.time, default="timestamp", flag="ingest.comment_columns.time")
@@ -415,13 +483,16 @@ def _write_comments(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int:
     )
     total = _count(con, "comments")
     empty = int(fetch_one(con, "SELECT count(*) FROM comments WHERE text IS NULL OR trim(text) = ''")[0])  # type: ignore[index]
-    u_out = f"TRY_CAST(c.u AS BIGINT)" if user_int else "c.u"
+    u_out = "TRY_CAST(c.u AS BIGINT)" if user_int else "c.u"
     ts = ", c.timestamp" if time else ""
-    _copy(con,
-          f"SELECT ic.i AS item_id, im.idx AS item_idx, {u_out} AS user_id, um.idx AS user_idx, "
-          f"c.text{ts} FROM comments c JOIN icodes ic ON c.i = ic.key JOIN imap im ON ic.code = im.code "
-          "LEFT JOIN ucodes uc ON c.u = uc.key LEFT JOIN umap um ON uc.code = um.code "
-          "WHERE c.text IS NOT NULL AND trim(c.text) <> '' ORDER BY item_idx", path)
+    _copy(
+        con,
+        f"SELECT ic.i AS item_id, im.idx AS item_idx, {u_out} AS user_id, um.idx AS user_idx, "
+        f"c.text{ts} FROM comments c JOIN icodes ic ON c.i = ic.key JOIN imap im ON ic.code = im.code "
+        "LEFT JOIN ucodes uc ON c.u = uc.key LEFT JOIN umap um ON uc.code = um.code "
+        "WHERE c.text IS NOT NULL AND trim(c.text) <> '' ORDER BY item_idx",
+        path,
+    )
     kept = int(fetch_one(con, f"SELECT count(*) FROM read_parquet({literal(str(path))})")[0])  # type: ignore[index]
     return {"rows": total, "empty_text": empty, "kept": kept, "of_dropped_items": total - empty - kept}
 
@@ -432,8 +503,14 @@ def _density(pairs: int, users: int, items: int) -> float:
 
 def _before_stats(con: duckdb.DuckDBPyConnection, lg: _Log) -> dict[str, Any]:
     users, items, pairs = _count(con, "ucodes"), _count(con, "icodes"), _count(con, "pairs_c")
-    return {"interactions": lg.rows, "pairs": pairs, "users": users, "items": items,
-            "events": lg.events_before, "density": _density(pairs, users, items)}
+    return {
+        "interactions": lg.rows,
+        "pairs": pairs,
+        "users": users,
+        "items": items,
+        "events": lg.events_before,
+        "density": _density(pairs, users, items),
+    }
 
 
 def _after_stats(con: duckdb.DuckDBPyConnection, lg: _Log, tmp: Path) -> dict[str, Any]:
@@ -441,7 +518,13 @@ def _after_stats(con: duckdb.DuckDBPyConnection, lg: _Log, tmp: Path) -> dict[st
     sums = ", ".join(f"coalesce(sum({quote('n_' + e)}), 0)::BIGINT" for e in lg.events)
     row = fetch_one(con, f"SELECT count(*), {sums} FROM {src}")
     assert row is not None
-    events = {e: int(n) for e, n in zip(lg.events, row[1:])}
+    events = {e: int(n) for e, n in zip(lg.events, row[1:], strict=True)}
     users, items, pairs = _count(con, "umap"), _count(con, "imap"), int(row[0])
-    return {"interactions": sum(events.values()), "pairs": pairs, "users": users, "items": items,
-            "events": events, "density": _density(pairs, users, items)}
+    return {
+        "interactions": sum(events.values()),
+        "pairs": pairs,
+        "users": users,
+        "items": items,
+        "events": events,
+        "density": _density(pairs, users, items),
+    }

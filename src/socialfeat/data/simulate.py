@@ -182,7 +182,7 @@ def _placements(composition: str, size: int, rng: np.random.Generator) -> list[t
         n = int(rng.integers(7, 15))
         xy = rng.uniform(0.1 * s, 0.9 * s, (n, 2))
         radii = rng.uniform(0.05, 0.085, n) * s
-        return [(float(a), float(b), float(r)) for (a, b), r in zip(xy, radii)]
+        return [(float(a), float(b), float(r)) for (a, b), r in zip(xy, radii, strict=True)]
     if composition == "full":
         return [(s / 2 + rng.normal(0, 0.04 * s), s / 2 + rng.normal(0, 0.04 * s), 0.5 * s * scale)]
     raise ValueError(f"unknown composition {composition!r}")
@@ -196,19 +196,34 @@ def _shape_polygon(obj: str, cx: float, cy: float, r: float, rot: float) -> list
         pts = [(r * np.cos(a), r * np.sin(a)) for a in -np.pi / 2 + np.arange(3) * 2 * np.pi / 3]
     elif obj == "star":
         radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
-        pts = [(q * np.cos(a), q * np.sin(a)) for q, a in zip(radii, -np.pi / 2 + np.arange(10) * np.pi / 5)]
+        pts = [
+            (q * np.cos(a), q * np.sin(a)) for q, a in zip(radii, -np.pi / 2 + np.arange(10) * np.pi / 5, strict=True)
+        ]
     elif obj == "cross":
         w = 0.32 * r
-        pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w),
-               (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+        pts = [
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+            (-r, -w),
+            (-w, -w),
+        ]
     else:
         raise ValueError(f"unknown polygon object {obj!r}")
     c, s = np.cos(rot), np.sin(rot)
     return [(cx + px * c - py * s, cy + px * s + py * c) for px, py in pts]
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, obj: str, xyr: tuple[float, float, float], rot: float,
-                 fill: RGB, outline: RGB, line: int) -> None:
+def _draw_object(
+    draw: ImageDraw.ImageDraw, obj: str, xyr: tuple[float, float, float], rot: float, fill: RGB, outline: RGB, line: int
+) -> None:
     cx, cy, r = xyr
     box = (cx - r, cy - r, cx + r, cy + r)
     if obj == "circle":
@@ -294,8 +309,13 @@ def _pair_affinity(users: Users, items: dict[str, np.ndarray], u: np.ndarray, i:
     return np.stack(parts, axis=1)
 
 
-def sample_views(users: Users, items: dict[str, np.ndarray], rng: np.random.Generator,
-                 progress: Progress | None = None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def sample_views(
+    users: Users,
+    items: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    progress: Progress | None = None,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (user, item) views: Gumbel top-k sampling without replacement, chunked over users."""
     n_users, n_items = len(users.n_views), len(items["popularity"])
     pop = items["popularity"].astype(np.float32)
@@ -317,8 +337,9 @@ def sample_views(users: Users, items: dict[str, np.ndarray], rng: np.random.Gene
     return _ensure_min_views(u, i, users, n_items, rng)
 
 
-def _ensure_min_views(u: np.ndarray, i: np.ndarray, users: Users, n_items: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _ensure_min_views(
+    u: np.ndarray, i: np.ndarray, users: Users, n_items: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Give every item at least MIN_VIEWS views (a "new posts" feed), so none is unusable."""
     humans = np.nonzero(~users.is_bot)[0]
     need = min(MIN_VIEWS, len(humans))
@@ -354,8 +375,14 @@ def _view_times(view_u: np.ndarray, n_users: int, rng: np.random.Generator) -> n
     return np.floor(t).astype(np.int64)
 
 
-def sample_events(users: Users, items: dict[str, np.ndarray], view_u: np.ndarray, view_i: np.ndarray,
-                  config: SimulateConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def sample_events(
+    users: Users,
+    items: dict[str, np.ndarray],
+    view_u: np.ndarray,
+    view_i: np.ndarray,
+    config: SimulateConfig,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """All events sorted by time: columns user, item, event (index into EVENTS), t (seconds since START)."""
     n = len(view_u)
     aff = _pair_affinity(users, items, view_u, view_i).sum(axis=1)
@@ -435,8 +462,9 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} is a file; expected a folder to write the demo platform into")
     if out.is_dir() and any(out.iterdir()) and not (out / "items.csv").is_file():
-        raise UserError("--out", f"{out} is a non-empty folder that is not a previous simulate output; "
-                                 "choose a new or empty folder")
+        raise UserError(
+            "--out", f"{out} is a non-empty folder that is not a previous simulate output; choose a new or empty folder"
+        )
 
 
 def _write_csv(path: Path, header: list[str], rows: Any) -> None:
@@ -465,8 +493,9 @@ def _readme(config: SimulateConfig, seed: int, counts: dict[str, int]) -> str:
     )
 
 
-def _write_images(folder: Path, values: list[dict[str, str]], ids: list[str], size: int, seed: int,
-                  progress: Progress | None) -> None:
+def _write_images(
+    folder: Path, values: list[dict[str, str]], ids: list[str], size: int, seed: int, progress: Progress | None
+) -> None:
     """Draw and save all images; two threads, since PNG encoding and ImageDraw release the GIL.
 
     Each image has its own generator, so the result does not depend on the scheduling."""
@@ -483,8 +512,7 @@ def _write_images(folder: Path, values: list[dict[str, str]], ids: list[str], si
                 progress("images", done, len(ids))
 
 
-def simulate(out: Path, config: SimulateConfig, seed: int = 0,
-             progress: Progress | None = None) -> dict[str, Any]:
+def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """Write the demo platform into `out` atomically; return a summary (counts per file and event, sizes, seed).
 
     Refuses (UserError) a non-empty ``out`` that is not a previous simulate output, so that a typo
@@ -508,18 +536,25 @@ def simulate(out: Path, config: SimulateConfig, seed: int = 0,
     liking = _pair_affinity(users, items, ev["user"][is_comment], ev["item"][is_comment])
     comments = [
         (item_ids[i], user_ids[u], comment_text(values[i], liking[k], text_rng), stamps[r])
-        for k, (r, u, i) in enumerate(zip(is_comment, ev["user"][is_comment], ev["item"][is_comment]))
+        for k, (r, u, i) in enumerate(zip(is_comment, ev["user"][is_comment], ev["item"][is_comment], strict=True))
     ]
     counts = {e: int((ev["event"] == k).sum()) for k, e in enumerate(EVENTS)}
     with atomic_dir(out) as tmp:
         _write_images(tmp / "images", values, item_ids.tolist(), config.image_size, seed, progress)
-        items_rows = ((iid, f"images/{iid}.png", t, "|".join(g)) for iid, (t, g) in zip(item_ids, titles))
+        items_rows = ((iid, f"images/{iid}.png", t, "|".join(g)) for iid, (t, g) in zip(item_ids, titles, strict=True))
         _write_csv(tmp / "items.csv", ["item_id", "image", "title", "tags"], items_rows)
-        events = zip(user_ids[ev["user"]].tolist(), item_ids[ev["item"]].tolist(), event_names.tolist(),
-                     stamps.tolist())
+        events = zip(
+            user_ids[ev["user"]].tolist(),
+            item_ids[ev["item"]].tolist(),
+            event_names.tolist(),
+            stamps.tolist(),
+            strict=False,
+        )
         _write_csv(tmp / "interactions.csv", ["user_id", "item_id", "event", "timestamp"], events)
         _write_csv(tmp / "comments.csv", ["item_id", "user_id", "text", "timestamp"], comments)
-        labels = ([iid, *v.values(), f"{pop:.6f}"] for iid, v, pop in zip(item_ids, values, items["popularity"]))
+        labels = (
+            [iid, *v.values(), f"{pop:.6f}"] for iid, v, pop in zip(item_ids, values, items["popularity"], strict=True)
+        )
         _write_csv(tmp / "labels.csv", ["item_id", *ATTR_VALUES, "popularity"], labels)
         (tmp / "README.md").write_text(_readme(config, seed, counts), encoding="utf-8")
         n_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
