@@ -99,7 +99,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str, str]] = {
     "strict with a missing image": (
         lambda d: items_args(d, "item_id,image\na,a.png\nb,gone.png\n", extra=("--strict",)),
         "items.csv",
-        "1 images missing",
+        "1 of 2 images are missing",
     ),
     "items without image column": (
         lambda d: items_args(d, "item_id,picture\na,a.png\n"),

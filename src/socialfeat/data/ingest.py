@@ -387,7 +387,7 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
         if cfg.strict:
             raise UserError(
                 where,
-                f"{len(missing)} images missing under '{root}' (e.g. {missing[0]}); --strict forbids dropping them",
+                f"{len(missing)} of {len(rows)} images are missing under '{root}' (e.g. {missing[0]}); --strict forbids dropping them",
             )
         log.warning(
             "%d of %d images are missing under %s (e.g. %s); those items are dropped",
