@@ -27,3 +27,31 @@ def movielens() -> Path:
     if not (MOVIELENS / "interactions.csv").exists():
         pytest.skip(f"real data not present at {MOVIELENS} (it is in CI and beside developer checkouts)")
     return MOVIELENS
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(platform: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small simulated platform ingested once: a run folder holding dataset/."""
+    from socialfeat.config import load_config
+    from socialfeat.data.ingest import ingest
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(
+        None,
+        [],
+        {
+            "ingest.interactions": ("t", platform / "interactions.csv"),
+            "ingest.items": ("t", platform / "items.csv"),
+            "ingest.comments": ("t", platform / "comments.csv"),
+        },
+    )
+    ingest(cfg, run / "dataset")
+    return run
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private copy of a run folder (dataset only), so a test can write factors/ into it."""
+    import shutil
+
+    shutil.copytree(run / "dataset", dest / "dataset")
+    return dest

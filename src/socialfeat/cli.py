@@ -250,6 +250,146 @@ def simulate(
     )
 
 
+@app.command()
+def factorize(
+    run: Annotated[Path, typer.Argument(help="Run folder with dataset/ (from ingest); factors/ is written here.")],
+    grid: Annotated[list[str] | None, typer.Argument(help="More --sweep terms, e.g. alpha=1,10 reg=0.01,0.1.")] = None,
+    backend: Annotated[str | None, typer.Option(help="local (implicit ALS) or spark (Spark MLlib ALS).")] = None,
+    factors: Annotated[int | None, typer.Option(help="Latent factors [64].")] = None,
+    iterations: Annotated[int | None, typer.Option(help="ALS iterations [15].")] = None,
+    regularization: Annotated[float | None, typer.Option("--regularization", "--reg", help="λ [0.05].")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Confidence scale α [10].")] = None,
+    confidence: Annotated[str | None, typer.Option(help="linear: 1 + α·w, or log: 1 + α·log(1 + w/ε).")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="ε of the log confidence [1].")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (init, splits, sampling).")] = None,
+    cold_items: Annotated[Path | None, typer.Option(help="File item_id,split (train/valid/test): cold items.")] = None,
+    cold_fraction: Annotated[float | None, typer.Option(help="Random fraction of items made cold [0].")] = None,
+    leave_out: Annotated[int | None, typer.Option(help="Interactions held out per user for the metrics [1].")] = None,
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Cut-off of the ranking metrics [20].")] = None,
+    sweep: Annotated[
+        list[str] | None, typer.Option(help="Grid on a validation split: factors=32,64 alpha=1,10 …")
+    ] = None,
+    evaluate: Annotated[bool | None, typer.Option("--evaluate/--no-evaluate", help="Held-out metrics first.")] = None,
+    log_loss: Annotated[bool | None, typer.Option("--log-loss", help="Show the training loss (costs a pass).")] = None,
+    spark_master: Annotated[str | None, typer.Option(help="Spark master URL [local[*]].")] = None,
+    spark_conf: Annotated[list[str] | None, typer.Option(help="Spark setting KEY=VALUE (repeatable).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Factorize the interaction matrix (implicit-feedback ALS) into user and item factors, with held-out metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from socialfeat.factorize.stage import factorize as run_factorize
+    from socialfeat.factorize.stage import parse_sweep
+
+    terms = [*(sweep or []), *(grid or [])]
+    if grid and not sweep:
+        raise UserError(
+            grid[0], "unexpected argument; sweep terms follow --sweep, e.g. --sweep factors=32,64 alpha=1,10"
+        )
+    confs = {}
+    for item in spark_conf or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--spark-conf {item}", "expected KEY=VALUE, e.g. spark.executor.memory=8g")
+        confs[f"factorize.spark_conf.{key}"] = (f"--spark-conf {item}", value)
+    flags = _flags(
+        seed=("--seed", seed),
+        factorize__backend=("--backend", backend),
+        factorize__factors=("--factors", factors),
+        factorize__iterations=("--iterations", iterations),
+        factorize__regularization=("--regularization", regularization),
+        factorize__alpha=("--alpha", alpha),
+        factorize__confidence=("--confidence", confidence),
+        factorize__epsilon=("--epsilon", epsilon),
+        factorize__threads=("--threads", threads),
+        split__cold_items=("--cold-items", cold_items),
+        split__cold_fraction=("--cold-fraction", cold_fraction),
+        split__leave_out=("--leave-out", leave_out),
+        factorize__k=("-k", k),
+        factorize__sweep=("--sweep", parse_sweep(terms) if terms else None),
+        factorize__evaluate=("--evaluate", evaluate),
+        factorize__log_loss=("--log-loss", log_loss),
+        factorize__spark_master=("--spark-master", spark_master),
+    )
+    flags.update(confs)
+    cfg = load_config(config, set_ or [], flags)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(label: str, done: int, total: int, loss: float | None) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total, loss="")
+            bar.update(tasks[label], completed=done, loss="" if loss is None else f"loss {loss:.4f}")
+
+        result = run_factorize(cfg, run, progress=progress)
+    m = result.metrics
+    if "sweep" in m:
+        out.print(_sweep_table(m["sweep"], m["heldout"]["k"]))
+    if "heldout" in m:
+        out.print(_heldout_table(m["heldout"]))
+    items = m["items"]
+    out.print(
+        f"items: {items['train']:,} warm, {items['valid']:,} cold (valid), {items['test']:,} cold (test); "
+        f"{m['pairs']['cold']:,} interactions with cold items kept aside",
+        highlight=False,
+    )
+    out.print(
+        f"wrote {result.out} in {m['seconds']:.1f} s (final fit {m['fit_seconds']:.1f} s, {m['backend']})",
+        highlight=False,
+    )
+
+
+METRIC_NAMES = (("recall", "recall"), ("precision", "precision"), ("ndcg", "NDCG"), ("map", "MAP"))
+
+
+def _heldout_table(h: dict[str, Any]) -> Table:
+    k = h["k"]
+    table = Table(
+        title=f"held-out ranking ({h['model']['users']:,} users, {h['held_out_pairs']:,} held-out pairs)",
+        title_justify="left",
+    )
+    table.add_column("")
+    for _, name in METRIC_NAMES:
+        table.add_column(f"{name}@{k}", justify="right")
+    table.add_column("AUC", justify="right")
+    table.add_column("coverage", justify="right")
+    for source in ("model", "popularity", "random"):
+        r = h[source]
+        table.add_row(source, *(f"{r[key]:.4f}" for key, _ in METRIC_NAMES), f"{r['auc']:.4f}", f"{r['coverage']:.1%}")
+    return table
+
+
+def _sweep_table(rows: list[dict[str, Any]], k: int) -> Table:
+    table = Table(title="sweep (validation hold-out; best NDCG wins)", title_justify="left")
+    params = [
+        key
+        for key in rows[0]
+        if key not in {"recall", "precision", "ndcg", "map", "auc", "coverage", "users", "seconds"}
+    ]
+    best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
+    for name in [*params, f"recall@{k}", f"NDCG@{k}", "AUC", "seconds"]:
+        table.add_column(name, justify="right")
+    for r in rows:
+        mark = " ◀" if r is best else ""
+        table.add_row(
+            *(f"{r[p]:g}" for p in params),
+            f"{r['recall']:.4f}",
+            f"{r['ndcg']:.4f}{mark}",
+            f"{r['auc']:.4f}",
+            f"{r['seconds']:.1f}",
+        )
+    return table
+
+
 def _flat_counts(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, int]]:
     rows: list[tuple[str, int]] = []
     for key, value in summary.items():

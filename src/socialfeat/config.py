@@ -107,6 +107,38 @@ class SimulateConfig(StrictModel):
     share_rate: float = Field(0.08, ge=0, le=1, description="probability that a like comes with a share")
 
 
+class SplitConfig(StrictModel):
+    """Held-out data: cold items (never trained on, for cold-start evaluation) and per-user leave-k-out."""
+
+    cold_items: Path | None = Field(None, description="file item_id,split with split in train/valid/test")
+    cold_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="random fraction of items made cold, if no file")
+    cold_valid_share: float = Field(0.25, gt=0.0, lt=1.0, description="share of random cold items put in valid")
+    leave_out: int = Field(1, ge=1, description="interactions held out per user (latest by time, else random)")
+    min_train: int = Field(2, ge=1, description="a user keeps at least this many training interactions")
+
+
+class FactorizeConfig(StrictModel):
+    """Implicit-feedback ALS. Confidence c = 1 + α·w (linear) or 1 + α·log(1 + w/ε) (log)."""
+
+    backend: Literal["local", "spark"] = "local"
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(20.0, ge=0.0, description="λ on ‖x‖² and ‖y‖² (implicit's convention, unscaled)")
+    iterations: int = Field(15, ge=1)
+    confidence: Literal["linear", "log"] = "linear"
+    alpha: float = Field(10.0, gt=0.0)
+    epsilon: float = Field(1.0, gt=0.0)
+    threads: int = Field(0, ge=0, description="0 = all cores")
+    use_gpu: bool | None = Field(None, description="None = the GPU when implicit has CUDA and one is present")
+    cg_steps: int = Field(3, ge=1)
+    log_loss: bool = Field(False, description="compute the training loss each iteration (costs a pass)")
+    evaluate: bool = Field(True, description="hold out data, fit, and measure ranking before the final fit")
+    k: int = Field(20, ge=1, description="cut-off of the ranking metrics")
+    eval_users: int = Field(20000, ge=0, description="users sampled for the metrics; 0 = all")
+    sweep: dict[str, list[float]] = Field(default_factory=dict, description="grid: {factors: [32, 64], alpha: [1, 10]}")
+    spark_master: str = "local[*]"
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
@@ -115,6 +147,8 @@ class Config(StrictModel):
     ingest: IngestConfig = IngestConfig()
     filter: FilterConfig = FilterConfig()
     simulate: SimulateConfig = SimulateConfig()
+    split: SplitConfig = SplitConfig()
+    factorize: FactorizeConfig = FactorizeConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

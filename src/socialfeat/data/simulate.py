@@ -16,8 +16,8 @@ Hidden structure (written to ``labels.csv``, never used by the learner):
 * Items have a log-normal latent ``popularity`` (a few items get many views).
 * Users have sparse Dirichlet preference weights over palette, texture and composition values
   and a power-law activity level; a few bot-like heavy users view and like at random.
-* A user views items with probability ∝ popularity × (0.6·affinity + 0.4·uniform), so views
-  carry taste signal but noisily; a like follows a view with a probability logistic in the
+* A user views items with probability ∝ popularity × (0.8·affinity³ + 0.2·uniform), so views
+  carry taste signal, with noise; a like follows a view with a probability logistic in the
   affinity; a like brings a comment (``comment_rate``) and a share (``share_rate``, higher for
   high affinity). Comments mix taste words for what the user likes about the item with
   generic and noise words; the object is mentioned rarely.
@@ -63,7 +63,8 @@ EVENTS = ("view", "like", "comment", "share")
 START = np.datetime64("2024-03-01T00:00:00", "s")
 DAYS = 90
 HORIZON_S = DAYS * 86400
-EXPLORE = 0.4  # share of views that ignore taste
+EXPLORE = 0.2  # share of views that ignore taste
+TASTE_SHARPNESS = 3.0  # views follow affinity**3: people mostly look at what they like, as on real platforms
 LIKE_SLOPE, LIKE_MID = 1.6, 2.6  # like probability = sigmoid(slope·(affinity − mid) + 0.4·z(popularity))
 BOT_LIKE_P = 0.15
 POP_SIGMA = 1.2
@@ -323,7 +324,7 @@ def sample_views(
     us, its = [], []
     for start in range(0, n_users, chunk):
         rows = slice(start, min(start + chunk, n_users))
-        weighted = affinity(users.taste, items, rows) * pop
+        weighted = affinity(users.taste, items, rows) ** TASTE_SHARPNESS * pop
         q = (1 - EXPLORE) * weighted / weighted.sum(axis=1, keepdims=True) + EXPLORE * base
         q[users.is_bot[rows]] = 1.0 / n_items  # crawlers ignore popularity and taste
         order = np.argsort(-(np.log(q) + rng.gumbel(size=q.shape)), axis=1)

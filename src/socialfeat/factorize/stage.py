@@ -1,0 +1,287 @@
+"""``factorize``: the run's dataset → user and item factors, with held-out ranking metrics.
+
+Order of work: cold items are removed from training entirely (kept for the cold-start evaluation);
+per-user leave-k-out on the rest measures the model against popularity and random baselines (after
+an optional grid sweep on a separate validation hold-out); then the final model is fit on every
+warm interaction and written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.config import Config, FactorizeConfig, dump_config, provenance
+from socialfeat.errors import UserError
+from socialfeat.factorize import create_factorizer
+from socialfeat.factorize.base import Factors
+from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
+from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
+
+log = logging.getLogger(__name__)
+
+# (label, iteration done, total iterations, loss or None): the CLI draws this as a progress bar
+Progress = Callable[[str, int, int, "float | None"], None]
+SWEEP_KEYS = {
+    "factors": int,
+    "alpha": float,
+    "regularization": float,
+    "reg": float,
+    "iterations": int,
+    "epsilon": float,
+}
+
+
+@dataclass
+class Interactions:
+    """The dataset's pairs as arrays, plus the ids behind the indices."""
+
+    users: np.ndarray
+    items: np.ndarray
+    weight: np.ndarray
+    times: np.ndarray | None
+    user_ids: pa.Array
+    item_ids: pa.Array
+
+
+@dataclass
+class FactorizeResult:
+    out: Path
+    metrics: dict[str, Any]
+
+
+def confidence(weight: np.ndarray, cfg: FactorizeConfig) -> np.ndarray:
+    """c = 1 + α·w (linear) or 1 + α·log(1 + w/ε) (log): confidence grows with the interaction weight."""
+    w = weight.astype(np.float32)
+    if cfg.confidence == "log":
+        return (1.0 + cfg.alpha * np.log1p(w / cfg.epsilon)).astype(np.float32)
+    return (1.0 + cfg.alpha * w).astype(np.float32)
+
+
+def read_dataset(run: Path) -> Interactions:
+    """Load the columns factorize needs from ``run/dataset``; a missing dataset is a user error."""
+    dataset = run / "dataset"
+    for name in ("interactions.parquet", "users.parquet", "items.parquet"):
+        if not (dataset / name).is_file():
+            raise UserError(str(run), f"no {dataset.name}/{name}; run `socialfeat ingest --out {dataset}` first")
+    schema = pq.read_schema(dataset / "interactions.parquet")
+    columns = ["user_idx", "item_idx", "weight"] + (["last_ts"] if "last_ts" in schema.names else [])
+    table = pq.read_table(dataset / "interactions.parquet", columns=columns)
+    times = None
+    if "last_ts" in columns:
+        ts = table.column("last_ts").to_numpy(zero_copy_only=False).astype("datetime64[us]")
+        raw = ts.astype(np.int64)
+        times = np.where(np.isnat(ts), raw[~np.isnat(ts)].min(initial=0) - 1, raw)
+    return Interactions(
+        users=table.column("user_idx").to_numpy().astype(np.int32),
+        items=table.column("item_idx").to_numpy().astype(np.int32),
+        weight=table.column("weight").to_numpy().astype(np.float32),
+        times=times,
+        user_ids=pq.read_table(dataset / "users.parquet", columns=["user_id"]).column("user_id").combine_chunks(),
+        item_ids=pq.read_table(dataset / "items.parquet", columns=["item_id"]).column("item_id").combine_chunks(),
+    )
+
+
+def matrix(users: np.ndarray, items: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """users × items CSR (duplicates summed)."""
+    return sp.csr_matrix((values, (users, items)), shape=shape, dtype=np.float32)
+
+
+def fit(
+    cfg: FactorizeConfig, seed: int, conf: sp.csr_matrix, label: str, progress: Progress | None
+) -> tuple[Factors, float]:
+    """Fit one model, reporting each iteration; returns the factors and the seconds it took."""
+    factorizer = create_factorizer(cfg, seed)
+    if progress:
+        progress(label, 0, cfg.iterations, None)
+
+    def on_iteration(iteration: int, _seconds: float, loss: float | None) -> None:
+        if progress:
+            progress(label, iteration + 1, cfg.iterations, loss)
+
+    started = time.perf_counter()
+    factors = factorizer.fit(conf, callback=on_iteration)
+    return factors, time.perf_counter() - started
+
+
+def _eval_users(test: sp.csr_matrix, cfg: FactorizeConfig, seed: int) -> np.ndarray:
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    if cfg.eval_users and len(users) > cfg.eval_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, cfg.eval_users, replace=False))
+    return users
+
+
+def heldout_metrics(
+    factors: Factors, train: sp.csr_matrix, test: sp.csr_matrix, cfg: FactorizeConfig, seed: int
+) -> dict[str, dict[str, float]]:
+    """Ranking of each user's held-out items among all unseen items: the model, popularity and random."""
+    users = _eval_users(test, cfg, seed)
+    return {
+        "model": evaluate_ranking(factors.scores, train, test, cfg.k, users),
+        "popularity": evaluate_ranking(popularity_scores(train), train, test, cfg.k, users),
+        "random": evaluate_ranking(random_scores(train.shape[1], seed), train, test, cfg.k, users),
+    }
+
+
+def parse_sweep(terms: list[str]) -> dict[str, list[float]]:
+    """``factors=32,64 alpha=1,10 reg=0.01,0.1`` → a grid; names the bad term on a mistake."""
+    grid: dict[str, list[float]] = {}
+    for term in terms:
+        key, sep, values = term.partition("=")
+        key = "regularization" if key == "reg" else key
+        if not sep or key not in SWEEP_KEYS:
+            raise UserError(f"--sweep {term}", f"expected NAME=V1,V2,... with NAME one of {', '.join(SWEEP_KEYS)}")
+        try:
+            grid[key] = [SWEEP_KEYS[key](float(v)) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(f"--sweep {term}", "values must be numbers separated by commas") from None
+        if not grid[key]:
+            raise UserError(f"--sweep {term}", "give at least one value")
+    return grid
+
+
+def sweep(
+    cfg: FactorizeConfig,
+    seed: int,
+    data: Interactions,
+    train_mask: np.ndarray,
+    shape: tuple[int, int],
+    progress: Progress | None,
+) -> tuple[FactorizeConfig, list[dict[str, Any]]]:
+    """Grid search on a validation hold-out carved from the training pairs; the best NDCG@k wins."""
+    from socialfeat.config import SplitConfig
+
+    grid = {
+        (name := "regularization" if k == "reg" else k): [SWEEP_KEYS[name](x) for x in v] for k, v in cfg.sweep.items()
+    }
+    idx = np.flatnonzero(train_mask)
+    valid = leave_k_out(
+        data.users[idx],
+        data.items[idx],
+        None if data.times is None else data.times[idx],
+        SplitConfig(leave_out=1, min_train=2),
+        seed + 17,
+    )
+    fit_idx, valid_idx = idx[~valid], idx[valid]
+    test = matrix(data.users[valid_idx], data.items[valid_idx], np.ones(len(valid_idx), np.float32), shape)
+    rows: list[dict[str, Any]] = []
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        trial = FactorizeConfig.model_validate({**cfg.model_dump(), **dict(zip(keys, values, strict=True))})
+        conf = matrix(data.users[fit_idx], data.items[fit_idx], confidence(data.weight[fit_idx], trial), shape)
+        label = "sweep " + " ".join(f"{k}={v:g}" for k, v in zip(keys, values, strict=True))
+        factors, seconds = fit(trial, seed, conf, label, progress)
+        scores = evaluate_ranking(factors.scores, conf, test, cfg.k, _eval_users(test, cfg, seed))
+        rows.append({**dict(zip(keys, values, strict=True)), **scores, "seconds": seconds})
+    best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
+    return FactorizeConfig.model_validate({**cfg.model_dump(), **{k: best[k] for k in keys}}), rows
+
+
+def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | None = None) -> FactorizeResult:
+    """Factorize ``run/dataset`` into ``run/factors`` (see the module docstring for the order of work)."""
+    run = Path(run)
+    cfg, seed = config.factorize, config.seed
+    started = time.perf_counter()
+    data = read_dataset(run)
+    shape = (len(data.user_ids), len(data.item_ids))
+    split_codes, split_info = item_splits(data.item_ids.to_pylist(), config.split, seed)
+    warm = split_codes[data.items] == TRAIN
+    if not warm.any():
+        raise UserError("--cold-items", "every item is cold: nothing is left to train on")
+    metrics: dict[str, Any] = {"items": split_info, "pairs": {"warm": int(warm.sum()), "cold": int((~warm).sum())}}
+
+    if cfg.evaluate:
+        idx = np.flatnonzero(warm)
+        held = leave_k_out(
+            data.users[idx], data.items[idx], None if data.times is None else data.times[idx], config.split, seed
+        )
+        train_mask = np.zeros(len(warm), dtype=bool)
+        train_mask[idx[~held]] = True
+        test_idx = idx[held]
+        if cfg.sweep:
+            cfg, metrics["sweep"] = sweep(cfg, seed, data, train_mask, shape, progress)
+            metrics["sweep_best"] = {k: getattr(cfg, "regularization" if k == "reg" else k) for k in cfg.sweep}
+        train = matrix(data.users[train_mask], data.items[train_mask], confidence(data.weight[train_mask], cfg), shape)
+        test = matrix(data.users[test_idx], data.items[test_idx], np.ones(len(test_idx), np.float32), shape)
+        factors, seconds = fit(cfg, seed, train, "held-out fit", progress)
+        metrics["heldout"] = {
+            "k": cfg.k,
+            "held_out_pairs": len(test_idx),
+            **heldout_metrics(factors, train, test, cfg, seed),
+        }
+        metrics["heldout"]["fit_seconds"] = seconds
+
+    conf = matrix(data.users[warm], data.items[warm], confidence(data.weight[warm], cfg), shape)
+    factors, seconds = fit(cfg, seed, conf, "final fit", progress)
+    metrics["fit_seconds"] = seconds
+    metrics["backend"] = cfg.backend
+    metrics["params"] = {
+        k: getattr(cfg, k) for k in ("factors", "regularization", "iterations", "confidence", "alpha", "epsilon")
+    }
+    with atomic_dir(run / "factors") as tmp:
+        _write_factors(tmp, data, factors, conf, split_codes)
+        metrics["seconds"] = time.perf_counter() - started
+        write_json(tmp / "metrics.json", metrics)
+        final = config.model_copy(update={"factorize": cfg})
+        write_json(tmp / "manifest.json", provenance(final, "factorize"))
+        write_text(tmp / "config.yaml", dump_config(final))
+    return FactorizeResult(out=run / "factors", metrics=metrics)
+
+
+def _vectors(array: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(array.astype(np.float32).ravel()), array.shape[1])
+
+
+def _write_factors(
+    out: Path, data: Interactions, factors: Factors, conf: sp.csr_matrix, split_codes: np.ndarray
+) -> None:
+    """Factors keyed by the original ids; users and items without training data are left out."""
+    user_rows = np.flatnonzero(np.diff(conf.indptr) > 0)
+    item_rows = np.flatnonzero(np.bincount(conf.indices, minlength=conf.shape[1]) > 0)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": data.user_ids.take(user_rows),
+                "user_idx": user_rows.astype(np.int32),
+                "factors": _vectors(factors.users[user_rows]),
+            }
+        ),
+        out / "user_factors.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": data.item_ids.take(item_rows),
+                "item_idx": item_rows.astype(np.int32),
+                "factors": _vectors(factors.items[item_rows]),
+            }
+        ),
+        out / "item_factors.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": data.item_ids,
+                "item_idx": np.arange(len(split_codes), dtype=np.int32),
+                "split": pa.array([SPLITS[c] for c in split_codes]),
+            }
+        ),
+        out / "item_split.parquet",
+    )
+    cold = split_codes[data.items] != TRAIN
+    pq.write_table(
+        pa.table({"user_idx": data.users[cold], "item_idx": data.items[cold], "weight": data.weight[cold]}),
+        out / "cold_interactions.parquet",
+    )

@@ -1,0 +1,160 @@
+"""Behaviour of ``factorize``, written once and run against every backend (local implicit, Spark MLlib)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from socialfeat.config import load_config
+from socialfeat.factorize.stage import factorize
+
+BACKENDS = ["local", pytest.param("spark", marks=pytest.mark.spark)]
+SMALL = ["factorize.factors=16", "factorize.iterations=8", "factorize.alpha=1"]  # configs/demo.yaml, smaller
+
+
+def spark_ready(backend: str) -> None:
+    if backend == "spark":
+        pytest.importorskip("pyspark", reason="the spark extra is not installed")
+        if shutil.which("java") is None:
+            pytest.skip("Spark needs Java on PATH")
+
+
+def run_factorize(run: Path, backend: str, *extra: str) -> dict:
+    cfg = load_config(None, [*SMALL, f"factorize.backend={backend}", *extra])
+    return factorize(cfg, run).metrics
+
+
+@pytest.fixture
+def run(demo_dataset: Path, tmp_path: Path) -> Path:
+    shutil.copytree(demo_dataset / "dataset", tmp_path / "dataset")
+    return tmp_path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_factor_files_schema_and_ids(run: Path, backend: str) -> None:
+    spark_ready(backend)
+    metrics = run_factorize(run, backend, "split.cold_fraction=0.2")
+    out = run / "factors"
+    assert {p.name for p in out.iterdir()} == {
+        "user_factors.parquet", "item_factors.parquet", "item_split.parquet", "cold_interactions.parquet",
+        "metrics.json", "manifest.json", "config.yaml",
+    }  # fmt: skip
+    users, items = pq.read_table(out / "user_factors.parquet"), pq.read_table(out / "item_factors.parquet")
+    assert users.schema.field("factors").type == pa.list_(pa.float32(), 16)
+    assert users.schema.field("user_id").type == pa.string() and items.schema.field("item_id").type == pa.string()
+    ds_users = pq.read_table(run / "dataset" / "users.parquet").to_pydict()
+    by_idx = dict(zip(ds_users["user_idx"], ds_users["user_id"], strict=True))
+    assert all(by_idx[i] == u for i, u in zip(users["user_idx"].to_pylist(), users["user_id"].to_pylist(), strict=True))
+    split = pq.read_table(out / "item_split.parquet").to_pydict()
+    cold = {i for i, s in zip(split["item_idx"], split["split"], strict=True) if s != "train"}
+    assert cold and not cold & set(items["item_idx"].to_pylist())  # cold items are never trained on
+    cold_pairs = pq.read_table(out / "cold_interactions.parquet")
+    assert set(cold_pairs["item_idx"].to_pylist()) <= cold and cold_pairs.num_rows == metrics["pairs"]["cold"]
+    assert json.loads((out / "metrics.json").read_text())["backend"] == backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recovers_planted_taste_structure(run: Path, backend: str) -> None:
+    spark_ready(backend)
+    h = run_factorize(run, backend)["heldout"]
+    assert h["model"]["users"] > 100
+    assert h["model"]["auc"] > h["popularity"]["auc"] + 0.03, h
+    assert h["model"]["recall"] > 1.2 * h["popularity"]["recall"], h
+    assert h["random"]["auc"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_local_is_reproducible_under_a_fixed_seed(run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    other = tmp_path_factory.mktemp("again")
+    shutil.copytree(run / "dataset", other / "dataset")
+    run_factorize(run, "local", "seed=3")
+    run_factorize(other, "local", "seed=3")
+    a = pq.read_table(run / "factors" / "item_factors.parquet")
+    b = pq.read_table(other / "factors" / "item_factors.parquet")
+    assert a.equals(b)
+
+
+def test_sweep_picks_the_best_setting_and_uses_it(run: Path) -> None:
+    metrics = run_factorize(run, "local", "factorize.sweep={factors: [4, 16], alpha: [5]}")
+    assert len(metrics["sweep"]) == 2
+    best = max(metrics["sweep"], key=lambda r: (r["ndcg"], r["recall"]))
+    assert metrics["params"]["factors"] == best["factors"] == metrics["sweep_best"]["factors"]
+    width = pq.read_schema(run / "factors" / "item_factors.parquet").field("factors").type.list_size
+    assert width == best["factors"]
+
+
+def test_log_confidence_and_no_evaluation(run: Path) -> None:
+    metrics = run_factorize(run, "local", "factorize.confidence=log", "factorize.evaluate=false")
+    assert "heldout" not in metrics and (run / "factors" / "item_factors.parquet").exists()
+
+
+def test_cli_factorize_and_errors(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from socialfeat.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["factorize", str(run), "--factors", "8", "--iterations", "3", "--sweep", "alpha=1,5", "reg=0.05"])
+    assert exc.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "held-out ranking" in printed and "popularity" in printed and "sweep" in printed
+    cases = [
+        (["factorize", str(tmp_path / "nowhere")], "no dataset/interactions.parquet"),
+        (["factorize", str(run), "--sweep", "colour=1,2"], "--sweep colour=1,2: expected NAME=V1,V2"),
+        (["factorize", str(run), "alpha=1,2"], "sweep terms follow --sweep"),
+        (["factorize", str(run), "--cold-fraction", "0.99", "--seed", "1"], None),
+    ]
+    for argv, fragment in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        if fragment is None:
+            continue
+        assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+
+@pytest.fixture(scope="module")
+def movielens_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import MOVIELENS
+
+    from socialfeat.data.ingest import ingest
+
+    if not (MOVIELENS / "interactions.csv").exists():
+        pytest.skip(f"real data not present at {MOVIELENS}")
+    run = tmp_path_factory.mktemp("ml")
+    cfg = load_config(None, [], {"ingest.interactions": ("t", MOVIELENS / "interactions.csv")})
+    ingest(cfg, run / "dataset")
+    return run
+
+
+def movielens_metrics(run: Path, backend: str) -> dict:
+    from conftest import MOVIELENS
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(
+        root / "configs" / "movielens.yaml",
+        [f"factorize.backend={backend}", "factorize.evaluate=true"],
+        {"split.cold_items": ("t", MOVIELENS / "coldstart_split.csv")},
+    )
+    return factorize(cfg, run).metrics["heldout"]
+
+
+@pytest.mark.slow
+def test_movielens_local_beats_popularity(movielens_run: Path) -> None:
+    h = movielens_metrics(movielens_run, "local")
+    assert h["model"]["recall"] > 1.8 * h["popularity"]["recall"], h
+    assert h["model"]["auc"] > h["popularity"]["auc"] + 0.03, h
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_movielens_spark_parity(movielens_run: Path, tmp_path: Path) -> None:
+    spark_ready("spark")
+    local = movielens_metrics(movielens_run, "local")
+    shutil.copytree(movielens_run / "dataset", tmp_path / "dataset")
+    spark = movielens_metrics(tmp_path, "spark")
+    ratio = spark["model"]["recall"] / local["model"]["recall"]
+    assert abs(ratio - 1) <= 0.10, (local["model"], spark["model"])
+    assert spark["model"]["recall"] > 1.8 * spark["popularity"]["recall"]
