@@ -128,11 +128,17 @@ def heldout_metrics(
 ) -> dict[str, dict[str, float]]:
     """Ranking of each user's held-out items among all unseen items: the model, popularity and random."""
     users = _eval_users(test, cfg, seed)
+    batch = eval_batch_size(train.shape[1])
     return {
-        "model": evaluate_ranking(factors.scores, train, test, cfg.k, users),
-        "popularity": evaluate_ranking(popularity_scores(train), train, test, cfg.k, users),
-        "random": evaluate_ranking(random_scores(train.shape[1], seed), train, test, cfg.k, users),
+        "model": evaluate_ranking(factors.scores, train, test, cfg.k, users, batch),
+        "popularity": evaluate_ranking(popularity_scores(train), train, test, cfg.k, users, batch),
+        "random": evaluate_ranking(random_scores(train.shape[1], seed), train, test, cfg.k, users, batch),
     }
+
+
+def eval_batch_size(n_items: int, budget: int = 100_000_000) -> int:
+    """Users scored at once: about ``budget`` scores per batch (~0.8 GB in float64) whatever the catalogue size."""
+    return max(1, min(256, budget // max(n_items, 1)))
 
 
 def parse_sweep(terms: list[str]) -> dict[str, list[float]]:
@@ -183,7 +189,9 @@ def sweep(
         conf = matrix(data.users[fit_idx], data.items[fit_idx], confidence(data.weight[fit_idx], trial), shape)
         label = "sweep " + " ".join(f"{k}={v:g}" for k, v in zip(keys, values, strict=True))
         factors, seconds = fit(trial, seed, conf, label, progress)
-        scores = evaluate_ranking(factors.scores, conf, test, cfg.k, _eval_users(test, cfg, seed))
+        scores = evaluate_ranking(
+            factors.scores, conf, test, cfg.k, _eval_users(test, cfg, seed), eval_batch_size(shape[1])
+        )
         rows.append({**dict(zip(keys, values, strict=True)), **scores, "seconds": seconds})
     best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
     return FactorizeConfig.model_validate({**cfg.model_dump(), **{k: best[k] for k in keys}}), rows
