@@ -100,18 +100,23 @@ def test_cli_factorize_and_errors(run: Path, tmp_path: Path, capsys: pytest.Capt
     assert exc.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "held-out ranking" in printed and "popularity" in printed and "sweep" in printed
+    items = pq.read_table(run / "dataset" / "items.parquet").column("item_id").to_pylist()
+    all_cold = tmp_path / "all_cold.csv"
+    all_cold.write_text("item_id,split\n" + "".join(f"{i},test\n" for i in items))
+    bad_split = tmp_path / "bad_split.csv"
+    bad_split.write_text(f"item_id,split\n{items[0]},holdout\n")
     cases = [
         (["factorize", str(tmp_path / "nowhere")], "no dataset/interactions.parquet"),
         (["factorize", str(run), "--sweep", "colour=1,2"], "--sweep colour=1,2: expected NAME=V1,V2"),
         (["factorize", str(run), "alpha=1,2"], "sweep terms follow --sweep"),
-        (["factorize", str(run), "--cold-fraction", "0.99", "--seed", "1"], None),
+        (["factorize", str(run), "--cold-items", str(all_cold)], "every item is cold"),
+        (["factorize", str(run), "--cold-items", str(bad_split)], "row 1: split 'holdout'"),
+        (["factorize", str(run), "--confidence", "cubic"], "--confidence"),
     ]
     for argv, fragment in cases:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()
-        if fragment is None:
-            continue
         assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
 
 
