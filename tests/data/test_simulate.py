@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -92,23 +92,7 @@ def test_summary_counts_match_files(small: tuple[Path, dict]) -> None:
 
 
 def like_lift(out: Path, attr: str) -> float:
-    """Held-out lift: a user's top value from half of their likes, hit rate on the other half vs chance."""
-    labels = {r["item_id"]: r[attr] for r in read(out / "labels.csv")[1]}
-    likes: dict[str, list[str]] = defaultdict(list)
-    for r in read(out / "interactions.csv")[1]:
-        if r["event"] == "like":
-            likes[r["user_id"]].append(labels[r["item_id"]])
-    base = Counter(v for vals in likes.values() for v in vals)
-    total = sum(base.values())
-    hits = expected = 0.0
-    for vals in likes.values():
-        if len(vals) < 6:
-            continue
-        top = Counter(vals[::2]).most_common(1)[0][0]
-        held = vals[1::2]
-        hits += sum(v == top for v in held)
-        expected += len(held) * base[top] / total
-    return hits / expected
+    return sim.taste_lift(out, attr, "like")
 
 
 def test_taste_signal_is_real_and_object_is_ignored(small: tuple[Path, dict]) -> None:

@@ -28,6 +28,7 @@ Everything is deterministic given the seed and the config.
 from __future__ import annotations
 
 import csv
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -577,3 +578,26 @@ def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progres
         "events": counts,
         "bytes": n_bytes,
     }
+
+
+def taste_lift(out: Path, attr: str, event: str = "like") -> float:
+    """How strongly ``event`` follows hidden attribute ``attr``: a user's favourite value is taken from half
+    of their events, and its hit rate on the other half is divided by chance (1 = no signal)."""
+    with open(out / "labels.csv", newline="", encoding="utf-8") as fh:
+        labels = {r["item_id"]: r[attr] for r in csv.DictReader(fh)}
+    values: dict[str, list[str]] = defaultdict(list)
+    with open(out / "interactions.csv", newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if r["event"] == event:
+                values[r["user_id"]].append(labels[r["item_id"]])
+    base = Counter(v for vals in values.values() for v in vals)
+    total = sum(base.values())
+    hits = expected = 0.0
+    for vals in values.values():
+        if len(vals) < 6:
+            continue
+        top = Counter(vals[::2]).most_common(1)[0][0]
+        held = vals[1::2]
+        hits += sum(v == top for v in held)
+        expected += len(held) * base[top] / total
+    return hits / expected if expected else float("nan")
