@@ -107,6 +107,16 @@ def _connect(cfg: IngestConfig, spill: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _shrink_duckdb(con: duckdb.DuckDBPyConnection) -> None:
+    """Lower DuckDB's memory limit as far as it can evict data, to make room for the numpy phase."""
+    for limit in ("256MB", "512MB", "1GB"):
+        try:
+            con.execute(f"SET memory_limit = {literal(limit)}")
+            return
+        except duckdb.OutOfMemoryException:
+            continue  # what DuckDB holds cannot be evicted below this; try a higher floor
+
+
 def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callable[[str], None]) -> dict[str, Any]:
     cfg = config.ingest
     say("reading interactions")
@@ -119,8 +129,7 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     if cfg.items is not None:
         say("checking items and images")
         usable = _load_items(con, cfg, stats)
-    # The pairs now live in DuckDB; let it spill them while numpy holds the codes (bounded memory).
-    con.execute("SET memory_limit = '256MB'")
+    _shrink_duckdb(con)  # the pairs now live in DuckDB: let it spill them while numpy holds the codes
     uc, ic = _fetch_codes(con)
 
     say("filtering by popularity")
