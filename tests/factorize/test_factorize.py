@@ -112,6 +112,7 @@ def test_cli_factorize_and_errors(run: Path, tmp_path: Path, capsys: pytest.Capt
         (["factorize", str(run), "--cold-items", str(all_cold)], "every item is cold"),
         (["factorize", str(run), "--cold-items", str(bad_split)], "row 1: split 'holdout'"),
         (["factorize", str(run), "--confidence", "cubic"], "--confidence"),
+        (["factorize", str(run), "--sweep", "alpha=1,2", "--no-evaluate"], "--sweep: needs the held-out evaluation"),
     ]
     for argv, fragment in cases:
         with pytest.raises(SystemExit) as exc:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from socialfeat.atomic import atomic_dir, write_json, write_text
-from socialfeat.config import Config, FactorizeConfig, dump_config, provenance
+from socialfeat.config import Config, FactorizeConfig, SplitConfig, dump_config, provenance
 from socialfeat.errors import UserError
 from socialfeat.factorize import create_factorizer
 from socialfeat.factorize.base import Factors
@@ -54,6 +54,10 @@ class Interactions:
     times: np.ndarray | None
     user_ids: pa.Array
     item_ids: pa.Array
+
+    def times_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """Timestamps of the given pairs, or None when the log had none."""
+        return None if self.times is None else self.times[rows]
 
 
 @dataclass
@@ -165,20 +169,17 @@ def sweep(
     train_mask: np.ndarray,
     shape: tuple[int, int],
     progress: Progress | None,
-) -> tuple[FactorizeConfig, list[dict[str, Any]]]:
-    """Grid search on a validation hold-out carved from the training pairs; the best NDCG@k wins."""
-    from socialfeat.config import SplitConfig
+) -> tuple[FactorizeConfig, list[dict[str, Any]], dict[str, float]]:
+    """Grid search on a validation hold-out carved from the training pairs; the best NDCG@k wins.
 
+    Returns the config with the best setting, every trial's metrics, and the best setting itself.
+    """
     grid = {
         (name := "regularization" if k == "reg" else k): [SWEEP_KEYS[name](x) for x in v] for k, v in cfg.sweep.items()
     }
     idx = np.flatnonzero(train_mask)
     valid = leave_k_out(
-        data.users[idx],
-        data.items[idx],
-        None if data.times is None else data.times[idx],
-        SplitConfig(leave_out=1, min_train=2),
-        seed + 17,
+        data.users[idx], data.items[idx], data.times_of(idx), SplitConfig(leave_out=1, min_train=2), seed + 17
     )
     fit_idx, valid_idx = idx[~valid], idx[valid]
     test = matrix(data.users[valid_idx], data.items[valid_idx], np.ones(len(valid_idx), np.float32), shape)
@@ -194,7 +195,8 @@ def sweep(
         )
         rows.append({**dict(zip(keys, values, strict=True)), **scores, "seconds": seconds})
     best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
-    return FactorizeConfig.model_validate({**cfg.model_dump(), **{k: best[k] for k in keys}}), rows
+    chosen = {k: best[k] for k in keys}
+    return FactorizeConfig.model_validate({**cfg.model_dump(), **chosen}), rows, chosen
 
 
 def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | None = None) -> FactorizeResult:
@@ -207,20 +209,20 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
     split_codes, split_info = item_splits(data.item_ids.to_pylist(), config.split, seed)
     warm = split_codes[data.items] == TRAIN
     if not warm.any():
-        raise UserError("--cold-items", "every item is cold: nothing is left to train on")
+        where = "--cold-items" if config.split.cold_items is not None else "--cold-fraction"
+        raise UserError(where, "every item is cold: nothing is left to train on")
+    if cfg.sweep and not cfg.evaluate:
+        raise UserError("--sweep", "needs the held-out evaluation; drop --no-evaluate")
     metrics: dict[str, Any] = {"items": split_info, "pairs": {"warm": int(warm.sum()), "cold": int((~warm).sum())}}
 
     if cfg.evaluate:
         idx = np.flatnonzero(warm)
-        held = leave_k_out(
-            data.users[idx], data.items[idx], None if data.times is None else data.times[idx], config.split, seed
-        )
+        held = leave_k_out(data.users[idx], data.items[idx], data.times_of(idx), config.split, seed)
         train_mask = np.zeros(len(warm), dtype=bool)
         train_mask[idx[~held]] = True
         test_idx = idx[held]
         if cfg.sweep:
-            cfg, metrics["sweep"] = sweep(cfg, seed, data, train_mask, shape, progress)
-            metrics["sweep_best"] = {k: getattr(cfg, "regularization" if k == "reg" else k) for k in cfg.sweep}
+            cfg, metrics["sweep"], metrics["sweep_best"] = sweep(cfg, seed, data, train_mask, shape, progress)
         train = matrix(data.users[train_mask], data.items[train_mask], confidence(data.weight[train_mask], cfg), shape)
         test = matrix(data.users[test_idx], data.items[test_idx], np.ones(len(test_idx), np.float32), shape)
         factors, seconds = fit(cfg, seed, train, "held-out fit", progress)
