@@ -6,12 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from socialfeat.config import load_config
-from socialfeat.factorize.stage import factorize
+from socialfeat.factorize.stage import factorize, matrix
 
 BACKENDS = ["local", pytest.param("spark", marks=pytest.mark.spark)]
 SMALL = ["factorize.factors=16", "factorize.iterations=8", "factorize.alpha=1"]  # configs/demo.yaml, smaller
@@ -164,3 +165,14 @@ def test_movielens_spark_parity(movielens_run: Path, tmp_path: Path) -> None:
     ratio = spark["model"]["recall"] / local["model"]["recall"]
     assert abs(ratio - 1) <= 0.10, (local["model"], spark["model"])
     assert spark["model"]["recall"] > 1.8 * spark["popularity"]["recall"]
+
+
+def test_matrix_from_sorted_and_unsorted_pairs_agree() -> None:
+    rng = np.random.default_rng(1)
+    keys = np.unique(rng.integers(0, 40 * 30, 300))
+    users, items, values = keys // 30, keys % 30, rng.random(len(keys)).astype(np.float32)
+    direct = matrix(users, items, values, (40, 30))
+    perm = rng.permutation(len(keys))
+    via_coo = matrix(users[perm], items[perm], values[perm], (40, 30))
+    assert (direct != via_coo).nnz == 0 and direct.has_sorted_indices
+    np.testing.assert_array_equal(direct.toarray()[users, items], values)

@@ -51,7 +51,7 @@ class LocalALS(Factorizer):
             model = AlternatingLeastSquares(**kwargs)
             if not use_gpu:
                 model.cg_steps = cfg.cg_steps  # an attribute, not a constructor argument, in implicit 0.7
-            model.fit(confidence.astype(np.float32), show_progress=False, callback=callback)
+            model.fit(confidence.astype(np.float32, copy=False), show_progress=False, callback=callback)
         log.info("local ALS fit in %.1f s (%s)", time.perf_counter() - started, "gpu" if use_gpu else "cpu")
         if use_gpu:
             model = model.to_cpu()
