@@ -95,17 +95,26 @@ def leave_k_out(
     users: np.ndarray, items: np.ndarray, times: np.ndarray | None, cfg: SplitConfig, seed: int
 ) -> np.ndarray:
     """Mask of the pairs held out: per user the ``leave_out`` latest (by ``times``; ties and missing
-    times broken at random), only for users who keep at least ``min_train`` pairs for training."""
-    if len(users) == 0:
+    times broken at random), only for users who keep at least ``min_train`` pairs for training.
+
+    Memory is a sort key and its order (two 64-bit arrays), whatever the number of pairs.
+    """
+    n = len(users)
+    if n == 0:
         return np.zeros(0, dtype=bool)
     random_key = hash_keys(users, items, seed=seed)
-    recency = -times.astype(np.int64) if times is not None else np.zeros(len(users), dtype=np.int64)
-    order = np.lexsort((random_key, recency, users))
-    sorted_users = users[order]
+    if times is None:  # one packed key: user in the high 32 bits, randomness in the low 32
+        key = (users.astype(np.uint64) << np.uint64(32)) | (random_key >> np.uint64(32))
+        del random_key
+        order = np.argsort(key)
+        del key
+    else:
+        order = np.lexsort((random_key, -times.astype(np.int64), users))
+        del random_key
     counts = np.bincount(users)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.arange(len(users)) - starts[sorted_users]
-    eligible = counts[sorted_users] >= cfg.leave_out + cfg.min_train
-    held = np.zeros(len(users), dtype=bool)
-    held[order] = (rank < cfg.leave_out) & eligible
+    eligible = np.flatnonzero(counts >= cfg.leave_out + cfg.min_train)
+    positions = (starts[eligible][:, None] + np.arange(cfg.leave_out)[None, :]).ravel()
+    held = np.zeros(n, dtype=bool)
+    held[order[positions]] = True
     return held

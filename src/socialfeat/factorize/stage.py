@@ -89,9 +89,9 @@ def read_dataset(run: Path) -> Interactions:
         raw = ts.astype(np.int64)
         times = np.where(np.isnat(ts), raw[~np.isnat(ts)].min(initial=0) - 1, raw)
     return Interactions(
-        users=table.column("user_idx").to_numpy().astype(np.int32),
-        items=table.column("item_idx").to_numpy().astype(np.int32),
-        weight=table.column("weight").to_numpy().astype(np.float32),
+        users=table.column("user_idx").to_numpy().astype(np.int32, copy=False),
+        items=table.column("item_idx").to_numpy().astype(np.int32, copy=False),
+        weight=table.column("weight").to_numpy().astype(np.float32, copy=False),
         times=times,
         user_ids=pq.read_table(dataset / "users.parquet", columns=["user_id"]).column("user_id").combine_chunks(),
         item_ids=pq.read_table(dataset / "items.parquet", columns=["item_id"]).column("item_id").combine_chunks(),
@@ -229,10 +229,18 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
 
     if cfg.evaluate:
         idx = np.flatnonzero(warm)
-        held = leave_k_out(data.users[idx], data.items[idx], data.times_of(idx), config.split, seed)
-        train_mask = np.zeros(len(warm), dtype=bool)
-        train_mask[idx[~held]] = True
+        whole = len(idx) == len(warm)  # no cold items: use the arrays as they are, without copies
+        held = leave_k_out(
+            data.users if whole else data.users[idx],
+            data.items if whole else data.items[idx],
+            data.times if whole else data.times_of(idx),
+            config.split,
+            seed,
+        )
         test_idx = idx[held]
+        del idx, held
+        train_mask = warm.copy()
+        train_mask[test_idx] = False
         if cfg.sweep:
             cfg, metrics["sweep"], metrics["sweep_best"] = sweep(cfg, seed, data, train_mask, shape, progress)
         train = matrix(data.users[train_mask], data.items[train_mask], confidence(data.weight[train_mask], cfg), shape)
@@ -244,7 +252,7 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
             **heldout_metrics(factors, train, test, cfg, seed),
         }
         metrics["heldout"]["fit_seconds"] = seconds
-        del train, test, factors, train_mask, held, idx  # free the held-out model before the final fit
+        del train, test, factors, train_mask  # free the held-out model before the final fit
 
     conf = matrix(data.users[warm], data.items[warm], confidence(data.weight[warm], cfg), shape)
     factors, seconds = fit(cfg, seed, conf, "final fit", progress)
