@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
@@ -27,10 +25,9 @@ import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
-RESULTS = HERE / "RESULTS.md"
 MOVIELENS = HERE.parent.parent / "shared" / "data" / "movielens-1m"
 sys.path.insert(0, str(HERE))
-from ingest import hardware, run_measured  # noqa: E402
+from _results import hardware, record, run_measured  # noqa: E402
 
 
 def synthetic_dataset(run: Path, n_users: int, n_items: int, n_pairs: int, seed: int = 0) -> None:
@@ -194,15 +191,6 @@ def spark(args: argparse.Namespace) -> str:
     )
 
 
-def record(part: str, body: str) -> None:
-    heading = f"## factorize {part} (bench/factorize.py {part})"
-    section = f"{heading}\n\nMeasured {time.strftime('%Y-%m-%d')} on {hardware()}.\n\n{body}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(heading) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", default=["overhead", "spark", "scale"])
@@ -216,7 +204,7 @@ def main() -> None:
         body = {"overhead": overhead, "scale": scale, "spark": spark}[part](args)
         print(body, flush=True)
         if not args.no_record:
-            record(part, body)
+            record(f"factorize {part} (bench/factorize.py {part})", body)
 
 
 if __name__ == "__main__":

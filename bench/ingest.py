@@ -12,20 +12,15 @@ comparable across noisy machines. Results are written to bench/RESULTS.md with t
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
+from _results import hardware, record, run_measured
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
-RESULTS = HERE / "RESULTS.md"
 TARGETS = {"csv": 3e6, "parquet": 10e6}
 RSS_TARGET_GB = 2.0
 
@@ -55,33 +50,10 @@ def generate(rows: int, fmt: str) -> Path:
     return path
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
-    return wall, usage.ru_maxrss / 1024**2  # KB → GB
-
-
 def bare_scan_cmd(path: Path, fmt: str) -> list[str]:
     reader = f"read_csv('{path}', header=true, all_varchar=true)" if fmt == "csv" else f"read_parquet('{path}')"
     sql = f"SELECT count(*), sum(length(CAST(user_id AS VARCHAR))), count(DISTINCT event) FROM {reader}"
     return [sys.executable, "-c", f"import duckdb; duckdb.sql({sql!r}).fetchall()"]
-
-
-def hardware() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())[1]  # type: ignore[index]
-    except (OSError, TypeError):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, duckdb {duckdb.__version__}"
 
 
 def main() -> None:
@@ -118,24 +90,18 @@ def main() -> None:
                 print(line, flush=True)
                 lines.append(line)
     if not args.no_record:
-        record("\n".join(lines))
+        record_table("\n".join(lines))
 
 
-def record(table: str) -> None:
-    """Replace the ingest section of RESULTS.md, keeping the other benchmarks' sections."""
-    section = (
-        f"## ingest (bench/ingest.py)\n\nMeasured {time.strftime('%Y-%m-%d')} on {hardware()}.\n"
+def record_table(table: str) -> None:
+    """The ingest section of RESULTS.md (the analysis below it, under its own heading, is kept)."""
+    record(
+        "ingest (bench/ingest.py)",
         "Each ingest runs in a fresh process: read, validate, aggregate to user–item pairs, popularity "
         "filter, write Parquet (sorted by user, item). *bare scan* reads the same file with DuckDB and nothing "
         "else. *memory limit* is `ingest.memory_limit` (DuckDB spills beyond it; 1GB is the default); the peak-RSS "
-        "target applies to the default.\n\n"
-        f"{table}\n"
+        f"target applies to the default.\n\n{table}\n",
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(r"## ingest \(bench/ingest.py\).*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-    print(f"recorded in {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ and likes follow each hidden attribute (lift over chance; 1 = no signal). Record
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 import time
@@ -17,7 +16,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from ingest import RESULTS, hardware  # noqa: E402
+from _results import record  # noqa: E402
 
 from socialfeat.config import SimulateConfig  # noqa: E402
 from socialfeat.data.simulate import ATTR_VALUES, simulate, taste_lift  # noqa: E402
@@ -49,12 +48,7 @@ def main() -> None:
         + "\n\nUsers' tastes depend on palette, texture and composition; object is ignored (lift ≈ 1).\n"
     )
     print(body)
-    heading = "## simulate (bench/simulate.py)"
-    section = f"{heading}\n\nMeasured {time.strftime('%Y-%m-%d')} on {hardware()}.\n\n{body}"
-    text = RESULTS.read_text()
-    pattern = re.compile(re.escape(heading) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
+    record("simulate (bench/simulate.py)", body)
 
 
 if __name__ == "__main__":
