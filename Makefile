@@ -20,6 +20,7 @@ demo: install
 	$(BIN)/socialfeat simulate --config configs/demo.yaml --out $(DEMO)/platform
 	$(BIN)/socialfeat ingest --config configs/demo.yaml --out $(DEMO)/dataset
 	$(BIN)/socialfeat factorize $(DEMO) --config configs/demo.yaml
+	$(BIN)/socialfeat targets $(DEMO) --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -348,6 +348,48 @@ def factorize(
     )
 
 
+@app.command()
+def targets(
+    run: Annotated[Path, typer.Argument(help="Run folder with factors/ (from factorize); targets/ is written here.")],
+    which: Annotated[str | None, typer.Option("--targets", help="Comma list: factors,factor-clusters.")] = None,
+    clusters: Annotated[int | None, typer.Option(help="k of the k-means on item factors [32].")] = None,
+    normalize: Annotated[str | None, typer.Option(help="l2, standardize or none [l2].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the k-means.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Turn item factors into training targets: normalized factors and k-means pseudo-classes, described in words."""
+    from socialfeat.targets.stage import targets as run_targets
+
+    names = [t.strip() for t in which.split(",") if t.strip()] if which else None
+    flags = _flags(
+        seed=("--seed", seed),
+        targets__targets=("--targets", names),
+        targets__clusters=("--clusters", clusters),
+        targets__normalize=("--normalize", normalize),
+    )
+    cfg = load_config(config, set_ or [], flags)
+    with err.status("clustering…"):
+        result = run_targets(cfg, run)
+    for name, groups in result.summary["clusters"].items():
+        table = Table(
+            title=f"{name}: {len(groups)} clusters of {result.summary['items']:,} items", title_justify="left"
+        )
+        table.add_column("cluster", justify="right")
+        table.add_column("items", justify="right")
+        table.add_column("distinctive words")
+        table.add_column("typical items")
+        for g in groups:
+            table.add_row(
+                str(g["cluster"]),
+                f"{g['size']:,}",
+                ", ".join(w["word"] for w in g["words"][:6]),
+                ", ".join(str(i) for i in g["items"][:3]),
+            )
+        out.print(table)
+    out.print(f"wrote {result.out} ({', '.join(result.summary['targets'])})", highlight=False)
+
+
 METRIC_NAMES = (("recall", "recall"), ("precision", "precision"), ("ndcg", "NDCG"), ("map", "MAP"))
 
 

@@ -139,6 +139,18 @@ class FactorizeConfig(StrictModel):
     spark_conf: dict[str, str] = Field(default_factory=dict)
 
 
+class TargetsConfig(StrictModel):
+    """What the image model learns to predict: item factors and pseudo-classes from clustering them."""
+
+    targets: list[Literal["factors", "factor-clusters"]] = ["factors", "factor-clusters"]
+    normalize: Literal["l2", "standardize", "none"] = Field("l2", description="how factor targets are scaled")
+    clusters: int = Field(32, ge=2, description="k of the k-means on item factors (pseudo-classes)")
+    kmeans_iterations: int = Field(25, ge=1)
+    words: int = Field(10, ge=1, description="distinctive words listed per cluster")
+    representatives: int = Field(5, ge=1, description="item ids listed per cluster (closest to its centre)")
+    min_word_items: int = Field(3, ge=1, description="a word must occur with this many items to describe a cluster")
+
+
 class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
@@ -149,6 +161,7 @@ class Config(StrictModel):
     simulate: SimulateConfig = SimulateConfig()
     split: SplitConfig = SplitConfig()
     factorize: FactorizeConfig = FactorizeConfig()
+    targets: TargetsConfig = TargetsConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

@@ -1,0 +1,105 @@
+"""``targets``: a run's item factors → regression targets, factor-cluster pseudo-classes, and a description
+of every cluster in words (``targets/clusters.json``), so a person can see what a pseudo-class means."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.config import Config, dump_config, provenance
+from socialfeat.errors import UserError
+from socialfeat.targets.collaborative import kmeans, normalize_factors, representatives
+from socialfeat.targets.describe import distinctive_words, tokens
+
+TEXT_COLUMNS = ("title", "tags", "text")
+
+
+@dataclass
+class TargetsResult:
+    out: Path
+    summary: dict[str, Any]
+
+
+def read_item_factors(run: Path) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(item ids, item indices, factor matrix) of the items the factorization trained on."""
+    path = run / "factors" / "item_factors.parquet"
+    if not path.is_file():
+        raise UserError(str(run), f"no factors/item_factors.parquet; run `socialfeat factorize {run}` first")
+    table = pq.read_table(path)
+    vectors = table.column("factors").combine_chunks()
+    width = vectors.type.list_size
+    matrix = vectors.flatten().to_numpy().reshape(len(table), width)
+    return table.column("item_id").combine_chunks(), table.column("item_idx").to_numpy(), matrix
+
+
+def item_words(run: Path, item_idx: np.ndarray) -> list[set[str]]:
+    """Words of each item: its title, tags and text from the dataset, and its comments."""
+    dataset = run / "dataset"
+    words: dict[int, set[str]] = defaultdict(set)
+    items = pq.read_table(dataset / "items.parquet")
+    for col in TEXT_COLUMNS:
+        if col in items.column_names:
+            for idx, text in zip(items.column("item_idx").to_pylist(), items.column(col).to_pylist(), strict=True):
+                words[idx].update(tokens(text))
+    if (dataset / "comments.parquet").is_file():
+        comments = pq.read_table(dataset / "comments.parquet", columns=["item_idx", "text"])
+        for idx, text in zip(comments.column("item_idx").to_pylist(), comments.column("text").to_pylist(), strict=True):
+            words[idx].update(tokens(text))
+    return [words.get(int(i), set()) for i in item_idx]
+
+
+def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
+    """Write ``run/targets``: ``factors.parquet`` and/or ``factor_clusters.parquet``, plus ``clusters.json``."""
+    run = Path(run)
+    cfg = config.targets
+    ids, idx, factors = read_item_factors(run)
+    summary: dict[str, Any] = {"items": len(ids), "targets": list(cfg.targets)}
+    clusters: dict[str, Any] = {}
+    with atomic_dir(run / "targets") as tmp:
+        normalized = normalize_factors(factors, cfg.normalize)
+        if "factors" in cfg.targets:
+            target = pa.FixedSizeListArray.from_arrays(pa.array(normalized.ravel()), normalized.shape[1])
+            pq.write_table(pa.table({"item_id": ids, "item_idx": idx, "target": target}), tmp / "factors.parquet")
+            summary["factors"] = {"dimension": int(normalized.shape[1]), "normalize": cfg.normalize}
+        if "factor-clusters" in cfg.targets:
+            unit = normalize_factors(factors, "l2")  # cluster directions: what the dot-product ranking uses
+            labels, centroids = kmeans(unit, cfg.clusters, cfg.kmeans_iterations, config.seed, spherical=True)
+            pq.write_table(
+                pa.table({"item_id": ids, "item_idx": idx, "cluster": labels}), tmp / "factor_clusters.parquet"
+            )
+            clusters["factor-clusters"] = describe(run, ids, idx, unit, labels, centroids, config)
+            sizes = np.bincount(labels, minlength=cfg.clusters)
+            summary["factor-clusters"] = {"k": cfg.clusters, "smallest": int(sizes.min()), "largest": int(sizes.max())}
+        write_json(tmp / "clusters.json", clusters)
+        write_json(tmp / "summary.json", summary)
+        write_json(tmp / "manifest.json", provenance(config, "targets"))
+        write_text(tmp / "config.yaml", dump_config(config))
+    return TargetsResult(out=run / "targets", summary={**summary, "clusters": clusters})
+
+
+def describe(
+    run: Path,
+    ids: pa.Array,
+    idx: np.ndarray,
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    config: Config,
+) -> list[dict[str, Any]]:
+    """Per cluster: size, distinctive words, and the ids of its most typical items."""
+    cfg = config.targets
+    words = distinctive_words(item_words(run, idx), labels, len(centroids), cfg.words, cfg.min_word_items)
+    reps = representatives(vectors, labels, centroids, cfg.representatives)
+    id_list = ids.to_pylist()
+    return [
+        {"cluster": c, "size": int((labels == c).sum()), "words": words[c], "items": [id_list[r] for r in reps[c]]}
+        for c in range(len(centroids))
+    ]
