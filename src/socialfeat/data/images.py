@@ -1,0 +1,304 @@
+"""A one-time pre-resized uint8 image cache, so training epochs never decode JPEG/PNG again.
+
+Images come from users and public data sets, so decoding is defensive: every failure is classified
+(missing, not an image, truncated, too large, corrupt) and skipped or, with ``strict``, reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from socialfeat.atomic import atomic_dir, atomic_file, write_json
+from socialfeat.errors import UserError
+
+log = logging.getLogger(__name__)
+
+VERSION = 1  # bump when the cache layout or the decoding changes: old caches then get a new key
+EXAMPLES = 20  # problems listed by name in problems.json
+CHUNK = 16  # images per worker task: big enough to amortise IPC, small enough for smooth progress
+REASONS = ("missing", "not an image", "truncated", "too large", "corrupt")
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``reason`` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.detail))
+
+
+@dataclass
+class ImageProblem:
+    """One image that could not be used, and why."""
+
+    item_id: object
+    path: str
+    reason: str
+
+
+@dataclass
+class ImageCache:
+    """A pre-resized uint8 cache: array (N, size, size, 3) memory-mapped read-only, and which items it holds.
+
+    ``problems`` holds every skipped image after ``build_cache`` but only the first EXAMPLES after ``open``;
+    ``problem_counts`` is always complete.
+    """
+
+    path: Path
+    size: int
+    item_ids: list
+    rows: dict
+    problems: list[ImageProblem]
+    problem_counts: dict[str, int] = field(default_factory=dict)
+
+    def array(self) -> np.ndarray:
+        """The images, memory-mapped read-only (opened per call: a memmap must not be pickled to workers)."""
+        return np.load(self.path / "images.npy", mmap_mode="r")
+
+    @classmethod
+    def open(cls, path: Path) -> ImageCache:
+        """Read what ``build_cache`` wrote, refusing anything missing, partial or inconsistent."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            size, count = int(meta["size"]), int(meta["count"])
+            table = pq.read_table(path / "index.parquet")
+            ids, row_list = table.column("item_id").to_pylist(), table.column("row").to_pylist()
+            shape = np.load(path / "images.npy", mmap_mode="r").shape
+            probs = json.loads((path / "problems.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as e:
+            raise UserError(str(path), f"not a complete image cache ({type(e).__name__}: {e}); rebuild it") from None
+        if shape != (count, size, size, 3) or row_list != list(range(count)):
+            raise UserError(str(path), f"image cache is inconsistent: meta says {count} images, array is {shape}")
+        problems = [ImageProblem(p["item_id"], p["path"], p["reason"]) for p in probs.get("examples", [])]
+        rows = {item: row for row, item in enumerate(ids)}
+        return cls(path, size, ids, rows, problems, dict(probs.get("counts", {})))
+
+
+def load_image(path: Path, size: int, max_pixels: int = 100_000_000) -> np.ndarray:
+    """Decode one image to RGB uint8 (size, size, 3): upright, alpha on white, shorter side scaled, center-cropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError("missing", str(path))
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below is authoritative; PIL's bomb *error* (2x its limit) still counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError("too large", f"{w}x{h} pixels is more than {max_pixels}")
+                scale = size / min(w, h)
+                im.draft("RGB", (max(size, round(w * scale)), max(size, round(h * scale))))  # JPEG DCT scaling
+                im.load()  # truncation and decoder errors surface here
+                return _to_square(_to_rgb(_upright(im)), size)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageError("not an image", str(e)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError("too large", str(e)) from None
+    except OSError as e:
+        reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
+        raise ImageError(reason, str(e)) from None
+    except Exception as e:  # decoders raise SyntaxError, ValueError, struct.error, ... on broken files
+        raise ImageError("corrupt", f"{type(e).__name__}: {e}") from None
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; broken EXIF metadata is not worth losing an otherwise good image."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception as e:
+        log.debug("ignoring unreadable EXIF orientation: %s", e)
+        return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any mode to RGB; transparency is composited on white (what a viewer would show)."""
+    if im.mode.startswith("I;16"):
+        im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        white.alpha_composite(rgba)
+        return white.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _to_square(im: Image.Image, size: int) -> np.ndarray:
+    """Resize so the shorter side is ``size`` and center-crop, in one resampling pass (crop box in source pixels)."""
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    out = im.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side), reducing_gap=3.0)
+    return np.asarray(out, dtype=np.uint8).reshape(size, size, 3)
+
+
+def cache_key(items: list[tuple[object, str]], image_root: Path, size: int, max_pixels: int = 100_000_000) -> str:
+    """A hash of ids, paths, file sizes and mtimes, ``size`` and the pixel limit (it decides which images are
+    kept): equal keys mean an existing cache can be reused."""
+    h = hashlib.sha256(f"socialfeat-images v{VERSION} size={size} max_pixels={max_pixels}\n".encode())
+    for item_id, rel in items:
+        try:
+            st = (Path(image_root) / rel).stat()
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(json.dumps([repr(item_id), str(rel), stamp]).encode() + b"\n")
+    return h.hexdigest()
+
+
+# Worker state: each process opens the temp array once and writes decoded rows straight into it,
+# so no image travels through a pipe and memory stays bounded whatever the order of completion.
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(npy: str, root: str, size: int, max_pixels: int) -> None:
+    _STATE.update(out=np.load(npy, mmap_mode="r+"), root=Path(root), size=size, max_pixels=max_pixels)
+
+
+def _decode_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, str | None]]:
+    """Decode a few images into their rows of the temp array; return (index, failure reason or None)."""
+    out, done = _STATE["out"], []
+    for i, rel in chunk:
+        try:
+            out[i] = load_image(_STATE["root"] / rel, _STATE["size"], _STATE["max_pixels"])
+            done.append((i, None))
+        except ImageError as e:
+            done.append((i, e.reason))
+    out.flush()
+    return done
+
+
+def _chunks(items: list[tuple[object, str]]) -> Iterator[list[tuple[int, str]]]:
+    for start in range(0, len(items), CHUNK):
+        yield [(i, str(items[i][1])) for i in range(start, min(start + CHUNK, len(items)))]
+
+
+def build_cache(
+    items: list[tuple[object, str]],
+    image_root: Path,
+    out: Path,
+    size: int = 224,
+    strict: bool = False,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = 100_000_000,
+) -> ImageCache:
+    """Decode every (item_id, relative path) once into ``out`` (atomically); bad images are skipped and counted."""
+    image_root, out, total = Path(image_root), Path(out), len(items)
+    if not items:
+        raise UserError(str(image_root), "no images to cache: the item list is empty")
+    key = cache_key(items, image_root, size, max_pixels)
+    with atomic_dir(out) as tmp:
+        npy = tmp / "decoded.npy"  # one row per item; the good rows become images.npy
+        np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(total, size, size, 3)).flush()
+        good = np.zeros(total, dtype=bool)
+        failed: list[tuple[int, str]] = []
+        decoded = contextlib.closing(_decode_all(items, npy, image_root, size, max_pixels, workers, progress))
+        with decoded as results:  # closing stops the worker pool at once when strict raises
+            for i, reason in results:
+                if reason is None:
+                    good[i] = True
+                elif strict:
+                    raise UserError(f"{image_root / items[i][1]}", f"{reason}; --strict forbids skipping images")
+                else:
+                    failed.append((i, reason))
+        problems = [ImageProblem(items[i][0], str(items[i][1]), reason) for i, reason in sorted(failed)]
+        counts = dict(Counter(p.reason for p in problems))
+        if not good.any():
+            summary = ", ".join(f"{n} {r}" for r, n in counts.items()) or "no items"
+            raise UserError(str(image_root), f"none of the {total} images could be used ({summary})")
+        rows = np.flatnonzero(good)
+        _compact(npy, tmp / "images.npy", rows, (size, size, 3))
+        ids = [items[i][0] for i in rows]
+        _write_index(tmp / "index.parquet", ids)
+        examples = [{"item_id": p.item_id, "path": p.path, "reason": p.reason} for p in problems[:EXAMPLES]]
+        write_json(tmp / "problems.json", {"total": len(problems), "counts": counts, "examples": examples})
+        meta = {"version": VERSION, "size": size, "count": len(ids), "items": total, "cache_key": key}
+        write_json(tmp / "meta.json", meta)
+    if problems:
+        names = ", ".join(p.path for p in problems[:3])
+        summary = ", ".join(f"{n} {r}" for r, n in counts.items())
+        log.warning("skipped %d of %d images (%s), e.g. %s", len(problems), total, summary, names)
+    return ImageCache(out, size, ids, {item: row for row, item in enumerate(ids)}, problems, counts)
+
+
+def _decode_all(
+    items: list[tuple[object, str]],
+    npy: Path,
+    root: Path,
+    size: int,
+    max_pixels: int,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[tuple[int, str | None]]:
+    """Yield (index, failure reason or None) as images finish; several processes unless one suffices."""
+    workers = min(workers or os.cpu_count() or 1, -(-len(items) // CHUNK))
+    init = (str(npy), str(root), size, max_pixels)
+    done = 0
+    if workers <= 1:
+        _init_worker(*init)
+        try:
+            results: Iterator[list[tuple[int, str | None]]] = map(_decode_chunk, _chunks(items))
+            for chunk in results:
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(items))
+                yield from chunk
+        finally:
+            _STATE.clear()
+        return
+    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=init) as pool:
+        for chunk in pool.imap_unordered(_decode_chunk, _chunks(items)):
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(items))
+            yield from chunk
+
+
+def _compact(decoded: Path, final: Path, rows: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """Keep only the good rows: rename when nothing was skipped, else copy them in chunks (bounded memory)."""
+    src = np.load(decoded, mmap_mode="r")
+    if len(rows) == len(src):
+        del src
+        os.replace(decoded, final)
+        return
+    dst = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(rows), *shape))
+    for start in range(0, len(rows), 1024):
+        dst[start : start + 1024] = src[rows[start : start + 1024]]
+    dst.flush()
+    del src, dst
+    decoded.unlink()
+
+
+def _write_index(path: Path, ids: list) -> None:
+    """item_id -> row; ids of mixed types are stored as strings rather than failing."""
+    try:
+        id_col = pa.array(ids)
+    except (pa.ArrowException, TypeError, ValueError):
+        id_col = pa.array([str(i) for i in ids])
+    table = pa.table({"item_id": id_col, "row": pa.array(np.arange(len(ids), dtype=np.int64))})
+    with atomic_file(path, "wb") as fh:
+        pq.write_table(table, fh)
