@@ -333,7 +333,7 @@ def factorize(
         result = run_factorize(cfg, run, progress=progress)
     m = result.metrics
     if "sweep" in m:
-        out.print(_sweep_table(m["sweep"], m["heldout"]["k"]))
+        out.print(_sweep_table(m["sweep"], m["sweep_best"], m["heldout"]["k"]))
     if "heldout" in m:
         out.print(_heldout_table(m["heldout"]))
     items = m["items"]
@@ -410,18 +410,17 @@ def _heldout_table(h: dict[str, Any]) -> Table:
     return table
 
 
-def _sweep_table(rows: list[dict[str, Any]], k: int) -> Table:
+def _sweep_table(rows: list[dict[str, Any]], best: dict[str, float], k: int) -> Table:
     table = Table(title="sweep (validation hold-out; best NDCG wins)", title_justify="left")
     params = [
         key
         for key in rows[0]
         if key not in {"recall", "precision", "ndcg", "map", "auc", "coverage", "users", "seconds"}
     ]
-    best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
     for name in [*params, f"recall@{k}", f"NDCG@{k}", "AUC", "seconds"]:
         table.add_column(name, justify="right")
     for r in rows:
-        mark = " ◀" if r is best else ""
+        mark = " ◀" if all(r[key] == value for key, value in best.items()) else ""
         table.add_row(
             *(f"{r[p]:g}" for p in params),
             f"{r['recall']:.4f}",

@@ -194,6 +194,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     events = list(events_before)
 
     inner = [f"{quote(user)} AS u", f"{quote(item)} AS i", f"{e_sql} AS e"]
+    check_columns: list[str] = []  # validation counters, dropped from pairs once read
     cases = " ".join(f"WHEN {literal(k)} THEN {float(w)!r}" for k, w in cfg.event_weights.items())
     weight_sql = f"(CASE e {cases} ELSE 1.0 END)" if cases else "1.0"
     aggs = [f"count(*) FILTER (WHERE e = {literal(e)})::INTEGER AS {quote('n_' + e)}" for e in events]
@@ -205,6 +206,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
             "count(*) FILTER (WHERE v_given AND v IS NULL) AS _bad_v",
             "count(*) FILTER (WHERE v < 0) AS _neg_v",
         ]
+        check_columns += ["_bad_v", "_neg_v"]
     ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
     if time:
         inner += [f"{ts_sql} AS ts", f"{quote(time)} IS NOT NULL AS t_given"]
@@ -213,6 +215,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
             "max(ts) AS last_ts",
             "count(*) FILTER (WHERE t_given AND ts IS NULL) AS _bad_t",
         ]
+        check_columns.append("_bad_t")
     _read(
         con,
         t,
@@ -245,8 +248,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
             f"row {rn}: {raw!r} in column '{time}' is not a time like the column's other values "
             "(ISO 8601 such as 2024-03-01T12:00:00, or epoch seconds)",
         )
-    drop = [c for c in ("_bad_v", "_neg_v", "_bad_t") if (c != "_bad_t" and value) or (c == "_bad_t" and time)]
-    for c in drop:
+    for c in check_columns:
         con.execute(f"ALTER TABLE pairs DROP COLUMN {c}")
     return _Log(
         table=t,
@@ -510,16 +512,20 @@ def _density(pairs: int, users: int, items: int) -> float:
     return pairs / (users * items) if users and items else 0.0
 
 
-def _before_stats(con: duckdb.DuckDBPyConnection, lg: _Log) -> dict[str, Any]:
-    users, items, pairs = _count(con, "ucodes"), _count(con, "icodes"), _count(con, "pairs_c")
+def _table(interactions: int, pairs: int, users: int, items: int, events: dict[str, int]) -> dict[str, Any]:
+    """One column of the dataset table (before or after filtering)."""
     return {
-        "interactions": lg.rows,
+        "interactions": interactions,
         "pairs": pairs,
         "users": users,
         "items": items,
-        "events": lg.events_before,
+        "events": events,
         "density": _density(pairs, users, items),
     }
+
+
+def _before_stats(con: duckdb.DuckDBPyConnection, lg: _Log) -> dict[str, Any]:
+    return _table(lg.rows, _count(con, "pairs_c"), _count(con, "ucodes"), _count(con, "icodes"), lg.events_before)
 
 
 def _after_stats(con: duckdb.DuckDBPyConnection, lg: _Log, tmp: Path) -> dict[str, Any]:
@@ -528,12 +534,4 @@ def _after_stats(con: duckdb.DuckDBPyConnection, lg: _Log, tmp: Path) -> dict[st
     row = fetch_one(con, f"SELECT count(*), {sums} FROM {src}")
     assert row is not None
     events = {e: int(n) for e, n in zip(lg.events, row[1:], strict=True)}
-    users, items, pairs = _count(con, "umap"), _count(con, "imap"), int(row[0])
-    return {
-        "interactions": sum(events.values()),
-        "pairs": pairs,
-        "users": users,
-        "items": items,
-        "events": events,
-        "density": _density(pairs, users, items),
-    }
+    return _table(sum(events.values()), int(row[0]), _count(con, "umap"), _count(con, "imap"), events)

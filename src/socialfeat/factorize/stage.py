@@ -195,6 +195,7 @@ def sweep(
     )
     fit_idx, valid_idx = idx[~valid], idx[valid]
     test = matrix(data.users[valid_idx], data.items[valid_idx], np.ones(len(valid_idx), np.float32), shape)
+    users = _eval_users(test, cfg, seed)  # the same users judge every setting
     rows: list[dict[str, Any]] = []
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -202,9 +203,7 @@ def sweep(
         conf = matrix(data.users[fit_idx], data.items[fit_idx], confidence(data.weight[fit_idx], trial), shape)
         label = "sweep " + " ".join(f"{k}={v:g}" for k, v in zip(keys, values, strict=True))
         factors, seconds = fit(trial, seed, conf, label, progress)
-        scores = evaluate_ranking(
-            factors.scores, conf, test, cfg.k, _eval_users(test, cfg, seed), eval_batch_size(shape[1])
-        )
+        scores = evaluate_ranking(factors.scores, conf, test, cfg.k, users, eval_batch_size(shape[1]))
         rows.append({**dict(zip(keys, values, strict=True)), **scores, "seconds": seconds})
     best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
     chosen = {k: best[k] for k in keys}

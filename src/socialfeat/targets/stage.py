@@ -70,7 +70,8 @@ def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
             pq.write_table(pa.table({"item_id": ids, "item_idx": idx, "target": target}), tmp / "factors.parquet")
             summary["factors"] = {"dimension": int(normalized.shape[1]), "normalize": cfg.normalize}
         if "factor-clusters" in cfg.targets:
-            unit = normalize_factors(factors, "l2")  # cluster directions: what the dot-product ranking uses
+            # cluster directions: what the dot-product ranking uses
+            unit = normalized if cfg.normalize == "l2" else normalize_factors(factors, "l2")
             labels, centroids = kmeans(unit, cfg.clusters, cfg.kmeans_iterations, config.seed, spherical=True)
             pq.write_table(
                 pa.table({"item_id": ids, "item_idx": idx, "cluster": labels}), tmp / "factor_clusters.parquet"
