@@ -351,14 +351,21 @@ def factorize(
 @app.command()
 def targets(
     run: Annotated[Path, typer.Argument(help="Run folder with factors/ (from factorize); targets/ is written here.")],
-    which: Annotated[str | None, typer.Option("--targets", help="Comma list: factors,factor-clusters.")] = None,
+    which: Annotated[
+        str | None,
+        typer.Option("--targets", help="Comma list of factors, factor-clusters, engagement [factors,factor-clusters]."),
+    ] = None,
     clusters: Annotated[int | None, typer.Option(help="k of the k-means on item factors [32].")] = None,
+    engagement_clusters: Annotated[
+        int | None, typer.Option(help="k of the k-means on comments and engagement counts [32].")
+    ] = None,
     normalize: Annotated[str | None, typer.Option(help="l2, standardize or none [l2].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of the k-means.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Turn item factors into training targets: normalized factors and k-means pseudo-classes, described in words."""
+    """Turn item factors into training targets: normalized factors and k-means pseudo-classes (of the factors, or
+    of comments and engagement counts: VisE), described in words."""
     from socialfeat.targets.stage import targets as run_targets
 
     names = [t.strip() for t in which.split(",") if t.strip()] if which else None
@@ -366,15 +373,15 @@ def targets(
         seed=("--seed", seed),
         targets__targets=("--targets", names),
         targets__clusters=("--clusters", clusters),
+        targets__engagement_clusters=("--engagement-clusters", engagement_clusters),
         targets__normalize=("--normalize", normalize),
     )
     cfg = load_config(config, set_ or [], flags)
     with err.status("clustering…"):
         result = run_targets(cfg, run)
     for name, groups in result.summary["clusters"].items():
-        table = Table(
-            title=f"{name}: {len(groups)} clusters of {result.summary['items']:,} items", title_justify="left"
-        )
+        n_items = result.summary.get(name, {}).get("with_comments", result.summary["items"])
+        table = Table(title=f"{name}: {len(groups)} clusters of {n_items:,} items", title_justify="left")
         table.add_column("cluster", justify="right")
         table.add_column("items", justify="right")
         table.add_column("distinctive words")
@@ -387,7 +394,167 @@ def targets(
                 ", ".join(str(i) for i in g["items"][:3]),
             )
         out.print(table)
+        if masked := result.summary.get(name, {}).get("without_comments"):
+            out.print(f"({masked:,} items without comments masked)", highlight=False)
     out.print(f"wrote {result.out} ({', '.join(result.summary['targets'])})", highlight=False)
+
+
+def _is_main() -> bool:
+    """Under torchrun only rank 0 prints."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+@app.command()
+def train(
+    run: Annotated[Path, typer.Argument(help="Run folder with targets/ (from targets); model/ is written here.")],
+    backbone: Annotated[str | None, typer.Option(help="timm model name [tf_efficientnet_lite0].")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="imagenet, random, or a .safetensors/.pt file [imagenet].")
+    ] = None,
+    which: Annotated[
+        str | None, typer.Option("--targets", help="Comma list of heads: factors,factor-clusters,engagement.")
+    ] = None,
+    finetune: Annotated[str | None, typer.Option(help="all, head (frozen backbone) or last-N blocks [last-2].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs [5].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size, split over ranks [64].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate of the heads [0.001].")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input side in pixels [224].")] = None,
+    regression_loss: Annotated[str | None, typer.Option(help="cosine or mse [cosine].")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [2].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Also checkpoint every N steps [0: per epoch].")] = None,
+    strict_images: Annotated[
+        bool | None, typer.Option("--strict-images", help="A bad image is an error instead of a skipped item.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in RUN/.train.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed (init, order, augmentation).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a CNN on the warm items' images to predict their targets (runs under torchrun too)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from socialfeat.train import train as run_train
+
+    flags = _flags(
+        seed=("--seed", seed),
+        train__backbone=("--backbone", backbone),
+        train__weights=("--weights", weights),
+        train__targets=("--targets", [t.strip() for t in which.split(",") if t.strip()] if which else None),
+        train__finetune=("--finetune", finetune),
+        train__epochs=("--epochs", epochs),
+        train__batch_size=("--batch-size", batch_size),
+        train__lr=("--lr", lr),
+        train__image_size=("--image-size", image_size),
+        train__regression_loss=("--regression-loss", regression_loss),
+        train__workers=("--workers", workers),
+        train__device=("--device", device),
+        train__checkpoint_every=("--checkpoint-every", checkpoint_every),
+        train__strict_images=("--strict-images", strict_images),
+    )
+    cfg = load_config(config, set_ or [], flags)
+    main_rank = _is_main()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    live = main_rank and err.is_terminal  # in logs (pipes, cluster jobs) one line per epoch instead of a bar
+    with Progress(*columns, console=err, transient=True, disable=not live) as bar:
+        tasks: dict[str, Any] = {}
+        last: dict[str, str] = {"valid": ""}
+
+        def progress(e: dict[str, Any]) -> None:
+            kind = e["event"]
+            if kind == "cache":
+                if "cache" not in tasks:
+                    tasks["cache"] = bar.add_task("caching images", total=e["total"], info="")
+                bar.update(tasks["cache"], completed=e["done"])
+            elif kind == "start":
+                p = e["parameters"]
+                err.print(
+                    f"training on {e['train']:,} items ({e['valid']:,} held out), {p['trainable']:,} of "
+                    f"{p['total']:,} parameters, {e['world']} × {e['device']}",
+                    highlight=False,
+                )
+                tasks["train"] = bar.add_task("training", total=e["total"], completed=e["step"], info="")
+            elif kind == "step":
+                info = f"epoch {e['epoch'] + 1}  loss {e['loss']:.4f}  {e['images_per_s']:.0f} img/s  {last['valid']}"
+                bar.update(tasks["train"], completed=e["step"], info=info)
+            elif kind == "epoch":
+                last["valid"] = "  ".join(f"{k[6:]} {v:.3f}" for k, v in e.items() if k.startswith("valid_"))
+                if main_rank and not live:
+                    err.print(
+                        f"epoch {e['epoch'] + 1}: loss {e['train_loss']:.4f}  {last['valid']}  "
+                        f"{e['images_per_s']:.0f} img/s  {e['seconds']:.1f} s",
+                        highlight=False,
+                    )
+
+        result = run_train(cfg, run, resume=resume, progress=progress)
+    if not main_rank:
+        return
+    table = Table(
+        title=f"training ({result.summary['train']:,} items, {result.summary['steps']:,} steps)", title_justify="left"
+    )
+    keys = [k for k in result.metrics[-1] if k.startswith(("train_", "valid_"))] if result.metrics else []
+    for name in ["epoch", *keys, "img/s", "seconds"]:
+        table.add_column(name.replace("_", " "), justify="right")
+    for m in result.metrics:
+        table.add_row(
+            str(m["epoch"] + 1), *(f"{m[k]:.4f}" for k in keys), f"{m['images_per_s']:.1f}", f"{m['seconds']:.1f}"
+        )
+    out.print(table)
+    if result.summary["without_image"]:
+        out.print(f"{result.summary['without_image']:,} items with targets had no usable image", highlight=False)
+    out.print(f"wrote {result.out}", highlight=False)
+
+
+@app.command()
+def embed(
+    run: Annotated[Path, typer.Argument(help="Run folder; features/<source>.parquet is written here.")],
+    source: Annotated[str, typer.Option(help="learned (the trained model), imagenet or random.")] = "learned",
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch [128].")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [2].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Embed every item (cold ones too) with the learned model or a baseline (runs under torchrun too)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from socialfeat.embed import embed as run_embed
+
+    flags = _flags(
+        embed__batch_size=("--batch-size", batch_size),
+        embed__workers=("--workers", workers),
+        train__device=("--device", device),
+    )
+    cfg = load_config(config, set_ or [], flags)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not (_is_main() and err.is_terminal)) as bar:
+        task = bar.add_task(f"embedding ({source})", total=None, rate="")
+
+        def progress(done: int, total: int, rate: float) -> None:
+            bar.update(task, completed=done, total=total, rate=f"{rate:.0f} img/s")
+
+        result = run_embed(cfg, run, source, progress=progress)
+    s = result.summary
+    missing = f"; {s['without_image']:,} items without a usable image" if s["without_image"] else ""
+    out.print(
+        f"wrote {result.out}: {s['items']:,} items × {s['dimension']:,} ({s['model']}, {s['init']}), "
+        f"{s['images_per_s']:.0f} img/s{missing}",
+        highlight=False,
+    )
 
 
 METRIC_NAMES = (("recall", "recall"), ("precision", "precision"), ("ndcg", "NDCG"), ("map", "MAP"))

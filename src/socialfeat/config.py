@@ -140,15 +140,62 @@ class FactorizeConfig(StrictModel):
 
 
 class TargetsConfig(StrictModel):
-    """What the image model learns to predict: item factors and pseudo-classes from clustering them."""
+    """What the image model learns to predict: item factors, pseudo-classes from clustering them, and VisE-style
+    engagement pseudo-classes from clustering what people say about an item and how they engage with it."""
 
-    targets: list[Literal["factors", "factor-clusters"]] = ["factors", "factor-clusters"]
+    targets: list[Literal["factors", "factor-clusters", "engagement"]] = ["factors", "factor-clusters"]
     normalize: Literal["l2", "standardize", "none"] = Field("l2", description="how factor targets are scaled")
     clusters: int = Field(32, ge=2, description="k of the k-means on item factors (pseudo-classes)")
     kmeans_iterations: int = Field(25, ge=1)
     words: int = Field(10, ge=1, description="distinctive words listed per cluster")
     representatives: int = Field(5, ge=1, description="item ids listed per cluster (closest to its centre)")
     min_word_items: int = Field(3, ge=1, description="a word must occur with this many items to describe a cluster")
+    engagement_clusters: int = Field(32, ge=2, description="k of the k-means on engagement (comments + counts)")
+    stats_weight: float = Field(0.25, ge=0, description="weight of the engagement counts against the comment text")
+    max_comments_per_item: int = Field(50, ge=1, description="the first N comments by time describe an item")
+    text_batch_size: int = Field(256, ge=1, description="comments per batch of the sentence-embedding model")
+
+
+class TrainConfig(StrictModel):
+    """The image model: a timm backbone and one head per target, trained on the warm items' images."""
+
+    backbone: str = Field("tf_efficientnet_lite0", description="timm model name; socialfeat_tiny for tests")
+    weights: str = Field(
+        "imagenet",
+        description="imagenet (the packaged EfficientNet-Lite0 weights), random, or a .safetensors/.pt file",
+    )
+    targets: list[Literal["factors", "factor-clusters", "engagement"]] = Field(
+        default_factory=lambda: ["factors"], description="heads to train; each needs its file in targets/"
+    )
+    loss_weights: dict[str, float] = Field(default_factory=dict, description="per target; unlisted weigh 1")
+    regression_loss: Literal["cosine", "mse"] = "cosine"
+    finetune: str = Field("last-2", description="all, head (frozen backbone) or last-N (the last N blocks)")
+    image_size: int = Field(224, ge=16, le=1024)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch: split across DDP ranks")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate of the heads")
+    backbone_lr_scale: float = Field(0.1, ge=0, description="backbone lr = lr × this")
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1, description="before the heads")
+    augment: bool = Field(True, description="random crop and horizontal flip")
+    valid_fraction: float = Field(0.1, ge=0, lt=1, description="warm items held out for validation each epoch")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps; 0 = once per epoch")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on GPU")
+    channels_last: bool = Field(True, description="channels-last memory format on GPU")
+    deterministic: bool = Field(False, description="deterministic kernels: bit-exact resume, slower")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores")
+    strict_images: bool = Field(False, description="a bad image is an error instead of a skipped item")
+    max_pixels: int = Field(100_000_000, ge=1, description="larger images are refused (decompression bombs)")
+
+
+class EmbedConfig(StrictModel):
+    """Feature extraction for every item (cold ones included) or any table of images."""
+
+    batch_size: int = Field(128, ge=1)
+    workers: int = Field(2, ge=0)
 
 
 class Config(StrictModel):
@@ -162,6 +209,8 @@ class Config(StrictModel):
     split: SplitConfig = SplitConfig()
     factorize: FactorizeConfig = FactorizeConfig()
     targets: TargetsConfig = TargetsConfig()
+    train: TrainConfig = TrainConfig()
+    embed: EmbedConfig = EmbedConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

@@ -408,7 +408,11 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
             ", ".join(missing[:EXAMPLES]),
         )
     stats["dropped"].update(items_not_in_items_file=unlisted, items_missing_image=len(missing))
-    stats["missing_images"] = {"count": len(missing), "examples": missing[:EXAMPLES], "image_root": str(root)}
+    stats["missing_images"] = {
+        "count": len(missing),
+        "examples": missing[:EXAMPLES],
+        "image_root": str(Path(root).absolute()),
+    }
     stats["unknown_items"] = {"count": unlisted, "examples": [str(r[0]) for r in examples]}
     stats["items_file"] = {
         "rows": len(rows),

@@ -1,5 +1,6 @@
-"""``targets``: a run's item factors → regression targets, factor-cluster pseudo-classes, and a description
-of every cluster in words (``targets/clusters.json``), so a person can see what a pseudo-class means."""
+"""``targets``: a run's item factors → regression targets, factor-cluster pseudo-classes, VisE engagement
+pseudo-classes, and a description of every cluster in words (``targets/clusters.json``), so a person can see
+what a pseudo-class means."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from socialfeat.config import Config, dump_config, provenance
 from socialfeat.errors import UserError
 from socialfeat.targets.collaborative import kmeans, normalize_factors, representatives
 from socialfeat.targets.describe import distinctive_words, tokens
+from socialfeat.targets.engagement import engagement_target
 
 TEXT_COLUMNS = ("title", "tags", "text")
 
@@ -57,7 +59,8 @@ def item_words(run: Path, item_idx: np.ndarray) -> list[set[str]]:
 
 
 def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
-    """Write ``run/targets``: ``factors.parquet`` and/or ``factor_clusters.parquet``, plus ``clusters.json``."""
+    """Write ``run/targets``: ``factors.parquet``, ``factor_clusters.parquet`` and/or ``engagement.parquet``
+    (cluster -1 = an item without comments, masked), plus ``clusters.json``."""
     run = Path(run)
     cfg = config.targets
     ids, idx, factors = read_item_factors(run)
@@ -79,6 +82,17 @@ def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
             clusters["factor-clusters"] = describe(run, ids, idx, unit, labels, centroids, config)
             sizes = np.bincount(labels, minlength=cfg.clusters)
             summary["factor-clusters"] = {"k": cfg.clusters, "smallest": int(sizes.min()), "largest": int(sizes.max())}
+        if "engagement" in cfg.targets:
+            eng = engagement_target(run, idx, cfg, config.seed)
+            pq.write_table(
+                pa.table({"item_id": ids, "item_idx": idx, "cluster": eng.labels}), tmp / "engagement.parquet"
+            )
+            has = eng.has_comments
+            # described and represented by the items it was clustered from, in the engagement feature space
+            clusters["engagement"] = describe(
+                run, ids.filter(pa.array(has)), idx[has], eng.features, eng.labels[has], eng.centroids, config
+            )
+            summary["engagement"] = eng.summary()
         write_json(tmp / "clusters.json", clusters)
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "manifest.json", provenance(config, "targets"))

@@ -1,0 +1,177 @@
+"""Batches of cached images for training and embedding: the run's image cache, a deterministic per-sample
+augmentation, and a resumable (optionally distributed) batch order.
+
+Determinism is by construction rather than by saved worker state: a sample's crop and flip depend only on
+(seed, epoch, sample index), and the order of an epoch only on (seed, epoch) — so a resumed run, a run with
+more DataLoader workers, or a DDP run with the same global batch sees exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, DistributedSampler
+
+from socialfeat.data.images import ImageCache, build_cache, cache_key
+from socialfeat.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MIN_CROP = 0.75  # smallest crop side, as a share of the image side
+
+
+def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path]:
+    """Every item of the run's dataset with its image path, and the image root ingest resolved."""
+    dataset = run / "dataset"
+    if not (dataset / "items.parquet").is_file():
+        raise UserError(str(run), f"no dataset/items.parquet; run `socialfeat ingest --out {dataset}` first")
+    stats = json.loads((dataset / "stats.json").read_text())
+    root = Path(stats.get("missing_images", {}).get("image_root", dataset))
+    if not root.is_dir():
+        raise UserError(str(dataset / "stats.json"), f"image root '{root}' recorded by ingest does not exist")
+    items = pq.read_table(dataset / "items.parquet", columns=["item_id", "image"])
+    pairs = list(zip(items.column("item_id").to_pylist(), items.column("image").to_pylist(), strict=True))
+    return pairs, root
+
+
+def run_image_cache(
+    run: Path,
+    size: int,
+    strict: bool = False,
+    max_pixels: int = 100_000_000,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageCache:
+    """The run's image cache at ``size`` (``run/cache/images-<size>``), built once and rebuilt only when the
+    images, their files or the settings changed."""
+    items, root = dataset_images(run)
+    out = run / "cache" / f"images-{size}"
+    key = cache_key(items, root, size, max_pixels)
+    meta = out / "meta.json"
+    if meta.is_file():
+        try:
+            if json.loads(meta.read_text()).get("cache_key") == key:
+                cache = ImageCache.open(out)
+                if strict and sum(cache.problem_counts.values()):
+                    first = cache.problems[0] if cache.problems else None
+                    where = str(root / first.path) if first else str(out)
+                    raise UserError(where, f"{first.reason if first else 'bad image'}; strict forbids skipping images")
+                return cache
+        except (OSError, ValueError):
+            pass
+    return build_cache(
+        items, root, out, size=size, strict=strict, workers=workers, progress=progress, max_pixels=max_pixels
+    )
+
+
+def augment(image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """A random square crop (75–100% of the side, anywhere) resized back, and a horizontal flip half the time."""
+    size = image.shape[0]
+    side = int(round(size * rng.uniform(MIN_CROP, 1.0)))
+    top, left = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+    flip = bool(rng.random() < 0.5)
+    x = torch.from_numpy(np.ascontiguousarray(image[top : top + side, left : left + side]))
+    if side != size:
+        x = (
+            F.interpolate(
+                x.permute(2, 0, 1)[None].float(),
+                size=(size, size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )[0]
+            .permute(1, 2, 0)
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
+    return x.flip(1) if flip else x
+
+
+class CachedImages(Dataset):
+    """Rows of an image cache plus their targets, fetched a whole batch at a time (one memmap gather).
+
+    Indexed by ``(epoch, [sample indices])`` from :class:`EpochBatches`; returns a dict of tensors with
+    ``images`` (uint8 NHWC), ``index`` and one entry per target.
+    """
+
+    def __init__(
+        self, cache: Path, rows: np.ndarray, targets: dict[str, np.ndarray], augment: bool = False, seed: int = 0
+    ) -> None:
+        self.cache, self.rows, self.targets = Path(cache), np.asarray(rows), targets
+        self.augment, self.seed = augment, seed
+        self._array: np.ndarray | None = None  # opened lazily in each worker: a memmap must not be pickled
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, list[int]]) -> dict[str, torch.Tensor]:
+        epoch, indices = key
+        if self._array is None:
+            self._array = np.load(self.cache / "images.npy", mmap_mode="r")
+        idx = np.asarray(indices, dtype=np.int64)
+        rows = self.rows[idx]
+        order = np.argsort(rows, kind="stable")  # sorted gather reads the file sequentially
+        images = np.empty((len(rows), *self._array.shape[1:]), dtype=np.uint8)
+        images[order] = self._array[rows[order]]
+        if self.augment:
+            batch = torch.stack(
+                [
+                    augment(img, np.random.default_rng((self.seed, epoch, int(i))))
+                    for img, i in zip(images, idx, strict=True)
+                ]
+            )
+        else:
+            batch = torch.from_numpy(images)
+        out = {"images": batch, "index": torch.from_numpy(idx)}
+        for name, values in self.targets.items():
+            out[name] = torch.from_numpy(np.ascontiguousarray(values[idx]))
+        return out
+
+
+class EpochBatches:
+    """Batches of one rank for every epoch from ``start``: DistributedSampler's shuffled, rank-strided order
+    (one replica = a plain shuffle), cut into per-rank batches; ``skip`` drops the first batches of the first
+    epoch so a resumed run continues exactly where the checkpoint was taken."""
+
+    def __init__(
+        self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0, shuffle: bool = True
+    ) -> None:
+        self.n, self.batch_size, self.rank, self.world, self.seed, self.shuffle = (
+            n,
+            batch_size,
+            rank,
+            world,
+            seed,
+            shuffle,
+        )
+
+    def sampler(self, epoch: int) -> DistributedSampler:
+        s = DistributedSampler(
+            range(self.n),
+            num_replicas=self.world,
+            rank=self.rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_last=False,
+        )
+        s.set_epoch(epoch)
+        return s
+
+    def steps_per_epoch(self) -> int:
+        per_rank = -(-self.n // self.world)
+        return -(-per_rank // self.batch_size)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[int, list[int]]]:
+        indices = list(self.sampler(epoch))
+        starts = range(0, len(indices), self.batch_size)
+        for start in islice(starts, skip, None):
+            yield epoch, indices[start : start + self.batch_size]

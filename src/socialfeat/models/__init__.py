@@ -1,0 +1,1 @@
+"""Image models: timm backbones, target heads, losses."""

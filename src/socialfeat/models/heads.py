@@ -1,0 +1,93 @@
+"""The trained image model: a backbone, dropout, and one linear head per target; plus what to fine-tune."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from socialfeat.errors import UserError
+from socialfeat.models.backbones import preprocess
+
+
+def head_key(target: str) -> str:
+    """Module-safe name of a target's head (``factor-clusters`` → ``factor_clusters``)."""
+    return target.replace("-", "_")
+
+
+class FeatureModel(nn.Module):
+    """uint8 images → (pooled features, {target: head output}). Frozen parts stay in eval mode, so their
+    BatchNorm statistics are the pretrained ones whatever ``train()`` is called with."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, int], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = int(backbone.num_features)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({head_key(t): nn.Linear(self.num_features, dim) for t, dim in heads.items()})
+        self.targets = list(heads)
+        self.frozen: list[nn.Module] = []
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = preprocess(images)
+        if images.is_cuda:  # channels-last is what tensor cores want; on CPU it only costs a copy
+            x = x.contiguous(memory_format=torch.channels_last)
+        pooled = self.backbone(x)
+        dropped = self.dropout(pooled)
+        return pooled, {t: self.heads[head_key(t)](dropped) for t in self.targets}
+
+    def train(self, mode: bool = True) -> FeatureModel:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+
+def _block_container(backbone: nn.Module) -> tuple[str, list[nn.Module]] | None:
+    """The backbone's sequence of blocks: timm models call it blocks, stages or layers (ResNets: layer1..4)."""
+    for name in ("blocks", "stages", "layers"):
+        seq = getattr(backbone, name, None)
+        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq) > 0:
+            return name, list(seq)
+    layers = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
+    return ("layer", layers) if layers else None
+
+
+def apply_finetune(model: FeatureModel, spec: str) -> dict[str, int]:
+    """Freeze what ``spec`` leaves alone: ``all`` trains everything, ``head`` only the heads, ``last-N`` the last
+    N blocks and everything after them. Returns trainable/total parameter counts."""
+    backbone = model.backbone
+    match = re.fullmatch(r"last-(\d+)", spec)
+    if spec not in ("all", "head") and not match:
+        raise UserError("train.finetune", f"expected all, head or last-N (e.g. last-2), got '{spec}'")
+    if spec == "all":
+        frozen: list[nn.Module] = []
+    elif spec == "head":
+        frozen = [backbone]
+    else:
+        found = _block_container(backbone)
+        if found is None:
+            raise UserError("train.finetune", f"{type(backbone).__name__} has no blocks to pick from; use all or head")
+        name, blocks = found
+        n = int(match.group(1)) if match else 0
+        trainable_blocks = blocks[max(0, len(blocks) - n) :] if n else []
+        after = False
+        frozen = []
+        for child_name, child in backbone.named_children():
+            if child_name == name or (name == "layer" and child_name.startswith("layer")):
+                after = True
+                if name == "layer":
+                    if child not in trainable_blocks:
+                        frozen.append(child)
+                    continue
+                frozen.extend(b for b in blocks if all(b is not t for t in trainable_blocks))
+            elif not after:
+                frozen.append(child)
+    for module in frozen:
+        module.requires_grad_(False)
+    model.frozen = frozen
+    model.train(model.training)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total}

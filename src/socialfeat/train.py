@@ -1,0 +1,506 @@
+"""``train``: one training loop for a laptop CPU, one GPU, or many GPUs and nodes under ``torchrun``.
+
+The same code path everywhere (as in nanoGPT): rank and world size come from the environment, each rank
+seeds with seed + rank and reads its DistributedSampler share of every global batch, and only rank 0
+writes. On GPU: bf16 autocast and channels-last. Work in progress lives in ``run/.train/`` (atomic
+checkpoints every epoch and every N steps, ``metrics.jsonl``); ``run/model/`` appears, complete, only
+when training ends — so a later stage never trusts a half-trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.config import Config, TrainConfig, dump_config, provenance
+from socialfeat.data.batches import CachedImages, EpochBatches, run_image_cache
+from socialfeat.errors import UserError
+from socialfeat.factorize.splits import uniform
+from socialfeat.models.backbones import create_backbone
+from socialfeat.models.heads import FeatureModel, apply_finetune, head_key
+from socialfeat.models.losses import masked_cross_entropy, mean_cosine, regression_loss, top1
+from socialfeat.models.store import save_weights
+
+log = logging.getLogger(__name__)
+
+TARGET_FILES = {
+    "factors": "factors.parquet",
+    "factor-clusters": "factor_clusters.parquet",
+    "engagement": "engagement.parquet",
+}
+KILL_ENV = "SOCIALFEAT_TEST_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after this step
+RESUME_INSENSITIVE = {"workers", "threads", "device", "checkpoint_every", "epochs"}
+Progress = Callable[[dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------------------------------------- setup
+@dataclass
+class Dist:
+    """Where this process sits: rank, world size, device."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise UserError("train.device", "cuda requested but torch sees no CUDA GPU")
+    dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local, dev)
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class TrainingData:
+    """Warm items that have an image and targets: cache rows, target arrays, head sizes, train/valid split."""
+
+    item_ids: list
+    rows: np.ndarray
+    targets: dict[str, np.ndarray]
+    dims: dict[str, int]
+    train: np.ndarray
+    valid: np.ndarray
+    without_image: int
+
+
+def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> TrainingData:
+    """Join the selected targets on item id and keep the items whose image is in the cache."""
+    tdir = run / "targets"
+    arrays: dict[str, np.ndarray] = {}
+    dims: dict[str, int] = {}
+    ids: list | None = None
+    summary = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
+    for target in cfg.targets:
+        path = tdir / TARGET_FILES[target]
+        if not path.is_file():
+            raise UserError(str(run), f"no targets/{path.name}; run `socialfeat targets {run} --targets {target}`")
+        table = pq.read_table(path)
+        these = table.column("item_id").to_pylist()
+        if ids is None:
+            ids = these
+        elif these != ids:
+            raise UserError(str(tdir), f"{path.name} lists other items than the other targets; rerun targets")
+        if target == "factors":
+            col = table.column("target").combine_chunks()
+            arrays[target] = col.flatten().to_numpy().reshape(len(table), col.type.list_size).astype(np.float32)
+            dims[target] = col.type.list_size
+        else:
+            labels = table.column("cluster").to_numpy().astype(np.int64)
+            arrays[target] = labels
+            dims[target] = int(summary.get(target, {}).get("k", labels.max() + 1))
+    assert ids is not None
+    has = np.array([i in cache_rows for i in ids], dtype=bool)
+    keep = np.flatnonzero(has)
+    if len(keep) == 0:
+        raise UserError(str(run), "no item with targets has a usable image")
+    item_ids = [ids[i] for i in keep]
+    arrays = {k: v[keep] for k, v in arrays.items()}
+    rows = np.array([cache_rows[i] for i in item_ids], dtype=np.int64)
+    held = uniform(np.arange(len(item_ids)), seed=seed + 17) < cfg.valid_fraction
+    if held.all():
+        held[0] = False
+    return TrainingData(item_ids, rows, arrays, dims, np.flatnonzero(~held), np.flatnonzero(held), int((~has).sum()))
+
+
+def _loader(ds: CachedImages, keys: list, workers: int, seed: int, pin: bool) -> DataLoader:
+    """Batches come whole from the dataset (batch_size=None); the loader's own generator keeps the global RNG
+    untouched, so dropout draws do not depend on where an epoch was resumed."""
+    return DataLoader(
+        ds,
+        sampler=keys,
+        batch_size=None,
+        num_workers=min(workers, len(keys)),
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def step_losses(
+    cfg: TrainConfig, heads: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """One loss per target: regression onto factors, cross-entropy on pseudo-classes (masked rows skipped)."""
+    out = {}
+    for target, pred in heads.items():
+        truth = batch[target]
+        if target == "factors":
+            out[target] = regression_loss(cfg.regression_loss, pred, truth)
+        else:
+            out[target] = masked_cross_entropy(pred, truth)
+    return out
+
+
+@torch.no_grad()
+def validate(model: FeatureModel, ds: CachedImages, cfg: TrainConfig, d: Dist) -> dict[str, float]:
+    """Cosine to the true factors and top-1 on pseudo-classes, over the held-out warm items (rank 0)."""
+    if len(ds) == 0:
+        return {}
+    model.eval()
+    order = EpochBatches(len(ds), cfg.batch_size, shuffle=False)
+    preds: dict[str, list[torch.Tensor]] = {t: [] for t in model.targets}
+    truth: dict[str, list[torch.Tensor]] = {t: [] for t in model.targets}
+    for batch in _loader(ds, list(order.epoch(0)), cfg.workers, 0, False):
+        with _autocast(d, cfg):
+            _, heads = model(batch["images"].to(d.device, non_blocking=True))
+        for t in model.targets:
+            preds[t].append(heads[t].float().cpu())
+            truth[t].append(batch[t])
+    model.train()
+    metrics = {}
+    for t in model.targets:
+        p, y = torch.cat(preds[t]), torch.cat(truth[t])
+        if t == "factors":
+            metrics["factors_cosine"] = mean_cosine(p, y)
+        else:
+            metrics[f"{head_key(t)}_top1"] = top1(p, y)
+    return metrics
+
+
+def _autocast(d: Dist, cfg: TrainConfig) -> torch.autocast:
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=d.device.type == "cuda" and cfg.amp)
+
+
+def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero at the last step."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return f
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    work: Path,
+    model: FeatureModel,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    position: dict[str, int],
+    rng: list[dict[str, Any]],
+    config: Config,
+) -> None:
+    """Weights (safetensors) + optimizer, scheduler, every rank's RNG states and the position, atomically."""
+    with atomic_dir(work / "checkpoint") as tmp:
+        save_weights(tmp / "weights.safetensors", model)
+        torch.save(
+            {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, **position}, tmp / "state.pt"
+        )
+        write_json(tmp / "position.json", position)
+        write_text(tmp / "config.yaml", dump_config(config))
+
+
+def load_checkpoint(work: Path, config: Config) -> dict[str, Any]:
+    """The checkpoint's state, refusing one written with different training settings."""
+    import yaml
+
+    ckpt = work / "checkpoint"
+    if not (ckpt / "state.pt").is_file():
+        raise UserError(str(work.parent), "nothing to resume: no checkpoint in .train/; train without --resume")
+    saved = yaml.safe_load((ckpt / "config.yaml").read_text())
+    now = config.model_dump(mode="json")
+    for key in sorted(set(saved["train"]) | set(now["train"])):
+        if key not in RESUME_INSENSITIVE and saved["train"].get(key) != now["train"].get(key):
+            raise UserError(
+                f"train.{key}",
+                f"checkpoint has {saved['train'].get(key)!r}, now {now['train'].get(key)!r}; "
+                "resume with the same settings or train from scratch",
+            )
+    if saved["seed"] != now["seed"]:
+        raise UserError("seed", f"checkpoint was trained with seed {saved['seed']}, now {now['seed']}")
+    from safetensors.torch import load_file
+
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    state["weights"] = load_file(str(ckpt / "weights.safetensors"))
+    return state
+
+
+def _gather_rng(d: Dist) -> list[dict[str, Any]]:
+    state = _rng_state()
+    if d.world == 1:
+        return [state]
+    states: list[Any] = [None] * d.world
+    dist.all_gather_object(states, state)
+    return states
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    out: Path
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def train(
+    config: Config, run: str | os.PathLike[str], resume: bool = False, progress: Progress | None = None
+) -> TrainResult:
+    """Train the image model on the warm items' images to predict their targets; write ``run/model``."""
+    run, cfg = Path(run), config.train
+    if not cfg.targets:
+        raise UserError("train.targets", "select at least one target: factors, factor-clusters, engagement")
+    d = setup_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    work = run / ".train"
+    note = progress or (lambda _: None)
+
+    # the image cache: rank 0 builds it (once), the others wait and open it
+    if d.main:
+        cache = run_image_cache(
+            run,
+            cfg.image_size,
+            cfg.strict_images,
+            cfg.max_pixels,
+            progress=lambda done, total: note({"event": "cache", "done": done, "total": total}),
+        )
+    barrier(d)
+    if not d.main:
+        cache = run_image_cache(run, cfg.image_size, cfg.strict_images, cfg.max_pixels)
+    data = training_data(run, cfg, cache.rows, config.seed)
+
+    seed_everything(config.seed + d.rank)
+    backbone = create_backbone(cfg.backbone, cfg.weights)
+    model = FeatureModel(backbone, data.dims, cfg.dropout)
+    counts = apply_finetune(model, cfg.finetune)
+    model.to(d.device)
+    if d.device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    head_params = [p for p in model.heads.parameters() if p.requires_grad]
+    body_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head_params, "lr": cfg.lr}]
+    if body_params and cfg.backbone_lr_scale > 0:
+        groups.append({"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    per_rank = max(1, cfg.batch_size // d.world)
+    if cfg.batch_size % d.world:
+        log.warning("batch %d does not split evenly over %d ranks; each takes %d", cfg.batch_size, d.world, per_rank)
+    order = EpochBatches(len(data.train), per_rank, d.rank, d.world, config.seed)
+    steps_per_epoch = order.steps_per_epoch()
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, min(cfg.warmup_steps, total_steps // 2)))
+
+    start, skip, step = 0, 0, 0
+    partial: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    if resume:
+        state = load_checkpoint(work, config)
+        model.load_state_dict(state["weights"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, skip, step = int(state["epoch"]), int(state["step_in_epoch"]), int(state["step"])
+        partial = {"sums": state.get("sums", {}), "n": state.get("n", 0)}
+        rng = state["rng"]
+        if len(rng) == d.world:
+            _set_rng_state(rng[d.rank])
+        else:
+            log.warning("checkpoint has %d ranks' RNG states, this run %d: reseeding", len(rng), d.world)
+        if (work / "metrics.jsonl").is_file():
+            history = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            history = [h for h in history if h["epoch"] < start]
+    elif d.main:
+        if (work / "checkpoint").exists():
+            log.warning("starting afresh: the checkpoint in %s is discarded (use --resume to continue it)", work)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    barrier(d)
+
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    train_ds = CachedImages(
+        cache.path,
+        data.rows[data.train],
+        {t: a[data.train] for t, a in data.targets.items()},
+        augment=cfg.augment,
+        seed=config.seed,
+    )
+    valid_ds = CachedImages(cache.path, data.rows[data.valid], {t: a[data.valid] for t, a in data.targets.items()})
+    weights = {t: cfg.loss_weights.get(t, 1.0) for t in cfg.targets}
+    kill_at = int(os.environ.get(KILL_ENV, "0"))
+    note(
+        {
+            "event": "start",
+            "total": total_steps,
+            "step": step,
+            "epochs": cfg.epochs,
+            "items": len(data.item_ids),
+            "train": len(data.train),
+            "valid": len(data.valid),
+            "parameters": counts,
+            "world": d.world,
+            "device": str(d.device),
+        }
+    )
+    model.train()
+    for epoch in range(start, cfg.epochs):
+        keys = list(order.epoch(epoch, skip))
+        t0, seen, sums, n = time.perf_counter(), 0, {t: 0.0 for t in ["loss", *cfg.targets]}, 0
+        if skip:  # resumed mid-epoch: the epoch's running loss sums come back with the checkpoint
+            sums, n = dict(partial["sums"]), int(partial["n"])
+        for i, batch in enumerate(_loader(train_ds, keys, cfg.workers, config.seed + epoch, d.device.type == "cuda")):
+            images = batch["images"].to(d.device, non_blocking=True)
+            with _autocast(d, cfg):
+                _, heads = net(images)
+            losses = step_losses(cfg, heads, {t: batch[t].to(d.device) for t in cfg.targets})
+            loss = sum(weights[t] * losses[t] for t in cfg.targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            logged = torch.stack([loss.detach(), *(losses[t].detach() for t in cfg.targets)]).float().cpu()
+            if d.world > 1:
+                dist.all_reduce(logged)
+                logged /= d.world
+            for name, value in zip(sums, logged.tolist(), strict=True):
+                sums[name] += value
+            n += 1
+            seen += len(images) * d.world
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            note({"event": "step", "step": step, "epoch": epoch, "loss": logged[0].item(), "images_per_s": rate})
+            position = {"epoch": epoch, "step_in_epoch": skip + i + 1, "step": step, "sums": sums, "n": n}
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and skip + i + 1 < steps_per_epoch:
+                rng = _gather_rng(d)
+                if d.main:
+                    save_checkpoint(work, model, opt, sched, position, rng, config)
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        skip = 0
+        seconds = time.perf_counter() - t0
+        valid = validate(model, valid_ds, cfg, d) if d.main else {}
+        record = {
+            "epoch": epoch,
+            "step": step,
+            **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+            **{f"valid_{k}": v for k, v in valid.items()},
+            "images_per_s": seen / max(seconds, 1e-9),
+            "seconds": seconds,
+            "lr": sched.get_last_lr()[0],
+        }
+        history.append(record)
+        rng = _gather_rng(d)
+        if d.main:
+            write_text(work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            save_checkpoint(
+                work, model, opt, sched, {"epoch": epoch + 1, "step_in_epoch": 0, "step": step}, rng, config
+            )
+        note({"event": "epoch", **record})
+        barrier(d)
+
+    summary = {
+        "items": len(data.item_ids),
+        "train": len(data.train),
+        "valid": len(data.valid),
+        "without_image": data.without_image,
+        "parameters": counts,
+        "world": d.world,
+        "device": str(d.device),
+        "steps": step,
+    }
+    if d.main:
+        _finish(run, work, model, data, history, summary, config)
+    barrier(d)
+    return TrainResult(run / "model", history, summary)
+
+
+def _finish(
+    run: Path,
+    work: Path,
+    model: FeatureModel,
+    data: TrainingData,
+    history: list[dict[str, Any]],
+    summary: dict[str, Any],
+    config: Config,
+) -> None:
+    """Write ``run/model`` in one atomic step, then drop the work folder."""
+    cfg = config.train
+    meta = {
+        "backbone": cfg.backbone,
+        "init": cfg.weights,
+        "heads": data.dims,
+        "targets": list(cfg.targets),
+        "image_size": cfg.image_size,
+        "num_features": model.num_features,
+        "dropout": cfg.dropout,
+        "finetune": cfg.finetune,
+        "regression_loss": cfg.regression_loss,
+        "preprocess": "(x - 127) / 128",
+        **summary,
+    }
+    with atomic_dir(run / "model") as tmp:
+        save_weights(tmp / "weights.safetensors", model)
+        write_json(tmp / "model.json", meta)
+        write_text(tmp / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        write_json(tmp / "manifest.json", provenance(config, "train"))
+        write_text(tmp / "config.yaml", dump_config(config))
+    shutil.rmtree(work, ignore_errors=True)

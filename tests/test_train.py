@@ -1,0 +1,228 @@
+"""train: the end-to-end loop on the simulated platform (tiny backbone, CPU), exact resume after kill -9,
+DDP parity under torchrun, bad images, and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from socialfeat.cli import main
+from socialfeat.config import load_config
+from socialfeat.factorize.stage import factorize
+from socialfeat.targets.stage import targets
+from socialfeat.train import KILL_ENV, lr_lambda
+
+TINY = [
+    "--backbone", "socialfeat_tiny", "--weights", "random", "--image-size", "32", "--workers", "0",
+    "--batch-size", "32", "--set", "train.threads=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def warm_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small simulated platform with factors (20% cold items) and factor targets: ready to train."""
+    run = tmp_path_factory.mktemp("train") / "run"
+    shutil.copytree(demo_dataset / "dataset", run / "dataset")
+    overrides = ["factorize.factors=16", "factorize.alpha=1", "factorize.evaluate=false", "split.cold_fraction=0.2"]
+    factorize(load_config(None, overrides), run)
+    targets(load_config(None, ["targets.clusters=6"]), run)
+    return run
+
+
+def fresh(run: Path, dest: Path) -> Path:
+    """A private copy of a run without model/ or features/."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("model", "features", ".train"))
+    return dest
+
+
+def ok(argv: list[str]) -> None:
+    """Run the CLI in-process and expect success."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "weights.safetensors"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh process (what a user, or a crash, sees)."""
+    return subprocess.run(
+        [sys.executable, "-m", "socialfeat", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def test_train_and_embed_end_to_end(warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    ok(["train", str(run), *TINY, "--epochs", "2", "--targets", "factors,factor-clusters"])
+    model = json.loads((run / "model" / "model.json").read_text())
+    assert model["heads"] == {"factors": 16, "factor-clusters": 6} and model["backbone"] == "socialfeat_tiny"
+    history = [json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert {"train_loss", "valid_factors_cosine", "valid_factor_clusters_top1", "images_per_s"} <= set(history[0])
+    assert history[1]["train_loss"] < history[0]["train_loss"]  # it learns
+    assert not (run / ".train").exists()  # the work folder is gone once model/ is complete
+    assert "wrote" in capsys.readouterr().out
+    items = pq.read_table(run / "dataset" / "items.parquet").column("item_id").to_pylist()
+    split = pq.read_table(run / "factors" / "item_split.parquet").to_pydict()
+    assert "cold" in json.dumps(split) or len(split["item_id"]) == len(items)
+    for source, dim in (("learned", 64), ("random", 64)):
+        ok(["embed", str(run), "--source", source, "--workers", "0", "--set", "train.backbone=socialfeat_tiny"])
+        table = pq.read_table(run / "features" / f"{source}.parquet")
+        assert sorted(table.column("item_id").to_pylist()) == sorted(items)  # cold items included
+        assert table.schema.field("features").type.list_size == dim
+    learned = pq.read_table(run / "features" / "learned.parquet")
+    assert learned.schema.field("head_factors").type.list_size == 16
+    assert learned.schema.field("head_factor_clusters").type.list_size == 6
+
+
+def test_learned_head_predicts_factors_of_unseen_items(warm_run: Path, tmp_path: Path) -> None:
+    """After a short training the factor head points the way of the true factors on held-out warm items."""
+    run = fresh(warm_run, tmp_path / "run")
+    ok(["train", str(run), *TINY, "--epochs", "12", "--targets", "factors", "--lr", "5e-3", "--finetune", "all"])
+    history = [json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
+    # a constant prediction (the mean target direction) scores the mean cosine of targets to their mean
+    t = pq.read_table(run / "targets" / "factors.parquet").column("target").combine_chunks()
+    y = t.flatten().to_numpy().reshape(len(t), 16)
+    mean = y.mean(0) / np.linalg.norm(y.mean(0))
+    baseline = float((y @ mean).mean())
+    assert history[-1]["valid_factors_cosine"] > baseline + 0.05, (history[-1], baseline)
+
+
+def test_kill_and_resume_ends_with_the_same_weights(warm_run: Path, tmp_path: Path) -> None:
+    args = [*TINY, "--epochs", "2", "--targets", "factors,factor-clusters", "--checkpoint-every", "3"]
+    args += ["--set", "train.deterministic=true", "--set", "train.augment=true"]
+    straight = fresh(warm_run, tmp_path / "straight")
+    done = cli("train", str(straight), *args)
+    assert done.returncode == 0, done.stderr
+    broken = fresh(warm_run, tmp_path / "broken")
+    killed = cli("train", str(broken), *args, env={KILL_ENV: "5"})  # dies mid-epoch, 2 steps after a checkpoint
+    assert killed.returncode == -signal.SIGKILL
+    assert not (broken / "model").exists() and (broken / ".train" / "checkpoint" / "weights.safetensors").is_file()
+    assert json.loads((broken / ".train" / "checkpoint" / "position.json").read_text())["step"] == 3
+    resumed = cli("train", str(broken), *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(straight), weights(broken)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    metrics = [(straight / "model" / "metrics.jsonl").read_text(), (broken / "model" / "metrics.jsonl").read_text()]
+    losses = [[json.loads(x)["train_loss"] for x in m.splitlines()] for m in metrics]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoint(warm_run: Path, tmp_path: Path) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    r = cli("train", str(run), *TINY, "--resume")
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+    killed = cli("train", str(run), *TINY, "--epochs", "2", "--checkpoint-every", "2", env={KILL_ENV: "3"})
+    assert killed.returncode == -signal.SIGKILL
+    r = cli("train", str(run), *TINY, "--epochs", "2", "--lr", "0.5", "--resume")
+    assert r.returncode == 2 and r.stderr.startswith("error: train.lr: checkpoint has 0.001")
+
+
+def test_bad_images_are_skipped_and_counted_or_refused(warm_run: Path, tmp_path: Path) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    root = Path(json.loads((run / "dataset" / "stats.json").read_text())["missing_images"]["image_root"])
+    images = tmp_path / "images"
+    shutil.copytree(root, images)
+    stats = json.loads((run / "dataset" / "stats.json").read_text())
+    stats["missing_images"]["image_root"] = str(images)
+    (run / "dataset" / "stats.json").write_text(json.dumps(stats))
+    warm = pq.read_table(run / "targets" / "factors.parquet").column("item_id").to_pylist()
+    items = pq.read_table(run / "dataset" / "items.parquet", columns=["item_id", "image"]).to_pylist()
+    paths = {r["item_id"]: images / r["image"] for r in items}
+    victims = [paths[i] for i in warm[:4]]
+    victims[0].unlink()  # missing
+    victims[1].write_bytes(victims[1].read_bytes()[:200])  # truncated
+    victims[2].write_bytes(b"this is not an image")  # not an image
+    from PIL import Image
+
+    Image.new("CMYK", (40, 30), (0, 50, 100, 0)).save(victims[3], "JPEG")  # odd mode: fine, converted
+    ok(["train", str(run), *TINY, "--epochs", "1"])
+    model = json.loads((run / "model" / "model.json").read_text())
+    assert model["without_image"] == 3 and model["items"] == len(warm) - 3
+    problems = json.loads((run / "cache" / "images-32" / "problems.json").read_text())
+    assert problems["total"] == 3 and set(problems["counts"]) == {"missing", "truncated", "not an image"}
+    strict = cli("train", str(run), *TINY, "--epochs", "1", "--strict-images")
+    assert strict.returncode == 2 and strict.stderr.startswith("error: ") and len(strict.stderr.splitlines()) == 1
+
+
+def test_train_errors_are_one_line(warm_run: Path, tmp_path: Path) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    cases = [
+        (["--backbone", "no_such_net"], "unknown timm model 'no_such_net'"),
+        (["--weights", "imagenet", "--backbone", "resnet18"], "ImageNet weights ship only for"),
+        (["--finetune", "some"], "expected all, head or last-N"),
+        (["--weights", str(tmp_path / "nope.safetensors")], "weights file not found"),
+        (["--targets", "engagement"], "no targets/engagement.parquet"),
+    ]
+    for extra, message in cases:
+        r = cli("train", str(run), *TINY, *extra)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
+    r = cli("train", str(tmp_path / "empty"), *TINY)
+    assert r.returncode == 2 and "socialfeat ingest" in r.stderr
+
+
+def test_user_weights_file_is_loaded(warm_run: Path, tmp_path: Path) -> None:
+    """A safetensors file and a torch file (read with weights_only) both initialise the backbone."""
+    from safetensors.torch import save_file
+
+    from socialfeat.models.backbones import create_backbone
+
+    source = create_backbone("socialfeat_tiny", "random")
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "w.pt")
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pt"):
+        loaded = create_backbone("socialfeat_tiny", str(path))
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    f = lr_lambda(total=100, warmup=10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    values = [f(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) and the same global batch: same losses, same weights."""
+    args = [*TINY, "--epochs", "2", "--targets", "factors,factor-clusters", "--set", "train.dropout=0"]
+    one = fresh(warm_run, tmp_path / "one")
+    r = cli("train", str(one), *args)
+    assert r.returncode == 0, r.stderr
+    two = fresh(warm_run, tmp_path / "two")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    r = subprocess.run(
+        [*torchrun, "-m", "socialfeat", "train", str(two), *args], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [
+        [json.loads(x)["train_loss"] for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
+        for run in (one, two)
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    model = json.loads((two / "model" / "model.json").read_text())
+    assert model["world"] == 2
+    a, b = weights(one), weights(two)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-4), key
