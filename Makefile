@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev,spark
+EXTRAS ?= dev,spark,text
 DEMO   := runs/demo
 PYTEST_ARGS ?=
 
@@ -21,6 +21,10 @@ demo: install
 	$(BIN)/socialfeat ingest --config configs/demo.yaml --out $(DEMO)/dataset
 	$(BIN)/socialfeat factorize $(DEMO) --config configs/demo.yaml
 	$(BIN)/socialfeat targets $(DEMO) --config configs/demo.yaml
+	$(BIN)/socialfeat train $(DEMO) --config configs/demo.yaml
+	$(BIN)/socialfeat embed $(DEMO) --config configs/demo.yaml --source learned
+	$(BIN)/socialfeat embed $(DEMO) --config configs/demo.yaml --source imagenet
+	$(BIN)/socialfeat embed $(DEMO) --config configs/demo.yaml --source random
 
 test: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
@@ -31,6 +35,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) runs build dist src/*.egg-info

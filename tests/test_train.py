@@ -92,6 +92,32 @@ def test_train_and_embed_end_to_end(warm_run: Path, tmp_path: Path, capsys: pyte
     assert learned.schema.field("head_factor_clusters").type.list_size == 6
 
 
+@pytest.fixture(scope="module")
+def engaged_run(warm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """warm_run plus the VisE engagement target (comment embeddings + engagement statistics)."""
+    run = fresh(warm_run, tmp_path_factory.mktemp("engaged") / "run")
+    overrides = [
+        "targets.clusters=6",
+        "targets.engagement_clusters=5",
+        "targets.targets=[factors,factor-clusters,engagement]",
+    ]
+    targets(load_config(None, overrides), run)
+    return run
+
+
+@pytest.mark.parametrize("heads", ["factors", "factor-clusters", "engagement", "factors,factor-clusters,engagement"])
+def test_each_target_trains_alone_and_together(engaged_run: Path, tmp_path: Path, heads: str) -> None:
+    run = fresh(engaged_run, tmp_path / "run")
+    ok(["train", str(run), *TINY, "--epochs", "1", "--targets", heads])
+    model = json.loads((run / "model" / "model.json").read_text())
+    expected = {"factors": 16, "factor-clusters": 6, "engagement": 5}
+    assert model["heads"] == {t: expected[t] for t in heads.split(",")}
+    record = json.loads((run / "model" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(np.isfinite(v) for k, v in record.items() if k.startswith("train_"))
+    if "engagement" in heads:
+        assert 0.0 <= record["valid_engagement_top1"] <= 1.0
+
+
 def test_learned_head_predicts_factors_of_unseen_items(warm_run: Path, tmp_path: Path) -> None:
     """After a short training the factor head points the way of the true factors on held-out warm items."""
     run = fresh(warm_run, tmp_path / "run")

@@ -501,8 +501,8 @@ def train(
         title=f"training ({result.summary['train']:,} items, {result.summary['steps']:,} steps)", title_justify="left"
     )
     keys = [k for k in result.metrics[-1] if k.startswith(("train_", "valid_"))] if result.metrics else []
-    for name in ["epoch", *keys, "img/s", "seconds"]:
-        table.add_column(name.replace("_", " "), justify="right")
+    for name in ["epoch", *(_metric_label(k) for k in keys), "img/s", "seconds"]:
+        table.add_column(name, justify="right")
     for m in result.metrics:
         table.add_row(
             str(m["epoch"] + 1), *(f"{m[k]:.4f}" for k in keys), f"{m['images_per_s']:.1f}", f"{m['seconds']:.1f}"
@@ -511,6 +511,13 @@ def train(
     if result.summary["without_image"]:
         out.print(f"{result.summary['without_image']:,} items with targets had no usable image", highlight=False)
     out.print(f"wrote {result.out}", highlight=False)
+
+
+def _metric_label(key: str) -> str:
+    """``valid_factor_clusters_top1`` → ``val clusters top1``: short enough for an 80-column table."""
+    split, _, rest = key.partition("_")
+    rest = rest.replace("factor_clusters", "clusters").replace("factors_cosine", "cosine").replace("_", " ")
+    return f"{'val' if split == 'valid' else split} {rest}"
 
 
 @app.command()

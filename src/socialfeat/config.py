@@ -170,6 +170,7 @@ class TrainConfig(StrictModel):
     loss_weights: dict[str, float] = Field(default_factory=dict, description="per target; unlisted weigh 1")
     regression_loss: Literal["cosine", "mse"] = "cosine"
     finetune: str = Field("last-2", description="all, head (frozen backbone) or last-N (the last N blocks)")
+    head_epochs: int = Field(0, ge=0, description="first epochs train the heads only, then fine-tune (LP-FT)")
     image_size: int = Field(224, ge=16, le=1024)
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1, description="global batch: split across DDP ranks")

@@ -376,7 +376,11 @@ def train(
 
     net: torch.nn.Module = model
     if d.world > 1:
-        net = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            model,
+            device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+            find_unused_parameters=cfg.head_epochs > 0,  # the backbone gets no gradients while it is held
+        )
     train_ds = CachedImages(
         cache.path,
         data.rows[data.train],
@@ -403,6 +407,7 @@ def train(
     )
     model.train()
     for epoch in range(start, cfg.epochs):
+        model.hold_backbone(epoch < cfg.head_epochs)
         keys = list(order.epoch(epoch, skip))
         t0, seen, sums, n = time.perf_counter(), 0, {t: 0.0 for t in ["loss", *cfg.targets]}, 0
         if skip:  # resumed mid-epoch: the epoch's running loss sums come back with the checkpoint

@@ -28,6 +28,7 @@ class FeatureModel(nn.Module):
         self.heads = nn.ModuleDict({head_key(t): nn.Linear(self.num_features, dim) for t, dim in heads.items()})
         self.targets = list(heads)
         self.frozen: list[nn.Module] = []
+        self.held = False  # the whole backbone temporarily frozen (linear-probe phase of LP-FT)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = preprocess(images)
@@ -39,9 +40,24 @@ class FeatureModel(nn.Module):
 
     def train(self, mode: bool = True) -> FeatureModel:
         super().train(mode)
-        for module in self.frozen:
+        for module in [self.backbone] if self.held else self.frozen:
             module.eval()
         return self
+
+    def hold_backbone(self, hold: bool) -> None:
+        """Freeze the whole backbone (``True``) or give back what ``apply_finetune`` chose to train: training the
+        heads first and fine-tuning after (LP-FT) keeps random heads from wrecking pretrained features."""
+        if hold == self.held:
+            return
+        if hold:
+            self._trainable = [p for p in self.backbone.parameters() if p.requires_grad]
+            for p in self._trainable:
+                p.requires_grad_(False)
+        else:
+            for p in self._trainable:
+                p.requires_grad_(True)
+        self.held = hold
+        self.train(self.training)
 
 
 def _block_container(backbone: nn.Module) -> tuple[str, list[nn.Module]] | None:
