@@ -422,7 +422,9 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate of the heads [0.001].")] = None,
     image_size: Annotated[int | None, typer.Option(help="Square input side in pixels [224].")] = None,
     regression_loss: Annotated[str | None, typer.Option(help="cosine or mse [cosine].")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [2].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader worker processes [0 on CPU, up to 8 per GPU].")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Also checkpoint every N steps [0: per epoch].")] = None,
     strict_images: Annotated[
@@ -525,7 +527,7 @@ def embed(
     run: Annotated[Path, typer.Argument(help="Run folder; features/<source>.parquet is written here.")],
     source: Annotated[str, typer.Option(help="learned (the trained model), imagenet or random.")] = "learned",
     batch_size: Annotated[int | None, typer.Option(help="Images per batch [128].")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [2].")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [0; more pays off on GPU].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -181,7 +181,12 @@ class TrainConfig(StrictModel):
     dropout: float = Field(0.1, ge=0, lt=1, description="before the heads")
     augment: bool = Field(True, description="random crop and horizontal flip")
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="warm items held out for validation each epoch")
-    workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader worker processes; default 0 on CPU (they would compete with the model), "
+        "up to 8 per GPU",
+    )
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps; 0 = once per epoch")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on GPU")
@@ -196,7 +201,7 @@ class EmbedConfig(StrictModel):
     """Feature extraction for every item (cold ones included) or any table of images."""
 
     batch_size: int = Field(128, ge=1)
-    workers: int = Field(2, ge=0)
+    workers: int = Field(0, ge=0, description="DataLoader workers: on CPU they compete with the model")
 
 
 class Config(StrictModel):
