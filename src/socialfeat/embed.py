@@ -21,12 +21,12 @@ import torch
 
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, provenance
-from socialfeat.data.batches import CachedImages, EpochBatches, run_image_cache
+from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import UserError
 from socialfeat.models.backbones import IMAGENET_BACKBONE, create_backbone
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.models.store import load_model
-from socialfeat.train import Dist, barrier, setup_distributed
+from socialfeat.train import Dist, barrier, batch_loader, setup_distributed, shared_image_cache
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def embed_rows(
     """Pooled features and head outputs for the given cache rows, in row order."""
     ds = CachedImages(cache_path, rows, {})
     keys = list(EpochBatches(len(rows), batch_size, shuffle=False).epoch(0))
-    loader = torch.utils.data.DataLoader(ds, sampler=keys, batch_size=None, num_workers=min(workers, len(keys)))
+    loader = batch_loader(ds, keys, workers, 0, device.type == "cuda")
     outputs: dict[str, list[np.ndarray]] = {"features": [], **{t: [] for t in model.targets}}
     model.to(device)
     done, t0 = 0, time.perf_counter()
@@ -104,11 +104,7 @@ def embed(
     model, desc = source_model(run, config, source)
     d: Dist = setup_distributed(config.train.device)
     size = int(desc.get("image_size", config.train.image_size))
-    if d.main:
-        cache = run_image_cache(run, size, config.train.strict_images, config.train.max_pixels)
-    barrier(d)
-    if not d.main:
-        cache = run_image_cache(run, size, config.train.strict_images, config.train.max_pixels)
+    cache = shared_image_cache(d, run, config.train, size)
     rows = np.arange(d.rank, len(cache.item_ids), d.world)
     t0 = time.perf_counter()
     out = embed_rows(model, cache.path, rows, config.embed.batch_size, config.embed.workers, d.device, progress)

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, TrainConfig, dump_config, provenance
 from socialfeat.data.batches import CachedImages, EpochBatches, run_image_cache
+from socialfeat.data.images import ImageCache
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import uniform
 from socialfeat.models.backbones import create_backbone
@@ -145,7 +146,19 @@ def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> T
     return TrainingData(item_ids, rows, arrays, dims, np.flatnonzero(~held), np.flatnonzero(held), int((~has).sum()))
 
 
-def _loader(ds: CachedImages, keys: list, workers: int, seed: int, pin: bool) -> DataLoader:
+def shared_image_cache(
+    d: Dist, run: Path, cfg: TrainConfig, size: int, progress: Callable[[int, int], None] | None = None
+) -> ImageCache:
+    """The run's image cache, built once: rank 0 builds (or reuses) it, the other ranks wait and open it."""
+    if d.main:
+        cache = run_image_cache(run, size, cfg.strict_images, cfg.max_pixels, progress=progress)
+    barrier(d)
+    if not d.main:
+        cache = run_image_cache(run, size, cfg.strict_images, cfg.max_pixels)
+    return cache
+
+
+def batch_loader(ds: CachedImages, keys: list, workers: int, seed: int, pin: bool) -> DataLoader:
     """Batches come whole from the dataset (batch_size=None); the loader's own generator keeps the global RNG
     untouched, so dropout draws do not depend on where an epoch was resumed."""
     return DataLoader(
@@ -183,7 +196,7 @@ def validate(model: FeatureModel, ds: CachedImages, cfg: TrainConfig, d: Dist) -
     order = EpochBatches(len(ds), cfg.batch_size, shuffle=False)
     preds: dict[str, list[torch.Tensor]] = {t: [] for t in model.targets}
     truth: dict[str, list[torch.Tensor]] = {t: [] for t in model.targets}
-    for batch in _loader(ds, list(order.epoch(0)), loader_workers(cfg, d), 0, False):
+    for batch in batch_loader(ds, list(order.epoch(0)), loader_workers(cfg, d), 0, False):
         with _autocast(d, cfg):
             _, heads = model(batch["images"].to(d.device, non_blocking=True))
         for t in model.targets:
@@ -321,18 +334,9 @@ def train(
     work = run / ".train"
     note = progress or (lambda _: None)
 
-    # the image cache: rank 0 builds it (once), the others wait and open it
-    if d.main:
-        cache = run_image_cache(
-            run,
-            cfg.image_size,
-            cfg.strict_images,
-            cfg.max_pixels,
-            progress=lambda done, total: note({"event": "cache", "done": done, "total": total}),
-        )
-    barrier(d)
-    if not d.main:
-        cache = run_image_cache(run, cfg.image_size, cfg.strict_images, cfg.max_pixels)
+    cache = shared_image_cache(
+        d, run, cfg, cfg.image_size, lambda done, total: note({"event": "cache", "done": done, "total": total})
+    )
     data = training_data(run, cfg, cache.rows, config.seed)
 
     seed_everything(config.seed + d.rank)
@@ -421,7 +425,7 @@ def train(
         if skip:  # resumed mid-epoch: the epoch's running loss sums come back with the checkpoint
             sums, n = dict(partial["sums"]), int(partial["n"])
         for i, batch in enumerate(
-            _loader(train_ds, keys, loader_workers(cfg, d), config.seed + epoch, d.device.type == "cuda")
+            batch_loader(train_ds, keys, loader_workers(cfg, d), config.seed + epoch, d.device.type == "cuda")
         ):
             images = batch["images"].to(d.device, non_blocking=True)
             with _autocast(d, cfg):
