@@ -43,7 +43,8 @@ class EmbedResult:
 def source_model(run: Path, config: Config, source: str) -> tuple[FeatureModel, dict[str, Any]]:
     """The network behind a feature source, in eval mode, and a description of it."""
     if source == "learned":
-        return load_model(run / "model")
+        model, meta = load_model(run / "model")
+        return model, {**meta, "init": f"trained from {meta['init']}"}
     if source == "imagenet":
         desc = {"backbone": IMAGENET_BACKBONE, "init": "imagenet"}
         return FeatureModel(create_backbone(IMAGENET_BACKBONE, "imagenet"), {}).eval(), desc
