@@ -627,3 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted; no partial output was kept", markup=False)
         sys.exit(130)
+
+
+# The later stages keep their commands in their own modules (each file stays short); importing them adds their
+# commands to ``app``. They import ``app`` and the helpers above, so this import stays at the bottom.
+from socialfeat import cli_evaluate, cli_pipeline, cli_report, cli_search  # noqa: E402, F401

@@ -204,6 +204,43 @@ class EmbedConfig(StrictModel):
     workers: int = Field(0, ge=0, description="DataLoader workers: on CPU they compete with the model")
 
 
+class IndexConfig(StrictModel):
+    """Nearest-neighbour index over one feature source (faiss)."""
+
+    source: str = Field("learned", description="feature source: learned, imagenet or random")
+    column: str = Field("features", description="column of features/<source>.parquet to index")
+    kind: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
+        "auto", description="auto: exact below exact_max items, HNSW below hnsw_max, IVF-PQ above"
+    )
+    exact_max: int = Field(50_000, ge=1)
+    hnsw_max: int = Field(2_000_000, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    ivf_lists: int | None = Field(None, ge=1, description="IVF lists; default about 4·sqrt(N)")
+    pq_bytes: int = Field(32, ge=1, description="IVF-PQ code size per vector in bytes")
+    nprobe: int = Field(16, ge=1)
+    k: int = Field(10, ge=1, le=1000, description="neighbours printed by similar / recommend")
+
+
+class EvaluateConfig(StrictModel):
+    """Cold-start, retrieval and probe evaluation of every feature source."""
+
+    labels: Path | None = Field(None, description="CSV item_id,label… for linear probes (e.g. the simulator's labels.csv)")
+    k: int = Field(20, ge=1, description="cut-off of recall@k and NDCG@k")
+    ridge_lambdas: list[float] = Field([0.1, 1, 10, 100, 1_000, 10_000, 100_000], min_length=1)
+    neighbours: int = Field(10, ge=1, description="neighbours per query in the behavioural retrieval test")
+    few_shot: int = Field(5, ge=1, description="labelled items per class in the few-label probe")
+    max_queries: int = Field(2000, ge=1, description="queries sampled for the retrieval test")
+
+
+class ReportConfig(StrictModel):
+    """What the HTML report shows."""
+
+    gallery_queries: int = Field(8, ge=1, description="query images in the nearest-neighbour gallery")
+    gallery_neighbours: int = Field(6, ge=1)
+    cluster_images: int = Field(8, ge=1, description="images per cluster in the cluster gallery")
+    thumbnail: int = Field(96, ge=16, le=512, description="thumbnail edge in pixels")
+
+
 class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
@@ -217,6 +254,9 @@ class Config(StrictModel):
     targets: TargetsConfig = TargetsConfig()
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
+    index: IndexConfig = IndexConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

@@ -1,0 +1,3 @@
+"""CLI commands of the pipeline stage(s); imported by socialfeat.cli, which owns ``app``."""
+
+from __future__ import annotations
