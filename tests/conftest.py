@@ -55,3 +55,44 @@ def copy_run(run: Path, dest: Path) -> Path:
 
     shutil.copytree(run / "dataset", dest / "dataset")
     return dest
+
+
+@pytest.fixture(scope="session")
+def embedded_run(demo_dataset: Path, platform: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small platform carried through factorize → targets → train (tiny net, CPU) → embed learned/imagenet/
+    random: what index, similar, recommend, evaluate and report read. Tests copy it before writing into it."""
+    import shutil
+
+    from socialfeat.config import load_config
+    from socialfeat.embed import embed
+    from socialfeat.factorize.stage import factorize
+    from socialfeat.targets.stage import targets
+    from socialfeat.train import train
+
+    run = tmp_path_factory.mktemp("embedded") / "run"
+    shutil.copytree(demo_dataset / "dataset", run / "dataset")
+    cfg = load_config(
+        None,
+        [
+            "factorize.factors=16",
+            "factorize.alpha=1",
+            "factorize.evaluate=false",
+            "split.cold_fraction=0.2",
+            "targets.clusters=6",
+            "train.backbone=socialfeat_tiny",
+            "train.weights=random",
+            "train.image_size=32",
+            "train.epochs=4",
+            "train.batch_size=32",
+            "train.lr=0.005",
+            "train.finetune=all",
+            "train.threads=1",
+            f"evaluate.labels={platform / 'labels.csv'}",
+        ],
+    )
+    factorize(cfg, run)
+    targets(cfg, run)
+    train(cfg, run)
+    for source in ("learned", "imagenet", "random"):
+        embed(cfg, run, source)
+    return run
