@@ -87,6 +87,7 @@ def embedded_run(demo_dataset: Path, platform: Path, tmp_path_factory: pytest.Te
             "train.lr=0.005",
             "train.finetune=all",
             "train.threads=1",
+            "train.targets=[factors,factor-clusters]",
             f"evaluate.labels={platform / 'labels.csv'}",
         ],
     )

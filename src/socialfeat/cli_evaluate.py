@@ -1,3 +1,93 @@
 """CLI commands of the evaluate stage(s); imported by socialfeat.cli, which owns ``app``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, err, out
+from socialfeat.config import load_config
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def results_table(metrics: dict[str, Any]) -> Table:
+    """One row per source row (cold-start metrics, retrieval lift, probe accuracies), references below."""
+    k = metrics["k"]
+    split = metrics["split"]
+    probes = list(dict.fromkeys(name for row in metrics["rows"] for name in row.get("probes", {})))
+    table = Table(
+        title=f"cold start on {split['test']:,} new items × {split['users_evaluated']:,} users; "
+        f"ridge fit on {split['train']:,} warm items, λ chosen on {split['valid']:,} valid cold items",
+        title_justify="left",
+        caption="lift: audience overlap of nearest neighbours ÷ that of random pairs"
+        + ("; probe columns: test accuracy with all training labels" if probes else ""),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("source", no_wrap=True)
+    table.add_column("dim", justify="right")
+    for name in ("AUC", f"recall@{k}", f"NDCG@{k}", "lift"):
+        table.add_column(name, justify="right")
+    for name in probes:
+        table.add_column(name, justify="right")
+    for row in metrics["rows"]:
+        c, r = row["coldstart"], row.get("retrieval", {})
+        accs = [_fmt(row.get("probes", {}).get(name, {}).get("all"), 3) for name in probes]
+        table.add_row(
+            row["name"],
+            f"{row['dim']:,}",
+            _fmt(c["auc"]),
+            _fmt(c[f"recall@{k}"]),
+            _fmt(c[f"ndcg@{k}"]),
+            _fmt(r.get("lift"), 2),
+            *accs,
+        )
+    if probes:  # chance per probe, from the first row that has it
+        chance = [
+            next((_fmt(row["probes"][n]["chance"], 3) for row in metrics["rows"] if n in row.get("probes", {})), "–")
+            for n in probes
+        ]
+        table.add_row("chance (majority class)", "", "", "", "", "", *chance, style="dim")
+    table.add_section()
+    for ref in metrics["references"]:
+        c = ref["coldstart"]
+        table.add_row(
+            ref["name"], "", _fmt(c["auc"]), _fmt(c[f"recall@{k}"]), _fmt(c[f"ndcg@{k}"]), "", *[""] * len(probes)
+        )
+    return table
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder with factors/ and features/; eval/ is written here.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV item_id,label… for linear probes (e.g. the simulator's labels.csv).")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Feature source to evaluate (repeatable): learned, imagenet, random, metadata [all]."),
+    ] = None,
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Cut-off of recall@k and NDCG@k [20].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (query sample, probe splits, random scores).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score every feature source on the cold items: cold-start audience prediction (AUC, recall, NDCG),
+    behavioural retrieval (audience overlap of nearest neighbours) and linear probes on known labels."""
+    from socialfeat.evaluate.stage import evaluate as run_evaluate
+
+    flags = _flags(seed=("--seed", seed), evaluate__labels=("--labels", labels), evaluate__k=("-k", k))
+    cfg = load_config(config, set_ or [], flags)
+    with err.status("evaluating…") as status:
+        result = run_evaluate(cfg, run, sources=source, step=lambda msg: status.update(f"{msg}…"))
+    out.print(results_table(result.metrics))
+    for note in result.metrics["notes"]:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+    out.print(f"wrote {result.out} in {result.metrics['seconds']:.1f} s", highlight=False)

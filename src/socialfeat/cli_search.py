@@ -1,3 +1,115 @@
 """CLI commands of the search stage(s); imported by socialfeat.cli, which owns ``app``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, out
+from socialfeat.config import load_config
+from socialfeat.errors import UserError
+
+SourceOpt = Annotated[str | None, typer.Option("--source", help="Feature source: learned, imagenet or random.")]
+ColumnOpt = Annotated[
+    str | None, typer.Option("--column", help="Feature column: features (pooled) or a head, e.g. head_factors.")
+]
+KOpt = Annotated[int | None, typer.Option("--k", help="How many results [10].")]
+
+
+def _items_table(title: str, rows: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("item id")
+    table.add_column("score", justify="right")
+    for name in extra:
+        table.add_column(name)
+    table.add_column("title")
+    for r in rows:
+        cells = [str(r["rank"]), str(r["item_id"]), f"{r['score']:.4f}", *(str(r.get(x) or "") for x in extra)]
+        table.add_row(*cells, r.get("title") or "")
+    return table
+
+
+def _one_of(where: str, *given: object) -> None:
+    if sum(g is not None for g in given) != 1:
+        raise UserError(where, "give exactly one of them")
+
+
+@app.command()
+def index(
+    run: Annotated[Path, typer.Argument(help="Run folder holding features/<source>.parquet.")],
+    source: SourceOpt = None,
+    column: ColumnOpt = None,
+    kind: Annotated[str | None, typer.Option(help="auto, flat (exact), hnsw or ivfpq [auto].")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Build a faiss nearest-neighbour index (cosine) over one feature source of a run."""
+    from socialfeat.index import build_index
+
+    flags = _flags(index__source=("--source", source), index__column=("--column", column), index__kind=("--kind", kind))
+    cfg = load_config(config, set_ or [], flags)
+    result = build_index(cfg, run)
+    m = result.meta
+    out.print(
+        f"wrote {result.path}: {m['kind']} index of {m['n']:,} items × {m['dim']} ({m['source']}/{m['column']}), "
+        f"{m['build_seconds']:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def similar(
+    run: Annotated[Path, typer.Argument(help="Run folder with features (and an index, built when missing).")],
+    item_id: Annotated[str | None, typer.Argument(help="A known item: its neighbours, itself left out.")] = None,
+    image: Annotated[Path | None, typer.Option(help="A new image file instead of an item id.")] = None,
+    source: SourceOpt = None,
+    column: ColumnOpt = None,
+    k: KOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Items most similar to a known item or to a new image file."""
+    from socialfeat.index import similar as run_similar
+
+    _one_of("ITEM_ID/--image", item_id, image)
+    flags = _flags(index__source=("--source", source), index__column=("--column", column), index__k=("--k", k))
+    cfg = load_config(config, set_ or [], flags)
+    rows = run_similar(cfg, run, item_id=item_id, image=image)
+    query = f"item {item_id}" if item_id is not None else str(image)
+    out.print(_items_table(f"similar to {query} ({cfg.index.source}/{cfg.index.column})", rows))
+
+
+@app.command()
+def recommend(
+    run: Annotated[Path, typer.Argument(help="Run folder with factors, a trained model and features.")],
+    image: Annotated[Path | None, typer.Option(help="A new image: the users it would reach.")] = None,
+    user: Annotated[str | None, typer.Option(help="A known user id: the items to show them.")] = None,
+    k: KOpt = None,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="With --user: keep items already seen.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Users a new image would reach (--image), or items for a known user (--user), cold items included."""
+    from socialfeat.recommend import audience, for_user
+
+    _one_of("--image/--user", image, user)
+    cfg = load_config(config, set_ or [], _flags(index__k=("--k", k)))
+    if image is not None:
+        result = audience(cfg, run, image)
+        table = Table(title=f"audience of {image.name}", title_justify="left", caption="score u·predicted factors")
+        for name, justify in (("rank", "right"), ("user id", "left"), ("score", "right")):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for r in result.users:
+            table.add_row(str(r["rank"]), str(r["user_id"]), f"{r['score']:.4f}")
+        out.print(table)
+        out.print(_items_table(f"similar items (learned/{cfg.index.column})", result.similar))
+    else:
+        rows = for_user(cfg, run, user, include_seen=include_seen)
+        table = _items_table(f"items for user {user}{' (seen included)' if include_seen else ''}", rows, ("factors",))
+        table.caption = "score u·v; cold items by their predicted factors"
+        out.print(table)

@@ -224,7 +224,9 @@ class IndexConfig(StrictModel):
 class EvaluateConfig(StrictModel):
     """Cold-start, retrieval and probe evaluation of every feature source."""
 
-    labels: Path | None = Field(None, description="CSV item_id,label… for linear probes (e.g. the simulator's labels.csv)")
+    labels: Path | None = Field(
+        None, description="CSV item_id,label… for linear probes (e.g. the simulator's labels.csv)"
+    )
     k: int = Field(20, ge=1, description="cut-off of recall@k and NDCG@k")
     ridge_lambdas: list[float] = Field([0.1, 1, 10, 100, 1_000, 10_000, 100_000], min_length=1)
     neighbours: int = Field(10, ge=1, description="neighbours per query in the behavioural retrieval test")

@@ -1,0 +1,251 @@
+"""Cold-start audience prediction: can a feature source tell which users will engage with an image nobody has seen?
+
+Each source maps an item's features to predicted item factors v̂ — by ridge regression fit on the warm (train) items
+to their ALS factors, with λ chosen on the valid cold items, or directly when the source is a factor head — and
+every user's score for a test cold item is u·v̂. The hidden interactions of the test items are the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from socialfeat.errors import UserError
+from socialfeat.evaluate.metrics import (
+    auc_per_user,
+    mean_or_nan,
+    ndcg_at_k,
+    recall_at_k,
+    ridge_path,
+    select_best,
+    standardizer,
+    top_k,
+)
+
+log = logging.getLogger(__name__)
+
+# scores are computed for this many user × item cells at a time (≈ 16 MB of float32 + the sort's work arrays)
+CHUNK_CELLS = 4_000_000
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows → scores (len(rows) × items)
+
+
+@dataclass
+class ColdStartData:
+    """Everything the cold-start protocol needs, aligned by item_idx and user_idx."""
+
+    item_ids: list[Any]  # by item_idx
+    split: np.ndarray  # str per item_idx: train | valid | test
+    train: np.ndarray  # item_idx of the warm items with factors
+    valid: np.ndarray  # item_idx of the valid cold items
+    test: np.ndarray  # item_idx of the test cold items
+    item_factors: np.ndarray  # len(train) × f, aligned with ``train``
+    user_factors: np.ndarray  # n_users × f, by user_idx
+    valid_truth: sp.csr_matrix  # users × len(valid), 1 where the hidden log has the pair
+    test_truth: sp.csr_matrix  # users × len(test)
+    normalize: str  # how targets/ scaled the factors a factor head learned ("l2", "standardize", "none")
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def _matrix(table: Any, column: str) -> np.ndarray:
+    col = table.column(column).combine_chunks()
+    return col.flatten().to_numpy().reshape(len(table), col.type.list_size).astype(np.float32)
+
+
+def load_coldstart(run: Path) -> ColdStartData:
+    """Read the factorize outputs of a run; a missing file or a run without cold items is a :class:`UserError`."""
+    factors = run / "factors"
+    needed = ["item_split.parquet", "item_factors.parquet", "user_factors.parquet", "cold_interactions.parquet"]
+    for name in needed:
+        if not (factors / name).is_file():
+            raise UserError(str(run), f"no factors/{name}; run `socialfeat factorize {run}` first")
+    split_t = pq.read_table(factors / "item_split.parquet")
+    n_items = len(split_t)
+    idx = split_t.column("item_idx").to_numpy()
+    item_ids: list[Any] = [None] * n_items
+    split = np.empty(n_items, dtype=object)
+    for i, item, s in zip(idx, split_t.column("item_id").to_pylist(), split_t.column("split").to_pylist(), strict=True):
+        item_ids[int(i)] = item
+        split[int(i)] = s
+    split = split.astype(str)
+    valid, test = np.nonzero(split == "valid")[0], np.nonzero(split == "test")[0]
+    if len(test) == 0 or len(valid) == 0:
+        raise UserError(
+            str(run),
+            "the run has no cold valid/test items to evaluate on; factorize with --cold-fraction 0.2 or --cold-items "
+            "FILE first",
+        )
+    item_t = pq.read_table(factors / "item_factors.parquet")
+    order = np.argsort(item_t.column("item_idx").to_numpy())
+    train = item_t.column("item_idx").to_numpy()[order].astype(np.int64)
+    item_factors = _matrix(item_t, "factors")[order]
+    user_t = pq.read_table(factors / "user_factors.parquet")
+    user_idx = user_t.column("user_idx").to_numpy()
+    user_factors = np.zeros((int(user_idx.max()) + 1 if len(user_idx) else 0, item_factors.shape[1]), np.float32)
+    user_factors[user_idx] = _matrix(user_t, "factors")
+    cold = pq.read_table(factors / "cold_interactions.parquet", columns=["user_idx", "item_idx"])
+    users, items = cold.column("user_idx").to_numpy(), cold.column("item_idx").to_numpy()
+    n_users = max(len(user_factors), int(users.max()) + 1 if len(users) else 0)
+    if n_users > len(user_factors):  # a user seen only with cold items has no factors: scores 0 for every item
+        user_factors = np.vstack([user_factors, np.zeros((n_users - len(user_factors), user_factors.shape[1]))])
+    normalize = "l2"
+    summary = run / "targets" / "summary.json"
+    if summary.is_file():
+        normalize = json.loads(summary.read_text()).get("factors", {}).get("normalize", "l2")
+    return ColdStartData(
+        item_ids=item_ids,
+        split=split,
+        train=train,
+        valid=valid,
+        test=test,
+        item_factors=item_factors,
+        user_factors=user_factors.astype(np.float32),
+        valid_truth=_truth(users, items, valid, n_users, n_items),
+        test_truth=_truth(users, items, test, n_users, n_items),
+        normalize=normalize,
+    )
+
+
+def _truth(users: np.ndarray, items: np.ndarray, cols: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary users × len(cols) matrix of the (user, item) pairs whose item is in ``cols``."""
+    position = np.full(n_items, -1, dtype=np.int64)
+    position[cols] = np.arange(len(cols))
+    keep = position[items] >= 0
+    m = sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (users[keep], position[items[keep]])), shape=(n_users, len(cols))
+    )
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def eligible_users(truth: sp.csr_matrix) -> np.ndarray:
+    """Users with at least one positive and one negative among the evaluated items: AUC is defined for them."""
+    n_pos = np.diff(truth.indptr)
+    return np.nonzero((n_pos > 0) & (n_pos < truth.shape[1]))[0]
+
+
+def _chunks(rows: np.ndarray, n_items: int) -> list[np.ndarray]:
+    size = max(1, CHUNK_CELLS // max(n_items, 1))
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def rank_users(score: ScoreFn, truth: sp.csr_matrix, k: int | None) -> dict[str, Any]:
+    """Mean per-user AUC (and recall@k, NDCG@k when ``k``) over the eligible users, streamed in user chunks."""
+    users = eligible_users(truth)
+    aucs, recalls, ndcgs = [], [], []
+    for rows in _chunks(users, truth.shape[1]):
+        scores = score(rows)
+        positives = truth[rows].toarray() > 0
+        aucs.append(auc_per_user(scores, positives))
+        if k is not None:
+            ranked = top_k(scores, k)
+            recalls.append(recall_at_k(ranked, positives))
+            ndcgs.append(ndcg_at_k(ranked, positives))
+    result: dict[str, Any] = {"auc": mean_or_nan(np.concatenate(aucs) if aucs else np.array([]))}
+    if k is not None:
+        result[f"recall@{k}"] = mean_or_nan(np.concatenate(recalls) if recalls else np.array([]))
+        result[f"ndcg@{k}"] = mean_or_nan(np.concatenate(ndcgs) if ndcgs else np.array([]))
+    result["users"] = len(users)
+    return result
+
+
+def factor_scores(user_factors: np.ndarray, item_vectors: np.ndarray) -> ScoreFn:
+    """Scores u·v̂ for the given user rows against every row of ``item_vectors``."""
+    v = np.ascontiguousarray(item_vectors, dtype=np.float32).T
+    return lambda rows: user_factors[rows] @ v
+
+
+def ridge_predictions(
+    features: np.ndarray, has: np.ndarray, data: ColdStartData, lambdas: list[float]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Ridge from standardised features to centred factors, λ chosen by mean per-user AUC on the valid cold items.
+
+    ``features`` is n_items × d by item_idx, ``has`` marks items with features; an item without them is predicted
+    the mean factor vector (its standardised features are taken as 0), so every source ranks the same test items.
+    Returns v̂ for every item and the choice made (λ, valid AUC per λ, items without features).
+    """
+    fit = data.train[has[data.train]]
+    if len(fit) < 2:
+        raise UserError("features", f"only {len(fit)} warm items have features; cannot fit the ridge mapping")
+    targets = data.item_factors[has[data.train]]
+    mean_x, std_x = standardizer(features[fit])
+    mean_v = targets.mean(axis=0)
+    z = np.zeros((data.n_items, features.shape[1]), np.float32)
+    z[has] = (features[has] - mean_x) / std_x
+    weights = ridge_path(z[fit], targets - mean_v, lambdas)
+    valid_aucs = []
+    for w in weights:
+        v_hat = z[data.valid] @ w + mean_v
+        valid_aucs.append(rank_users(factor_scores(data.user_factors, v_hat), data.valid_truth, None)["auc"])
+    best, valid_auc = select_best(lambdas, valid_aucs)
+    v_all = (z @ weights[best] + mean_v).astype(np.float32)
+    info = {
+        "lambda": float(lambdas[best]),
+        "valid_auc": valid_auc,
+        "valid_auc_by_lambda": {str(lam): a for lam, a in zip(lambdas, valid_aucs, strict=True)},
+        "fit_items": len(fit),
+    }
+    return v_all, info
+
+
+def head_predictions(head: np.ndarray, has: np.ndarray, data: ColdStartData) -> np.ndarray:
+    """A factor head's output as predicted factors, undoing the targets' standardisation when there was one."""
+    v = np.zeros((data.n_items, head.shape[1]), np.float32)
+    v[has] = head[has]
+    if data.normalize == "standardize":
+        mean, std = data.item_factors.mean(axis=0), np.maximum(data.item_factors.std(axis=0), 1e-12)
+        v[has] = v[has] * std + mean
+    return v
+
+
+def coldstart_row(
+    features: np.ndarray, has: np.ndarray, mapping: str, data: ColdStartData, lambdas: list[float], k: int
+) -> dict[str, Any]:
+    """The cold-start metrics of one source row: ``mapping`` "ridge" (fit, λ on valid) or "head" (direct)."""
+    if mapping == "ridge":
+        v_hat, info = ridge_predictions(features, has, data, lambdas)
+    elif mapping == "head":
+        if features.shape[1] != data.item_factors.shape[1]:
+            raise ValueError(f"head width {features.shape[1]} is not the factor width {data.item_factors.shape[1]}")
+        v_hat = head_predictions(features, has, data)
+        valid = rank_users(factor_scores(data.user_factors, v_hat[data.valid]), data.valid_truth, None)
+        info = {"lambda": None, "valid_auc": valid["auc"]}
+    else:
+        raise ValueError(f"unknown mapping {mapping!r}")
+    result = rank_users(factor_scores(data.user_factors, v_hat[data.test]), data.test_truth, k)
+    missing = int((~has[data.test]).sum() + (~has[data.valid]).sum())
+    return {**result, **info, "cold_items_without_features": missing}
+
+
+def random_reference(data: ColdStartData, k: int, seed: int) -> dict[str, Any]:
+    """Uniform random scores: the floor every source must beat (AUC 0.5 in expectation)."""
+    n = len(data.test)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        # one generator per chunk, seeded by its first user: the same scores however the chunks fall
+        rng = np.random.default_rng([seed, int(rows[0]) if len(rows) else 0])
+        return rng.random((len(rows), n), dtype=np.float32)
+
+    return rank_users(score, data.test_truth, k)
+
+
+def popularity_oracle(data: ColdStartData, k: int) -> dict[str, Any]:
+    """Test items ranked by their true number of cold interactions, the same list for every user.
+
+    An oracle: it sees the hidden interactions it is scored on. It shows how much of the task popularity alone
+    would solve — the ceiling of any predictor that only guesses how popular a new image will be.
+    """
+    counts = np.asarray(data.test_truth.sum(axis=0), dtype=np.float32).ravel()
+    return rank_users(lambda rows: np.broadcast_to(counts, (len(rows), len(counts))), data.test_truth, k)

@@ -1,0 +1,298 @@
+"""``evaluate``: every feature source of a run on the same cold items — cold-start audience prediction, behavioural
+retrieval and linear probes — written to ``run/eval/metrics.json`` with reference rows (random scores, and a
+popularity oracle) that bracket what the numbers can mean."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.config import Config, dump_config, provenance
+from socialfeat.embed import read_features
+from socialfeat.errors import UserError
+from socialfeat.evaluate.coldstart import (
+    ColdStartData,
+    coldstart_row,
+    eligible_users,
+    load_coldstart,
+    popularity_oracle,
+    random_reference,
+)
+from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
+from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
+
+log = logging.getLogger(__name__)
+
+EMBED_SOURCES = ("learned", "imagenet", "random")
+SOURCES = (*EMBED_SOURCES, "metadata")
+MAX_TAGS = 4096  # metadata one-hot keeps the most frequent tags; rarer ones cannot be learned from anyway
+Step = Callable[[str], None]
+
+
+@dataclass
+class EvaluateResult:
+    out: Path
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One row of the results table: a feature column of a source and how it becomes predicted factors."""
+
+    name: str
+    source: str
+    column: str
+    mapping: str  # "ridge" (fit on warm items) or "head" (the output is already predicted factors)
+
+
+def _feature_columns(run: Path, source: str) -> list[str] | None:
+    """Vector columns of ``features/<source>.parquet`` (or of its first rank part); None when it does not exist."""
+    base = run / "features"
+    files = [base / f"{source}.parquet"] if (base / f"{source}.parquet").is_file() else []
+    files = files or sorted(base.glob(f"{source}.part-*-of-*.parquet"))
+    if not files:
+        return None
+    return [name for name in pq.read_schema(files[0]).names if name != "item_id"]
+
+
+def _head_label(column: str) -> str:
+    return column.removeprefix("head_").replace("_", " ")
+
+
+def plan_rows(run: Path, sources: list[str], n_factors: int) -> tuple[list[SourceRow], list[str]]:
+    """The rows to evaluate for the requested sources, and notes on those skipped (missing files, no tags)."""
+    rows: list[SourceRow] = []
+    notes: list[str] = []
+    for source in sources:
+        if source == "metadata":
+            rows.append(SourceRow("metadata", "metadata", "tags", "ridge"))
+            continue
+        columns = _feature_columns(run, source)
+        if columns is None:
+            notes.append(f"{source}: no features/{source}.parquet; run `socialfeat embed {run} --source {source}`")
+            continue
+        if source != "learned":
+            rows.append(SourceRow(source, source, "features", "ridge"))
+            continue
+        rows.append(SourceRow("learned · pooled", source, "features", "ridge"))
+        for column in columns:
+            if column == "head_factors":
+                if _width(run, source, column) == n_factors:
+                    rows.append(SourceRow("learned · factor head", source, column, "head"))
+                else:
+                    notes.append("learned · factor head: head width differs from the factors'; direct row skipped")
+                rows.append(SourceRow("learned · factor head + ridge", source, column, "ridge"))
+            elif column.startswith("head_"):
+                rows.append(SourceRow(f"learned · {_head_label(column)} head + ridge", source, column, "ridge"))
+    return rows, notes
+
+
+def _width(run: Path, source: str, column: str) -> int:
+    base = run / "features"
+    path = base / f"{source}.parquet"
+    path = path if path.is_file() else sorted(base.glob(f"{source}.part-*-of-*.parquet"))[0]
+    return int(pq.read_schema(path).field(column).type.list_size)
+
+
+def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -> tuple[np.ndarray, np.ndarray]:
+    """(n_items × d matrix by item_idx, bool mask of items that have a vector) for one feature column."""
+    ids, matrix = read_features(run, source, column)
+    position = {str(item): idx for idx, item in enumerate(data.item_ids)}
+    rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
+    found = rows >= 0
+    if not found.all():
+        log.warning("%s: %d feature rows match no item of the run; ignored", source, int((~found).sum()))
+    features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
+    has = np.zeros(data.n_items, dtype=bool)
+    features[rows[found]] = matrix[found]
+    has[rows[found]] = True
+    return features, has
+
+
+def split_tags(value: Any) -> list[str]:
+    """Tags of one item: a list, or a string separated by | , or ; (MovieLens genres arrive as 'Comedy|Romance')."""
+    if value is None:
+        return []
+    parts = value if isinstance(value, list | tuple) else re.split(r"[|,;]", str(value))
+    return sorted({str(p).strip().lower() for p in parts if str(p).strip()})
+
+
+def tag_features(run: Path, n_items: int) -> tuple[np.ndarray, int] | None:
+    """One-hot item × tag matrix from dataset/items.parquet (None when there are no tags), and the tag count."""
+    path = run / "dataset" / "items.parquet"
+    if not path.is_file() or "tags" not in pq.read_schema(path).names:
+        return None
+    t = pq.read_table(path, columns=["item_idx", "tags"])
+    tags = [split_tags(v) for v in t.column("tags").to_pylist()]
+    counts = Counter(tag for item in tags for tag in item)
+    vocab = [tag for tag, _ in counts.most_common(MAX_TAGS)]
+    if not vocab:
+        return None
+    column = {tag: c for c, tag in enumerate(vocab)}
+    onehot = np.zeros((n_items, len(vocab)), np.float32)
+    for idx, item in zip(t.column("item_idx").to_pylist(), tags, strict=True):
+        for tag in item:
+            if tag in column:
+                onehot[int(idx), column[tag]] = 1.0
+    return onehot, len(counts)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as null: metrics.json stays valid JSON (a metric undefined for a row is null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
+def _check_sources(sources: list[str] | None) -> list[str]:
+    chosen = list(dict.fromkeys(sources or SOURCES))
+    for s in chosen:
+        if s not in SOURCES:
+            raise UserError("--source", f"expected one of {', '.join(SOURCES)}, got '{s}'")
+    return chosen
+
+
+def evaluate(
+    config: Config,
+    run: str | os.PathLike[str],
+    sources: list[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    step: Step | None = None,
+) -> EvaluateResult:
+    """Evaluate every feature source row of ``run`` on its cold items; write ``run/eval`` (metrics.json,
+    config.yaml, manifest.json). ``labels`` (default: ``config.evaluate.labels``) enables the linear probes."""
+    run = Path(run)
+    cfg = config.evaluate
+    say = step or (lambda _msg: None)
+    started = time.perf_counter()
+    if not run.is_dir():
+        raise UserError(str(run), "run folder not found")
+    lambdas = sorted(float(x) for x in cfg.ridge_lambdas)
+    if any(not lam > 0 for lam in lambdas):
+        raise UserError("evaluate.ridge_lambdas", f"every λ must be > 0, got {cfg.ridge_lambdas}")
+    chosen = _check_sources(sources)
+    say("reading factors")
+    data = load_coldstart(run)
+    rows, notes = plan_rows(run, chosen, data.item_factors.shape[1])
+    if not any(r.source in EMBED_SOURCES for r in rows) and set(chosen) & set(EMBED_SOURCES):
+        missing = [s for s in chosen if s in EMBED_SOURCES]
+        names = missing[0] if len(missing) == 1 else "{" + ",".join(missing) + "}"
+        raise UserError(
+            str(run), f"no features/{names}.parquet; run `socialfeat embed {run} --source {missing[0]}` first"
+        )
+    label_path = labels if labels is not None else cfg.labels
+    label_sets: list[LabelSet] = []
+    if label_path is not None:
+        label_sets, label_notes = read_labels(Path(label_path), data.item_ids, config.seed)
+        notes.extend(label_notes)
+    audiences = load_audiences(run, data.n_items, np.isin(data.split, ["valid", "test"]))
+
+    results: list[dict[str, Any]] = []
+    retrieval_cache: dict[tuple[str, str], dict[str, Any]] = {}
+    probe_cache: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        t0 = time.perf_counter()
+        if row.source == "metadata":
+            tagged = tag_features(run, data.n_items)
+            if tagged is None:
+                notes.append("metadata: the items table has no tags (or genres); row skipped")
+                continue
+            features, n_tags = tagged
+            has = np.ones(data.n_items, dtype=bool)
+            if n_tags > features.shape[1]:
+                notes.append(f"metadata: the {features.shape[1]:,} most frequent of {n_tags:,} tags one-hot encoded")
+        else:
+            features, has = aligned_features(run, row.source, row.column, data)
+        say(f"{row.name}: cold start")
+        entry: dict[str, Any] = {
+            "name": row.name,
+            "source": row.source,
+            "column": row.column,
+            "mapping": row.mapping,
+            "dim": int(features.shape[1]),
+            "coldstart": coldstart_row(features, has, row.mapping, data, lambdas, cfg.k),
+        }
+        lam = entry["coldstart"].get("lambda")
+        if lam is not None and len(lambdas) > 1 and lam in (lambdas[0], lambdas[-1]):
+            notes.append(
+                f"{row.name}: λ = {lam:g} is at the edge of evaluate.ridge_lambdas; a wider grid may do better"
+            )
+        key = (row.source, row.column)
+        if key not in retrieval_cache:
+            say(f"{row.name}: retrieval")
+            retrieval_cache[key] = retrieval_row(features, has, audiences, cfg.neighbours, cfg.max_queries, config.seed)
+        entry["retrieval"] = retrieval_cache[key]
+        if label_sets:
+            if key not in probe_cache:
+                say(f"{row.name}: probes")
+                probe_cache[key] = {
+                    ls.name: probe_row(features, has, ls, cfg.few_shot, config.seed) for ls in label_sets
+                }
+            entry["probes"] = probe_cache[key]
+        entry["seconds"] = time.perf_counter() - t0
+        results.append(entry)
+        log.info("%s: AUC %.4f (%.1f s)", row.name, entry["coldstart"]["auc"], entry["seconds"])
+
+    if not results:
+        raise UserError(str(run), "nothing to evaluate: " + "; ".join(notes))
+    say("references")
+    references = [
+        {
+            "name": "random scores",
+            "coldstart": random_reference(data, cfg.k, config.seed),
+            "note": "uniform random scores: the floor",
+        },
+        {
+            "name": "popularity (oracle)",
+            "oracle": True,
+            "coldstart": popularity_oracle(data, cfg.k),
+            "note": "test items ranked by their true number of hidden cold interactions — sees the hidden data; "
+            "the ceiling of a predictor that only guesses how popular a new image will be",
+        },
+    ]
+    metrics = {
+        "k": cfg.k,
+        "split": {
+            "train": len(data.train),
+            "valid": len(data.valid),
+            "test": len(data.test),
+            "users_evaluated": len(eligible_users(data.test_truth)),
+        },
+        "rows": results,
+        "references": references,
+        "notes": notes,
+        "settings": {
+            "ridge_lambdas": lambdas,
+            "neighbours": cfg.neighbours,
+            "max_queries": cfg.max_queries,
+            "few_shot": cfg.few_shot,
+            "probe_C": PROBE_C,
+            "labels": str(label_path) if label_path is not None else None,
+            "sources": chosen,
+        },
+        "seconds": time.perf_counter() - started,
+    }
+    metrics = _finite(metrics)
+    with atomic_dir(run / "eval") as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "manifest.json", provenance(config, "evaluate"))
+        write_text(tmp / "config.yaml", dump_config(config))
+    return EvaluateResult(out=run / "eval" / "metrics.json", metrics=metrics)
