@@ -17,14 +17,7 @@ $(BIN)/socialfeat: pyproject.toml
 install: $(BIN)/socialfeat
 
 demo: install
-	$(BIN)/socialfeat simulate --config configs/demo.yaml --out $(DEMO)/platform
-	$(BIN)/socialfeat ingest --config configs/demo.yaml --out $(DEMO)/dataset
-	$(BIN)/socialfeat factorize $(DEMO) --config configs/demo.yaml
-	$(BIN)/socialfeat targets $(DEMO) --config configs/demo.yaml
-	$(BIN)/socialfeat train $(DEMO) --config configs/demo.yaml
-	$(BIN)/socialfeat embed $(DEMO) --config configs/demo.yaml --source learned
-	$(BIN)/socialfeat embed $(DEMO) --config configs/demo.yaml --source imagenet
-	$(BIN)/socialfeat embed $(DEMO) --config configs/demo.yaml --source random
+	$(BIN)/socialfeat demo --out $(DEMO)
 
 test: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
@@ -36,6 +29,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/demo.py
 
 clean:
 	rm -rf $(VENV) runs build dist src/*.egg-info

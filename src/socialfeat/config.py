@@ -168,7 +168,11 @@ class TrainConfig(StrictModel):
         default_factory=lambda: ["factors"], description="heads to train; each needs its file in targets/"
     )
     loss_weights: dict[str, float] = Field(default_factory=dict, description="per target; unlisted weigh 1")
-    regression_loss: Literal["cosine", "mse"] = "cosine"
+    regression_loss: Literal["cosine", "mse", "audience"] = Field(
+        "cosine",
+        description="cosine (direction only), mse, or audience: squared error of the scores every user would give "
+        "(weights factor errors by the users' second moment; needs targets.normalize: none)",
+    )
     finetune: str = Field("last-2", description="all, head (frozen backbone) or last-N (the last N blocks)")
     head_epochs: int = Field(0, ge=0, description="first epochs train the heads only, then fine-tune (LP-FT)")
     image_size: int = Field(224, ge=16, le=1024)

@@ -37,7 +37,7 @@ from socialfeat.errors import UserError
 from socialfeat.factorize.splits import uniform
 from socialfeat.models.backbones import create_backbone
 from socialfeat.models.heads import FeatureModel, apply_finetune, head_key
-from socialfeat.models.losses import masked_cross_entropy, mean_cosine, regression_loss, top1
+from socialfeat.models.losses import masked_cross_entropy, mean_cosine, regression_loss, top1, user_moment_root
 from socialfeat.models.store import save_weights
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class TrainingData:
     train: np.ndarray
     valid: np.ndarray
     without_image: int
+    user_root: torch.Tensor | None = None  # the audience loss's square root of the users' factor moment
 
 
 def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> TrainingData:
@@ -143,7 +144,27 @@ def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> T
     held = uniform(np.arange(len(item_ids)), seed=seed + 17) < cfg.valid_fraction
     if held.all():
         held[0] = False
-    return TrainingData(item_ids, rows, arrays, dims, np.flatnonzero(~held), np.flatnonzero(held), int((~has).sum()))
+    root = audience_root(run, summary) if cfg.regression_loss == "audience" and "factors" in cfg.targets else None
+    return TrainingData(
+        item_ids, rows, arrays, dims, np.flatnonzero(~held), np.flatnonzero(held), int((~has).sum()), root
+    )
+
+
+def audience_root(run: Path, summary: dict) -> torch.Tensor:
+    """The users' factor moment root for the audience loss; the targets must be the factors themselves."""
+    how = summary.get("factors", {}).get("normalize")
+    if how != "none":
+        raise UserError(
+            "train.regression_loss",
+            f"audience scores raw factors but targets/ holds {how}-scaled ones; set targets.normalize: none and rerun "
+            "`socialfeat targets`",
+        )
+    path = run / "factors" / "user_factors.parquet"
+    if not path.is_file():
+        raise UserError(str(run), f"no factors/{path.name}; run `socialfeat factorize {run}` first")
+    col = pq.read_table(path, columns=["factors"]).column("factors").combine_chunks()
+    users = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
+    return user_moment_root(torch.from_numpy(np.array(users, dtype=np.float32)))
 
 
 def shared_image_cache(
@@ -174,14 +195,17 @@ def batch_loader(ds: CachedImages, keys: list, workers: int, seed: int, pin: boo
 
 # ---------------------------------------------------------------------------------------------- loss
 def step_losses(
-    cfg: TrainConfig, heads: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    cfg: TrainConfig,
+    heads: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    user_root: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """One loss per target: regression onto factors, cross-entropy on pseudo-classes (masked rows skipped)."""
     out = {}
     for target, pred in heads.items():
         truth = batch[target]
         if target == "factors":
-            out[target] = regression_loss(cfg.regression_loss, pred, truth)
+            out[target] = regression_loss(cfg.regression_loss, pred, truth, user_root)
         else:
             out[target] = masked_cross_entropy(pred, truth)
     return out
@@ -402,6 +426,7 @@ def train(
     )
     valid_ds = CachedImages(cache.path, data.rows[data.valid], {t: a[data.valid] for t, a in data.targets.items()})
     weights = {t: cfg.loss_weights.get(t, 1.0) for t in cfg.targets}
+    user_root = data.user_root.to(d.device) if data.user_root is not None else None
     kill_at = int(os.environ.get(KILL_ENV, "0"))
     note(
         {
@@ -430,7 +455,7 @@ def train(
             images = batch["images"].to(d.device, non_blocking=True)
             with _autocast(d, cfg):
                 _, heads = net(images)
-            losses = step_losses(cfg, heads, {t: batch[t].to(d.device) for t in cfg.targets})
+            losses = step_losses(cfg, heads, {t: batch[t].to(d.device) for t in cfg.targets}, user_root)
             loss = sum(weights[t] * losses[t] for t in cfg.targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -12,7 +12,16 @@ import torch
 from socialfeat.data.images import load_image
 from socialfeat.models.backbones import create_backbone, imagenet_classifier, preprocess
 from socialfeat.models.heads import FeatureModel, apply_finetune
-from socialfeat.models.losses import IGNORE, cosine_loss, masked_cross_entropy, mean_cosine, mse_loss, top1
+from socialfeat.models.losses import (
+    IGNORE,
+    audience_loss,
+    cosine_loss,
+    masked_cross_entropy,
+    mean_cosine,
+    mse_loss,
+    top1,
+    user_moment_root,
+)
 
 IMAGENET_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "imagenet-sample"
 
@@ -96,3 +105,19 @@ def test_hold_backbone_freezes_then_restores_the_finetune_choice() -> None:
     model.hold_backbone(False)
     model.train()
     assert [p.requires_grad for p in model.backbone.parameters()] == chosen and model.backbone.blocks[-1].training
+
+
+def test_audience_loss_is_the_mean_squared_score_error_over_users() -> None:
+    """E_i E_u (u·(v̂ᵢ − vᵢ))² / E_u ‖u‖², computed naively user by user, item by item."""
+    g = torch.Generator().manual_seed(0)
+    users = torch.randn(50, 4, generator=g) + torch.tensor([2.0, 0.0, 0.0, 0.0])  # a strong mean (popularity) user
+    pred, truth = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    naive = sum(float(u @ (p - t)) ** 2 for u in users for p, t in zip(pred, truth, strict=True))
+    naive /= len(users) * len(pred) * float((users**2).sum(1).mean())
+    root = user_moment_root(users)
+    assert float(audience_loss(pred, truth, root)) == pytest.approx(naive, rel=1e-4)
+    # an error along a direction no user varies in costs nothing
+    flat = torch.cat([users[:, :3], torch.zeros(50, 1)], 1)
+    err = torch.zeros(1, 4)
+    err[0, 3] = 5.0
+    assert float(audience_loss(err, torch.zeros(1, 4), user_moment_root(flat))) == pytest.approx(0.0, abs=1e-6)

@@ -26,8 +26,29 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits[keep].float(), labels[keep].long())
 
 
-def regression_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The configured regression loss: ``cosine`` or ``mse``."""
+def audience_loss(pred: torch.Tensor, target: torch.Tensor, user_root: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the scores u·v that all users would give the item, divided by the mean squared score
+    of a zero prediction's error scale (tr M): with M = E[u uᵀ] = L Lᵀ, E_u[(u·(v̂ − v))²] = ‖(v̂ − v) L‖². Errors
+    in the directions users' tastes vary along (and in popularity, the mean user) cost most; the rest is free."""
+    err = (pred.float() - target.float()) @ user_root.float()
+    return err.pow(2).sum(1).mean() / user_root.float().pow(2).sum().clamp_min(1e-12)
+
+
+def user_moment_root(user_factors: torch.Tensor) -> torch.Tensor:
+    """L with L Lᵀ = E[u uᵀ] over users (symmetric square root: defined even when the moment is singular)."""
+    u = user_factors.double()
+    moment = u.T @ u / max(len(u), 1)
+    values, vectors = torch.linalg.eigh(moment)
+    return (vectors * values.clamp_min(0).sqrt()).float()
+
+
+def regression_loss(
+    kind: str, pred: torch.Tensor, target: torch.Tensor, user_root: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The configured regression loss: ``cosine``, ``mse`` or ``audience`` (needs ``user_root``)."""
+    if kind == "audience":
+        assert user_root is not None, "the audience loss needs the users' factor moment"
+        return audience_loss(pred, target, user_root)
     return cosine_loss(pred, target) if kind == "cosine" else mse_loss(pred, target)
 
 

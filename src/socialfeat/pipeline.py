@@ -1,0 +1,439 @@
+"""``run`` and ``demo``: every stage in order, each skipped when what it would write is already there and current.
+
+The caching rule, per stage (markers in ``RUN/.pipeline/<stage>.json``, written atomically after the stage
+succeeded and removed just before it starts, so a failed or interrupted stage is retried next time):
+
+* its **hash** — of the config sections it reads, chained with the hash of the stage before it (so a change
+  upstream invalidates everything downstream) — equals the recorded one;
+* every **output** it recorded still exists with the same size and mtime (nobody rebuilt or deleted it);
+* no **input** is newer than its oldest output: the outputs of the earlier stages of the pipeline, plus the files
+  the config names for it (ingest: the interactions/items/comments files; factorize: ``split.cold_items``;
+  train: a ``train.weights`` file; evaluate: ``evaluate.labels``). Image files themselves are not checked.
+
+A stage that fails one of these reruns, and so does every stage after it. ``from_stage`` reruns that stage and
+everything after it (the earlier ones still follow the rule); ``force`` reruns all.
+
+``run`` never simulates: it starts from the logs the config names. ``demo`` adds a ``simulate`` stage in front
+that writes ``RUN/platform`` and points ``ingest`` and ``evaluate.labels`` there; ``ingest`` sees a regenerated
+platform through the input rule (its files are then newer), so the hashes of ``run`` and ``demo`` agree and
+``socialfeat run RUN/config.yaml --run RUN`` continues a demo run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+from socialfeat.atomic import write_json, write_text
+from socialfeat.config import Config, dump_config, load_config
+from socialfeat.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("simulate", "ingest", "factorize", "targets", "train", "embed", "index", "evaluate", "report")
+RUN_STAGES = STAGES[1:]  # `run` never simulates
+EMBED_SOURCES = ("learned", "imagenet", "random")
+MARKERS = ".pipeline"
+
+# The config sections each stage reads; its hash also chains the previous stage's hash, so e.g. the targets
+# section reaches train, and the seed (factorize onwards) reaches every later stage.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "simulate": ("seed", "simulate"),
+    "ingest": ("ingest", "filter"),
+    "factorize": ("seed", "split", "factorize"),
+    "targets": ("targets",),
+    "train": ("train",),
+    "embed": ("embed",),
+    "index": ("index",),
+    "evaluate": ("evaluate",),
+    "report": ("report",),
+}
+
+# --small: the demo at test size (seconds, not minutes): a tiny CNN with random weights on 32-px images.
+SMALL = (
+    "simulate.n_users=300",
+    "simulate.n_items=400",
+    "simulate.image_size=32",
+    "simulate.views_per_user=40",
+    "factorize.evaluate=false",
+    "targets.targets=[factors,factor-clusters]",
+    "targets.clusters=6",
+    "train.targets=[factors,factor-clusters]",
+    "train.backbone=socialfeat_tiny",
+    "train.weights=random",
+    "train.finetune=all",
+    "train.image_size=32",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.lr=0.005",
+    "report.gallery_queries=4",
+)
+# keys of the packaged demo config that name files inside the run folder
+DEMO_PATHS = ("ingest.interactions", "ingest.items", "ingest.comments", "evaluate.labels")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage: ``action`` is skipped, start, ran, would run or failed."""
+
+    stage: str
+    action: str
+    reason: str = ""
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run: Path
+    stages: list[StageOutcome]
+    seconds: float
+    report: Path | None
+
+
+def stage_line(o: StageOutcome) -> str:
+    """``✓ factorize  skipped (up to date)`` / ``▶ train      ran in 41.2 s (train.epochs: 3 → 2)``; embed adds
+    ``[learned 9.1 s · imagenet 20.3 s · random 4.2 s]``."""
+    name = f"{o.stage:<{max(map(len, STAGES))}}"
+    if o.action == "skipped":
+        return f"✓ {name}  skipped (up to date)"
+    if o.action == "would run":
+        return f"▶ {name}  would run ({o.reason})"
+    if o.action == "failed":
+        return f"✗ {name}  failed after {o.seconds:.1f} s"
+    steps = " · ".join(f"{k} {v:.1f} s" for k, v in o.steps.items())
+    return f"▶ {name}  ran in {o.seconds:.1f} s ({o.reason}){f' [{steps}]' if steps else ''}"
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / config.name
+
+
+# ---------------------------------------------------------------------------------------------------- caching
+def stage_config(config: Config, stage: str) -> dict[str, Any]:
+    dumped = config.model_dump(mode="json")
+    return {key: dumped[key] for key in SECTIONS[stage]}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_hashes(config: Config, stages: tuple[str, ...]) -> dict[str, str]:
+    """Per stage: the hash of its sections and of the previous stage's hash (simulate stands alone)."""
+    hashes: dict[str, str] = {}
+    upstream = ""
+    for stage in stages:
+        if stage == "simulate":
+            hashes[stage] = _digest(stage_config(config, stage))
+            continue
+        hashes[stage] = upstream = _digest([stage_config(config, stage), upstream])
+    return hashes
+
+
+def stage_outputs(config: Config, run: Path, stage: str) -> list[Path]:
+    """Files and folders a stage writes (folders count with every file inside)."""
+    from socialfeat.index import index_path, sidecar_path
+
+    if stage == "simulate":
+        return [run / "platform" / f for f in ("interactions.csv", "items.csv", "comments.csv", "labels.csv")]
+    if stage == "embed":
+        return [run / "features" / f"{s}.{ext}" for s in EMBED_SOURCES for ext in ("parquet", "json")]
+    if stage == "index":
+        path = index_path(run, config.index.source, config.index.column)
+        return [path, sidecar_path(path)]
+    if stage == "report":
+        return [run / "report.html"]
+    folder = {"ingest": "dataset", "factorize": "factors", "targets": "targets", "train": "model", "evaluate": "eval"}
+    return [run / folder[stage]]
+
+
+def external_inputs(config: Config, stage: str) -> list[Path]:
+    """Files outside the run that the config names for a stage."""
+    paths: list[Path | None] = []
+    if stage == "ingest":
+        paths = [config.ingest.interactions, config.ingest.items, config.ingest.comments]
+    elif stage == "factorize":
+        paths = [config.split.cold_items]
+    elif stage == "train" and config.train.weights not in ("imagenet", "random"):
+        paths = [Path(config.train.weights)]
+    elif stage == "evaluate":
+        paths = [config.evaluate.labels]
+    return [Path(p) for p in paths if p is not None]
+
+
+def fingerprint(run: Path, paths: list[Path]) -> dict[str, list[int]]:
+    """``relative path → [bytes, mtime_ns]`` of every file of ``paths`` that exists."""
+    found: dict[str, list[int]] = {}
+    for path in paths:
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for p in members:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            found[os.path.relpath(p, run)] = [st.st_size, st.st_mtime_ns]
+    return found
+
+
+def marker_path(run: Path, stage: str) -> Path:
+    return run / MARKERS / f"{stage}.json"
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [*old, *(k for k in new if k not in old)]
+        return [c for k in keys for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
+
+
+def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tuple[str, ...]) -> str | None:
+    """Why ``stage`` must run again, or None when its recorded outputs are current (see the module docstring)."""
+    try:
+        marker = json.loads(marker_path(run, stage).read_text())
+    except FileNotFoundError:
+        return "not run yet" if not any(p.exists() for p in stage_outputs(config, run, stage)) else "no record"
+    except (OSError, ValueError):
+        return "unreadable record"
+    if marker.get("hash") != digest:
+        changed = _changed_keys(marker.get("config", {}), stage_config(config, stage))
+        return f"{'; '.join(changed[:3])}{' …' if len(changed) > 3 else ''}" if changed else "upstream config changed"
+    recorded: dict[str, list[int]] = marker.get("outputs", {})
+    now = fingerprint(run, stage_outputs(config, run, stage))
+    if not recorded:
+        return "no outputs recorded"
+    for rel, stamp in recorded.items():
+        if rel not in now:
+            return f"{rel} missing"
+        if now[rel] != stamp:
+            return f"{rel} changed since"
+    oldest = min(stamp[1] for stamp in now.values())
+    inputs = [p for s in earlier if s != "simulate" for p in stage_outputs(config, run, s)]
+    for path in external_inputs(config, stage):
+        if not path.exists():
+            return f"input {path} missing"
+        inputs.append(path)
+    for rel, (_, mtime) in fingerprint(run, inputs).items():
+        if mtime > oldest:
+            return f"{rel} is newer"
+    return None
+
+
+def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str) -> None:
+    write_json(
+        marker_path(run, outcome.stage),
+        {
+            "stage": outcome.stage,
+            "hash": digest,
+            "config": stage_config(config, outcome.stage),
+            "outputs": fingerprint(run, stage_outputs(config, run, outcome.stage)),
+            "seconds": round(outcome.seconds, 3),
+            "steps": {k: round(v, 3) for k, v in outcome.steps.items()},
+            "reason": outcome.reason,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def _same_text(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, float]:
+    """Run one stage; sub-step seconds (embed's three sources) come back."""
+    if stage == "simulate":
+        from socialfeat.data.simulate import simulate
+
+        simulate(run / "platform", config.simulate, config.seed, lambda what, d, n: say(f"{what} {d:,}/{n:,}"))
+    elif stage == "ingest":
+        from socialfeat.data.ingest import ingest
+
+        ingest(config, run / "dataset", step=say)
+    elif stage == "factorize":
+        from socialfeat.factorize.stage import factorize
+
+        factorize(config, run, progress=lambda label, d, n, _loss: say(f"{label} {d}/{n}"))
+    elif stage == "targets":
+        from socialfeat.targets.stage import targets
+
+        targets(config, run)
+    elif stage == "train":
+        from socialfeat.train import train
+
+        total = {"steps": 0}
+
+        def note(e: dict[str, Any]) -> None:
+            if e["event"] == "cache":
+                say(f"caching images {e['done']:,}/{e['total']:,}")
+            elif e["event"] == "start":
+                total["steps"] = e["total"]
+            elif e["event"] == "step":
+                say(f"epoch {e['epoch'] + 1}, step {e['step']}/{total['steps']}, loss {e['loss']:.4f}")
+
+        train(config, run, progress=note)
+    elif stage == "embed":
+        from socialfeat.embed import embed
+
+        steps = {}
+        for source in EMBED_SOURCES:
+            t0 = time.perf_counter()
+            embed(config, run, source, progress=lambda d, n, rate, s=source: say(f"{s} {d:,}/{n:,} ({rate:.0f} img/s)"))
+            steps[source] = time.perf_counter() - t0
+        return steps
+    elif stage == "index":
+        from socialfeat.index import build_index
+
+        build_index(config, run)
+    elif stage == "evaluate":
+        from socialfeat.evaluate.stage import evaluate
+
+        evaluate(config, run, step=say)
+    elif stage == "report":
+        from socialfeat.report import report
+
+        report(config, run)
+    return {}
+
+
+def run(
+    config: Config,
+    run_dir: str | os.PathLike[str] | None = None,
+    from_stage: str | None = None,
+    force: bool = False,
+    *,
+    simulate: bool = False,
+    dry_run: bool = False,
+    on_stage: Callable[[StageOutcome], None] | None = None,
+    progress: Callable[[str, str], None] | None = None,
+) -> RunResult:
+    """Run the stages in order into ``run_dir`` (default ``runs/<config.name>``), skipping the current ones.
+
+    ``on_stage`` hears each stage start and end (``stage_line`` prints one); ``progress(stage, message)`` hears
+    what a running stage is doing. ``dry_run`` only says what would run. A stage's UserError propagates after
+    ``on_stage`` heard it fail; the outputs of earlier stages, and its own previous ones, stay as they were.
+    """
+    started = time.perf_counter()
+    run_path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    stages = STAGES if simulate else RUN_STAGES
+    if from_stage is not None and from_stage not in stages:
+        raise UserError("--from", f"expected one of {', '.join(stages)}, got '{from_stage}'")
+    if not simulate and config.ingest.interactions is None:
+        raise UserError(
+            "ingest.interactions",
+            "not set: `run` starts from an interaction log named in the config (or try `socialfeat demo`)",
+        )
+    if run_path.exists() and not run_path.is_dir():
+        raise UserError(str(run_path), "is a file; expected a run folder")
+    tell = on_stage or (lambda _o: None)
+    hashes = stage_hashes(config, stages)
+    resolved = dump_config(config)
+    if not dry_run and not _same_text(run_path / "config.yaml", resolved):  # an unchanged run stays untouched
+        write_text(run_path / "config.yaml", resolved)
+    outcomes: list[StageOutcome] = []
+    rerun_from: str | None = None  # the first stage that ran: every later one runs too
+    for i, stage in enumerate(stages):
+        if force:
+            reason: str | None = "--force"
+        elif rerun_from is not None:
+            reason = "not run yet" if not marker_path(run_path, stage).exists() else f"after {rerun_from}"
+        elif from_stage is not None and i >= stages.index(from_stage):
+            reason = f"--from {from_stage}"
+        else:
+            reason = stale_reason(config, run_path, stage, hashes[stage], stages[:i])
+        if reason is None:
+            outcomes.append(StageOutcome(stage, "skipped", "up to date"))
+            tell(outcomes[-1])
+            continue
+        rerun_from = rerun_from or stage
+        if dry_run:
+            outcomes.append(StageOutcome(stage, "would run", reason))
+            tell(outcomes[-1])
+            continue
+        marker_path(run_path, stage).unlink(missing_ok=True)
+        tell(StageOutcome(stage, "start", reason))
+        t0 = time.perf_counter()
+        say = (lambda msg, s=stage: progress(s, msg)) if progress else (lambda _msg: None)
+        try:
+            steps = _execute(stage, config, run_path, say)
+        except BaseException:
+            tell(StageOutcome(stage, "failed", reason, time.perf_counter() - t0))
+            raise
+        outcome = StageOutcome(stage, "ran", reason, time.perf_counter() - t0, steps)
+        _write_marker(config, run_path, outcome, hashes[stage])
+        outcomes.append(outcome)
+        tell(outcome)
+    report_path = run_path / "report.html"
+    return RunResult(run_path, outcomes, time.perf_counter() - started, report_path if report_path.is_file() else None)
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+@contextmanager
+def packaged_demo_config() -> Iterator[Path]:
+    """The demo config shipped inside the package (paths relative to the run folder)."""
+    with as_file(files("socialfeat") / "configs" / "demo.yaml") as path:
+        yield path
+
+
+def demo_config(
+    out: str | os.PathLike[str], small: bool = False, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """The packaged demo config with its platform paths inside ``out``; ``small`` shrinks it to test size;
+    ``overrides`` (``--set``) come last and are taken as given."""
+    out = Path(out)
+    with packaged_demo_config() as path:
+        base = load_config(path).model_dump()
+        flags: dict[str, tuple[str, Any]] = {}
+        for key in DEMO_PATHS:
+            section, name = key.split(".")
+            value = base[section][name]
+            if value is not None:
+                flags[key] = ("demo", value if Path(value).is_absolute() else out / value)
+        return load_config(path, [*(SMALL if small else ()), *overrides], flags)
+
+
+def demo(
+    out: str | os.PathLike[str],
+    small: bool = False,
+    overrides: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    on_stage: Callable[[StageOutcome], None] | None = None,
+    progress: Callable[[str, str], None] | None = None,
+) -> RunResult:
+    """Simulate the demo platform into ``out/platform`` and run the whole pipeline on it."""
+    config = demo_config(out, small, overrides)
+    return run(config, out, force=force, simulate=True, on_stage=on_stage, progress=progress)
+
+
+def headline(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per row of ``eval/metrics.json``: cold-start AUC, retrieval lift, and the mean probe accuracy over the
+    simulator's taste attributes (palette, texture, composition: what users' likes follow) — None where absent."""
+    from socialfeat.data.simulate import TASTE_WEIGHT
+
+    rows = []
+    for row in metrics.get("rows", []):
+        probes = row.get("probes", {})
+        taste = [probes[a]["all"] for a in TASTE_WEIGHT if probes.get(a, {}).get("all") is not None]
+        rows.append(
+            {
+                "name": row["name"],
+                "auc": row.get("coldstart", {}).get("auc"),
+                "lift": row.get("retrieval", {}).get("lift"),
+                "taste_probe": sum(taste) / len(taste) if taste else None,
+            }
+        )
+    return rows
