@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import fails, ok
 
-from socialfeat.cli import main
 from socialfeat.config import load_config
 from socialfeat.embed import read_features, vectors_column
 from socialfeat.index import (
@@ -28,23 +28,6 @@ from socialfeat.index import (
     search,
     similar,
 )
-
-
-def ok(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 0
-
-
-def fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the CLI, expect a user error: exit 2 and exactly one line on stderr, which is returned."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,27 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import fails, ok
 
-from socialfeat.cli import main
 from socialfeat.config import load_config
 from socialfeat.embed import read_features
 from socialfeat.recommend import audience, for_user, top_k
-
-
-def ok(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 0
-
-
-def fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
