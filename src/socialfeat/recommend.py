@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from socialfeat.config import Config
 from socialfeat.embed import read_features
 from socialfeat.errors import UserError
+from socialfeat.factorize.splits import read_split
 from socialfeat.index import check_column, column_of, describe, find_row, image_outputs, load_index, neighbours
 
 log = logging.getLogger(__name__)
@@ -106,14 +107,6 @@ def _seen(run: Path, user_id: Any) -> set:
     return set(items.column("item_id").to_pylist())
 
 
-def _splits(run: Path) -> dict[Any, str]:
-    path = run / "factors" / "item_split.parquet"
-    if not path.is_file():
-        return {}
-    table = pq.read_table(path, columns=["item_id", "split"])
-    return dict(zip(table.column("item_id").to_pylist(), table.column("split").to_pylist(), strict=True))
-
-
 def for_user(
     config: Config, run: str | os.PathLike[str], user_id: Any, k: int | None = None, include_seen: bool = False
 ) -> list[dict[str, Any]]:
@@ -140,7 +133,7 @@ def for_user(
     if not include_seen and seen:
         scores = np.where([i in seen for i in item_ids], -np.inf, scores)
     best = [i for i in top_k(scores, k) if np.isfinite(scores[i])]
-    splits = _splits(run)
+    splits = read_split(run)
     rows = describe(run, [item_ids[i] for i in best], [float(scores[i]) for i in best])
     for row, i in zip(rows, best, strict=True):
         row.update(

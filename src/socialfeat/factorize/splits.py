@@ -118,3 +118,15 @@ def leave_k_out(
     held = np.zeros(n, dtype=bool)
     held[order[positions]] = True
     return held
+
+
+def read_split(run: Path) -> dict[object, str]:
+    """item id → train | valid | test as factorize wrote it (valid and test are the cold items); empty before
+    factorize has run."""
+    import pyarrow.parquet as pq
+
+    path = Path(run) / "factors" / "item_split.parquet"
+    if not path.is_file():
+        return {}
+    table = pq.read_table(path, columns=["item_id", "split"])
+    return dict(zip(table.column("item_id").to_pylist(), table.column("split").to_pylist(), strict=True))

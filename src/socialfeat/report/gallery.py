@@ -19,6 +19,7 @@ from PIL import Image
 from socialfeat.config import Config
 from socialfeat.data.images import ImageCache, ImageError, load_image
 from socialfeat.embed import read_features
+from socialfeat.factorize.splits import read_split
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +115,6 @@ def _jpeg_uri(pixels: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def item_splits(run: Path) -> dict[Any, str]:
-    """item id → train | valid | test (valid and test are the cold items), empty before factorize."""
-    path = run / "factors" / "item_split.parquet"
-    if not path.is_file():
-        return {}
-    table = pq.read_table(path, columns=["item_id", "split"])
-    return dict(zip(table.column("item_id").to_pylist(), table.column("split").to_pylist(), strict=True))
-
-
 def feature_columns(run: Path, source: str) -> list[str]:
     """Vector columns of features/<source>.parquet (or of its first rank part); empty when it is missing."""
     base = run / "features"
@@ -176,7 +168,7 @@ def neighbour_gallery(
         ids, matrix = read_features(run, source, column)
         loaded.append(_Space(source, column, label, ids, {i: r for r, i in enumerate(ids)}, _unit(matrix)))
     common = [i for i in loaded[0].ids if all(i in space.rows for space in loaded[1:])]
-    splits = item_splits(run)
+    splits = read_split(run)
     queries = choose_queries(common, splits, cfg.gallery_queries, config.seed, thumbs)
     if not queries:
         where = thumbs.root or "the recorded image root"
