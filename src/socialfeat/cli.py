@@ -631,4 +631,4 @@ def main(argv: list[str] | None = None) -> None:
 
 # The later stages keep their commands in their own modules (each file stays short); importing them adds their
 # commands to ``app``. They import ``app`` and the helpers above, so this import stays at the bottom.
-from socialfeat import cli_evaluate, cli_pipeline, cli_report, cli_search  # noqa: E402, F401
+from socialfeat import cli_evaluate, cli_pipeline, cli_report, cli_search, cli_serve, cli_transfer  # noqa: E402, F401

@@ -247,6 +247,18 @@ class ReportConfig(StrictModel):
     thumbnail: int = Field(96, ge=16, le=512, description="thumbnail edge in pixels")
 
 
+class ServeConfig(StrictModel):
+    """The web explorer (``serve``): where it listens and what it accepts from the network."""
+
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes it to the network")
+    port: int = Field(8000, ge=0, le=65535)
+    max_upload_bytes: int = Field(10_000_000, ge=1024, description="larger request bodies get 413")
+    max_pixels: int = Field(40_000_000, ge=1, description="larger images get 400 (decompression bombs)")
+    max_k: int = Field(100, ge=1, le=1000, description="most neighbours or users one request may ask for")
+    inference_threads: int = Field(2, ge=1, description="uploads embedded at once; the rest queue")
+    page_size: int = Field(60, ge=1, le=1000, description="items per page of the grid")
+
+
 class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
@@ -263,6 +275,7 @@ class Config(StrictModel):
     index: IndexConfig = IndexConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:
