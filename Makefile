@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev,spark,text
+EXTRAS ?= dev,spark,text,serve
 DEMO   := runs/demo
 PYTEST_ARGS ?=
 

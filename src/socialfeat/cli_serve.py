@@ -1,3 +1,35 @@
-"""CLI commands of the serve stage; imported by socialfeat.cli, which owns ``app``."""
+"""CLI command of the web explorer; imported by socialfeat.cli, which owns ``app``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, err
+from socialfeat.config import load_config
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder with features (learned and imagenet), factors and model.")],
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1; 0.0.0.0 = every network].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Largest accepted upload in MB [10].")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Web explorer: browse items and their neighbours under learned vs ImageNet features, upload new images."""
+    from socialfeat.serve import serve as run_serve
+
+    upload = None if max_upload_mb is None else int(max_upload_mb * 1_000_000)
+    flags = _flags(
+        serve__host=("--host", host), serve__port=("--port", port), serve__max_upload_bytes=("--max-upload-mb", upload)
+    )
+    cfg = load_config(config, set_ or [], flags)
+
+    def ready(url: str, seconds: float) -> None:
+        err.print(f"socialfeat explorer: {url} (loaded in {seconds:.1f} s; Ctrl-C stops)", highlight=False)
+
+    run_serve(cfg, run, ready)

@@ -31,7 +31,7 @@ from socialfeat.config import Config, IndexConfig, load_config
 from socialfeat.data.images import ImageError, load_image
 from socialfeat.embed import SOURCES, read_features, source_model
 from socialfeat.errors import UserError
-from socialfeat.models.heads import head_key
+from socialfeat.models.heads import FeatureModel, head_key
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def search(index: ItemIndex, vectors: np.ndarray, k: int) -> tuple[list[list], l
 
 
 # ----------------------------------------------------------------------------------------------------- similar
-def _source_config(config: Config, run: Path, source: str) -> tuple[Config, int | None]:
+def source_config(config: Config, run: Path, source: str) -> tuple[Config, int | None]:
     """The config and image size the source was embedded with (features/<source>.json), so a new image lands in
     the same space: the ``random`` source depends on the seed and backbone, every source on the image size."""
     summary_path = run / "features" / f"{source}.json"
@@ -305,13 +305,19 @@ def image_outputs(
 ) -> dict[str, np.ndarray]:
     """A new image through a source's model: {feature column: vector} — ``features`` and ``head_<target>``."""
     run = Path(run)
-    cfg, size = _source_config(config, run, source)
+    cfg, size = source_config(config, run, source)
     model, desc = source_model(run, cfg, source)
     size = int(size or desc.get("image_size", config.train.image_size))  # as embed chose it
     try:
         pixels = load_image(Path(image), size, config.train.max_pixels)
     except ImageError as e:
         raise UserError(str(image), f"cannot use this image ({e})") from None
+    return model_outputs(model, pixels)
+
+
+@torch.no_grad()
+def model_outputs(model: FeatureModel, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """One decoded image (uint8 HxWx3) through a model: {feature column: vector}, named as in the feature files."""
     pooled, heads = model(torch.from_numpy(np.array(pixels[None])))  # a writable copy
     out = {"features": pooled[0].float().numpy()}
     out.update({f"head_{head_key(t)}": v[0].float().numpy() for t, v in heads.items()})

@@ -19,7 +19,7 @@ from socialfeat.config import Config
 from socialfeat.embed import read_features
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
-from socialfeat.index import check_column, column_of, describe, find_row, image_outputs, load_index, neighbours
+from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +81,87 @@ def audience(
             str(run / "model"), "the trained model has no 'factors' head; train with train.targets including factors"
         )
     v = outputs[FACTORS]  # as the head predicts it, norm included: the norm carries the item's reach
-    if v.shape[0] != users.shape[1]:
-        raise UserError(str(run / "model"), f"predicts {v.shape[0]} factors, the factorization has {users.shape[1]}")
-    scores = users @ v
-    best = top_k(scores, k)
-    rows = [{"rank": r, "user_id": ids[i], "score": float(scores[i])} for r, i in enumerate(best, start=1)]
+    rows = audience_of(ids, users, v, k)
     return Audience(rows, neighbours(run, index, column_of(outputs, config.index.column), k), v)
 
 
-def _seen(run: Path, user_id: Any) -> set:
-    """Ids of the items ``user_id`` interacted with, from the ingested dataset (cold items' interactions too)."""
-    dataset = run / "dataset"
-    users = pq.read_table(_need(dataset / "users.parquet", "ingest --out"), columns=["user_id", "user_idx"])
-    users = users.filter(pc.equal(users.column("user_id"), user_id))
-    if len(users) == 0:
-        return set()
-    user_idx = users.column("user_idx")[0].as_py()
-    inter = pq.read_table(
-        _need(dataset / "interactions.parquet", "ingest --out"),
-        columns=["item_idx"],
-        filters=[("user_idx", "=", user_idx)],
-    )
-    items = pq.read_table(dataset / "items.parquet", columns=["item_id", "item_idx"])
-    items = items.filter(pc.is_in(items.column("item_idx"), value_set=inter.column("item_idx").combine_chunks()))
-    return set(items.column("item_id").to_pylist())
+def audience_of(user_ids: list, users: np.ndarray, v: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """The k users with the largest u·v̂ for predicted item factors v̂, best first."""
+    if v.shape[0] != users.shape[1]:
+        raise UserError("model", f"predicts {v.shape[0]} factors, the factorization has {users.shape[1]}")
+    scores = users @ v
+    return [
+        {"rank": r, "user_id": user_ids[i], "score": float(scores[i])} for r, i in enumerate(top_k(scores, k), start=1)
+    ]
+
+
+class Recommender:
+    """What ranking items for a user needs, loaded once: user factors, every item's factor vector (warm: true,
+    cold: predicted by the learned model's ``factors`` head) and who saw what. The web explorer keeps one."""
+
+    def __init__(self, run: str | os.PathLike[str]) -> None:
+        run = Path(run)
+        self.user_ids, self.users = user_factors(run)
+        self._user_rows = {str(u): r for r, u in enumerate(self.user_ids)}
+        warm = pq.read_table(
+            _need(run / "factors" / "item_factors.parquet", "factorize"), columns=["item_id", "factors"]
+        )
+        warm_ids = warm.column("item_id").to_pylist()
+        check_column(run, "learned", FACTORS, where=str(run / "model"))  # no such column: the model has no factors head
+        feat_ids, predicted = read_features(run, "learned", FACTORS)
+        known = set(warm_ids)
+        cold = [r for r, i in enumerate(feat_ids) if i not in known]
+        self.item_ids = warm_ids + [feat_ids[r] for r in cold]
+        self.vectors = np.concatenate([_matrix(warm, "factors"), predicted[cold].astype(np.float32, copy=False)])
+        self.is_warm = np.arange(len(self.item_ids)) < len(warm_ids)
+        self._seen = self._seen_rows(run)
+
+    def _seen_rows(self, run: Path) -> list[np.ndarray]:
+        """Per user row, the rows of ``item_ids`` the user interacted with (cold items' interactions too)."""
+        dataset = run / "dataset"
+        users = pq.read_table(_need(dataset / "users.parquet", "ingest --out"), columns=["user_id", "user_idx"])
+        items = pq.read_table(dataset / "items.parquet", columns=["item_id", "item_idx"])
+        inter = pq.read_table(_need(dataset / "interactions.parquet", "ingest --out"), columns=["user_idx", "item_idx"])
+        item_row = {i: r for r, i in enumerate(self.item_ids)}
+        idx_to_row = np.full(int(pc.max(items.column("item_idx")).as_py() or 0) + 1, -1, dtype=np.int64)
+        for idx, item in zip(items.column("item_idx").to_pylist(), items.column("item_id").to_pylist(), strict=True):
+            idx_to_row[idx] = item_row.get(item, -1)
+        user_row = {str(u): r for r, u in enumerate(self.user_ids)}
+        uidx_to_row = np.full(int(pc.max(users.column("user_idx")).as_py() or 0) + 1, -1, dtype=np.int64)
+        for idx, user in zip(users.column("user_idx").to_pylist(), users.column("user_id").to_pylist(), strict=True):
+            uidx_to_row[idx] = user_row.get(str(user), -1)
+        u = uidx_to_row[inter.column("user_idx").to_numpy()]
+        i = idx_to_row[inter.column("item_idx").to_numpy()]
+        keep = (u >= 0) & (i >= 0)
+        u, i = u[keep], i[keep]
+        order = np.argsort(u, kind="stable")
+        bounds = np.searchsorted(u[order], np.arange(len(self.user_ids) + 1))
+        return [i[order[bounds[r] : bounds[r + 1]]] for r in range(len(self.user_ids))]
+
+    def user_row(self, user_id: Any) -> int:
+        """Row of a user id (matched as text, as the CLI and URLs give it); -1 if unknown."""
+        return self._user_rows.get(str(user_id), -1)
+
+    def rank(self, user_id: Any, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
+        """The k items with the largest u·v for a known user: item_id, score, warm, seen; unknown user → UserError."""
+        row = self.user_row(user_id)
+        if row < 0:
+            raise UserError(str(user_id), "unknown user: not in factors/user_factors.parquet (users need interactions)")
+        scores = self.vectors @ self.users[row]
+        seen = np.zeros(len(self.item_ids), dtype=bool)
+        seen[self._seen[row]] = True
+        if not include_seen:
+            scores = np.where(seen, -np.inf, scores)
+        best = [i for i in top_k(scores, k) if np.isfinite(scores[i])]
+        return [
+            {
+                "item_id": self.item_ids[i],
+                "score": float(scores[i]),
+                "warm": bool(self.is_warm[i]),
+                "seen": bool(seen[i]),
+            }
+            for i in best
+        ]
 
 
 def for_user(
@@ -113,33 +170,14 @@ def for_user(
     """Rank every item for a known user by u·v: warm items with their true factors, cold ones with predicted
     factors (``head_factors`` of features/learned.parquet); items the user already saw are left out by default."""
     run = Path(run)
-    k = k or config.index.k
-    ids, users = user_factors(run)
-    row = find_row(ids, user_id)
-    if row < 0:
-        raise UserError(str(user_id), "unknown user: not in factors/user_factors.parquet (users need interactions)")
-    user, u = ids[row], users[row]
-    warm = pq.read_table(_need(run / "factors" / "item_factors.parquet", "factorize"), columns=["item_id", "factors"])
-    warm_ids = warm.column("item_id").to_pylist()
-    check_column(run, "learned", FACTORS, where=str(run / "model"))  # no such column: the model has no factors head
-    feat_ids, predicted = read_features(run, "learned", FACTORS)
-    known = set(warm_ids)
-    cold = [r for r, i in enumerate(feat_ids) if i not in known]
-    item_ids = warm_ids + [feat_ids[r] for r in cold]
-    vectors = np.concatenate([_matrix(warm, "factors"), predicted[cold].astype(np.float32, copy=False)])
-    scores = vectors @ u
-    is_warm = np.arange(len(item_ids)) < len(warm_ids)
-    seen = _seen(run, user)
-    if not include_seen and seen:
-        scores = np.where([i in seen for i in item_ids], -np.inf, scores)
-    best = [i for i in top_k(scores, k) if np.isfinite(scores[i])]
+    ranked = Recommender(run).rank(user_id, k or config.index.k, include_seen)
     splits = read_split(run)
-    rows = describe(run, [item_ids[i] for i in best], [float(scores[i]) for i in best])
-    for row, i in zip(rows, best, strict=True):
+    rows = describe(run, [r["item_id"] for r in ranked], [r["score"] for r in ranked])
+    for row, r in zip(rows, ranked, strict=True):
         row.update(
-            warm=bool(is_warm[i]),
-            factors="true" if is_warm[i] else "predicted",
-            split=splits.get(item_ids[i]),
-            seen=item_ids[i] in seen,
+            warm=r["warm"],
+            factors="true" if r["warm"] else "predicted",
+            split=splits.get(r["item_id"]),
+            seen=r["seen"],
         )
     return rows

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -100,11 +100,17 @@ def load_image(path: Path, size: int, max_pixels: int = 100_000_000) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise ImageError("missing", str(path))
+    return decode_image(path, size, max_pixels)
+
+
+def decode_image(source: Path | BinaryIO, size: int, max_pixels: int = 100_000_000) -> np.ndarray:
+    """``load_image`` for a file or an in-memory upload: the content decides (never the name or a content type),
+    and the pixel count is checked from the header before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below is authoritative; PIL's bomb *error* (2x its limit) still counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ImageError("too large", f"{w}x{h} pixels is more than {max_pixels}")

@@ -73,11 +73,11 @@ class Thumbnails:
         it can be read."""
         size = size or self.size
         if (item, size) not in self._uris:
-            pixels = self._pixels(item, size)
+            pixels = self.pixels(item, size)
             self._uris[item, size] = None if pixels is None else _jpeg_uri(pixels)
         return self._uris[item, size]
 
-    def _pixels(self, item: Any, size: int) -> np.ndarray | None:
+    def pixels(self, item: Any, size: int) -> np.ndarray | None:
         image = self.images.get(item)
         if self.root is not None and image:
             try:

@@ -1,0 +1,52 @@
+"""``serve``: the web explorer — a page and a JSON API over a run, for browsing neighbours under learned and
+ImageNet features, uploading new images and seeing who they would reach."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from socialfeat.config import Config
+from socialfeat.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    config: Config,
+    run: str | os.PathLike[str],
+    ready: Callable[[str, float], None] | None = None,
+) -> None:
+    """Load the run once, then serve it with uvicorn on ``config.serve.host:port`` until interrupted."""
+    try:
+        import uvicorn
+
+        from socialfeat.serve.app import create_app
+        from socialfeat.serve.explorer import Explorer
+    except ImportError as e:
+        raise UserError("serve", f"the web explorer needs its extra: pip install 'socialfeat[serve]' ({e})") from None
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(str(run), "no such run folder")
+    explorer = Explorer(config, run)
+    app = create_app(explorer)
+    host, port = config.serve.host, config.serve.port
+    if ready is not None:
+        ready(f"http://{host if ':' not in host else f'[{host}]'}:{port}/", explorer.load_seconds)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            server_header=False,
+            timeout_keep_alive=5,
+            limit_concurrency=256,  # beyond this uvicorn answers 503 instead of queueing without bound
+        )
+    )
+    try:
+        server.run()
+    except OSError as e:
+        raise UserError(f"{host}:{port}", f"cannot listen there ({e.strerror or e})") from None

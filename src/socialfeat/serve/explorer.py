@@ -1,0 +1,286 @@
+"""What the web explorer answers from: a run's items, faiss indexes, models and factors, loaded once at start-up so
+that a request only searches and ranks. Plain Python (no web framework), so the API is a thin layer over it and
+everything here is testable without a server.
+
+Requests name items and users by id only; ids are looked up in the run's own tables, so no request value ever
+reaches the file system.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from socialfeat.config import Config
+from socialfeat.data.images import ImageError, decode_image
+from socialfeat.embed import read_features, source_model
+from socialfeat.errors import UserError
+from socialfeat.factorize.splits import read_split
+from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, normalize, search, source_config
+from socialfeat.models.heads import FeatureModel
+from socialfeat.recommend import FACTORS, Recommender, audience_of
+from socialfeat.report.gallery import Thumbnails
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("learned", "imagenet")  # what the explorer compares; random init is a floor for the report, not a view
+SPLIT_NAMES = {"train": "warm", "valid": "cold", "test": "cold"}
+JPEG_QUALITY = 85
+
+
+class NotFound(Exception):
+    """An id or a feature source the run does not have (HTTP 404)."""
+
+
+class BadImage(Exception):
+    """An upload that is not a usable image (HTTP 400)."""
+
+
+@dataclass
+class Space:
+    """One feature source: its index, the row of each item in it, and the model that embeds new images into it."""
+
+    name: str
+    column: str
+    index: ItemIndex
+    rows: dict[str, int]
+    model: FeatureModel
+    image_size: int
+    vectors: np.ndarray | None  # only when the index cannot give back its own vectors
+
+
+class Explorer:
+    """A run, ready to answer: item pages, neighbours by id or by image, audiences and recommendations."""
+
+    def __init__(self, config: Config, run: str | Path) -> None:
+        self.config, self.run = config, Path(run)
+        items_path = self.run / "dataset" / "items.parquet"
+        if not items_path.is_file():
+            raise UserError(str(self.run), "not a run folder (no dataset/items.parquet); run `socialfeat run` first")
+        t0 = time.perf_counter()
+        faiss.omp_set_num_threads(1)  # one query per request: threads only fight the other requests for cores
+        self._load_items(items_path)
+        self.spaces = {s: self._load_space(s) for s in SOURCES if self._has_features(s)}
+        if not self.spaces:
+            raise UserError(str(self.run), f"no features; run `socialfeat embed {self.run} --source learned` first")
+        self.recommender, self.no_audience = self._load_recommender()
+        self.rec_rows = {str(i): r for r, i in enumerate(self.recommender.item_ids)} if self.recommender else {}
+        self.thumbs = Thumbnails(self.run, 160, config.train.max_pixels)
+        self.load_seconds = time.perf_counter() - t0
+        log.info("explorer ready: %d items, sources %s, %.1f s", len(self.keys), list(self.spaces), self.load_seconds)
+
+    # ----------------------------------------------------------------------------------------------- loading
+    def _load_items(self, path: Path) -> None:
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in ("item_id", "title", "tags", "n_users") if c in names])
+        ids = table.column("item_id").to_pylist()
+        n = len(ids)
+
+        def column(name: str) -> list:
+            return table.column(name).to_pylist() if name in table.column_names else [None] * n
+
+        self.ids = ids
+        self.keys = [str(i) for i in ids]
+        self.row_of = {k: r for r, k in enumerate(self.keys)}
+        self.titles = [t or k for t, k in zip(column("title"), self.keys, strict=True)]
+        self.tags = [[t.strip() for t in tags.split("|") if t.strip()] if tags else [] for tags in column("tags")]
+        self.n_users = [int(v) if v is not None else None for v in column("n_users")]
+        splits = read_split(self.run) if (self.run / "factors" / "item_split.parquet").is_file() else {}
+        self.split = [SPLIT_NAMES.get(splits.get(i, ""), None) for i in ids]
+        self.haystack = [f"{k}\n{t}".lower() for k, t in zip(self.keys, self.titles, strict=True)]
+
+    def _has_features(self, source: str) -> bool:
+        base = self.run / "features"
+        return (base / f"{source}.parquet").is_file() or any(base.glob(f"{source}.part-*-of-*.parquet"))
+
+    def _load_space(self, source: str) -> Space:
+        column = "features"
+        index = load_index(self.run, source, column, self.config)
+        cfg, size = source_config(self.config, self.run, source)
+        model, desc = source_model(self.run, cfg, source)
+        size = int(size or desc.get("image_size", self.config.train.image_size))
+        vectors = None
+        if isinstance(index.index, faiss.IndexIVF):
+            # IVF-PQ keeps only compressed codes: a query from them would be approximate, so keep the exact vectors
+            vectors = normalize(read_features(self.run, source, column)[1])
+        rows = {str(i): r for r, i in enumerate(index.ids)}
+        return Space(source, column, index, rows, model, size, vectors)
+
+    def _load_recommender(self) -> tuple[Recommender | None, str | None]:
+        """User factors and item vectors; without them the explorer still browses, but predicts no audience."""
+        try:
+            return Recommender(self.run), None
+        except UserError as e:
+            log.warning("no audiences or recommendations: %s", e)
+            return None, str(e)
+
+    # ----------------------------------------------------------------------------------------------- answers
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "run": self.config.name,
+            "items": len(self.keys),
+            "warm": sum(s == "warm" for s in self.split),
+            "cold": sum(s == "cold" for s in self.split),
+            "users": len(self.recommender.user_ids) if self.recommender else 0,
+            "sources": {
+                s: {"kind": sp.index.meta.get("kind"), "dimension": sp.index.index.d, "image_size": sp.image_size}
+                for s, sp in self.spaces.items()
+            },
+            "audience": self.recommender is not None,
+            "audience_note": self.no_audience,
+            "max_upload_bytes": self.config.serve.max_upload_bytes,
+            "max_pixels": self.config.serve.max_pixels,
+            "max_k": self.config.serve.max_k,
+            "load_seconds": round(self.load_seconds, 2),
+        }
+
+    def row(self, item_id: str) -> int:
+        row = self.row_of.get(item_id)
+        if row is None:
+            raise NotFound(f"unknown item '{item_id}'")
+        return row
+
+    def item(self, row: int) -> dict[str, Any]:
+        return {
+            "id": self.keys[row],
+            "title": self.titles[row],
+            "tags": self.tags[row],
+            "split": self.split[row],
+            "n_users": self.n_users[row],
+        }
+
+    def items(self, query: str = "", split: str = "all", offset: int = 0, limit: int = 60) -> dict[str, Any]:
+        """A page of items whose id or title contains ``query`` (case-insensitive), optionally warm or cold only."""
+        q = query.strip().lower()
+        rows = range(len(self.keys))
+        if q:
+            rows = [r for r in rows if q in self.haystack[r]]
+        if split in ("warm", "cold"):
+            rows = [r for r in rows if self.split[r] == split]
+        rows = list(rows)
+        return {
+            "total": len(rows),
+            "offset": offset,
+            "items": [self.item(r) for r in rows[offset : offset + limit]],
+        }
+
+    def space(self, source: str) -> Space:
+        if source not in self.spaces:
+            raise NotFound(f"this run has no {source} features; run `socialfeat embed RUN --source {source}`")
+        return self.spaces[source]
+
+    def _ranked(self, ids: list, scores: list[float]) -> list[dict[str, Any]]:
+        out = []
+        for rank, (item, score) in enumerate(zip(ids, scores, strict=True), start=1):
+            row = self.row_of.get(str(item))
+            info = self.item(row) if row is not None else {"id": str(item), "title": str(item)}
+            out.append({"rank": rank, "score": round(float(score), 5), **info})
+        return out
+
+    def similar(self, item_id: str, source: str, k: int) -> list[dict[str, Any]]:
+        """The k items nearest to a known item under one source, the item itself left out."""
+        self.row(item_id)
+        space = self.space(source)
+        index_row = space.rows.get(item_id)
+        if index_row is None:
+            raise NotFound(f"item '{item_id}' has no {source} features (its image could not be read)")
+        vector = space.index.index.reconstruct(index_row) if space.vectors is None else space.vectors[index_row]
+        ids, scores = search(space.index, np.asarray(vector, np.float32)[None], k + 1)
+        pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if str(i) != item_id][:k]
+        return self._ranked([i for i, _ in pairs], [s for _, s in pairs])
+
+    def predicted_audience(self, item_id: str, k: int) -> list[dict[str, Any]] | None:
+        """For a cold item: the users its predicted factors reach (what the platform would do on upload day)."""
+        row = self.row(item_id)
+        if self.recommender is None or self.split[row] != "cold" or "learned" not in self.spaces:
+            return None
+        rec = self.recommender
+        r = self.rec_rows.get(self.keys[row])
+        return None if r is None else audience_of(rec.user_ids, rec.users, rec.vectors[r], k)
+
+    def upload(self, data: bytes, k: int, sources: list[str]) -> dict[str, Any]:
+        """A new image (bytes from the network): decoded defensively, then neighbours under each requested source
+        and, from the learned model's factors head, the users predicted to engage with it."""
+        t0 = time.perf_counter()
+        spaces = [self.space(s) for s in dict.fromkeys(sources)]
+        pixels: dict[int, np.ndarray] = {}
+        limit = self.config.serve.max_pixels
+        for sp in spaces:
+            if sp.image_size not in pixels:
+                try:
+                    pixels[sp.image_size] = decode_image(io.BytesIO(data), sp.image_size, limit)
+                except ImageError as e:
+                    raise BadImage(_image_message(e, limit)) from None
+        similar: dict[str, list[dict[str, Any]]] = {}
+        audience = None
+        for sp in spaces:
+            outputs = model_outputs(sp.model, pixels[sp.image_size])
+            ids, scores = search(sp.index, column_of(outputs, sp.column)[None], k)
+            similar[sp.name] = self._ranked(ids[0], scores[0])
+            if sp.name == "learned" and self.recommender is not None and FACTORS in outputs:
+                rec = self.recommender
+                audience = audience_of(rec.user_ids, rec.users, outputs[FACTORS], k)
+        note = None
+        if audience is None:
+            note = self.no_audience or "the audience comes from the learned model; ask for source=learned"
+        return {
+            "similar": similar,
+            "audience": audience,
+            "audience_note": note,
+            "ms": round(1000 * (time.perf_counter() - t0), 1),
+        }
+
+    def recommendations(self, user_id: str, k: int, include_seen: bool) -> list[dict[str, Any]]:
+        if self.recommender is None:
+            raise NotFound(f"no recommendations: {self.no_audience}")
+        if self.recommender.user_row(user_id) < 0:
+            raise NotFound(f"unknown user '{user_id}'")
+        ranked = self.recommender.rank(user_id, k, include_seen)
+        rows = self._ranked([r["item_id"] for r in ranked], [r["score"] for r in ranked])
+        for row, r in zip(rows, ranked, strict=True):
+            row.update(factors="true" if r["warm"] else "predicted", seen=r["seen"])
+        return rows
+
+    def users(self, query: str = "", limit: int = 20) -> list[str]:
+        """User ids containing ``query``, for the page's suggestions."""
+        if self.recommender is None:
+            return []
+        q = query.strip().lower()
+        out = []
+        for u in self.recommender.user_ids:
+            if q in str(u).lower():
+                out.append(str(u))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def thumbnail(self, item_id: str, size: int) -> bytes:
+        """A square JPEG of an item, from the run's own image table (never from a path given in a request)."""
+        row = self.row(item_id)
+        pixels = self.thumbs.pixels(self.ids[row], size)
+        if pixels is None:
+            raise NotFound(f"no readable image for item '{item_id}'")
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
+        return buf.getvalue()
+
+
+def _image_message(e: ImageError, limit: int) -> str:
+    """What went wrong with an upload, in words a person understands."""
+    if e.reason == "too large":
+        return f"image too large ({e.detail}); at most {limit:,} pixels are accepted"
+    if e.reason == "not an image":
+        return "not an image: the file's content is not a format the server can decode (JPEG, PNG, WebP, GIF, …)"
+    if e.reason == "truncated":
+        return "truncated image: the file ends before the image data does"
+    return f"corrupt image: {e.detail}"
