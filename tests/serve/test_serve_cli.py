@@ -1,0 +1,32 @@
+"""``socialfeat serve``: binds 127.0.0.1 unless told otherwise, takes its limits from flags, and fails in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_helpers import fails, ok
+
+
+def test_serve_defaults_to_localhost_and_passes_limits(served_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    seen = {}
+
+    def fake_run(self, sockets=None) -> None:  # noqa: ANN001
+        seen.update(host=self.config.host, port=self.config.port)
+        from socialfeat.serve.app import BodyLimit
+
+        seen["limit"] = next(m.kwargs["max_bytes"] for m in self.config.app.user_middleware if m.cls is BodyLimit)
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    ok(["serve", str(served_run)])
+    assert seen == {"host": "127.0.0.1", "port": 8000, "limit": 10_000_000}
+    ok(["serve", str(served_run), "--host", "0.0.0.0", "--port", "8123", "--max-upload-mb", "2"])
+    assert seen == {"host": "0.0.0.0", "port": 8123, "limit": 2_000_000}
+
+
+def test_serve_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "no such run folder" in fails(["serve", str(tmp_path / "missing")], capsys)
+    assert "not a run folder" in fails(["serve", str(tmp_path)], capsys)
+    assert "--port" in fails(["serve", str(tmp_path), "--port", "70000"], capsys)
