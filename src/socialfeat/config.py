@@ -256,7 +256,38 @@ class ServeConfig(StrictModel):
     max_pixels: int = Field(40_000_000, ge=1, description="larger images get 400 (decompression bombs)")
     max_k: int = Field(100, ge=1, le=1000, description="most neighbours or users one request may ask for")
     inference_threads: int = Field(2, ge=1, description="uploads embedded at once; the rest queue")
+    torch_threads: int = Field(
+        1, ge=0, description="threads per forward pass; 1 lets concurrent requests share cores, 0 = torch's default"
+    )
     page_size: int = Field(60, ge=1, le=1000, description="items per page of the grid")
+
+
+class TransferSet(StrictModel):
+    """One labelled image collection for ``transfer``: a table of image paths and labels, and the folder the paths
+    are relative to."""
+
+    name: str = Field(..., description="names the output eval/transfer-<name>.json (letters, digits, . _ -)")
+    labels: Path = Field(..., description="CSV/TSV/Parquet/JSONL table with an image path and a label per row")
+    image_root: Path = Field(..., description="folder the image paths are relative to")
+    image_column: str = "image"
+    label_column: str = "label"
+
+
+class TransferConfig(StrictModel):
+    """Transfer evaluation: linear probes of every feature source on labelled image collections the model never saw
+    (the seed papers' Flickr Style / Wikipaintings / AVA style / Emotion6 tables)."""
+
+    sets: list[TransferSet] = Field(default_factory=list, description="labelled collections; `run` probes each")
+    folds: int = Field(5, ge=2, description="stratified k-fold of the accuracy (mean ± std)")
+    inner_folds: int = Field(3, ge=2, description="inner cross-validation that picks C within each training fold")
+    few_shot: list[int] = Field([1, 5, 10, 20], description="labels per class of the few-shot curve")
+    draws: int = Field(5, ge=1, description="seeded draws per few-shot point")
+    Cs: list[float] = Field(
+        [0.1, 1, 10, 100, 1000, 10000], min_length=1, description="inverse L2 regularisation grid of the probe"
+    )
+    sources: list[Literal["learned", "imagenet", "random"]] = Field(
+        ["learned", "imagenet", "random"], description="feature sources probed (learned: pooled and every head)"
+    )
 
 
 class Config(StrictModel):
@@ -276,6 +307,7 @@ class Config(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
     serve: ServeConfig = ServeConfig()
+    transfer: TransferConfig = TransferConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

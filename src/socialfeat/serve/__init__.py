@@ -30,6 +30,12 @@ def serve(
     run = Path(run)
     if not run.is_dir():
         raise UserError(str(run), "no such run folder")
+    if config.serve.torch_threads:
+        import torch
+
+        # Measured (bench/serve.py, 2 cores): one thread per forward pass halves by-id and upload latencies under
+        # load — requests already run in parallel, and more threads per pass only oversubscribe the cores.
+        torch.set_num_threads(config.serve.torch_threads)
     explorer = Explorer(config, run)
     app = create_app(explorer)
     host, port = config.serve.host, config.serve.port

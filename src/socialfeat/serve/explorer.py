@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class Explorer:
         self.n_users = [int(v) if v is not None else None for v in column("n_users")]
         splits = read_split(self.run) if (self.run / "factors" / "item_split.parquet").is_file() else {}
         self.split = [SPLIT_NAMES.get(splits.get(i, ""), None) for i in ids]
+        self.split_counts = Counter(self.split)
         self.haystack = [f"{k}\n{t}".lower() for k, t in zip(self.keys, self.titles, strict=True)]
 
     def _has_features(self, source: str) -> bool:
@@ -129,8 +131,8 @@ class Explorer:
             "status": "ok",
             "run": self.config.name,
             "items": len(self.keys),
-            "warm": sum(s == "warm" for s in self.split),
-            "cold": sum(s == "cold" for s in self.split),
+            "warm": self.split_counts.get("warm", 0),
+            "cold": self.split_counts.get("cold", 0),
             "users": len(self.recommender.user_ids) if self.recommender else 0,
             "sources": {
                 s: {"kind": sp.index.meta.get("kind"), "dimension": sp.index.index.d, "image_size": sp.image_size}

@@ -1,0 +1,289 @@
+"""The web explorer under load: ``socialfeat serve`` on 127.0.0.1 with 100,000 items, 8 concurrent clients for 60 s.
+
+The index size is what matters for lookups, so the 100k items carry synthetic features (a mixture of 1,000 clusters,
+the dimensions of the real run); uploads go through the real trained model and ImageNet model of a demo run and
+real photos (../shared/data/imagenet-sample, JPEGs of a few hundred KB). Six clients ask for neighbours by id
+(learned or ImageNet, k=12) and two upload photos (neighbours under both sources + predicted audience), each
+client sending its next request as soon as the last one answered. The clients run in this process, on the same
+2 cores as the server: the figures include that contention.
+
+Targets (issue 7): p99 < 50 ms by id, < 300 ms per upload, zero errors. Recorded in bench/RESULTS.md.
+
+    python bench/serve.py --run runs/demo            # a run from `make demo` supplies the model; recorded
+    python bench/serve.py --run runs/demo --items 20000 --seconds 10 --no-record   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import record  # noqa: E402
+
+from socialfeat.config import load_config  # noqa: E402
+from socialfeat.embed import vectors_column  # noqa: E402
+from socialfeat.index import build_index  # noqa: E402
+
+PHOTOS = HERE.parent.parent / "shared" / "data" / "imagenet-sample"
+TARGETS_MS = {"by id": 50.0, "upload": 300.0}
+
+
+def _width(path: Path, column: str) -> int:
+    return pq.read_schema(path).field(column).type.list_size
+
+
+def synthetic_run(demo: Path, out: Path, n: int, seed: int = 0) -> dict[str, float]:
+    """A run of ``n`` items with clustered synthetic features of the demo's widths, the demo's model, users and
+    images (cycled) — big enough to load the index like a real platform would. Returns build seconds."""
+    rng = np.random.default_rng(seed)
+    for part in ("model", "factors"):
+        (out / part).mkdir(parents=True, exist_ok=True)
+    shutil.copytree(demo / "model", out / "model", dirs_exist_ok=True)
+    shutil.copy(demo / "factors" / "user_factors.parquet", out / "factors" / "user_factors.parquet")
+    (out / "dataset").mkdir(parents=True, exist_ok=True)
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo / "dataset" / "users.parquet", out / "dataset" / "users.parquet")
+    stats = json.loads((demo / "dataset" / "stats.json").read_text())
+    (out / "dataset" / "stats.json").write_text(json.dumps(stats))
+    demo_items = pq.read_table(demo / "dataset" / "items.parquet", columns=["image", "title", "tags"]).to_pylist()
+    ids = [f"s{i:06d}" for i in range(n)]
+    source = [demo_items[i % len(demo_items)] for i in range(n)]
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": ids,
+                "item_idx": pa.array(np.arange(n), pa.int32()),
+                "image": [s["image"] for s in source],
+                "title": [f"{s['title']} #{i}" for i, s in enumerate(source)],
+                "tags": [s["tags"] for s in source],
+                "n_users": pa.array(rng.integers(1, 500, n), pa.int32()),
+            }
+        ),
+        out / "dataset" / "items.parquet",
+    )
+    users = pq.read_table(out / "dataset" / "users.parquet", columns=["user_idx"]).column("user_idx").to_numpy()
+    pairs = 20 * n // 10
+    pq.write_table(
+        pa.table(
+            {
+                "user_idx": pa.array(rng.choice(users, pairs), pa.int32()),
+                "item_idx": pa.array(rng.integers(0, n, pairs), pa.int32()),
+                "weight": pa.array(np.ones(pairs, np.float32)),
+            }
+        ),
+        out / "dataset" / "interactions.parquet",
+    )
+    split = np.where(rng.random(n) < 0.2, "test", "train")
+    pq.write_table(
+        pa.table({"item_id": ids, "item_idx": pa.array(np.arange(n), pa.int32()), "split": split}),
+        out / "factors" / "item_split.parquet",
+    )
+    factors = _width(demo / "factors" / "item_factors.parquet", "factors")
+    warm = np.flatnonzero(split == "train")
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": [ids[i] for i in warm],
+                "item_idx": pa.array(warm, pa.int32()),
+                "factors": vectors_column(rng.normal(0, 0.3, (len(warm), factors))),
+            }
+        ),
+        out / "factors" / "item_factors.parquet",
+    )
+    seconds = {}
+    for name in ("learned", "imagenet"):
+        path = demo / "features" / f"{name}.parquet"
+        schema = pq.read_schema(path)
+        columns: dict[str, pa.Array] = {"item_id": pa.array(ids)}
+        for field in schema:
+            if field.name == "item_id":
+                continue
+            d = field.type.list_size
+            centres = rng.normal(0, 1, (1000, d)).astype(np.float32)
+            vectors = centres[rng.integers(0, 1000, n)] + rng.normal(0, 0.5, (n, d)).astype(np.float32)
+            columns[field.name] = vectors_column(np.abs(vectors) if field.name == "features" else vectors)
+        pq.write_table(pa.table(columns), out / "features" / f"{name}.parquet")
+        shutil.copy(demo / "features" / f"{name}.json", out / "features" / f"{name}.json")
+        t0 = time.perf_counter()
+        build_index(load_config(None, []), out, name, "features")
+        seconds[name] = time.perf_counter() - t0
+    return seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, port: int) -> tuple[subprocess.Popen, float]:
+    """``socialfeat serve`` as a user would start it; returns once /api/health answers, with the start-up time."""
+    import httpx
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "socialfeat", "serve", str(run), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while time.perf_counter() - t0 < 600:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("server did not start in 600 s")
+
+
+def _multipart(data: bytes, boundary: str = "socialfeat-bench-boundary") -> tuple[bytes, str]:
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="photo.jpg"\r\n'
+    head += "Content-Type: image/jpeg\r\n\r\n"
+    return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
+    """One client process: requests back to back over one keep-alive connection until the deadline."""
+    n, port, kind, ids, photos, deadline = args
+    rng = random.Random(n)
+    bodies = [_multipart(Path(p).read_bytes()) for p in photos]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    errors: list[str] = []
+    while time.time() < deadline:
+        t0 = time.perf_counter()
+        try:
+            if kind == "upload":
+                body, ctype = rng.choice(bodies)
+                conn.request("POST", "/api/upload?k=12&source=learned&source=imagenet", body, {"Content-Type": ctype})
+            else:
+                source = rng.choice(("learned", "imagenet"))
+                conn.request("GET", f"/api/items/{rng.choice(ids)}/similar?k=12&source={source}")
+            r = conn.getresponse()
+            text = r.read()
+            if r.status == 200:
+                latencies.append(1000 * (time.perf_counter() - t0))
+            else:
+                errors.append(f"HTTP {r.status}: {text[:200]!r}")
+        except (OSError, http.client.HTTPException) as e:
+            errors.append(f"{type(e).__name__}: {e}")
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.close()
+    return {"kind": kind, "latencies": latencies, "errors": errors}
+
+
+def load(port: int, ids: list[str], photos: list[Path], clients: int, uploaders: int, seconds: float) -> dict:
+    """``clients`` concurrent client processes for ``seconds``; the first ``uploaders`` of them upload photos.
+    Processes, not threads or asyncio: a client must not share an interpreter lock with the others' parsing."""
+    deadline = time.time() + seconds + 1.0  # the extra second covers the processes' start
+    jobs = [
+        (n, port, "upload" if n < uploaders else "by id", ids, [str(p) for p in photos], deadline)
+        for n in range(clients)
+    ]
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        parts = pool.map(client, jobs)
+    result: dict = {"latencies": {"by id": [], "upload": []}, "errors": {"by id": [], "upload": []}}
+    for part in parts:
+        result["latencies"][part["kind"]] += part["latencies"]
+        result["errors"][part["kind"]] += part["errors"]
+    return result
+
+
+def summarize(result: dict, seconds: float) -> list[dict]:
+    rows = []
+    for kind, values in result["latencies"].items():
+        ms = np.array(values) if values else np.array([np.nan])
+        rows.append(
+            {
+                "kind": kind,
+                "requests": len(values),
+                "per_s": len(values) / seconds,
+                "p50": float(np.percentile(ms, 50)),
+                "p90": float(np.percentile(ms, 90)),
+                "p99": float(np.percentile(ms, 99)),
+                "max": float(np.max(ms)),
+                "errors": len(result["errors"][kind]),
+                "target": TARGETS_MS[kind],
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished run (make demo) [runs/demo]")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--uploaders", type=int, default=2, help="clients that upload; the rest ask by id")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    if not (args.run / "model").is_dir() or not (args.run / "features" / "imagenet.parquet").is_file():
+        raise SystemExit(f"{args.run} is not a finished run; run `make demo` (or pass --run RUN)")
+    photos = sorted(PHOTOS.glob("*.JPEG"))[:50]
+    if not photos:
+        raise SystemExit(f"no photos in {PHOTOS}")
+    with tempfile.TemporaryDirectory(prefix="socialfeat-serve-bench-") as tmp:
+        run = Path(tmp) / "run"
+        t0 = time.perf_counter()
+        index_s = synthetic_run(args.run, run, args.items)
+        print(f"synthetic run of {args.items:,} items in {time.perf_counter() - t0:.0f} s "
+              f"(indexes: {', '.join(f'{k} {v:.0f} s' for k, v in index_s.items())})")  # fmt: skip
+        port = free_port()
+        proc, start_s = start_server(run, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            health = json.loads(__import__("httpx").get(f"{base}/api/health").text)
+            ids = [f"s{i:06d}" for i in range(args.items)]
+            load(port, ids, photos[:2], 2, 1, 3.0)  # warm-up: first-touch costs are not latency
+            result = load(port, ids, photos, args.clients, args.uploaders, args.seconds)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    rows = summarize(result, args.seconds)
+    kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
+    lines = [
+        f"`python bench/serve.py` — {args.items:,} items ({kinds}), the demo run's model for uploads, "
+        f"{args.clients} concurrent clients for {args.seconds:.0f} s ({args.clients - args.uploaders} by id, "
+        f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"
+        f" each); server start-up {start_s:.1f} s, index build {sum(index_s.values()):.0f} s.",
+        "",
+        "| request | requests | per s | p50 ms | p90 ms | p99 ms | max ms | errors | p99 target | p99 / target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {r['requests']:,} | {r['per_s']:.1f} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} "
+            f"| {r['max']:.0f} | {r['errors']} | < {r['target']:.0f} | {r['p99'] / r['target']:.2f} |"
+        )
+    errs = [e for kind in result["errors"].values() for e in kind]
+    if errs:
+        lines += ["", f"First errors: {'; '.join(sorted(set(errs))[:3])}"]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_record:
+        record("Web explorer under load (serve)", text + "\n")
+
+
+if __name__ == "__main__":
+    main()
