@@ -23,8 +23,8 @@ test: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
 
 bench: install
 	$(BIN)/python bench/ingest.py
