@@ -282,7 +282,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        record("Web explorer under load (serve)", text + "\n")
+        size = health["sources"]["learned"]["image_size"]
+        record(f"Web explorer under load (serve, {size}-px model)", text + "\n")
 
 
 if __name__ == "__main__":
