@@ -263,7 +263,8 @@ def main() -> None:
     rows = summarize(result, args.seconds)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
     lines = [
-        f"`python bench/serve.py` — {args.items:,} items ({kinds}), the demo run's model for uploads, "
+        f"`python bench/serve.py --run {args.run}` — {args.items:,} items ({kinds}), the models of {args.run} "
+        f"for uploads ({health['sources']['learned']['image_size']} px), "
         f"{args.clients} concurrent clients for {args.seconds:.0f} s ({args.clients - args.uploaders} by id, "
         f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"
         f" each); server start-up {start_s:.1f} s, index build {sum(index_s.values()):.0f} s.",
