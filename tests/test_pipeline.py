@@ -311,6 +311,10 @@ def test_the_packaged_demo_config_is_the_repositorys_with_paths_inside_the_run(t
     for section, name in (key.split(".") for key in pipeline.DEMO_PATHS):
         assert packaged[section][name] == str(tmp_path / "d" / "platform" / Path(packaged[section][name]).name)
         repo[section][name] = packaged[section][name]
+    for ours, theirs in zip(packaged["transfer"]["sets"], repo["transfer"]["sets"], strict=True):
+        assert ours["labels"] == str(tmp_path / "d" / pipeline.HELDOUT / "labels.csv")
+        assert ours["image_root"] == str(tmp_path / "d" / pipeline.HELDOUT)
+        theirs.update(labels=ours["labels"], image_root=ours["image_root"])
     assert packaged == repo
     small = pipeline.demo_config(tmp_path / "d", small=True, overrides=["train.epochs=1"])
     assert small.train.backbone == "socialfeat_tiny" and small.train.epochs == 1 and small.simulate.n_items == 400

@@ -529,13 +529,28 @@ def embed(
     batch_size: Annotated[int | None, typer.Option(help="Images per batch [128].")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [0; more pays off on GPU].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Embed the images of this table (CSV/TSV/Parquet/JSONL) instead of the run's.")
+    ] = None,
+    image_root: Annotated[
+        Path | None, typer.Option(help="Folder the table's image paths are relative to [the table's folder].")
+    ] = None,
+    image_column: Annotated[str, typer.Option(help="Image path column of the --images table.")] = "image",
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Output .parquet for --images.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Embed every item (cold ones too) with the learned model or a baseline (runs under torchrun too)."""
+    """Embed every item (cold ones too) with the learned model or a baseline — or, with --images, any table of
+    images (runs under torchrun too)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from socialfeat.embed import embed as run_embed
+    from socialfeat.embed_images import embed_images
+
+    if (images is None) != (out_file is None):
+        raise UserError("--out" if out_file is None else "--images", "--images and --out go together")
+    if image_root is not None and images is None:
+        raise UserError("--image-root", "only applies with --images TABLE --out FILE.parquet")
 
     flags = _flags(
         embed__batch_size=("--batch-size", batch_size),
@@ -556,7 +571,18 @@ def embed(
         def progress(done: int, total: int, rate: float) -> None:
             bar.update(task, completed=done, total=total, rate=f"{rate:.0f} img/s")
 
-        result = run_embed(cfg, run, source, progress=progress)
+        def caching(done: int, total: int) -> None:
+            bar.update(task, description="caching images", completed=done, total=total)
+            if done == total:
+                bar.update(task, description=f"embedding ({source})", completed=0, total=None)
+
+        if images is not None and out_file is not None:
+            found = embed_images(cfg, run, images, out_file, image_root, source, image_column, progress, caching)
+        else:
+            result = run_embed(cfg, run, source, progress=progress)
+    if images is not None:
+        _print_embedded_images(found.out, found.summary)
+        return
     s = result.summary
     missing = f"; {s['without_image']:,} items without a usable image" if s["without_image"] else ""
     out.print(
@@ -564,6 +590,28 @@ def embed(
         f"{s['images_per_s']:.0f} img/s{missing}",
         highlight=False,
     )
+
+
+def _print_embedded_images(path: Path, s: dict[str, Any]) -> None:
+    """One line on what was written, and which images were skipped (the first few by name)."""
+    if not _is_main():
+        return
+    out.print(
+        f"wrote {path}: {s['embedded']:,} of {s['rows']:,} images × {s['dimension']:,} ({s['model']}, {s['init']}, "
+        f"{s['image_size']} px), {s['images_per_s']:.0f} img/s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    p = s["problems"]
+    if p["total"]:
+        reasons = ", ".join(f"{n:,} {r}" for r, n in p["counts"].items())
+        names = ", ".join(str(e["image"]) for e in p["examples"][:3])
+        more = " …" if p["total"] > 3 else ""
+        out.print(
+            f"skipped {p['total']:,} images ({reasons}): {names}{more}; all listed in {s['sidecar']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 METRIC_NAMES = (("recall", "recall"), ("precision", "precision"), ("ndcg", "NDCG"), ("map", "MAP"))

@@ -59,7 +59,7 @@ def run(
         typer.Option(
             "--from",
             help="Rerun this stage and every later one: ingest, factorize, targets, train, "
-            "embed, index, evaluate, report.",
+            "embed, index, evaluate, transfer, report.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun every stage.")] = False,
@@ -127,6 +127,10 @@ def demo(
     metrics_path = result.run / "eval" / "metrics.json"
     if metrics_path.is_file():
         out.print(headline_table(json.loads(metrics_path.read_text())))
+    for path in sorted((result.run / "eval").glob("transfer-*.json")):  # images nobody engaged with: transfer
+        from socialfeat.cli_transfer import transfer_table
+
+        out.print(transfer_table(json.loads(path.read_text())))
     out.print(f"report: {result.report}", highlight=False, soft_wrap=True)
     out.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)
     out.print(

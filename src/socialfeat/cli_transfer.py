@@ -1,3 +1,109 @@
 """CLI commands of the transfer stage; imported by socialfeat.cli, which owns ``app``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, err, out
+from socialfeat.config import load_config
+
+
+def _pm(p: dict[str, Any] | None) -> str:
+    if not p or p.get("mean") is None:
+        return "–"
+    return f"{p['mean']:.3f}±{p['std']:.3f}"
+
+
+def _mean(p: dict[str, Any] | None) -> str:
+    return "–" if not p or p.get("mean") is None else f"{p['mean']:.3f}"
+
+
+def transfer_table(result: dict[str, Any]) -> Table:
+    """Source × (k-fold accuracy mean ± std, few-shot points), chance below: the seed papers' table."""
+    s = result["settings"]
+    shots = [str(n) for n in s["few_shot"]]
+    classes = result["classes"]
+    table = Table(
+        title=f"transfer · {result['name']}: {result['images']['usable']:,} images, {len(classes)} classes of "
+        f"'{result['label_column']}'",
+        title_justify="left",
+        caption=f"linear probe on L2-normalised features: {s['folds']}-fold accuracy mean ± std (C by "
+        f"{s['inner_folds']}-fold inner CV); n/class: mean accuracy with n labels per class, {s['draws']} draws",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("features", no_wrap=True)
+    table.add_column(f"{s['folds']}-fold", justify="right", no_wrap=True)
+    for k, n in enumerate(shots):
+        table.add_column(f"{n}/class" if k == 0 else n, justify="right", no_wrap=True)
+    for row in result["rows"]:
+        few = row.get("few_shot", {})
+        table.add_row(row["name"], _pm(row["kfold"]), *(_mean(few.get(n)) for n in shots))
+    table.add_section()
+    table.add_row("chance (majority class)", f"{result['chance']:.3f}", *[""] * len(shots), style="dim")
+    return table
+
+
+def print_transfer(result: dict[str, Any], path: Path | None = None) -> None:
+    out.print(transfer_table(result))
+    skipped = {n: p["skipped"] for r in result["rows"][:1] for n, p in r.get("few_shot", {}).items() if "skipped" in p}
+    for n, why in skipped.items():
+        out.print(f"note: {n} per class skipped: {why}", highlight=False, soft_wrap=True)
+    for note in result.get("notes", []):
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if path is not None:
+        out.print(f"wrote {path} in {result['seconds']:.1f} s", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def transfer(
+    run: Annotated[Path, typer.Argument(help="Run folder with model/; eval/transfer-<name>.json is written here.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Table (CSV/TSV/Parquet/JSONL) of image paths and labels [transfer.sets of the config]."),
+    ] = None,
+    image_root: Annotated[
+        Path | None, typer.Option(help="Folder the table's image paths are relative to [the table's folder].")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name of the set: eval/transfer-<name>.json [table file name].")
+    ] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image path column [image].")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column [label].")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option(help="Feature source (repeatable): learned, imagenet, random [all].")
+    ] = None,
+    folds: Annotated[int | None, typer.Option(help="Stratified k-fold of the accuracy [5].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (folds, few-shot draws).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Transfer evaluation: linear probes of every feature source (learned pooled and heads, ImageNet, random init)
+    on labelled images the model never saw — k-fold accuracy and a few-shot curve, side by side."""
+    from socialfeat.errors import UserError
+    from socialfeat.evaluate.transfer_stage import one_set
+    from socialfeat.evaluate.transfer_stage import transfer as run_transfer
+
+    flags = _flags(seed=("--seed", seed), transfer__folds=("--folds", folds), train__device=("--device", device))
+    cfg = load_config(config, set_ or [], flags)
+    given = {"--image-root": image_root, "--name": name, "--image-column": image_column, "--label-column": label_column}
+    if labels is None:
+        extra = next((flag for flag, value in given.items() if value is not None), None)
+        if extra is not None:
+            raise UserError(
+                extra, "only applies with --labels TABLE (without it, transfer.sets of the config are used)"
+            )
+        sets = None
+    else:
+        sets = [one_set(labels, image_root, name, image_column, label_column)]
+    with err.status("transfer…") as status:
+        result = run_transfer(cfg, run, sets, source, progress=lambda msg: status.update(f"{msg}…"))
+    for path, res in zip(result.outs, result.results, strict=True):
+        print_transfer(res, path)

@@ -16,7 +16,8 @@ everything after it (the earlier ones still follow the rule); ``force`` reruns a
 ``run`` never simulates: it starts from the logs the config names. ``demo`` adds a ``simulate`` stage in front
 that writes ``RUN/platform`` and points ``ingest`` and ``evaluate.labels`` there; ``ingest`` sees a regenerated
 platform through the input rule (its files are then newer), so the hashes of ``run`` and ``demo`` agree and
-``socialfeat run RUN/config.yaml --run RUN`` continues a demo run.
+``socialfeat run RUN/config.yaml --run RUN`` continues a demo run. ``demo`` also draws a labelled collection of new
+images into ``RUN/heldout``; ``transfer`` (after ``evaluate``) runs only when ``transfer.sets`` lists labelled sets.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("simulate", "ingest", "factorize", "targets", "train", "embed", "index", "evaluate", "report")
-RUN_STAGES = STAGES[1:]  # `run` never simulates
+STAGES = ("simulate", "ingest", "factorize", "targets", "train", "embed", "index", "evaluate", "transfer", "report")
+OPTIONAL = ("transfer",)  # runs only when configured (transfer.sets)
+RUN_STAGES = tuple(s for s in STAGES[1:] if s not in OPTIONAL)  # `run` never simulates; transfer joins when configured
+HELDOUT = "heldout"  # the demo's labelled collection of new images (RUN/heldout), for transfer
 EMBED_SOURCES = ("learned", "imagenet", "random")
 MARKERS = ".pipeline"
 
@@ -55,6 +58,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "embed": ("embed",),
     "index": ("index",),
     "evaluate": ("evaluate",),
+    "transfer": ("transfer",),
     "report": ("report",),
 }
 
@@ -147,7 +151,8 @@ def stage_outputs(config: Config, run: Path, stage: str) -> list[Path]:
     from socialfeat.index import index_path, sidecar_path
 
     if stage == "simulate":
-        return [run / "platform" / f for f in ("interactions.csv", "items.csv", "comments.csv", "labels.csv")]
+        platform = [run / "platform" / f for f in ("interactions.csv", "items.csv", "comments.csv", "labels.csv")]
+        return [*platform, run / HELDOUT / "labels.csv"]
     if stage == "embed":
         return [run / "features" / f"{s}.{ext}" for s in EMBED_SOURCES for ext in ("parquet", "json")]
     if stage == "index":
@@ -155,7 +160,13 @@ def stage_outputs(config: Config, run: Path, stage: str) -> list[Path]:
         return [path, sidecar_path(path)]
     if stage == "report":
         return [run / "report.html"]
-    folder = {"ingest": "dataset", "factorize": "factors", "targets": "targets", "train": "model", "evaluate": "eval"}
+    if stage == "evaluate":  # the files, not the folder: transfer writes beside them
+        return [run / "eval" / f for f in ("metrics.json", "manifest.json", "config.yaml")]
+    if stage == "transfer":
+        from socialfeat.evaluate.transfer_stage import transfer_path
+
+        return [transfer_path(run, s.name) for s in config.transfer.sets]
+    folder = {"ingest": "dataset", "factorize": "factors", "targets": "targets", "train": "model"}
     return [run / folder[stage]]
 
 
@@ -170,6 +181,8 @@ def external_inputs(config: Config, stage: str) -> list[Path]:
         paths = [Path(config.train.weights)]
     elif stage == "evaluate":
         paths = [config.evaluate.labels]
+    elif stage == "transfer":
+        paths = [s.labels for s in config.transfer.sets]
     return [Path(p) for p in paths if p is not None]
 
 
@@ -257,9 +270,11 @@ def _same_text(path: Path, text: str) -> bool:
 def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, float]:
     """Run one stage; sub-step seconds (embed's three sources) come back."""
     if stage == "simulate":
-        from socialfeat.data.simulate import simulate
+        from socialfeat.data.simulate import simulate, simulate_collection
 
         simulate(run / "platform", config.simulate, config.seed, lambda what, d, n: say(f"{what} {d:,}/{n:,}"))
+        say("held-out collection")
+        simulate_collection(run / HELDOUT, heldout_items(config), config.simulate.image_size, config.seed)
     elif stage == "ingest":
         from socialfeat.data.ingest import ingest
 
@@ -303,11 +318,26 @@ def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, 
         from socialfeat.evaluate.stage import evaluate
 
         evaluate(config, run, step=say)
+    elif stage == "transfer":
+        from socialfeat.evaluate.transfer_stage import transfer
+
+        transfer(config, run, progress=say)
     elif stage == "report":
         from socialfeat.report import report
 
         report(config, run)
     return {}
+
+
+def heldout_items(config: Config) -> int:
+    """Size of the demo's held-out collection: an eighth of the platform, 150 to 360 images (a probe needs a few
+    dozen per class; more only slows the demo, whose probes cost about n² each)."""
+    return max(150, min(360, config.simulate.n_items // 8))
+
+
+def pipeline_stages(config: Config, simulate: bool) -> tuple[str, ...]:
+    """The stages of this run, in order: ``demo`` simulates first; transfer only with labelled sets configured."""
+    return tuple(s for s in STAGES if (simulate or s != "simulate") and (s not in OPTIONAL or config.transfer.sets))
 
 
 def run(
@@ -329,7 +359,7 @@ def run(
     """
     started = time.perf_counter()
     run_path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    stages = STAGES if simulate else RUN_STAGES
+    stages = pipeline_stages(config, simulate)
     if from_stage is not None and from_stage not in stages:
         raise UserError("--from", f"expected one of {', '.join(stages)}, got '{from_stage}'")
     if not simulate and config.ingest.interactions is None:
@@ -403,6 +433,12 @@ def demo_config(
             value = base[section][name]
             if value is not None:
                 flags[key] = ("demo", value if Path(value).is_absolute() else out / value)
+        sets = [
+            {**s, **{k: s[k] if Path(s[k]).is_absolute() else str(out / s[k]) for k in ("labels", "image_root")}}
+            for s in base["transfer"]["sets"]
+        ]
+        if sets:
+            flags["transfer.sets"] = ("demo", sets)
         return load_config(path, [*(SMALL if small else ()), *overrides], flags)
 
 

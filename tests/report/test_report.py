@@ -16,7 +16,17 @@ from socialfeat.cli import main
 from socialfeat.embed import read_features
 from socialfeat.report.sections import cell, table
 
-SECTIONS = ("summary", "dataset", "factorization", "training", "evaluation", "neighbours", "clusters", "config")
+SECTIONS = (
+    "summary",
+    "dataset",
+    "factorization",
+    "training",
+    "evaluation",
+    "transfer",
+    "neighbours",
+    "clusters",
+    "config",
+)
 EVIL = "<script>alert('x')</script>"
 
 
@@ -204,7 +214,7 @@ def test_full_report(full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
     for sid in SECTIONS:
         assert sid in page.h2, f"section {sid} has no h2"
-        if sid != "factorization":  # embedded_run factorized without the held-out evaluation
+        if sid not in ("factorization", "transfer"):  # embedded_run: no held-out evaluation, no transfer sets
             assert "not available" not in page.section_text(sid), sid
     assert "--evaluate to measure them" in page.section_text("factorization")
     # self-contained and escaped: no scripts, stylesheets or remote URLs; user text shown, never run
@@ -307,6 +317,7 @@ def test_only_dataset_says_what_to_run(embedded_run: Path, tmp_path: Path) -> No
         "factorization": f"socialfeat factorize {run}",
         "training": f"socialfeat train {run}",
         "evaluation": f"socialfeat evaluate {run}",
+        "transfer": f"socialfeat transfer {run} --labels TABLE",
         "neighbours": f"socialfeat embed {run} --source learned",
         "clusters": f"socialfeat targets {run}",
         "summary": f"socialfeat evaluate {run}",

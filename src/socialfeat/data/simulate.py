@@ -73,7 +73,7 @@ MIN_VIEWS = 5
 VIEWS_PER_SESSION = 12
 SUPERSAMPLE = 2
 # random streams, so that e.g. the images do not change when the user count does
-S_ITEMS, S_USERS, S_VIEWS, S_EVENTS, S_TEXT, S_IMAGES = range(6)
+S_ITEMS, S_USERS, S_VIEWS, S_EVENTS, S_TEXT, S_IMAGES, S_COLLECTION = range(7)
 
 VOCAB: dict[str, dict[str, list[str]]] = {
     "palette": {
@@ -601,3 +601,33 @@ def taste_lift(out: Path, attr: str, event: str = "like") -> float:
         hits += sum(v == top for v in held)
         expected += len(held) * base[top] / total
     return hits / expected if expected else float("nan")
+
+
+def simulate_collection(out: Path, n: int, size: int = 96, seed: int = 0, prefix: str = "h") -> dict[str, Any]:
+    """Write a labelled image collection drawn from the platform's attribute space but disjoint from it —
+    ``out/images/<prefix>NNNNN.png`` and ``out/labels.csv`` (image, palette, texture, composition, object) —
+    atomically. Why: transfer evaluation needs images the model never trained on, with known labels; its own
+    random stream (and id prefix) means no image repeats one of the platform's, whatever the seed."""
+    out = Path(out)
+    if n < 1:
+        raise UserError("n", f"must be >= 1 (got {n})")
+    if out.exists() and not out.is_dir():
+        raise UserError(str(out), "is a file; expected a folder for the collection")
+    if out.is_dir() and any(out.iterdir()) and not (out / "labels.csv").is_file():
+        raise UserError(str(out), "is a non-empty folder that is not a previous collection; choose a new one")
+    items = sample_items(n, _rng(seed, S_COLLECTION))
+    values = [{a: ATTR_VALUES[a][int(items[a][k])] for a in ATTR_VALUES} for k in range(n)]
+    ids = _ids(prefix, n, 5).tolist()
+    with atomic_dir(out) as tmp:
+        folder = tmp / "images"
+        folder.mkdir()
+
+        def one(k: int) -> None:
+            image = draw_image(values[k], size, _rng(seed, S_COLLECTION, 1, k))
+            image.save(folder / f"{ids[k]}.png", compress_level=1)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(one, range(n)))
+        rows = ([f"images/{i}.png", *v.values()] for i, v in zip(ids, values, strict=True))
+        _write_csv(tmp / "labels.csv", ["image", *ATTR_VALUES], rows)
+    return {"out": str(out), "images": n, "image_size": size, "seed": seed}

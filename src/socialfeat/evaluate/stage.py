@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -292,6 +293,8 @@ def evaluate(
     }
     metrics = _finite(metrics)
     with atomic_dir(run / "eval") as tmp:
+        for kept in (run / "eval").glob("transfer-*.json"):  # `transfer` writes beside; its results stay current
+            shutil.copy2(kept, tmp / kept.name)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", provenance(config, "evaluate"))
         write_text(tmp / "config.yaml", dump_config(config))

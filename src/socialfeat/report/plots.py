@@ -139,3 +139,23 @@ def line_panels(panels: Sequence[tuple[str, dict[str, Sequence[tuple[float, floa
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return png_data_uri(fig)
+
+
+def few_shot_curves(series: dict[str, Sequence[tuple[int, float]]], colors: Sequence[str], chance: float | None) -> str:
+    """Accuracy against labels per class (log axis), one line per feature source, chance as a dashed line."""
+    fig, (ax,) = _figure(2.8)
+    ax.grid(True, color="#e5e5e5", linewidth=0.6)
+    for j, (name, points) in enumerate(series.items()):
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, label=plain(name), color=colors[j % len(colors)])
+    if chance is not None:
+        ax.axhline(chance, color="#555555", linestyle=(0, (4, 3)), linewidth=0.9, label="chance")
+    ax.set_xscale("log")
+    ticks = sorted({x for points in series.values() for x, _ in points})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled images per class", fontsize=9)
+    ax.set_ylabel("accuracy", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return png_data_uri(fig)

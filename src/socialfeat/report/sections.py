@@ -428,3 +428,71 @@ def _probes(rows: list[dict[str, Any]]) -> dict[str, Any]:
         colors=row_colors(with_probes),
     )
     return {"probes": table(head, body, caption, best={i: "max" for i in range(1, len(head))}), "probe_chart": chart}
+
+
+# ------------------------------------------------------------------------------------------------ transfer
+def _pm(p: dict[str, Any] | None) -> dict[str, Any]:
+    """``0.912 ± 0.021`` (the value kept for bold-the-best), or a dash for a skipped point."""
+    if not p or not isinstance(p.get("mean"), int | float):
+        return cell(None)
+    return {**cell(p["mean"], "{:.3f}"), "text": f"{p['mean']:.3f} ± {p.get('std', 0.0):.3f}"}
+
+
+def transfer(run: Path) -> dict[str, Any]:
+    """One table and one few-shot curve per labelled set of ``eval/transfer-*.json``: every feature source side by
+    side on images the model never saw (the seed papers' transfer table)."""
+    paths = sorted((run / "eval").glob("transfer-*.json"))
+    if not paths:
+        raise Missing(
+            f"no eval/transfer-*.json; run `socialfeat transfer {run} --labels TABLE --image-root DIR` "
+            "(or list transfer.sets in the config)"
+        )
+    out = []
+    for path in paths:
+        m = json.loads(path.read_text())
+        shots = [str(n) for n in m.get("settings", {}).get("few_shot", [])]
+        folds = m.get("settings", {}).get("folds", "k")
+        rows = m.get("rows", [])
+        body = []
+        for r in rows:
+            few = r.get("few_shot") or {}
+            body.append(
+                [cell(r.get("name")), cell(r.get("dim"), "{:,}"), _pm(r.get("kfold"))]
+                + [_pm(few.get(n)) for n in shots]
+            )
+        chance = m.get("chance")
+        body.append(
+            [{**cell("chance (majority class)"), "reference": True}, cell(None), cell(chance, "{:.3f}")]
+            + [cell(None)] * len(shots)
+        )
+        head = ["features", "dim", f"{folds}-fold accuracy", *(f"{n} per class" for n in shots)]
+        s = m.get("settings", {})
+        classes = m.get("classes", {})
+        usable = (m.get("images") or {}).get("usable")
+        caption = (
+            f"{_count(usable, 'image')} of {len(classes)} classes ('{m.get('label_column')}' of {m.get('labels')}), "
+            "none of them seen in training. A logistic regression on L2-normalised features: stratified "
+            f"{folds}-fold accuracy (C chosen by {s.get('inner_folds', '?')}-fold inner cross-validation) and with n "
+            f"labels per class ({s.get('draws', '?')} seeded draws, tested on the rest); mean ± std. Best in bold."
+        )
+        series = {
+            str(r.get("name")): [
+                (int(n), (r.get("few_shot") or {}).get(n, {}).get("mean"))
+                for n in shots
+                if isinstance((r.get("few_shot") or {}).get(n, {}).get("mean"), int | float)
+            ]
+            for r in rows
+        }
+        chart = plots.few_shot_curves(series, row_colors(rows), chance) if any(series.values()) else None
+        notes = [str(n) for n in m.get("notes", [])]
+        skipped = {n: p["skipped"] for r in rows[:1] for n, p in (r.get("few_shot") or {}).items() if "skipped" in p}
+        notes += [f"{n} per class not measured: {why}" for n, why in skipped.items()]
+        out.append(
+            {
+                "name": m.get("name", path.stem.removeprefix("transfer-")),
+                "table": table(head, body, caption, best={i: "max" for i in range(2, len(head))}),
+                "chart": chart,
+                "notes": notes,
+            }
+        )
+    return {"sets": out}
