@@ -371,13 +371,18 @@ def _item_vector(run: Path, source: str, column: str, item_id: Any) -> np.ndarra
     return col.flatten().to_numpy().reshape(len(table), col.type.list_size)[0]
 
 
+def nearest(index: ItemIndex, vector: np.ndarray, k: int, exclude: Any = None) -> tuple[list, list[float]]:
+    """(ids, cosine scores) of the k items nearest to one vector, best first, leaving out the item ``exclude``."""
+    ids, scores = search(index, np.asarray(vector, np.float32)[None], k + (exclude is not None))
+    pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if exclude is None or i != exclude][:k]
+    return [i for i, _ in pairs], [s for _, s in pairs]
+
+
 def neighbours(
     run: str | os.PathLike[str], index: ItemIndex, vector: np.ndarray, k: int, exclude: Any = None
 ) -> list[dict[str, Any]]:
-    """The k items nearest to ``vector`` in an opened index, leaving out the item ``exclude``."""
-    ids, scores = search(index, vector[None], k + (exclude is not None))
-    pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if exclude is None or i != exclude][:k]
-    return describe(run, [i for i, _ in pairs], [s for _, s in pairs])
+    """The k items nearest to ``vector`` in an opened index, leaving out the item ``exclude``, described."""
+    return describe(run, *nearest(index, vector, k, exclude))
 
 
 def similar(

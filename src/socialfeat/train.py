@@ -67,14 +67,20 @@ class Dist:
         return self.rank == 0
 
 
+def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """The configured device (``train.device``: auto, cpu or cuda); asking for CUDA without one is a user error."""
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise UserError("train.device", "cuda requested but torch sees no CUDA GPU")
+    return torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+
+
 def setup_distributed(device: str = "auto") -> Dist:
     """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if there is one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device != "cpu" and torch.cuda.is_available()
-    if device == "cuda" and not cuda:
-        raise UserError("train.device", "cuda requested but torch sees no CUDA GPU")
-    dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    dev = pick_device(device, local)
+    cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from socialfeat.atomic import write_json
 from socialfeat.config import Config, TransferSet, provenance
@@ -28,6 +27,7 @@ from socialfeat.errors import UserError
 from socialfeat.evaluate.metrics import majority_rate
 from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.models.heads import FeatureModel, head_key
+from socialfeat.train import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,6 @@ def one_set(
     )
 
 
-def _device(config: Config) -> torch.device:
-    """One process, the configured device: a probe table is small, so transfer does not shard."""
-    wanted = config.train.device
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device", "cuda requested but torch sees no CUDA GPU")
-    return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def _check_sets(sets: list[TransferSet]) -> None:
     names = Counter(s.name for s in sets)
     for s in sets:
@@ -106,7 +98,7 @@ class _Embedder:
 
     def __init__(self, config: Config, run: Path, sources: list[str], say: Step) -> None:
         self.config, self.run, self.say = config, run, say
-        self.device = _device(config)
+        self.device = pick_device(config.train.device)  # one process: a probe table is small, transfer does not shard
         self.models: dict[str, tuple[FeatureModel, dict[str, Any]]] = {s: source_model(run, config, s) for s in sources}
         self.caches: dict[tuple[Any, int], ImageCache] = {}
         self.vectors: dict[tuple[Any, str], dict[str, np.ndarray]] = {}

@@ -26,7 +26,16 @@ from socialfeat.data.images import ImageError, decode_image
 from socialfeat.embed import read_features, source_model
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
-from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, normalize, search, source_config
+from socialfeat.index import (
+    ItemIndex,
+    column_of,
+    load_index,
+    model_outputs,
+    nearest,
+    normalize,
+    search,
+    source_config,
+)
 from socialfeat.models.heads import FeatureModel
 from socialfeat.recommend import FACTORS, Recommender, audience_of
 from socialfeat.report.gallery import Thumbnails
@@ -197,9 +206,7 @@ class Explorer:
         if index_row is None:
             raise NotFound(f"item '{item_id}' has no {source} features (its image could not be read)")
         vector = space.index.index.reconstruct(index_row) if space.vectors is None else space.vectors[index_row]
-        ids, scores = search(space.index, np.asarray(vector, np.float32)[None], k + 1)
-        pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if str(i) != item_id][:k]
-        return self._ranked([i for i, _ in pairs], [s for _, s in pairs])
+        return self._ranked(*nearest(space.index, vector, k, exclude=space.index.ids[index_row]))
 
     def predicted_audience(self, item_id: str, k: int) -> list[dict[str, Any]] | None:
         """For a cold item: the users its predicted factors reach (what the platform would do on upload day)."""
