@@ -132,13 +132,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, port: int) -> tuple[subprocess.Popen, float]:
+def start_server(run: Path, port: int, overrides: list[str] = ()) -> tuple[subprocess.Popen, float]:
     """``socialfeat serve`` as a user would start it; returns once /api/health answers, with the start-up time."""
     import httpx
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "socialfeat", "serve", str(run), "--port", str(port)],
+        [sys.executable, "-m", "socialfeat", "serve", str(run), "--port", str(port)]
+        + [arg for item in overrides for arg in ("--set", item)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -236,6 +237,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--uploaders", type=int, default=2, help="clients that upload; the rest ask by id")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--server-set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override for the server, e.g. serve.torch_threads=0 (torch's default threads) to compare",
+    )  # fmt: skip
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if not (args.run / "model").is_dir() or not (args.run / "features" / "imagenet.parquet").is_file():
@@ -250,7 +255,7 @@ def main() -> None:
         print(f"synthetic run of {args.items:,} items in {time.perf_counter() - t0:.0f} s "
               f"(indexes: {', '.join(f'{k} {v:.0f} s' for k, v in index_s.items())})")  # fmt: skip
         port = free_port()
-        proc, start_s = start_server(run, port)
+        proc, start_s = start_server(run, port, args.server_set)
         try:
             base = f"http://127.0.0.1:{port}"
             health = json.loads(__import__("httpx").get(f"{base}/api/health").text)
@@ -263,7 +268,7 @@ def main() -> None:
     rows = summarize(result, args.seconds)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
     lines = [
-        f"`python bench/serve.py --run {args.run}` — {args.items:,} items ({kinds}), the models of {args.run} "
+        f"`python bench/serve.py --run {args.run}{''.join(f' --server-set {x}' for x in args.server_set)}` — {args.items:,} items ({kinds}), the models of {args.run} "
         f"for uploads ({health['sources']['learned']['image_size']} px), "
         f"{args.clients} concurrent clients for {args.seconds:.0f} s ({args.clients - args.uploaders} by id, "
         f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"

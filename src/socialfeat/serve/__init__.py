@@ -33,8 +33,8 @@ def serve(
     if config.serve.torch_threads:
         import torch
 
-        # Measured (bench/serve.py, 2 cores): one thread per forward pass halves by-id and upload latencies under
-        # load — requests already run in parallel, and more threads per pass only oversubscribe the cores.
+        # Measured (bench/serve.py --server-set serve.torch_threads=0, 2 cores): one thread per forward pass halves
+        # upload latency under load — requests already run in parallel; more threads per pass oversubscribe the cores.
         torch.set_num_threads(config.serve.torch_threads)
     explorer = Explorer(config, run)
     app = create_app(explorer)
