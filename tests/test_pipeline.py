@@ -153,7 +153,7 @@ def test_a_changed_train_setting_reruns_train_and_everything_after(
             assert after[rel] == mtime, rel
     for rel in ("model/weights.safetensors", "features/learned.parquet", "eval/metrics.json", "report.html"):
         assert after[rel] > before[rel], rel
-    assert len((run / "model" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((run / "model" / "metrics.jsonl").read_text().splitlines()) == 3  # the start and 2 epochs
     assert "train:\n" in (run / "config.yaml").read_text() and "epochs: 2" in (run / "config.yaml").read_text()
     # and with the same setting again, nothing is left to do
     assert cli("run", "t.yaml", "--set", "train.epochs=2") == 0

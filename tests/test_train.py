@@ -74,9 +74,11 @@ def test_train_and_embed_end_to_end(warm_run: Path, tmp_path: Path, capsys: pyte
     model = json.loads((run / "model" / "model.json").read_text())
     assert model["heads"] == {"factors": 16, "factor-clusters": 6} and model["backbone"] == "socialfeat_tiny"
     history = [json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1]
-    assert {"train_loss", "valid_factors_cosine", "valid_factor_clusters_top1", "images_per_s"} <= set(history[0])
-    assert history[1]["train_loss"] < history[0]["train_loss"]  # it learns
+    assert [h["epoch"] for h in history] == [-1, 0, 1]  # the untrained start, scored for selection, then 2 epochs
+    assert all(0.0 <= h["valid_cold_auc"] <= 1.0 for h in history)
+    assert {"train_loss", "valid_factors_cosine", "valid_factor_clusters_top1", "images_per_s"} <= set(history[1])
+    assert history[2]["train_loss"] < history[1]["train_loss"]  # it learns
+    assert model["selection"] == "valid-auc" and 0 <= model["selected_epoch"] <= 2
     assert not (run / ".train").exists()  # the work folder is gone once model/ is complete
     assert "wrote" in capsys.readouterr().out
     items = pq.read_table(run / "dataset" / "items.parquet").column("item_id").to_pylist()
@@ -135,6 +137,9 @@ def test_learned_head_predicts_factors_of_unseen_items(warm_run: Path, tmp_path:
 def test_kill_and_resume_ends_with_the_same_weights(warm_run: Path, tmp_path: Path) -> None:
     args = [*TINY, "--epochs", "2", "--targets", "factors,factor-clusters", "--checkpoint-every", "3"]
     args += ["--set", "train.deterministic=true", "--set", "train.augment=true"]
+    # and every piece of state the recipe adds: the best epoch so far, the teacher, the start weights, the ranking
+    # loss's user draws
+    args += ["--set", "train.distill=1", "--set", "train.l2sp=0.01", "--set", "train.rank_loss=kl"]
     straight = fresh(warm_run, tmp_path / "straight")
     done = cli("train", str(straight), *args)
     assert done.returncode == 0, done.stderr
@@ -150,8 +155,10 @@ def test_kill_and_resume_ends_with_the_same_weights(warm_run: Path, tmp_path: Pa
     for key in a:
         assert torch.equal(a[key], b[key]), key
     metrics = [(straight / "model" / "metrics.jsonl").read_text(), (broken / "model" / "metrics.jsonl").read_text()]
-    losses = [[json.loads(x)["train_loss"] for x in m.splitlines()] for m in metrics]
+    losses = [[json.loads(x).get("train_loss", 0.0) for x in m.splitlines()] for m in metrics]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    scores = [[json.loads(x)["valid_cold_auc"] for x in m.splitlines()] for m in metrics]
+    assert len(scores[0]) == 3 and scores[0] == scores[1]  # selection's scores survive the kill too
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoint(warm_run: Path, tmp_path: Path) -> None:
@@ -234,6 +241,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo) and the same global batch: same losses, same weights."""
     args = [*TINY, "--epochs", "2", "--targets", "factors,factor-clusters", "--set", "train.dropout=0"]
+    args += ["--set", "train.select=last"]  # the same training, compared weight by weight: no near-tie to break
     one = fresh(warm_run, tmp_path / "one")
     r = cli("train", str(one), *args)
     assert r.returncode == 0, r.stderr
@@ -253,3 +261,59 @@ def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> 
     a, b = weights(one), weights(two)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-4), key
+
+
+def test_selection_keeps_the_start_when_training_only_hurts(
+    warm_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A planted case: the selection score falls with every epoch. run/model must then hold the untrained start's
+    weights, say so in one line, and record every score."""
+    from socialfeat.selection import Selector
+    from socialfeat.train import train
+
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def planted(self: Selector, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"valid_cold_auc": 0.7 - 0.05 * len(seen), "select_lambda": 1.0, "select_seconds": 0.0}
+
+    monkeypatch.setattr(Selector, "score", planted)
+    run = fresh(warm_run, tmp_path / "run")
+    overrides = [
+        "train.backbone=socialfeat_tiny", "train.weights=random", "train.image_size=32", "train.workers=0",
+        "train.batch_size=32", "train.threads=1", "train.epochs=3", "train.select=valid-auc",
+    ]  # fmt: skip
+    result = train(load_config(None, overrides), run)
+    assert len(seen) == 4  # the start and three epochs
+    assert result.summary["selected_epoch"] == 0 and result.summary["valid_cold_auc"] == pytest.approx(0.65)
+    kept = weights(run)
+    for key, start in seen[0].items():
+        assert torch.equal(kept[key], start), key
+    assert not torch.equal(seen[-1]["heads.factors.weight"], seen[0]["heads.factors.weight"])  # training moved it
+    history = [json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["valid_cold_auc"] for h in history] == pytest.approx([0.65, 0.6, 0.55, 0.5])
+    # the CLI says it in one line
+    run2 = fresh(warm_run, tmp_path / "run2")
+    ok(["train", str(run2), *TINY, "--epochs", "1", "--set", "train.select=valid-auc"])
+    out = capsys.readouterr().out
+    assert "no epoch beat the untrained start" in " ".join(out.split())
+
+
+def test_selection_picks_the_best_epoch_and_the_earliest_of_a_tie() -> None:
+    from socialfeat.selection import best_epoch
+
+    history = [{"epoch": -1, "valid_cold_auc": 0.60}, {"epoch": 0, "valid_cold_auc": 0.64}, {"epoch": 1}]
+    history.append({"epoch": 2, "valid_cold_auc": 0.64})
+    assert best_epoch(history)["epoch"] == 0
+    assert best_epoch([{"epoch": 0}]) is None
+
+
+def test_select_valid_auc_without_cold_items_is_one_line(warm_run: Path, tmp_path: Path) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    (run / "factors" / "cold_interactions.parquet").unlink()
+    r = cli("train", str(run), *TINY, "--epochs", "1", "--set", "train.select=valid-auc")
+    assert r.returncode == 2 and "train.select" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli("train", str(run), *TINY, "--epochs", "1")  # auto: no cold items, so the last epoch is kept
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "model" / "model.json").read_text())["selection"] == "last"

@@ -487,9 +487,14 @@ def train(
             elif kind == "step":
                 info = f"epoch {e['epoch'] + 1}  loss {e['loss']:.4f}  {e['images_per_s']:.0f} img/s  {last['valid']}"
                 bar.update(tasks["train"], completed=e["step"], info=info)
+            elif kind == "select" and "train" in tasks:
+                what = "the untrained start" if e["epoch"] < 0 else f"epoch {e['epoch'] + 1}"
+                bar.update(tasks["train"], info=f"scoring {what} on {e['valid_items']:,} valid cold items")
             elif kind == "epoch":
                 last["valid"] = "  ".join(f"{k[6:]} {v:.3f}" for k, v in e.items() if k.startswith("valid_"))
-                if main_rank and not live:
+                if e["epoch"] < 0:
+                    err.print(f"epoch 0 (the untrained start): {last['valid']}", highlight=False)
+                elif main_rank and not live:
                     err.print(
                         f"epoch {e['epoch'] + 1}: loss {e['train_loss']:.4f}  {last['valid']}  "
                         f"{e['images_per_s']:.0f} img/s  {e['seconds']:.1f} s",
@@ -507,9 +512,27 @@ def train(
         table.add_column(name, justify="right")
     for m in result.metrics:
         table.add_row(
-            str(m["epoch"] + 1), *(f"{m[k]:.4f}" for k in keys), f"{m['images_per_s']:.1f}", f"{m['seconds']:.1f}"
+            str(m["epoch"] + 1),
+            *(f"{m[k]:.4f}" if k in m else "" for k in keys),
+            f"{m['images_per_s']:.1f}" if "images_per_s" in m else "",
+            f"{m.get('seconds', 0) + m.get('select_seconds', 0):.1f}",
         )
     out.print(table)
+    s = result.summary
+    if s.get("selection") == "valid-auc":
+        if s["selected_epoch"] == 0:
+            out.print(
+                f"no epoch beat the untrained start on valid cold-start AUC ({s['valid_cold_auc_start']:.4f}): "
+                "run/model is the starting network — no win from training",
+                highlight=False,
+            )
+        else:
+            out.print(
+                f"kept epoch {s['selected_epoch']} of {len(result.metrics) - 1}: valid cold-start AUC "
+                f"{s['valid_cold_auc']:.4f} (start {s['valid_cold_auc_start']:.4f}; ridge on {s['fit_items']:,} "
+                f"warm items)",
+                highlight=False,
+            )
     if result.summary["without_image"]:
         out.print(f"{result.summary['without_image']:,} items with targets had no usable image", highlight=False)
     out.print(f"wrote {result.out}", highlight=False)

@@ -199,6 +199,34 @@ class TrainConfig(StrictModel):
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores")
     strict_images: bool = Field(False, description="a bad image is an error instead of a skipped item")
     max_pixels: int = Field(100_000_000, ge=1, description="larger images are refused (decompression bombs)")
+    # selection: which epoch becomes run/model
+    select: Literal["auto", "valid-auc", "last"] = Field(
+        "auto",
+        description="valid-auc keeps the epoch (0 = the untrained start) with the best cold-start AUC on the split's "
+        "valid cold items; last keeps the last epoch; auto = valid-auc when the split has valid cold items",
+    )
+    select_items: int = Field(
+        1000, ge=2, description="warm items (a seeded sub-sample) the selection's ridge is fit on, to stay cheap"
+    )
+    # knowledge preservation: what the starting backbone knew
+    distill: float = Field(
+        0.0, ge=0, description="weight of ‖f(x) − f₀(x)‖²/‖f₀(x)‖² toward the frozen starting backbone's features"
+    )
+    l2sp: float = Field(0.0, ge=0, description="weight of ½‖w − w₀‖² on the fine-tuned backbone weights (L2-SP)")
+    batchnorm: Literal["train", "frozen"] = Field(
+        "train",
+        description="frozen keeps every BatchNorm's running statistics at the start's (the affine part still "
+        "trains): the model then computes exactly the starting features until its weights move",
+    )
+    # ranking-aware training
+    rank_loss: Literal["none", "kl"] = Field(
+        "none",
+        description="kl: per sampled user, KL from the ALS teacher's softmax over the batch's items (u·v) to the "
+        "model's (u·v̂); needs the factors target",
+    )
+    rank_weight: float = Field(1.0, ge=0, description="weight of the ranking loss")
+    rank_users: int = Field(256, ge=1, description="users sampled per step for the ranking loss")
+    rank_temperature: float = Field(0.5, gt=0, description="softmax τ as a multiple of the teacher scores' spread")
 
 
 class EmbedConfig(StrictModel):

@@ -26,7 +26,7 @@ from socialfeat.errors import UserError
 from socialfeat.models.backbones import IMAGENET_BACKBONE, create_backbone
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.models.store import load_model
-from socialfeat.train import Dist, barrier, batch_loader, setup_distributed, shared_image_cache
+from socialfeat.runtime import Dist, barrier, batch_loader, setup_distributed, shared_image_cache
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from socialfeat.data.images import EXAMPLES, ImageCache, build_cache, cache_key
 from socialfeat.embed import Progress, embed_rows, source_model, vectors_column
 from socialfeat.errors import UserError
 from socialfeat.models.heads import head_key
-from socialfeat.train import Dist, barrier, setup_distributed
+from socialfeat.runtime import Dist, barrier, setup_distributed
 
 log = logging.getLogger(__name__)
 

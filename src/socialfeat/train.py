@@ -18,7 +18,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,27 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, TrainConfig, dump_config, provenance
-from socialfeat.data.batches import CachedImages, EpochBatches, run_image_cache
-from socialfeat.data.images import ImageCache
+from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import uniform
 from socialfeat.models.backbones import create_backbone
 from socialfeat.models.heads import FeatureModel, apply_finetune, head_key
-from socialfeat.models.losses import masked_cross_entropy, mean_cosine, regression_loss, top1, user_moment_root
-from socialfeat.models.store import save_weights
+from socialfeat.models.losses import (
+    listwise_kl_loss,
+    masked_cross_entropy,
+    mean_cosine,
+    rank_temperature,
+    regression_loss,
+    top1,
+    user_moment_root,
+)
+from socialfeat.models.store import save_weights, state_tensors
+from socialfeat.preservation import StartingPoint, Teacher
+from socialfeat.runtime import Dist, barrier, batch_loader, setup_distributed, shared_image_cache
+from socialfeat.selection import METRIC, Selector, best_epoch, make_selector
 
 log = logging.getLogger(__name__)
 
@@ -50,47 +59,6 @@ TARGET_FILES = {
 KILL_ENV = "SOCIALFEAT_TEST_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after this step
 RESUME_INSENSITIVE = {"workers", "threads", "device", "checkpoint_every", "epochs"}
 Progress = Callable[[dict[str, Any]], None]
-
-
-# ---------------------------------------------------------------------------------------------- setup
-@dataclass
-class Dist:
-    """Where this process sits: rank, world size, device."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """The configured device (``train.device``: auto, cpu or cuda); asking for CUDA without one is a user error."""
-    cuda = device != "cpu" and torch.cuda.is_available()
-    if device == "cuda" and not cuda:
-        raise UserError("train.device", "cuda requested but torch sees no CUDA GPU")
-    return torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
-
-
-def setup_distributed(device: str = "auto") -> Dist:
-    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if there is one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(rank, world, local, dev)
-
-
-def barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
 
 
 def seed_everything(seed: int) -> None:
@@ -165,38 +133,17 @@ def audience_root(run: Path, summary: dict) -> torch.Tensor:
             f"audience scores raw factors but targets/ holds {how}-scaled ones; set targets.normalize: none and rerun "
             "`socialfeat targets`",
         )
+    return user_moment_root(user_factors(run))
+
+
+def user_factors(run: Path) -> torch.Tensor:
+    """The frozen ALS user factors (users × f), for the audience and ranking losses."""
     path = run / "factors" / "user_factors.parquet"
     if not path.is_file():
         raise UserError(str(run), f"no factors/{path.name}; run `socialfeat factorize {run}` first")
     col = pq.read_table(path, columns=["factors"]).column("factors").combine_chunks()
     users = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
-    return user_moment_root(torch.from_numpy(np.array(users, dtype=np.float32)))
-
-
-def shared_image_cache(
-    d: Dist, run: Path, cfg: TrainConfig, size: int, progress: Callable[[int, int], None] | None = None
-) -> ImageCache:
-    """The run's image cache, built once: rank 0 builds (or reuses) it, the other ranks wait and open it."""
-    if d.main:
-        cache = run_image_cache(run, size, cfg.strict_images, cfg.max_pixels, progress=progress)
-    barrier(d)
-    if not d.main:
-        cache = run_image_cache(run, size, cfg.strict_images, cfg.max_pixels)
-    return cache
-
-
-def batch_loader(ds: CachedImages, keys: list, workers: int, seed: int, pin: bool) -> DataLoader:
-    """Batches come whole from the dataset (batch_size=None); the loader's own generator keeps the global RNG
-    untouched, so dropout draws do not depend on where an epoch was resumed."""
-    return DataLoader(
-        ds,
-        sampler=keys,
-        batch_size=None,
-        num_workers=min(workers, len(keys)),
-        pin_memory=pin,
-        generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=lambda _: torch.set_num_threads(1),
-    )
+    return torch.from_numpy(np.array(users, dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -296,10 +243,16 @@ def save_checkpoint(
     position: dict[str, int],
     rng: list[dict[str, Any]],
     config: Config,
+    best: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights (safetensors) + optimizer, scheduler, every rank's RNG states and the position, atomically."""
+    """Weights (safetensors) + optimizer, scheduler, every rank's RNG states, the position and the best epoch's
+    weights so far (when selecting), atomically."""
+    from safetensors.torch import save_file
+
     with atomic_dir(work / "checkpoint") as tmp:
         save_weights(tmp / "weights.safetensors", model)
+        if best is not None:
+            save_file(best, str(tmp / "best.safetensors"))
         torch.save(
             {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, **position}, tmp / "state.pt"
         )
@@ -329,6 +282,8 @@ def load_checkpoint(work: Path, config: Config) -> dict[str, Any]:
 
     state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
     state["weights"] = load_file(str(ckpt / "weights.safetensors"))
+    if (ckpt / "best.safetensors").is_file():
+        state["best_weights"] = load_file(str(ckpt / "best.safetensors"))
     return state
 
 
@@ -339,6 +294,50 @@ def _gather_rng(d: Dist) -> list[dict[str, Any]]:
     states: list[Any] = [None] * d.world
     dist.all_gather_object(states, state)
     return states
+
+
+# ---------------------------------------------------------------------------------------------- ranking, selection
+def _ranking_users(run: Path, cfg: TrainConfig, device: torch.device) -> torch.Tensor | None:
+    """The ALS user factors the ranking loss samples from, or None when it is off."""
+    if cfg.rank_loss == "none" or cfg.rank_weight == 0:
+        return None
+    if "factors" not in cfg.targets:
+        raise UserError("train.rank_loss", "the ranking loss scores the factors head: add factors to train.targets")
+    return user_factors(run).to(device)
+
+
+def ranking_loss(cfg: TrainConfig, pred: torch.Tensor, teacher: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """Listwise KL over the batch's items for ``rank_users`` users drawn (from the global RNG, so resumes repeat
+    them) from the ALS users."""
+    sample = users[torch.randint(len(users), (cfg.rank_users,)).to(users.device)]
+    tau = rank_temperature(sample, teacher, cfg.rank_temperature)
+    return listwise_kl_loss(pred, teacher, sample, tau)
+
+
+def _select(
+    model: FeatureModel, selector: Selector | None, best: dict[str, torch.Tensor] | None, history: list[dict]
+) -> dict[str, Any]:
+    """Load the best epoch's weights into ``model`` and describe the choice; one line when the start won."""
+    if selector is None:
+        return {"selection": "last", "selected_epoch": len([h for h in history if h["epoch"] >= 0])}
+    chosen = best_epoch(history)
+    assert chosen is not None and best is not None
+    model.load_state_dict(best)
+    selected = int(chosen["epoch"]) + 1
+    start = next(h for h in history if h["epoch"] < 0)[METRIC]
+    if selected == 0:
+        log.info(
+            "no epoch beat the untrained start on valid cold-start AUC (%.4f): run/model is the starting network, "
+            "no win from training",
+            start,
+        )
+    return {
+        "selection": "valid-auc",
+        "selected_epoch": selected,
+        METRIC: chosen[METRIC],
+        f"{METRIC}_start": start,
+        **selector.summary,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -372,6 +371,7 @@ def train(
     seed_everything(config.seed + d.rank)
     backbone = create_backbone(cfg.backbone, cfg.weights)
     model = FeatureModel(backbone, data.dims, cfg.dropout)
+    model.frozen_batchnorm = cfg.batchnorm == "frozen"
     counts = apply_finetune(model, cfg.finetune)
     model.to(d.device)
     if d.device.type == "cuda" and cfg.channels_last:
@@ -381,8 +381,34 @@ def train(
     body_params = [p for p in model.backbone.parameters() if p.requires_grad]
     groups = [{"params": head_params, "lr": cfg.lr}]
     if body_params and cfg.backbone_lr_scale > 0:
-        groups.append({"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale})
+        # L2-SP replaces decay toward zero on the backbone: a pull to the start and a pull to zero would fight
+        groups.append(
+            {
+                "params": body_params,
+                "lr": cfg.lr * cfg.backbone_lr_scale,
+                **({"weight_decay": 0.0} if cfg.l2sp > 0 else {}),
+            }
+        )
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    # the start, captured before a checkpoint's weights are loaded on top of it
+    teacher = Teacher(model, cache=not cfg.augment).to(d.device) if cfg.distill > 0 else None
+    anchor = StartingPoint(body_params) if cfg.l2sp > 0 and body_params else None
+    users = _ranking_users(run, cfg, d.device)
+    selector = (
+        make_selector(
+            run,
+            cfg.select,
+            cache.path,
+            cache.rows,
+            cfg.select_items,
+            config.evaluate.ridge_lambdas,
+            config.embed.batch_size,
+            config.seed,
+        )
+        if d.main
+        else None
+    )
+    extras = [name for name, on in (("distill", teacher), ("l2sp", anchor), ("rank", users)) if on is not None]
     per_rank = max(1, cfg.batch_size // d.world)
     if cfg.batch_size % d.world:
         log.warning("batch %d does not split evenly over %d ranks; each takes %d", cfg.batch_size, d.world, per_rank)
@@ -394,8 +420,10 @@ def train(
     start, skip, step = 0, 0, 0
     partial: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
+    best: dict[str, torch.Tensor] | None = None
     if resume:
         state = load_checkpoint(work, config)
+        best = state.get("best_weights")
         model.load_state_dict(state["weights"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -448,11 +476,19 @@ def train(
             "device": str(d.device),
         }
     )
+    if selector is not None and not any(h["epoch"] < 0 for h in history):
+        # epoch 0: the untrained start is a candidate like any epoch — a model no epoch improves on is no win
+        note({"event": "select", "epoch": -1, **selector.summary})
+        record = {"epoch": -1, "step": 0, **selector.score(model, d.device)}
+        history.append(record)
+        best = state_tensors(model)
+        write_text(work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        note({"event": "epoch", **record})
     model.train()
     for epoch in range(start, cfg.epochs):
         model.hold_backbone(epoch < cfg.head_epochs)
         keys = list(order.epoch(epoch, skip))
-        t0, seen, sums, n = time.perf_counter(), 0, {t: 0.0 for t in ["loss", *cfg.targets]}, 0
+        t0, seen, sums, n = time.perf_counter(), 0, {t: 0.0 for t in ["loss", *cfg.targets, *extras]}, 0
         if skip:  # resumed mid-epoch: the epoch's running loss sums come back with the checkpoint
             sums, n = dict(partial["sums"]), int(partial["n"])
         for i, batch in enumerate(
@@ -460,15 +496,26 @@ def train(
         ):
             images = batch["images"].to(d.device, non_blocking=True)
             with _autocast(d, cfg):
-                _, heads = net(images)
-            losses = step_losses(cfg, heads, {t: batch[t].to(d.device) for t in cfg.targets}, user_root)
+                pooled, heads = net(images)
+            truth = {t: batch[t].to(d.device) for t in cfg.targets}
+            losses = step_losses(cfg, heads, truth, user_root)
             loss = sum(weights[t] * losses[t] for t in cfg.targets)
+            if teacher is not None:
+                losses["distill"] = teacher.loss(pooled, images, batch["index"])
+                loss = loss + cfg.distill * losses["distill"]
+            if anchor is not None:
+                losses["l2sp"] = anchor.penalty()
+                loss = loss + cfg.l2sp * losses["l2sp"]
+            if users is not None:
+                losses["rank"] = ranking_loss(cfg, heads["factors"], truth["factors"], users)
+                loss = loss + cfg.rank_weight * losses["rank"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            logged = torch.stack([loss.detach(), *(losses[t].detach() for t in cfg.targets)]).float().cpu()
+            logged = torch.stack([loss.detach(), *(losses[t].detach().float() for t in [*cfg.targets, *extras])])
+            logged = logged.float().cpu()
             if d.world > 1:
                 dist.all_reduce(logged)
                 logged /= d.world
@@ -482,12 +529,16 @@ def train(
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and skip + i + 1 < steps_per_epoch:
                 rng = _gather_rng(d)
                 if d.main:
-                    save_checkpoint(work, model, opt, sched, position, rng, config)
+                    save_checkpoint(work, model, opt, sched, position, rng, config, best)
             if kill_at and step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         skip = 0
         seconds = time.perf_counter() - t0
         valid = validate(model, valid_ds, cfg, d) if d.main else {}
+        scored = {}
+        if selector is not None:
+            note({"event": "select", "epoch": epoch, **selector.summary})
+            scored = selector.score(model, d.device)
         record = {
             "epoch": epoch,
             "step": step,
@@ -496,13 +547,16 @@ def train(
             "images_per_s": seen / max(seconds, 1e-9),
             "seconds": seconds,
             "lr": sched.get_last_lr()[0],
+            **scored,
         }
         history.append(record)
+        if selector is not None and best_epoch(history) is record:
+            best = state_tensors(model)
         rng = _gather_rng(d)
         if d.main:
             write_text(work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             save_checkpoint(
-                work, model, opt, sched, {"epoch": epoch + 1, "step_in_epoch": 0, "step": step}, rng, config
+                work, model, opt, sched, {"epoch": epoch + 1, "step_in_epoch": 0, "step": step}, rng, config, best
             )
         note({"event": "epoch", **record})
         barrier(d)
@@ -518,6 +572,7 @@ def train(
         "steps": step,
     }
     if d.main:
+        summary.update(_select(model, selector, best, history))
         _finish(run, work, model, data, history, summary, config)
     barrier(d)
     return TrainResult(run / "model", history, summary)

@@ -27,7 +27,7 @@ from socialfeat.errors import UserError
 from socialfeat.evaluate.metrics import majority_rate
 from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.models.heads import FeatureModel, head_key
-from socialfeat.train import pick_device
+from socialfeat.runtime import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ class FeatureModel(nn.Module):
         self.targets = list(heads)
         self.frozen: list[nn.Module] = []
         self.held = False  # the whole backbone temporarily frozen (linear-probe phase of LP-FT)
+        self.frozen_batchnorm = False  # train.batchnorm: frozen — running statistics stay the start's
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = preprocess(images)
@@ -42,6 +43,10 @@ class FeatureModel(nn.Module):
         super().train(mode)
         for module in [self.backbone] if self.held else self.frozen:
             module.eval()
+        if self.frozen_batchnorm:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def hold_backbone(self, hold: bool) -> None:

@@ -63,3 +63,57 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if not bool(keep.any()):
         return float("nan")
     return float((logits[keep].argmax(1) == labels[keep]).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+def _user_logits(users: torch.Tensor, items: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """users U×f, items B×f → U×B scores u·v / τ."""
+    return users.float() @ items.float().T / tau
+
+
+def rank_temperature(users: torch.Tensor, teacher_items: torch.Tensor, scale: float) -> torch.Tensor:
+    """τ on the teacher's own score scale: ``scale`` × the spread of u·v over the batch (detached), so one
+    setting suits raw and normalised factors alike."""
+    scores = users.float() @ teacher_items.float().T
+    return (scale * scores.detach().std()).clamp_min(1e-6)
+
+
+def listwise_kl_loss(
+    pred: torch.Tensor, teacher: torch.Tensor, users: torch.Tensor, tau: torch.Tensor | float
+) -> torch.Tensor:
+    """Mean over users of KL(softmax(u·v/τ) ‖ softmax(u·v̂/τ)) over the batch's items: each user's ranking of the
+    batch, as the ALS teacher scores it, is what the image must reproduce — not each score on its own."""
+    target = F.log_softmax(_user_logits(users, teacher, tau), dim=1)
+    logq = F.log_softmax(_user_logits(users, pred, tau), dim=1)
+    return (target.exp() * (target - logq)).sum(1).mean()
+
+
+def listwise_softmax_loss(
+    pred: torch.Tensor, users: torch.Tensor, positives: torch.Tensor, tau: torch.Tensor | float
+) -> torch.Tensor:
+    """Sampled softmax over the batch's items: for each user with at least one real interaction among them, the
+    mean −log p(item | user) of those items, p = softmax(u·v̂/τ). Users without one are skipped; zero (not NaN)
+    when none has."""
+    pos = positives.float()
+    counts = pos.sum(1)
+    keep = counts > 0
+    if not bool(keep.any()):
+        return pred.sum() * 0.0
+    logp = F.log_softmax(_user_logits(users[keep], pred, tau), dim=1)
+    return (-(logp * pos[keep]).sum(1) / counts[keep]).mean()
+
+
+# ---------------------------------------------------------------------------------------------- preservation
+def feature_distillation(features: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Mean over images of ‖f(x) − f₀(x)‖² / ‖f₀(x)‖²: how far the pooled features moved from the frozen starting
+    backbone's, relative to their size (so the weight means the same for any backbone width)."""
+    f, f0 = features.float(), start.float()
+    return ((f - f0).pow(2).sum(1) / f0.pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
+def l2sp_penalty(params: list[torch.Tensor], start: list[torch.Tensor]) -> torch.Tensor:
+    """L2-SP (Li et al., 2018): ½ Σ‖w − w₀‖² over the fine-tuned backbone weights — a pull toward the starting
+    weights instead of weight decay's pull toward zero, which would forget what the start knew."""
+    if not params:
+        return torch.zeros(())
+    return 0.5 * sum((p.float() - p0.float()).pow(2).sum() for p, p0 in zip(params, start, strict=True))
