@@ -35,28 +35,24 @@ SHARED_PARTS = ("dataset", "factors", "targets", "cache")
 # the probe's settings, the same for every source: 3-fold accuracy, C by 3-fold inner CV; few-shot at 10 per class
 PROBE = ["transfer.folds=3", "transfer.inner_folds=3", "transfer.few_shot=[10]", "transfer.draws=3"]
 
+SEL = ["train.select=valid-auc"]
+BN = [*SEL, "train.batchnorm=frozen"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "last-epoch": ("the recipe before: regression, keep the last epoch", ["train.select=last"]),
-    "select": ("+ selection by valid cold AUC", ["train.select=valid-auc"]),
-    "bn-frozen": ("+ frozen BatchNorm statistics", ["train.select=valid-auc", "train.batchnorm=frozen"]),
-    "distill": (
-        "+ feature distillation λ=30 (BN frozen)",
-        ["train.select=valid-auc", "train.batchnorm=frozen", "train.distill=30"],
+    "last-epoch": ("the recipe before: factors + clusters, keep the last epoch", ["train.select=last"]),
+    "select": ("+ selection by valid cold AUC", SEL),
+    "factors-only": ("selection, factors head only (no cluster head)", [*SEL, "train.targets=[factors]"]),
+    "bn-frozen": ("selection + frozen BatchNorm statistics", BN),
+    "distill": ("+ feature distillation λ=30", [*BN, "train.distill=30"]),
+    "l2sp": ("+ L2-SP 0.01", [*BN, "train.l2sp=0.01"]),
+    "rank": ("+ listwise KL ranking loss", [*BN, "train.rank_loss=kl"]),
+    "tags-aux": (
+        "+ genre head (meta-class target) beside the others",
+        [*BN, "train.targets=[factors,factor-clusters,tags]"],
     ),
-    "l2sp": ("+ L2-SP 0.01 (BN frozen)", ["train.select=valid-auc", "train.batchnorm=frozen", "train.l2sp=0.01"]),
-    "rank": (
-        "+ listwise KL ranking loss (BN frozen)",
-        ["train.select=valid-auc", "train.batchnorm=frozen", "train.rank_loss=kl"],
-    ),
+    "meta-class": ("meta-class baseline: genre head alone", [*BN, "train.targets=[tags]"]),
     "combined": (
-        "distill + L2-SP + ranking (BN frozen)",
-        [
-            "train.select=valid-auc",
-            "train.batchnorm=frozen",
-            "train.distill=30",
-            "train.l2sp=0.01",
-            "train.rank_loss=kl",
-        ],
+        "factors + genres, distillation, L2-SP, ranking",
+        [*BN, "train.targets=[factors,tags]", "train.distill=30", "train.l2sp=0.01", "train.rank_loss=kl"],
     ),
 }
 
@@ -105,25 +101,35 @@ def probe(cfg: Config, run: Path, source: str) -> dict[str, float]:
 
 def variant(name: str, base: Path, work: Path) -> dict[str, Any]:
     """Train, embed and evaluate one variant in ``work/name`` over the base run's shared stages."""
+    from socialfeat.config import dump_config
     from socialfeat.embed import embed
     from socialfeat.evaluate.stage import evaluate
-    from socialfeat.train import train
+    from socialfeat.train import TrainResult, train
 
     what, overrides = VARIANTS[name]
     cfg = config_for(overrides)
     run = work / name
-    shutil.rmtree(run, ignore_errors=True)
-    (run / "features").mkdir(parents=True)
-    for part in SHARED_PARTS:
-        (run / part).symlink_to((base / part).resolve(), target_is_directory=True)
-    for f in ("imagenet.parquet", "imagenet.json"):
-        (run / "features" / f).symlink_to((base / "features" / f).resolve())
-    t0 = time.perf_counter()
-    result = train(cfg, run)
-    minutes = (time.perf_counter() - t0) / 60
-    embed(cfg, run, "learned")
+    model = run / "model"
+    if (model / "config.yaml").is_file() and (model / "config.yaml").read_text() == dump_config(cfg):
+        # a model trained with exactly these settings is kept (a crash later on costs no retraining)
+        meta = json.loads((model / "model.json").read_text())
+        history = [json.loads(x) for x in (model / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        result = TrainResult(model, history, meta)
+        minutes = meta.get("train_seconds", float("nan")) / 60
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        (run / "features").mkdir(parents=True)
+        for part in SHARED_PARTS:
+            (run / part).symlink_to((base / part).resolve(), target_is_directory=True)
+        for f in ("imagenet.parquet", "imagenet.json"):
+            (run / "features" / f).symlink_to((base / "features" / f).resolve())
+        t0 = time.perf_counter()
+        result = train(cfg, run)
+        minutes = (time.perf_counter() - t0) / 60
+    if not (run / "features" / "learned.parquet").is_file():
+        embed(cfg, run, "learned")
     metrics = evaluate(cfg, run, sources=["learned", "imagenet"]).metrics
-    rows = {(r["source"], r["column"], r["mapping"]): r["coldstart"] for r in metrics["features"]}
+    rows = {(r["source"], r["column"], r["mapping"]): r["coldstart"] for r in metrics["rows"]}
     learned, imagenet = rows[("learned", "features", "ridge")], rows[("imagenet", "features", "ridge")]
     epochs = [h for h in result.metrics if h["epoch"] >= 0]
     return {

@@ -317,3 +317,15 @@ def test_select_valid_auc_without_cold_items_is_one_line(warm_run: Path, tmp_pat
     r = cli("train", str(run), *TINY, "--epochs", "1")  # auto: no cold items, so the last epoch is kept
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "model" / "model.json").read_text())["selection"] == "last"
+
+
+def test_tags_head_trains_as_the_meta_class_target(warm_run: Path, tmp_path: Path) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    targets(load_config(None, ["targets.clusters=6", "targets.targets=[factors,tags]", "targets.min_tag_items=3"]), run)
+    ok(["train", str(run), *TINY, "--epochs", "2", "--targets", "factors,tags", "--set", "train.select=last"])
+    model = json.loads((run / "model" / "model.json").read_text())
+    k = json.loads((run / "targets" / "summary.json").read_text())["tags"]["k"]
+    assert model["heads"] == {"factors": 16, "tags": k}
+    history = [json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["train_tags"] < history[0]["train_tags"]  # it learns the tags
+    assert 0.0 <= history[-1]["valid_tags_top1"] <= 1.0

@@ -353,7 +353,9 @@ def targets(
     run: Annotated[Path, typer.Argument(help="Run folder with factors/ (from factorize); targets/ is written here.")],
     which: Annotated[
         str | None,
-        typer.Option("--targets", help="Comma list of factors, factor-clusters, engagement [factors,factor-clusters]."),
+        typer.Option(
+            "--targets", help="Comma list of factors, factor-clusters, engagement, tags [factors,factor-clusters]."
+        ),
     ] = None,
     clusters: Annotated[int | None, typer.Option(help="k of the k-means on item factors [32].")] = None,
     engagement_clusters: Annotated[
@@ -414,7 +416,7 @@ def train(
         str | None, typer.Option(help="imagenet, random, or a .safetensors/.pt file [imagenet].")
     ] = None,
     which: Annotated[
-        str | None, typer.Option("--targets", help="Comma list of heads: factors,factor-clusters,engagement.")
+        str | None, typer.Option("--targets", help="Comma list of heads: factors,factor-clusters,engagement,tags.")
     ] = None,
     finetune: Annotated[str | None, typer.Option(help="all, head (frozen backbone) or last-N blocks [last-2].")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs [5].")] = None,

@@ -143,7 +143,7 @@ class TargetsConfig(StrictModel):
     """What the image model learns to predict: item factors, pseudo-classes from clustering them, and VisE-style
     engagement pseudo-classes from clustering what people say about an item and how they engage with it."""
 
-    targets: list[Literal["factors", "factor-clusters", "engagement"]] = ["factors", "factor-clusters"]
+    targets: list[Literal["factors", "factor-clusters", "engagement", "tags"]] = ["factors", "factor-clusters"]
     normalize: Literal["l2", "standardize", "none"] = Field("l2", description="how factor targets are scaled")
     clusters: int = Field(32, ge=2, description="k of the k-means on item factors (pseudo-classes)")
     kmeans_iterations: int = Field(25, ge=1)
@@ -154,6 +154,8 @@ class TargetsConfig(StrictModel):
     stats_weight: float = Field(0.25, ge=0, description="weight of the engagement counts against the comment text")
     max_comments_per_item: int = Field(50, ge=1, description="the first N comments by time describe an item")
     text_batch_size: int = Field(256, ge=1, description="comments per batch of the sentence-embedding model")
+    max_tags: int = Field(256, ge=1, description="tags target: the most frequent tags of the warm items kept")
+    min_tag_items: int = Field(5, ge=1, description="tags target: a tag must label this many warm items")
 
 
 class TrainConfig(StrictModel):
@@ -164,8 +166,10 @@ class TrainConfig(StrictModel):
         "imagenet",
         description="imagenet (the packaged EfficientNet-Lite0 weights), random, or a .safetensors/.pt file",
     )
-    targets: list[Literal["factors", "factor-clusters", "engagement"]] = Field(
-        default_factory=lambda: ["factors"], description="heads to train; each needs its file in targets/"
+    targets: list[Literal["factors", "factor-clusters", "engagement", "tags"]] = Field(
+        default_factory=lambda: ["factors"],
+        description="heads to train; each needs its file in targets/ (tags: a multi-label head on the items' tags, "
+        "the meta-class target)",
     )
     loss_weights: dict[str, float] = Field(default_factory=dict, description="per target; unlisted weigh 1")
     regression_loss: Literal["cosine", "mse", "audience"] = Field(

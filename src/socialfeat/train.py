@@ -39,9 +39,11 @@ from socialfeat.models.losses import (
     listwise_kl_loss,
     masked_cross_entropy,
     mean_cosine,
+    multilabel_loss,
     rank_temperature,
     regression_loss,
     top1,
+    top1_tag,
     user_moment_root,
 )
 from socialfeat.models.store import save_weights, state_tensors
@@ -55,7 +57,9 @@ TARGET_FILES = {
     "factors": "factors.parquet",
     "factor-clusters": "factor_clusters.parquet",
     "engagement": "engagement.parquet",
+    "tags": "tags.parquet",
 }
+MATRIX_TARGETS = ("factors", "tags")  # a vector per item; the others are one class label per item
 KILL_ENV = "SOCIALFEAT_TEST_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after this step
 RESUME_INSENSITIVE = {"workers", "threads", "device", "checkpoint_every", "epochs"}
 Progress = Callable[[dict[str, Any]], None]
@@ -99,7 +103,7 @@ def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> T
             ids = these
         elif these != ids:
             raise UserError(str(tdir), f"{path.name} lists other items than the other targets; rerun targets")
-        if target == "factors":
+        if target in MATRIX_TARGETS:
             col = table.column("target").combine_chunks()
             arrays[target] = col.flatten().to_numpy().reshape(len(table), col.type.list_size).astype(np.float32)
             dims[target] = col.type.list_size
@@ -159,6 +163,8 @@ def step_losses(
         truth = batch[target]
         if target == "factors":
             out[target] = regression_loss(cfg.regression_loss, pred, truth, user_root)
+        elif target == "tags":
+            out[target] = multilabel_loss(pred, truth)
         else:
             out[target] = masked_cross_entropy(pred, truth)
     return out
@@ -185,6 +191,8 @@ def validate(model: FeatureModel, ds: CachedImages, cfg: TrainConfig, d: Dist) -
         p, y = torch.cat(preds[t]), torch.cat(truth[t])
         if t == "factors":
             metrics["factors_cosine"] = mean_cosine(p, y)
+        elif t == "tags":
+            metrics["tags_top1"] = top1_tag(p, y)
         else:
             metrics[f"{head_key(t)}_top1"] = top1(p, y)
     return metrics
@@ -362,6 +370,7 @@ def train(
         torch.use_deterministic_algorithms(True, warn_only=True)
     work = run / ".train"
     note = progress or (lambda _: None)
+    began = time.perf_counter()
 
     cache = shared_image_cache(
         d, run, cfg, cfg.image_size, lambda done, total: note({"event": "cache", "done": done, "total": total})
@@ -570,6 +579,7 @@ def train(
         "world": d.world,
         "device": str(d.device),
         "steps": step,
+        "train_seconds": time.perf_counter() - began,
     }
     if d.main:
         summary.update(_select(model, selector, best, history))

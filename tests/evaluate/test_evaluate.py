@@ -15,11 +15,12 @@ import pytest
 
 from socialfeat.cli import main
 from socialfeat.config import load_config
+from socialfeat.data.tags import split_tags
 from socialfeat.embed import vectors_column
 from socialfeat.errors import UserError
 from socialfeat.evaluate import evaluate
 from socialfeat.evaluate.probe import read_labels
-from socialfeat.evaluate.stage import plan_rows, split_tags
+from socialfeat.evaluate.stage import plan_rows
 
 BASE_ROWS = {
     "learned · pooled": ("learned", "features", "ridge"),

@@ -386,3 +386,22 @@ def test_best_cells_skip_references_and_gaps() -> None:
     assert [r[1].get("best", False) for r in t["rows"]] == [False, True, False]
     assert [r[2].get("best", False) for r in t["rows"]] == [True, False, False]
     assert t["numeric"] == [False, True, True]
+
+
+def test_training_section_says_when_no_epoch_beat_the_start(tmp_path: Path) -> None:
+    from socialfeat.report.sections import training
+
+    model = tmp_path / "model"
+    model.mkdir()
+    meta = {"backbone": "b", "selection": "valid-auc", "selected_epoch": 0, "valid_cold_auc": 0.61}
+    meta |= {"valid_cold_auc_start": 0.61, "fit_items": 100}
+    (model / "model.json").write_text(json.dumps(meta))
+    epochs = [{"epoch": -1, "step": 0, "valid_cold_auc": 0.61}, {"epoch": 0, "train_loss": 1.0, "valid_cold_auc": 0.6}]
+    (model / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    out = training(tmp_path)
+    assert "No epoch beat the untrained start" in out["no_win"]
+    assert out["model"]["epoch kept"].startswith("0 (0 = the untrained start)")
+    assert "cold auc" in out["epochs"]["head"]  # the selection score is a column, the start its first row
+    meta |= {"selected_epoch": 1, "valid_cold_auc": 0.63}
+    (model / "model.json").write_text(json.dumps(meta))
+    assert training(tmp_path)["no_win"] is None

@@ -97,3 +97,32 @@ def test_targets_errors(tmp_path: Path, factorized: Path, capsys: pytest.Capture
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert exc.value.code == 2 and len(err) == 1 and fragment in err[0], err
+
+
+def test_tag_vocabulary_multi_hot_and_unseen_tags() -> None:
+    from socialfeat.data.tags import multi_hot, vocabulary
+
+    warm = [["drama", "war"], ["drama"], ["comedy", "drama"], ["comedy"], ["noir"]]
+    vocab = vocabulary(warm, limit=10, min_items=2)
+    assert vocab == ["drama", "comedy"]  # by frequency; noir and war label fewer than 2 items
+    rows, unseen = multi_hot([["war", "comedy"], ["western"], []], vocab)
+    assert rows.tolist() == [[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]] and unseen == 2  # war and western: counted, ignored
+    assert vocabulary(warm, limit=1) == ["drama"]
+
+
+def test_tags_target_is_multi_hot_over_the_warm_items_vocabulary(factorized: Path, tmp_path: Path) -> None:
+    from socialfeat.data.tags import item_tags
+
+    run = tmp_path / "run"
+    shutil.copytree(factorized, run, ignore=shutil.ignore_patterns("targets"))
+    result = targets(load_config(None, ["targets.targets=[factors,tags]", "targets.min_tag_items=3"]), run)
+    summary = result.summary["tags"]
+    table = pq.read_table(run / "targets" / "tags.parquet")
+    col = table.column("target").combine_chunks()
+    matrix = col.flatten().to_numpy().reshape(len(table), col.type.list_size)
+    assert matrix.shape[1] == summary["k"] == len(summary["vocabulary"]) > 1
+    tags = item_tags(run)
+    assert tags is not None
+    for idx, row in zip(table.column("item_idx").to_pylist()[:50], matrix[:50], strict=True):
+        expected = {t for t in tags[idx] if t in summary["vocabulary"]}
+        assert {summary["vocabulary"][c] for c in np.flatnonzero(row)} == expected

@@ -7,10 +7,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
+from socialfeat.data.tags import item_tags, multi_hot, vocabulary
 from socialfeat.embed import read_features
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import (
@@ -122,32 +121,17 @@ def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -
     return features, has
 
 
-def split_tags(value: Any) -> list[str]:
-    """Tags of one item: a list, or a string separated by | , or ; (MovieLens genres arrive as 'Comedy|Romance')."""
-    if value is None:
-        return []
-    parts = value if isinstance(value, list | tuple) else re.split(r"[|,;]", str(value))
-    return sorted({str(p).strip().lower() for p in parts if str(p).strip()})
-
-
 def tag_features(run: Path, n_items: int) -> tuple[np.ndarray, int] | None:
     """One-hot item × tag matrix from dataset/items.parquet (None when there are no tags), and the tag count."""
-    path = run / "dataset" / "items.parquet"
-    if not path.is_file() or "tags" not in pq.read_schema(path).names:
+    tags = item_tags(run)
+    if tags is None:
         return None
-    t = pq.read_table(path, columns=["item_idx", "tags"])
-    tags = [split_tags(v) for v in t.column("tags").to_pylist()]
-    counts = Counter(tag for item in tags for tag in item)
-    vocab = [tag for tag, _ in counts.most_common(MAX_TAGS)]
+    n_tags = len({tag for item in tags.values() for tag in item})
+    vocab = vocabulary(list(tags.values()), MAX_TAGS)
     if not vocab:
         return None
-    column = {tag: c for c, tag in enumerate(vocab)}
-    onehot = np.zeros((n_items, len(vocab)), np.float32)
-    for idx, item in zip(t.column("item_idx").to_pylist(), tags, strict=True):
-        for tag in item:
-            if tag in column:
-                onehot[int(idx), column[tag]] = 1.0
-    return onehot, len(counts)
+    rows = [tags.get(i, []) for i in range(n_items)]
+    return multi_hot(rows, vocab)[0], n_tags
 
 
 def _finite(obj: Any) -> Any:

@@ -26,6 +26,24 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits[keep].float(), labels[keep].long())
 
 
+def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per tag over the rows with at least one tag (an untagged item says nothing about which
+    tags it lacks); zero when a batch has none."""
+    keep = labels.sum(1) > 0
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[keep].float(), labels[keep].float())
+
+
+def top1_tag(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Validation: share of tagged rows whose highest-scored tag is one of theirs (NaN when none is tagged)."""
+    keep = labels.sum(1) > 0
+    if not bool(keep.any()):
+        return float("nan")
+    best = logits[keep].argmax(1)
+    return float(labels[keep].gather(1, best[:, None]).float().mean())
+
+
 def audience_loss(pred: torch.Tensor, target: torch.Tensor, user_root: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the scores u·v that all users would give the item, divided by the mean squared score
     of a zero prediction's error scale (tr M): with M = E[u uᵀ] = L Lᵀ, E_u[(u·(v̂ − v))²] = ‖(v̂ − v) L‖². Errors

@@ -185,7 +185,7 @@ def training(run: Path) -> dict[str, Any]:
     meta_path, metrics_path = model_dir / "model.json", model_dir / "metrics.jsonl"
     if not meta_path.is_file() and not metrics_path.is_file():
         raise Missing(f"no model/; run `socialfeat train {run}`")
-    out: dict[str, Any] = {"model": None, "chart": None, "epochs": None}
+    out: dict[str, Any] = {"model": None, "chart": None, "epochs": None, "no_win": None}
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         p = meta.get("parameters", {})
@@ -202,8 +202,14 @@ def training(run: Path) -> dict[str, Any]:
             "steps": f"{meta['steps']:,} on {meta.get('world', 1)} × {meta.get('device', '?')}"
             if "steps" in meta
             else None,
+            "epoch kept": _kept(meta),
         }
         out["model"] = {k: str(v) for k, v in facts.items() if v is not None}
+        if meta.get("selection") == "valid-auc" and meta.get("selected_epoch") == 0:
+            out["no_win"] = (
+                f"No epoch beat the untrained start on valid cold-start AUC ({meta['valid_cold_auc_start']:.4f}): "
+                "the model kept is the starting network, so training bought nothing here."
+            )
     if metrics_path.is_file():
         epochs = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
         if epochs:
@@ -211,8 +217,21 @@ def training(run: Path) -> dict[str, Any]:
     return out
 
 
+def _kept(meta: dict[str, Any]) -> str | None:
+    """Which epoch became the model, and why."""
+    if meta.get("selection") == "valid-auc":
+        return (
+            f"{meta['selected_epoch']} (0 = the untrained start), by cold-start AUC on the valid cold items: "
+            f"{meta['valid_cold_auc']:.4f} vs {meta['valid_cold_auc_start']:.4f} at the start "
+            f"(ridge on {meta['fit_items']:,} warm items)"
+        )
+    if meta.get("selection") == "last":
+        return f"the last ({meta['selected_epoch']})"
+    return None
+
+
 def _curves(epochs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in epochs[-1] if k.startswith(("train_", "valid_"))]
+    keys = list(dict.fromkeys(k for e in epochs for k in e if k.startswith(("train_", "valid_"))))
     train_keys = [k for k in keys if k.startswith("train_")]
     valid_keys = [k for k in keys if k.startswith("valid_")]
 
@@ -230,7 +249,8 @@ def _curves(epochs: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     best = {1 + i: ("min" if k.startswith("train_") else "max") for i, k in enumerate(keys)}
     caption = "Per epoch: the training loss of each head (and their weighted sum), and on held-out warm items the "
-    caption += "cosine between predicted and true factors and the top-1 accuracy on pseudo-classes."
+    caption += "cosine between predicted and true factors and the top-1 accuracy on pseudo-classes; cold auc is the "
+    caption += "selection score (cold-start AUC on the valid cold items), epoch 0 being the untrained start."
     return {"chart": plots.line_panels(panels, "epoch"), "epochs": table(head, rows, caption, best)}
 
 

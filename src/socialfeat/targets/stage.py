@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
+from socialfeat.data.tags import item_tags, multi_hot, vocabulary
 from socialfeat.errors import UserError
 from socialfeat.targets.collaborative import kmeans, normalize_factors, representatives
 from socialfeat.targets.describe import distinctive_words, tokens
@@ -93,11 +94,29 @@ def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
                 run, ids.filter(pa.array(has)), idx[has], eng.features, eng.labels[has], eng.centroids, config
             )
             summary["engagement"] = eng.summary()
+        if "tags" in cfg.targets:
+            summary["tags"] = tags_target(run, ids, idx, cfg.max_tags, cfg.min_tag_items, tmp / "tags.parquet")
         write_json(tmp / "clusters.json", clusters)
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "manifest.json", provenance(config, "targets"))
         write_text(tmp / "config.yaml", dump_config(config))
     return TargetsResult(out=run / "targets", summary={**summary, "clusters": clusters})
+
+
+def tags_target(run: Path, ids: pa.Array, idx: np.ndarray, limit: int, min_items: int, out: Path) -> dict[str, Any]:
+    """Multi-hot rows over a tag vocabulary fixed on the warm items (the meta-class target); items whose tags are
+    all outside it get an all-zero row, which the loss skips."""
+    tags = item_tags(run)
+    if tags is None:
+        raise UserError("targets.targets", "tags needs a tags column in the items (map it with ingest.item_columns)")
+    rows = [tags.get(int(i), []) for i in idx]
+    vocab = vocabulary(rows, limit, min_items)
+    if not vocab:
+        raise UserError("targets.targets", f"no tag labels {min_items} or more warm items; lower targets.min_tag_items")
+    matrix, unseen = multi_hot(rows, vocab)
+    target = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), len(vocab))
+    pq.write_table(pa.table({"item_id": ids, "item_idx": idx, "target": target}), out)
+    return {"k": len(vocab), "vocabulary": vocab, "untagged": int((matrix.sum(1) == 0).sum()), "rare_tags": unseen}
 
 
 def describe(

@@ -1,0 +1,52 @@
+"""Item tags (genres, categories): parsing, a vocabulary fixed on one set of items, and multi-hot rows. Shared by
+the ``tags`` training target (the seed paper's meta-class) and ``evaluate``'s metadata row."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+
+def split_tags(value: Any) -> list[str]:
+    """Tags of one item: a list, or a string separated by | , or ; (MovieLens genres arrive as 'Comedy|Romance')."""
+    if value is None:
+        return []
+    parts = value if isinstance(value, list | tuple) else re.split(r"[|,;]", str(value))
+    return sorted({str(p).strip().lower() for p in parts if str(p).strip()})
+
+
+def item_tags(run: Path) -> dict[int, list[str]] | None:
+    """item_idx → tags from ``dataset/items.parquet``; None when the items have no ``tags`` column."""
+    path = run / "dataset" / "items.parquet"
+    if not path.is_file() or "tags" not in pq.read_schema(path).names:
+        return None
+    t = pq.read_table(path, columns=["item_idx", "tags"])
+    pairs = zip(t.column("item_idx").to_pylist(), t.column("tags").to_pylist(), strict=True)
+    return {int(i): split_tags(v) for i, v in pairs}
+
+
+def vocabulary(tags: Sequence[list[str]], limit: int, min_items: int = 1) -> list[str]:
+    """The ``limit`` most frequent tags carried by at least ``min_items`` of these items (ties by name)."""
+    counts = Counter(tag for item in tags for tag in item)
+    ranked = sorted((t for t, c in counts.items() if c >= min_items), key=lambda t: (-counts[t], t))
+    return ranked[:limit]
+
+
+def multi_hot(tags: Sequence[list[str]], vocab: list[str]) -> tuple[np.ndarray, int]:
+    """Rows of 0/1 over ``vocab``, and how many tag occurrences fell outside it (counted, then ignored)."""
+    column = {tag: c for c, tag in enumerate(vocab)}
+    out = np.zeros((len(tags), len(vocab)), np.float32)
+    unseen = 0
+    for r, item in enumerate(tags):
+        for tag in item:
+            if tag in column:
+                out[r, column[tag]] = 1.0
+            else:
+                unseen += 1
+    return out, unseen
