@@ -329,3 +329,21 @@ def test_tags_head_trains_as_the_meta_class_target(warm_run: Path, tmp_path: Pat
     history = [json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_tags"] < history[0]["train_tags"]  # it learns the tags
     assert 0.0 <= history[-1]["valid_tags_top1"] <= 1.0
+
+
+def test_meta_class_baseline_trains_embeds_and_gets_an_evaluate_row(warm_run: Path, tmp_path: Path) -> None:
+    """The seed paper's third column: the same recipe taught by tags alone, beside learned, ImageNet and random."""
+    run = fresh(warm_run, tmp_path / "run")
+    r = cli("train", str(run), *TINY, "--epochs", "1", "--meta-class")
+    assert r.returncode == 2 and "targets/tags.parquet" in r.stderr  # no tags target yet: one line that says how
+    targets(load_config(None, ["targets.clusters=6", "targets.targets=[factors,tags]", "targets.min_tag_items=3"]), run)
+    ok(["train", str(run), *TINY, "--epochs", "1", "--meta-class"])
+    meta = json.loads((run / "meta-class" / "model.json").read_text())
+    assert list(meta["heads"]) == ["tags"] and not (run / "model").exists()  # its own folder, not the learned model
+    for source in ("meta-class", "random"):
+        ok(["embed", str(run), "--source", source, "--workers", "0", "--set", "train.backbone=socialfeat_tiny"])
+    from socialfeat.evaluate.stage import evaluate
+
+    rows = evaluate(load_config(None, ["train.backbone=socialfeat_tiny"]), run).metrics["rows"]
+    names = {r["name"]: r for r in rows}
+    assert "meta-class" in names and 0.0 <= names["meta-class"]["coldstart"]["auc"] <= 1.0

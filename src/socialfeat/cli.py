@@ -433,6 +433,10 @@ def train(
         bool | None, typer.Option("--strict-images", help="A bad image is an error instead of a skipped item.")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in RUN/.train.")] = False,
+    meta_class: Annotated[
+        bool,
+        typer.Option("--meta-class", help="Train the meta-class baseline (the tags head alone) into RUN/meta-class."),
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed (init, order, augmentation).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -440,7 +444,10 @@ def train(
     """Train a CNN on the warm items' images to predict their targets (runs under torchrun too)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from socialfeat.train import train as run_train
+    from socialfeat.train import train as train_model
+    from socialfeat.train import train_meta_class
+
+    run_train = train_meta_class if meta_class else train_model
 
     flags = _flags(
         seed=("--seed", seed),

@@ -231,6 +231,11 @@ class TrainConfig(StrictModel):
     rank_weight: float = Field(1.0, ge=0, description="weight of the ranking loss")
     rank_users: int = Field(256, ge=1, description="users sampled per step for the ranking loss")
     rank_temperature: float = Field(0.5, gt=0, description="softmax τ as a multiple of the teacher scores' spread")
+    meta_class: bool = Field(
+        False,
+        description="also train the meta-class baseline (the seed paper's third column): the same recipe on the "
+        "tags head alone, into run/meta-class/; embed, evaluate and transfer then show it beside learned",
+    )
 
 
 class EmbedConfig(StrictModel):
@@ -317,7 +322,7 @@ class TransferConfig(StrictModel):
     Cs: list[float] = Field(
         [0.1, 1, 10, 100, 1000, 10000], min_length=1, description="inverse L2 regularisation grid of the probe"
     )
-    sources: list[Literal["learned", "imagenet", "random"]] = Field(
+    sources: list[Literal["learned", "imagenet", "random", "meta-class"]] = Field(
         ["learned", "imagenet", "random"], description="feature sources probed (learned: pooled and every head)"
     )
 

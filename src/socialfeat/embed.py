@@ -1,7 +1,8 @@
-"""``embed``: a feature vector for every item of a run, cold items included, from one of three sources —
+"""``embed``: a feature vector for every item of a run, cold items included, from one of four sources —
 ``learned`` (the trained model: pooled features plus each head's output), ``imagenet`` (EfficientNet-Lite0
-with the packaged ImageNet weights: the baseline to beat) and ``random`` (the trained architecture at random
-init: the floor). Under torchrun each rank embeds its share and writes its own part file.
+with the packaged ImageNet weights: the baseline to beat), ``random`` (the trained architecture at random
+init: the floor) and ``meta-class`` (the same recipe taught by the items' tags alone, when trained). Under
+torchrun each rank embeds its share and writes its own part file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from socialfeat.runtime import Dist, barrier, batch_loader, setup_distributed, s
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("learned", "imagenet", "random")
+SOURCES = ("learned", "imagenet", "random", "meta-class")
+MODEL_DIRS = {"learned": "model", "meta-class": "meta-class"}  # sources with a trained model in the run
 Progress = Callable[[int, int, float], None]
 
 
@@ -42,8 +44,8 @@ class EmbedResult:
 
 def source_model(run: Path, config: Config, source: str) -> tuple[FeatureModel, dict[str, Any]]:
     """The network behind a feature source, in eval mode, and a description of it."""
-    if source == "learned":
-        model, meta = load_model(run / "model")
+    if source in MODEL_DIRS:
+        model, meta = load_model(run / MODEL_DIRS[source])
         return model, {**meta, "init": f"trained from {meta['init']}"}
     if source == "imagenet":
         desc = {"backbone": IMAGENET_BACKBONE, "init": "imagenet"}

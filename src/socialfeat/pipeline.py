@@ -154,7 +154,9 @@ def stage_outputs(config: Config, run: Path, stage: str) -> list[Path]:
         platform = [run / "platform" / f for f in ("interactions.csv", "items.csv", "comments.csv", "labels.csv")]
         return [*platform, run / HELDOUT / "labels.csv"]
     if stage == "embed":
-        return [run / "features" / f"{s}.{ext}" for s in EMBED_SOURCES for ext in ("parquet", "json")]
+        return [run / "features" / f"{s}.{ext}" for s in embed_sources(config) for ext in ("parquet", "json")]
+    if stage == "train" and config.train.meta_class:
+        return [run / "model", run / "meta-class"]
     if stage == "index":
         path = index_path(run, config.index.source, config.index.column)
         return [path, sidecar_path(path)]
@@ -301,11 +303,16 @@ def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, 
                 say(f"epoch {e['epoch'] + 1}, step {e['step']}/{total['steps']}, loss {e['loss']:.4f}")
 
         train(config, run, progress=note)
+        if config.train.meta_class:
+            from socialfeat.train import train_meta_class
+
+            say("meta-class baseline")
+            train_meta_class(config, run, progress=note)
     elif stage == "embed":
         from socialfeat.embed import embed
 
         steps = {}
-        for source in EMBED_SOURCES:
+        for source in embed_sources(config):
             t0 = time.perf_counter()
             embed(config, run, source, progress=lambda d, n, rate, s=source: say(f"{s} {d:,}/{n:,} ({rate:.0f} img/s)"))
             steps[source] = time.perf_counter() - t0
@@ -327,6 +334,11 @@ def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, 
 
         report(config, run)
     return {}
+
+
+def embed_sources(config: Config) -> tuple[str, ...]:
+    """What the embed stage writes: learned, ImageNet and random init, and the meta-class baseline when trained."""
+    return (*EMBED_SOURCES, "meta-class") if config.train.meta_class else EMBED_SOURCES
 
 
 def heldout_items(config: Config) -> int:

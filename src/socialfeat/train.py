@@ -357,9 +357,14 @@ class TrainResult:
 
 
 def train(
-    config: Config, run: str | os.PathLike[str], resume: bool = False, progress: Progress | None = None
+    config: Config,
+    run: str | os.PathLike[str],
+    resume: bool = False,
+    progress: Progress | None = None,
+    name: str = "model",
 ) -> TrainResult:
-    """Train the image model on the warm items' images to predict their targets; write ``run/model``."""
+    """Train the image model on the warm items' images to predict their targets; write ``run/<name>`` (``model``;
+    ``meta-class`` for the baseline of :func:`train_meta_class`)."""
     run, cfg = Path(run), config.train
     if not cfg.targets:
         raise UserError("train.targets", "select at least one target: factors, factor-clusters, engagement")
@@ -368,7 +373,8 @@ def train(
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    work = run / ".train"
+    work = run / (".train" if name == "model" else f".train-{name}")
+    out_dir = run / name
     note = progress or (lambda _: None)
     began = time.perf_counter()
 
@@ -583,13 +589,13 @@ def train(
     }
     if d.main:
         summary.update(_select(model, selector, best, history))
-        _finish(run, work, model, data, history, summary, config)
+        _finish(out_dir, work, model, data, history, summary, config)
     barrier(d)
-    return TrainResult(run / "model", history, summary)
+    return TrainResult(out_dir, history, summary)
 
 
 def _finish(
-    run: Path,
+    out: Path,
     work: Path,
     model: FeatureModel,
     data: TrainingData,
@@ -597,7 +603,7 @@ def _finish(
     summary: dict[str, Any],
     config: Config,
 ) -> None:
-    """Write ``run/model`` in one atomic step, then drop the work folder."""
+    """Write the model folder ``out`` in one atomic step, then drop the work folder."""
     cfg = config.train
     meta = {
         "backbone": cfg.backbone,
@@ -612,10 +618,29 @@ def _finish(
         "preprocess": "(x - 127) / 128",
         **summary,
     }
-    with atomic_dir(run / "model") as tmp:
+    with atomic_dir(out) as tmp:
         save_weights(tmp / "weights.safetensors", model)
         write_json(tmp / "model.json", meta)
         write_text(tmp / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         write_json(tmp / "manifest.json", provenance(config, "train"))
         write_text(tmp / "config.yaml", dump_config(config))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def meta_class_config(config: Config) -> Config:
+    """The learned model's recipe with the tags head as its only target: the meta-class baseline."""
+    train_cfg = config.train.model_copy(update={"targets": ["tags"], "rank_loss": "none", "meta_class": False})
+    return config.model_copy(update={"train": train_cfg})
+
+
+def train_meta_class(
+    config: Config, run: str | os.PathLike[str], resume: bool = False, progress: Progress | None = None
+) -> TrainResult:
+    """Train the meta-class baseline — the same backbone, fine-tuning and selection, taught by the items' tags
+    alone — into ``run/meta-class``, so that behaviour and metadata teachers are compared on equal terms."""
+    run = Path(run)
+    if not (run / "targets" / TARGET_FILES["tags"]).is_file():
+        raise UserError(
+            "train.meta_class", f"needs targets/tags.parquet; run `socialfeat targets {run} --targets factors,tags`"
+        )
+    return train(meta_class_config(config), run, resume, progress, name="meta-class")

@@ -199,3 +199,23 @@ def test_a_folder_of_class_folders_is_a_labelled_set(run: Path, heldout: Path, t
     result = json.loads((run / "eval" / "transfer-styles.json").read_text())
     assert result["images"]["usable"] == 60 and sum(result["classes"].values()) == 60
     assert result["classes"] == {p: sum(r["palette"] == p for r in rows) for p in result["classes"]}
+
+
+def test_the_meta_class_baseline_is_probed_beside_the_others(run: Path, heldout: Path, tmp_path: Path) -> None:
+    """Once a run has the meta-class model, transfer probes it by default, pooled and its tags head."""
+    from socialfeat.config import load_config
+    from socialfeat.targets.stage import targets
+    from socialfeat.train import train_meta_class
+
+    shutil.rmtree(run / "targets")
+    targets(load_config(None, ["targets.clusters=6", "targets.targets=[factors,tags]", "targets.min_tag_items=3"]), run)
+    overrides = ["train.backbone=socialfeat_tiny", "train.weights=random", "train.image_size=32", "train.epochs=1"]
+    train_meta_class(load_config(None, [*overrides, "train.threads=1", "train.select=last"]), run)
+    with open(heldout / "labels.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:90]
+    table = _table(tmp_path / "t.csv", [f"{r['image']},{r['palette']}" for r in rows])
+    ok(["transfer", str(run), "--labels", str(table), "--image-root", str(heldout), "--name", "m", *TINY])
+    names = [r["name"] for r in json.loads((run / "eval" / "transfer-m.json").read_text())["rows"]]
+    assert {"learned · pooled", "imagenet", "random init", "meta-class · pooled", "meta-class · tags head"} <= set(
+        names
+    )

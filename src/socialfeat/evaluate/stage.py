@@ -35,7 +35,7 @@ from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 
 log = logging.getLogger(__name__)
 
-EMBED_SOURCES = ("learned", "imagenet", "random")
+EMBED_SOURCES = ("learned", "imagenet", "random", "meta-class")
 SOURCES = (*EMBED_SOURCES, "metadata")
 MAX_TAGS = 4096  # metadata one-hot keeps the most frequent tags; rarer ones cannot be learned from anyway
 Step = Callable[[str], None]
@@ -147,8 +147,11 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _check_sources(sources: list[str] | None) -> list[str]:
-    chosen = list(dict.fromkeys(sources or SOURCES))
+def _check_sources(sources: list[str] | None, run: Path | None = None) -> list[str]:
+    """The requested sources; by default every one, meta-class only when the run has its features (an optional
+    baseline is not a missing file)."""
+    default = [s for s in SOURCES if s != "meta-class" or (run and _feature_columns(run, s) is not None)]
+    chosen = list(dict.fromkeys(sources or default))
     for s in chosen:
         if s not in SOURCES:
             raise UserError("--source", f"expected one of {', '.join(SOURCES)}, got '{s}'")
@@ -173,7 +176,7 @@ def evaluate(
     lambdas = sorted(float(x) for x in cfg.ridge_lambdas)
     if any(not lam > 0 for lam in lambdas):
         raise UserError("evaluate.ridge_lambdas", f"every λ must be > 0, got {cfg.ridge_lambdas}")
-    chosen = _check_sources(sources)
+    chosen = _check_sources(sources, run)
     say("reading factors")
     data = load_coldstart(run)
     rows, notes = plan_rows(run, chosen, data.item_factors.shape[1])

@@ -31,7 +31,7 @@ from socialfeat.runtime import pick_device
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("learned", "imagenet", "random")
+SOURCES = ("learned", "imagenet", "random", "meta-class")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 Step = Callable[[str], None]
 
@@ -47,12 +47,13 @@ def transfer_path(run: Path, name: str) -> Path:
 
 
 def row_name(source: str, column: str) -> str:
-    """``learned · pooled``, ``learned · factor clusters head``, ``imagenet``, ``random init``."""
-    if source == "learned":
+    """``learned · pooled``, ``learned · factor clusters head``, ``meta-class · pooled``, ``imagenet``,
+    ``random init``."""
+    if source in ("learned", "meta-class"):
         return (
-            "learned · pooled"
+            f"{source} · pooled"
             if column == "features"
-            else f"learned · {column.removeprefix('head_').replace('_', ' ')} head"
+            else f"{source} · {column.removeprefix('head_').replace('_', ' ')} head"
         )
     return "random init" if source == "random" else source
 
@@ -84,8 +85,12 @@ def _check_sets(sets: list[TransferSet]) -> None:
             raise UserError(f"transfer set '{s.name}'", "two labelled sets with the same name; give each its own")
 
 
-def _check_sources(sources: list[str] | None, config: Config) -> list[str]:
-    chosen = list(dict.fromkeys(sources or config.transfer.sources))
+def _check_sources(sources: list[str] | None, config: Config, run: Path) -> list[str]:
+    """The requested sources, else the configured ones plus meta-class when the run has that model."""
+    default = list(config.transfer.sources)
+    if (run / "meta-class" / "model.json").is_file() and "meta-class" not in default:
+        default.append("meta-class")
+    chosen = list(dict.fromkeys(sources or default))
     for s in chosen:
         if s not in SOURCES:
             raise UserError("--source", f"expected one of {', '.join(SOURCES)}, got '{s}'")
@@ -156,7 +161,7 @@ def transfer(
     if not sets:
         raise UserError("--labels", "no labelled set: give --labels TABLE --image-root DIR, or list transfer.sets")
     _check_sets(sets)
-    chosen = _check_sources(sources, config)
+    chosen = _check_sources(sources, config, run)
     tc = config.transfer
     if any(c <= 0 for c in tc.Cs):
         raise UserError("transfer.Cs", f"every C must be > 0, got {tc.Cs}")

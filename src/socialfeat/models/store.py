@@ -36,7 +36,8 @@ def load_model(model_dir: Path) -> tuple[FeatureModel, dict[str, Any]]:
     meta_path, weights = model_dir / "model.json", model_dir / "weights.safetensors"
     if not meta_path.is_file() or not weights.is_file():
         run = model_dir.parent
-        raise UserError(str(run), f"no trained model in {model_dir}; run `socialfeat train {run}` first")
+        how = " --meta-class" if model_dir.name == "meta-class" else ""
+        raise UserError(str(run), f"no trained model in {model_dir}; run `socialfeat train {run}{how}` first")
     try:
         meta = json.loads(meta_path.read_text())
         model = build_model(meta)

@@ -17,9 +17,16 @@ SOURCE_COLORS = {  # shades per source, so several variants of one source stay r
     "imagenet": ("#d1803a", "#e9ad75", "#9c5a1f"),
     "random": ("#8c8c8c", "#b5b5b5", "#5e5e5e"),
     "metadata": ("#5a9e6f", "#8cc49d", "#3a6e4a"),
+    "meta-class": ("#8e5ea2", "#b48cc6", "#633f73"),
 }
 SPLIT_NAMES = {"train": "warm items", "valid": "cold validation items", "test": "cold test items"}
-SOURCE_LABELS = {"learned": "learned", "imagenet": "ImageNet", "random": "random", "metadata": "metadata"}
+SOURCE_LABELS = {
+    "learned": "learned",
+    "imagenet": "ImageNet",
+    "random": "random",
+    "metadata": "metadata",
+    "meta-class": "meta-class",
+}
 
 
 # ------------------------------------------------------------------------------------------------ tables
