@@ -50,6 +50,23 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         [*BN, "train.targets=[factors,factor-clusters,tags]"],
     ),
     "meta-class": ("meta-class baseline: genre head alone", [*BN, "train.targets=[tags]"]),
+    "low-lr": ("backbone lr 1e-5 instead of 1e-4 (BN frozen)", [*BN, "train.backbone_lr_scale=0.01"]),
+    "low-lr-distill": (
+        "backbone lr 1e-5 + distillation λ=30",
+        [*BN, "train.backbone_lr_scale=0.01", "train.distill=30"],
+    ),
+    "low-lr-tags": (
+        "backbone lr 1e-5 + genre head beside factors and clusters",
+        [*BN, "train.backbone_lr_scale=0.01", "train.targets=[factors,factor-clusters,tags]"],
+    ),
+    "low-lr-rank": (
+        "backbone lr 1e-5 + listwise KL ranking loss",
+        [*BN, "train.backbone_lr_scale=0.01", "train.rank_loss=kl"],
+    ),
+    "low-lr-meta-class": (
+        "meta-class baseline at backbone lr 1e-5: genre head alone",
+        [*BN, "train.backbone_lr_scale=0.01", "train.targets=[tags]"],
+    ),
     "combined": (
         "factors + genres, distillation, L2-SP, ranking",
         [*BN, "train.targets=[factors,tags]", "train.distill=30", "train.l2sp=0.01", "train.rank_loss=kl"],

@@ -347,3 +347,39 @@ def test_meta_class_baseline_trains_embeds_and_gets_an_evaluate_row(warm_run: Pa
     rows = evaluate(load_config(None, ["train.backbone=socialfeat_tiny"]), run).metrics["rows"]
     names = {r["name"]: r for r in rows}
     assert "meta-class" in names and 0.0 <= names["meta-class"]["coldstart"]["auc"] <= 1.0
+
+
+def test_ridge_head_computes_the_selection_ridge_on_raw_features() -> None:
+    """The closed-form head equals evaluate's ridge (standardise, map, add the mean) at the same λ."""
+    from socialfeat.evaluate.metrics import ridge_path, standardizer
+    from socialfeat.selection import ridge_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (40, 6)).astype(np.float32)
+    y = x @ rng.normal(size=(6, 3)) + rng.normal(size=3)
+    weight, bias = ridge_head(x, y, 5.0)
+    mean, std = standardizer(x)
+    w = ridge_path((x - mean) / std, y - y.mean(0), [5.0])[0]
+    expected = ((x - mean) / std) @ w + y.mean(0)
+    assert weight.shape == (3, 6) and np.allclose(x @ weight.T + bias, expected, atol=1e-4)
+
+
+def test_head_init_ridge_trains_and_needs_selection(warm_run: Path, tmp_path: Path) -> None:
+    run = fresh(warm_run, tmp_path / "run")
+    args = [*TINY, "--epochs", "1", "--targets", "factors", "--set", "train.head_init=ridge"]
+    r = cli("train", str(run), *args, "--set", "train.select=last")
+    assert r.returncode == 2 and "train.head_init" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # raw factor targets, every warm item in the selection's ridge, a learning rate too small to move anything:
+    # the factors head used directly must then rank the valid cold items exactly as the start's ridge did
+    targets(load_config(None, ["targets.clusters=6", "targets.normalize=none"]), run)
+    still = ["--lr", "1e-12", "--finetune", "head", "--set", "train.select=valid-auc", "--set", "train.dropout=0"]
+    ok(["train", str(run), *args, *still, "--set", "train.select_items=100000"])
+    model = json.loads((run / "model" / "model.json").read_text())
+    start = json.loads((run / "model" / "metrics.jsonl").read_text().splitlines()[0])["valid_cold_auc"]
+    ok(["embed", str(run), "--source", "learned", "--workers", "0", "--set", "train.backbone=socialfeat_tiny"])
+    from socialfeat.evaluate.stage import evaluate
+
+    rows = evaluate(load_config(None, ["train.backbone=socialfeat_tiny"]), run, sources=["learned"]).metrics["rows"]
+    head = next(r for r in rows if r["column"] == "head_factors" and r["mapping"] == "head")
+    assert model["fit_items"] == model["items"]  # the selection's ridge saw every warm item, as evaluate's does
+    assert head["coldstart"]["valid_auc"] == pytest.approx(start, abs=1e-4)

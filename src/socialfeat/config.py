@@ -212,6 +212,11 @@ class TrainConfig(StrictModel):
     select_items: int = Field(
         1000, ge=2, description="warm items (a seeded sub-sample) the selection's ridge is fit on, to stay cheap"
     )
+    head_init: Literal["random", "ridge"] = Field(
+        "random",
+        description="ridge: the factors head starts as the selection's ridge map (λ chosen on valid) on the "
+        "starting features — LP-FT's linear probe in closed form; needs select: valid-auc",
+    )
     # knowledge preservation: what the starting backbone knew
     distill: float = Field(
         0.0, ge=0, description="weight of ‖f(x) − f₀(x)‖²/‖f₀(x)‖² toward the frozen starting backbone's features"

@@ -21,6 +21,7 @@ import torch
 
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import ColdStartData, load_coldstart, ridge_predictions
+from socialfeat.evaluate.metrics import ridge_path, standardizer
 from socialfeat.models.heads import FeatureModel
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Selector:
     data: ColdStartData  # ``train`` narrowed to the fit sub-sample; test truth emptied
     lambdas: list[float]
     batch_size: int
+    fit_features: np.ndarray | None = None  # pooled features of the fit items at the last score
 
     @property
     def summary(self) -> dict[str, int]:
@@ -58,6 +60,7 @@ class Selector:
         features = np.zeros((self.data.n_items, out["features"].shape[1]), np.float32)
         has = np.zeros(self.data.n_items, dtype=bool)
         features[self.item_idx] = out["features"]
+        self.fit_features = out["features"][: len(self.data.train)]
         has[self.item_idx] = True
         _, info = ridge_predictions(features, has, self.data, self.lambdas)
         return {
@@ -106,6 +109,16 @@ def make_selector(
     item_idx = np.concatenate([fit_idx, valid_idx]).astype(np.int64)
     rows = np.array([cache_rows[data.item_ids[i]] for i in item_idx], dtype=np.int64)
     return Selector(Path(cache_path), rows, item_idx, narrowed, list(lambdas), batch_size)
+
+
+def ridge_head(features: np.ndarray, targets: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weight out × in, bias) of a linear head that computes evaluate's ridge at λ — standardise, map, add the
+    mean — on raw pooled features: LP-FT's linear probe in closed form, so fine-tuning starts from the best linear
+    head instead of sending a random head's gradients into the backbone."""
+    mean_x, std_x = standardizer(features)
+    mean_v = targets.mean(axis=0)
+    w = ridge_path((features - mean_x) / std_x, targets - mean_v, [lam])[0] / std_x[:, None]
+    return w.T.astype(np.float32), (mean_v - mean_x @ w).astype(np.float32)
 
 
 def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ from socialfeat.models.losses import (
 from socialfeat.models.store import save_weights, state_tensors
 from socialfeat.preservation import StartingPoint, Teacher
 from socialfeat.runtime import Dist, barrier, batch_loader, setup_distributed, shared_image_cache
-from socialfeat.selection import METRIC, Selector, best_epoch, make_selector
+from socialfeat.selection import METRIC, Selector, best_epoch, make_selector, ridge_head
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +322,21 @@ def ranking_loss(cfg: TrainConfig, pred: torch.Tensor, teacher: torch.Tensor, us
     return listwise_kl_loss(pred, teacher, sample, tau)
 
 
+def _ridge_init(model: FeatureModel, selector: Selector, data: TrainingData, lam: float) -> None:
+    """Set the factors head to the ridge map the selection fit on the starting features (its fit items' training
+    targets, so a normalisation of the targets is respected)."""
+    position = {item: i for i, item in enumerate(data.item_ids)}
+    ids = [selector.data.item_ids[i] for i in selector.data.train]
+    keep = np.array([i in position for i in ids], dtype=bool)
+    targets = data.targets["factors"][[position[i] for i, k in zip(ids, keep, strict=True) if k]]
+    assert selector.fit_features is not None
+    weight, bias = ridge_head(selector.fit_features[keep], targets, lam)
+    head = model.heads[head_key("factors")]
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+
+
 def _select(
     model: FeatureModel, selector: Selector | None, best: dict[str, torch.Tensor] | None, history: list[dict]
 ) -> dict[str, Any]:
@@ -424,6 +439,12 @@ def train(
         else None
     )
     extras = [name for name, on in (("distill", teacher), ("l2sp", anchor), ("rank", users)) if on is not None]
+    if cfg.head_init == "ridge" and ("factors" not in cfg.targets or (d.main and selector is None)):
+        raise UserError(
+            "train.head_init",
+            "ridge starts the factors head from the selection's ridge map: it needs "
+            "the factors target and select: valid-auc with cold valid items",
+        )
     per_rank = max(1, cfg.batch_size // d.world)
     if cfg.batch_size % d.world:
         log.warning("batch %d does not split evenly over %d ranks; each takes %d", cfg.batch_size, d.world, per_rank)
@@ -496,9 +517,14 @@ def train(
         note({"event": "select", "epoch": -1, **selector.summary})
         record = {"epoch": -1, "step": 0, **selector.score(model, d.device)}
         history.append(record)
+        if cfg.head_init == "ridge":
+            _ridge_init(model, selector, data, record["select_lambda"])
         best = state_tensors(model)
         write_text(work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         note({"event": "epoch", **record})
+    if cfg.head_init == "ridge" and not resume and d.world > 1:
+        for p in model.heads.parameters():  # rank 0 fit it: every rank starts from the same head
+            dist.broadcast(p.data, 0)
     model.train()
     for epoch in range(start, cfg.epochs):
         model.hold_backbone(epoch < cfg.head_epochs)
