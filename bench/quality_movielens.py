@@ -67,6 +67,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "meta-class baseline at backbone lr 1e-5: genre head alone",
         [*BN, "train.backbone_lr_scale=0.01", "train.targets=[tags]"],
     ),
+    "ridge-head": ("factors head starts as the ridge map (LP-FT in closed form)", [*BN, "train.head_init=ridge"]),
+    "low-lr-ridge-head": (
+        "backbone lr 1e-5 + ridge-initialised factors head",
+        [*BN, "train.backbone_lr_scale=0.01", "train.head_init=ridge"],
+    ),
     "combined": (
         "factors + genres, distillation, L2-SP, ranking",
         [*BN, "train.targets=[factors,tags]", "train.distill=30", "train.l2sp=0.01", "train.rank_loss=kl"],
