@@ -557,7 +557,9 @@ def _metric_label(key: str) -> str:
 @app.command()
 def embed(
     run: Annotated[Path, typer.Argument(help="Run folder; features/<source>.parquet is written here.")],
-    source: Annotated[str, typer.Option(help="learned (the trained model), imagenet or random.")] = "learned",
+    source: Annotated[
+        str, typer.Option(help="learned (the trained model), imagenet, random or meta-class.")
+    ] = "learned",
     batch_size: Annotated[int | None, typer.Option(help="Images per batch [128].")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [0; more pays off on GPU].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,

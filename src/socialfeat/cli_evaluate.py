@@ -72,7 +72,9 @@ def evaluate(
     ] = None,
     source: Annotated[
         list[str] | None,
-        typer.Option(help="Feature source to evaluate (repeatable): learned, imagenet, random, metadata [all]."),
+        typer.Option(
+            help="Feature source to evaluate (repeatable): learned, imagenet, random, meta-class, metadata [all]."
+        ),
     ] = None,
     k: Annotated[int | None, typer.Option("-k", "--k", help="Cut-off of recall@k and NDCG@k [20].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (query sample, probe splits, random scores).")] = None,

@@ -77,7 +77,10 @@ def transfer(
     image_column: Annotated[str | None, typer.Option(help="Image path column [image].")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column [label].")] = None,
     source: Annotated[
-        list[str] | None, typer.Option(help="Feature source (repeatable): learned, imagenet, random [all].")
+        list[str] | None,
+        typer.Option(
+            help="Feature source (repeatable): learned, imagenet, random, meta-class [all; meta-class when trained]."
+        ),
     ] = None,
     folds: Annotated[int | None, typer.Option(help="Stratified k-fold of the accuracy [5].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (folds, few-shot draws).")] = None,
