@@ -66,7 +66,3 @@ class StartingPoint:
 
     def penalty(self) -> torch.Tensor:
         return l2sp_penalty(list(self.params), self.start)
-
-    def to(self, device: torch.device) -> StartingPoint:
-        self.start = [s.to(device) for s in self.start]
-        return self

@@ -95,8 +95,6 @@ def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> T
     summary = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
     for target in cfg.targets:
         path = tdir / TARGET_FILES[target]
-        if not path.is_file():
-            raise UserError(str(run), f"no targets/{path.name}; run `socialfeat targets {run} --targets {target}`")
         table = pq.read_table(path)
         these = table.column("item_id").to_pylist()
         if ids is None:
@@ -126,6 +124,18 @@ def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> T
     return TrainingData(
         item_ids, rows, arrays, dims, np.flatnonzero(~held), np.flatnonzero(held), int((~has).sum()), root
     )
+
+
+def check_targets(run: Path, cfg: TrainConfig) -> None:
+    """Every selected target has its file in targets/. The command suggested keeps the targets already written
+    (the stage rewrites the folder whole)."""
+    tdir = run / "targets"
+    summary = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
+    for target in cfg.targets:
+        path = tdir / TARGET_FILES[target]
+        if not path.is_file():
+            wanted = ",".join(dict.fromkeys([*summary.get("targets", []), target]))
+            raise UserError(str(run), f"no targets/{path.name}; run `socialfeat targets {run} --targets {wanted}`")
 
 
 def audience_root(run: Path, summary: dict) -> torch.Tensor:
@@ -396,6 +406,7 @@ def train(
     cache = shared_image_cache(
         d, run, cfg, cfg.image_size, lambda done, total: note({"event": "cache", "done": done, "total": total})
     )
+    check_targets(run, cfg)
     data = training_data(run, cfg, cache.rows, config.seed)
 
     seed_everything(config.seed + d.rank)
@@ -555,8 +566,10 @@ def train(
             opt.step()
             sched.step()
             step += 1
-            logged = torch.stack([loss.detach(), *(losses[t].detach().float() for t in [*cfg.targets, *extras])])
-            logged = logged.float().cpu()
+            logged = torch.stack(
+                [loss.detach().float(), *(losses[t].detach().float() for t in [*cfg.targets, *extras])]
+            )
+            logged = logged.cpu()
             if d.world > 1:
                 dist.all_reduce(logged)
                 logged /= d.world
@@ -664,9 +677,4 @@ def train_meta_class(
 ) -> TrainResult:
     """Train the meta-class baseline — the same backbone, fine-tuning and selection, taught by the items' tags
     alone — into ``run/meta-class``, so that behaviour and metadata teachers are compared on equal terms."""
-    run = Path(run)
-    if not (run / "targets" / TARGET_FILES["tags"]).is_file():
-        raise UserError(
-            "train.meta_class", f"needs targets/tags.parquet; run `socialfeat targets {run} --targets factors,tags`"
-        )
-    return train(meta_class_config(config), run, resume, progress, name="meta-class")
+    return train(meta_class_config(config), Path(run), resume, progress, name="meta-class")

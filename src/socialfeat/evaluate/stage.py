@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot, vocabulary
+from socialfeat.embed import SOURCES as EMBED_SOURCES
 from socialfeat.embed import read_features
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import (
@@ -35,7 +36,6 @@ from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 
 log = logging.getLogger(__name__)
 
-EMBED_SOURCES = ("learned", "imagenet", "random", "meta-class")
 SOURCES = (*EMBED_SOURCES, "metadata")
 MAX_TAGS = 4096  # metadata one-hot keeps the most frequent tags; rarer ones cannot be learned from anyway
 Step = Callable[[str], None]

@@ -21,7 +21,7 @@ import numpy as np
 from socialfeat.atomic import write_json
 from socialfeat.config import Config, TransferSet, provenance
 from socialfeat.data.images import ImageCache
-from socialfeat.embed import embed_rows, source_model
+from socialfeat.embed import MODEL_DIRS, SOURCES, embed_rows, source_model
 from socialfeat.embed_images import ImageTable, load_image_table, problem_summary, table_cache
 from socialfeat.errors import UserError
 from socialfeat.evaluate.metrics import majority_rate
@@ -31,7 +31,6 @@ from socialfeat.runtime import pick_device
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("learned", "imagenet", "random", "meta-class")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 Step = Callable[[str], None]
 
@@ -88,7 +87,7 @@ def _check_sets(sets: list[TransferSet]) -> None:
 def _check_sources(sources: list[str] | None, config: Config, run: Path) -> list[str]:
     """The requested sources, else the configured ones plus meta-class when the run has that model."""
     default = list(config.transfer.sources)
-    if (run / "meta-class" / "model.json").is_file() and "meta-class" not in default:
+    if (run / MODEL_DIRS["meta-class"] / "model.json").is_file() and "meta-class" not in default:
         default.append("meta-class")
     chosen = list(dict.fromkeys(sources or default))
     for s in chosen:
