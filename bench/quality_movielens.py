@@ -27,7 +27,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _results import record  # noqa: E402
 
-from socialfeat.config import Config, TransferSet, load_config  # noqa: E402
+from socialfeat.config import Config, TransferSet, dump_config, load_config  # noqa: E402
 
 CONFIG = ROOT / "configs" / "movielens.yaml"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10-sample"
@@ -72,11 +72,33 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "backbone lr 1e-5 + ridge-initialised factors head",
         [*BN, "train.backbone_lr_scale=0.01", "train.head_init=ridge"],
     ),
+    "l2sp-strong": ("backbone lr 1e-4 held near the start by L2-SP 1.0", [*BN, "train.l2sp=1.0"]),
+    "low-lr-l2sp": ("backbone lr 1e-5 + L2-SP 0.1", [*BN, "train.backbone_lr_scale=0.01", "train.l2sp=0.1"]),
+    "low-lr-combined": (
+        "backbone lr 1e-5 + genre head + ridge-initialised head + L2-SP 0.1",
+        [
+            *BN,
+            "train.backbone_lr_scale=0.01",
+            "train.targets=[factors,factor-clusters,tags]",
+            "train.head_init=ridge",
+            "train.l2sp=0.1",
+        ],
+    ),
     "combined": (
         "factors + genres, distillation, L2-SP, ranking",
         [*BN, "train.targets=[factors,tags]", "train.distill=30", "train.l2sp=0.01", "train.rank_loss=kl"],
     ),
 }
+
+# embedding-only variants: a trained variant's model, embedded differently — ImageNet alike, so both sides compare
+EMBED_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
+    "low-lr-l2sp-block-stats": (
+        "low-lr-l2sp's model; both sources embed pooled + mean/std of the last 2 blocks",
+        "low-lr-l2sp",
+        ["embed.block_stats=2"],
+    ),
+}
+IMAGENET_LABELS = {"embed.block_stats=2": "ImageNet + mean/std of the last 2 blocks (frozen)"}
 
 
 def config_for(overrides: list[str]) -> Config:
@@ -123,16 +145,14 @@ def probe(cfg: Config, run: Path, source: str) -> dict[str, float]:
 
 def variant(name: str, base: Path, work: Path) -> dict[str, Any]:
     """Train, embed and evaluate one variant in ``work/name`` over the base run's shared stages."""
-    from socialfeat.config import dump_config
     from socialfeat.embed import embed
-    from socialfeat.evaluate.stage import evaluate
     from socialfeat.train import TrainResult, train
 
     what, overrides = VARIANTS[name]
     cfg = config_for(overrides)
     run = work / name
     model = run / "model"
-    if (model / "config.yaml").is_file() and (model / "config.yaml").read_text() == dump_config(cfg):
+    if (model / "config.yaml").is_file() and same_config(model / "config.yaml", cfg):
         # a model trained with exactly these settings is kept (a crash later on costs no retraining)
         meta = json.loads((model / "model.json").read_text())
         history = [json.loads(x) for x in (model / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -150,24 +170,71 @@ def variant(name: str, base: Path, work: Path) -> dict[str, Any]:
         minutes = (time.perf_counter() - t0) / 60
     if not (run / "features" / "learned.parquet").is_file():
         embed(cfg, run, "learned")
-    metrics = evaluate(cfg, run, sources=["learned", "imagenet"]).metrics
-    rows = {(r["source"], r["column"], r["mapping"]): r["coldstart"] for r in metrics["rows"]}
-    learned, imagenet = rows[("learned", "features", "ridge")], rows[("imagenet", "features", "ridge")]
     epochs = [h for h in result.metrics if h["epoch"] >= 0]
     return {
         "variant": name,
         "what": what,
         "overrides": overrides,
+        **scores(cfg, run, base),
+        "selected_epoch": result.summary["selected_epoch"],
+        "epochs": len(epochs),
+        "select_valid_auc_by_epoch": [h.get("valid_cold_auc") for h in result.metrics],
+        "train_minutes": minutes,
+        "command": f"python bench/quality_movielens.py --variants {name}",
+    }
+
+
+def scores(cfg: Config, run: Path, imagenet_run: Path) -> dict[str, Any]:
+    """``evaluate``'s learned and ImageNet rows and the cifar10-sample probe of both, on the same items."""
+    from socialfeat.evaluate.stage import evaluate
+
+    metrics = evaluate(cfg, run, sources=["learned", "imagenet"]).metrics
+    rows = {(r["source"], r["column"], r["mapping"]): r["coldstart"] for r in metrics["rows"]}
+    learned, imagenet = rows[("learned", "features", "ridge")], rows[("imagenet", "features", "ridge")]
+    return {
         "valid_auc": learned["valid_auc"],
         "test_auc": learned["auc"],
         "imagenet_valid_auc": imagenet["valid_auc"],
         "imagenet_test_auc": imagenet["auc"],
-        "selected_epoch": result.summary["selected_epoch"],
-        "epochs": len(epochs),
-        "select_valid_auc_by_epoch": [h.get("valid_cold_auc") for h in result.metrics],
         "cifar": probe(cfg, run, "learned"),
-        "imagenet_cifar": probe(cfg, base, "imagenet"),
-        "train_minutes": minutes,
+        "imagenet_cifar": probe(cfg, imagenet_run, "imagenet"),
+    }
+
+
+def same_config(path: Path, cfg: Config) -> bool:
+    """The model at ``path`` was trained with ``cfg``: the same text, or the same settings once keys added to the
+    package since then take their defaults."""
+    if path.read_text() == dump_config(cfg):
+        return True
+    try:
+        return load_config(path).model_dump() == cfg.model_dump()
+    except Exception:  # an old config the package no longer reads: retrain
+        return False
+
+
+def embed_variant(name: str, base: Path, work: Path) -> dict[str, Any]:
+    """A trained variant's model (trained first if need be) embedded with other settings, ImageNet too."""
+    from socialfeat.embed import embed
+
+    what, donor, extra = EMBED_VARIANTS[name]
+    trained = variant(donor, base, work)
+    cfg = config_for([*VARIANTS[donor][1], *extra])
+    run = work / name
+    shutil.rmtree(run, ignore_errors=True)
+    (run / "features").mkdir(parents=True)
+    for part in SHARED_PARTS:
+        (run / part).symlink_to((base / part).resolve(), target_is_directory=True)
+    (run / "model").symlink_to((work / donor / "model").resolve(), target_is_directory=True)
+    for source in ("learned", "imagenet"):
+        embed(cfg, run, source)
+    keep = ("selected_epoch", "epochs", "select_valid_auc_by_epoch", "train_minutes")
+    return {
+        "variant": name,
+        "what": what,
+        "overrides": [*VARIANTS[donor][1], *extra],
+        **scores(cfg, run, run),
+        **{k: trained[k] for k in keep},
+        "imagenet_label": " ".join(IMAGENET_LABELS.get(x, x) for x in extra),
         "command": f"python bench/quality_movielens.py --variants {name}",
     }
 
@@ -185,43 +252,58 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['cifar']['kfold']:.3f} | {r['cifar']['kfold'] - r['imagenet_cifar']['kfold']:+.3f} | "
             f"{r['train_minutes']:.1f} |"
         )
-    ref = rows[0]
-    lines.append(
-        f"| ImageNet (frozen, the start) | {ref['imagenet_valid_auc']:.4f} | {ref['imagenet_test_auc']:.4f} | "
-        f"— | — | {ref['imagenet_cifar']['kfold']:.3f} | — | — |"
-    )
+    references = {r.get("imagenet_label") or "ImageNet (frozen, the start)": r for r in reversed(rows)}
+    for label, ref in references.items():
+        lines.append(
+            f"| {label} | {ref['imagenet_valid_auc']:.4f} | {ref['imagenet_test_auc']:.4f} | "
+            f"— | — | {ref['imagenet_cifar']['kfold']:.3f} | — | — |"
+        )
     return head + "\n".join(lines) + "\n"
+
+
+def by_epoch(rows: list[dict[str, Any]]) -> str:
+    """The selection score of every epoch, per variant: where training helped, stalled or hurt."""
+    parts = [
+        f"{r['variant']} {v[0]:.3f} → " + ", ".join(f"{x:.3f}" for x in v[1:])
+        for r in rows
+        if (v := r.get("select_valid_auc_by_epoch")) and None not in v
+    ]
+    head = "\nSelection score by epoch (valid cold AUC, ridge on 1,000 warm items; first value = the untrained start): "
+    return head + "; ".join(parts) + ".\n" if parts else ""
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=Path, default=ROOT / "runs" / "quality-base")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of: {', '.join(VARIANTS)}")
-    ap.add_argument("--rows", type=Path, default=ROOT / "runs" / "quality" / "rows.jsonl")
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma list of: {', '.join([*VARIANTS, *EMBED_VARIANTS])}"
+    )
+    ap.add_argument("--rows", type=Path, default=HERE / "rows" / "quality_movielens.jsonl", help="kept in git")
     ap.add_argument("--record", action="store_true", help="write the table of --rows into RESULTS.md and stop")
     args = ap.parse_args()
     os.chdir(ROOT)  # the config's data paths are relative to the repository root
     if args.record:
         rows = [json.loads(x) for x in args.rows.read_text().splitlines() if x.strip()]
         latest = {r["variant"]: r for r in rows}
-        ordered = [latest[v] for v in VARIANTS if v in latest]
+        ordered = [latest[v] for v in [*VARIANTS, *EMBED_VARIANTS] if v in latest]
         body = (
             "MovieLens-1M posters, `configs/movielens.yaml` (Lite0 from ImageNet, last 2 blocks, 5 epochs, 224 px, "
             "audience loss on 64 ALS factors) with each row's overrides; 1,785 warm posters, cold valid 297 and "
             "test 888. AUC: `evaluate`'s protocol on the learned pooled features; cifar10-sample: 3-fold linear "
             "probe of the pooled features on 2,000 object photos. Each row: its `python bench/quality_movielens.py "
-            "--variants NAME`; all rows share one base run.\n\n" + table(ordered)
+            "--variants NAME`; all rows share one base run.\n\n" + table(ordered) + by_epoch(ordered)
         )
         record("fine-tuning recipe on MovieLens (bench/quality_movielens.py)", body)
         return
-    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    known = [*VARIANTS, *EMBED_VARIANTS]
+    unknown = [v for v in args.variants.split(",") if v not in known]
     if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     base = base_run(args.base)
     args.rows.parent.mkdir(parents=True, exist_ok=True)
     for name in args.variants.split(","):
-        row = variant(name, base, args.work)
+        row = embed_variant(name, base, args.work) if name in EMBED_VARIANTS else variant(name, base, args.work)
         with args.rows.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(table([row]), flush=True)

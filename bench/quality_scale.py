@@ -50,6 +50,11 @@ def _scores(run: Path) -> dict[str, Any]:
     learned, imagenet = rows[("learned", "features", "ridge")], rows[("imagenet", "features", "ridge")]
     model = json.loads((run / "model" / "model.json").read_text())
     train = json.loads((run / ".pipeline" / "train.json").read_text())
+    probes = {}  # what fine-tuning forgot: the k-fold probe of the pooled features on each transfer set
+    for path in sorted((run / "eval").glob("transfer-*.json")):
+        t = {(r["source"], r["column"]): r["kfold"]["mean"] for r in json.loads(path.read_text())["rows"]}
+        if ("learned", "features") in t and ("imagenet", "features") in t:
+            probes[path.stem.removeprefix("transfer-")] = [t["learned", "features"], t["imagenet", "features"]]
     return {
         "warm_items": metrics["split"]["train"],
         "test_items": metrics["split"]["test"],
@@ -58,6 +63,7 @@ def _scores(run: Path) -> dict[str, Any]:
         "gap": learned["auc"] - imagenet["auc"],
         "selected_epoch": model.get("selected_epoch"),
         "train_minutes": float(train["seconds"]) / 60,
+        "probes": probes,
     }
 
 
@@ -99,14 +105,19 @@ def movielens_point(fraction: float, work: Path) -> dict[str, Any]:
     return {"curve": "movielens", "size": fraction, "wall_minutes": wall / 60, **_scores(run)}
 
 
+def _probes(row: dict[str, Any]) -> str:
+    found = row.get("probes") or {}
+    return ", ".join(f"{k} {100 * (a - b):+.1f} pt" for k, (a, b) in found.items()) or "—"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| curve | size | warm items | learned AUC | ImageNet AUC | learned − ImageNet | epoch kept | train min |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| curve | size | warm items | learned AUC | ImageNet AUC | learned − ImageNet | epoch kept "
+        "| probe: learned − ImageNet | train min |\n|---|---:|---:|---:|---:|---:|---:|---|---:|\n"
     )
     lines = [
         f"| {r['curve']} | {r['size']:g} | {r['warm_items']:,} | {r['learned']:.4f} | {r['imagenet']:.4f} | "
-        f"{r['gap']:+.4f} | {r['selected_epoch']} | {r['train_minutes']:.1f} |"
+        f"{r['gap']:+.4f} | {r['selected_epoch']} | {_probes(r)} | {r['train_minutes']:.1f} |"
         for r in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -121,8 +132,10 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(ROOT)
     args.work.mkdir(parents=True, exist_ok=True)
-    rows_path = args.work / "rows.jsonl"
+    rows_path = HERE / "rows" / "quality_scale.jsonl"  # kept in git: the curve outlives the machine it ran on
     if args.record:
+        if not rows_path.is_file():
+            raise SystemExit(f"{rows_path}: no rows yet; run the curve first")
         rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
         latest = {(r["curve"], r["size"]): r for r in rows}
         ordered = sorted(latest.values(), key=lambda r: (r["curve"], r["size"]))
@@ -136,11 +149,13 @@ def main() -> None:
         return
     for n in [int(x) for x in args.sim.split(",") if x]:
         row = sim_point(n, args.work)
+        rows_path.parent.mkdir(exist_ok=True)
         with rows_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(table([row]), flush=True)
     for f in [float(x) for x in args.movielens.split(",") if x]:
         row = movielens_point(f, args.work)
+        rows_path.parent.mkdir(exist_ok=True)
         with rows_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(table([row]), flush=True)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from _results import record  # noqa: E402
 
 from socialfeat.config import load_config  # noqa: E402
-from socialfeat.embed import vectors_column  # noqa: E402
+from socialfeat.features import vectors_column  # noqa: E402
 from socialfeat.index import build_index  # noqa: E402
 
 PHOTOS = HERE.parent.parent / "shared" / "data" / "imagenet-sample"

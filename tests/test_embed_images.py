@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from cli_helpers import fails, ok
 
-from socialfeat.embed import read_features
+from socialfeat.features import read_features
 
 
 @pytest.fixture

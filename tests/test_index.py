@@ -17,7 +17,7 @@ import pytest
 from cli_helpers import fails, ok
 
 from socialfeat.config import load_config
-from socialfeat.embed import read_features, vectors_column
+from socialfeat.features import read_features, vectors_column
 from socialfeat.index import (
     build_index,
     choose_kind,

@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import fails, ok
 
 from socialfeat.config import load_config
-from socialfeat.embed import read_features
+from socialfeat.features import read_features
 from socialfeat.recommend import audience, for_user, top_k
 
 

@@ -76,6 +76,12 @@ class IngestConfig(StrictModel):
         description="weight of one event of each kind in a pair's combined weight; unlisted kinds weigh 1",
     )
     strict: bool = Field(False, description="a missing image is an error instead of a dropped item")
+    allow_absolute_images: bool = Field(
+        False,
+        description="accept absolute image paths outside the image root in item and image tables; by default every "
+        "path must stay under its root (one that leaves it, by .., a symlink or an absolute path elsewhere, is refused "
+        "like a missing image)",
+    )
     memory_limit: str = Field("1GB", description="DuckDB memory limit; larger logs spill to disk")
     threads: int | None = Field(None, ge=1, description="DuckDB threads; default: all cores")
 
@@ -248,6 +254,13 @@ class EmbedConfig(StrictModel):
 
     batch_size: int = Field(128, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader workers: on CPU they compete with the model")
+    block_stats: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="append per-channel mean and std of the last N blocks' outputs to the pooled features, for every "
+        "source alike (richer features for the ridge map and the probes); 0: the pooled features only",
+    )
 
 
 class IndexConfig(StrictModel):

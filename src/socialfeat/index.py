@@ -28,9 +28,9 @@ import torch
 
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, IndexConfig, load_config
-from socialfeat.data.images import ImageError, load_image
-from socialfeat.embed import SOURCES, read_features, source_model
+from socialfeat.data.images import ImageError, ImageRoot, load_image
 from socialfeat.errors import UserError
+from socialfeat.features import SOURCES, read_features, source_model
 from socialfeat.models.heads import FeatureModel, head_key
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,9 @@ def source_config(config: Config, run: Path, source: str) -> tuple[Config, int |
     if source == "random" and recorded:
         train = config.train.model_copy(update={"backbone": recorded["train"]["backbone"]})
         config = config.model_copy(update={"seed": recorded["seed"], "train": train})
+    if recorded:  # the block statistics the features were made with, so a new image has the same width
+        embed = config.embed.model_copy(update={"block_stats": recorded.get("embed", {}).get("block_stats", 0)})
+        config = config.model_copy(update={"embed": embed})
     return config, summary.get("image_size")
 
 
@@ -333,14 +336,14 @@ def item_info(run: str | os.PathLike[str], ids: list) -> dict[Any, dict[str, Any
     names = pq.read_schema(items).names
     table = pq.read_table(items, columns=[c for c in ("item_id", "title", "image") if c in names])
     table = table.filter(pc.is_in(table.column("item_id"), value_set=pa.array(ids, table.schema.field("item_id").type)))
-    root = dataset
     stats = dataset / "stats.json"
-    if stats.is_file():
-        root = Path(json.loads(stats.read_text()).get("missing_images", {}).get("image_root", dataset))
+    recorded = json.loads(stats.read_text()).get("missing_images", {}) if stats.is_file() else {}
+    root = ImageRoot(recorded.get("image_root", dataset), bool(recorded.get("allow_absolute", False)))
     info = {}
     for row in table.to_pylist():
         image = row.get("image")
-        info[row["item_id"]] = {"title": row.get("title"), "image": str(root / image) if image else None}
+        inside = bool(image) and root.resolve(image) is not None  # a path outside the root is never shown
+        info[row["item_id"]] = {"title": row.get("title"), "image": str(root.root / image) if inside else None}
     return info
 
 

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from socialfeat.config import Config
-from socialfeat.embed import read_features
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
+from socialfeat.features import read_features
 from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours
 
 log = logging.getLogger(__name__)

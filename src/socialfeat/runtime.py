@@ -5,6 +5,7 @@ embedding and transfer import these from here; none of them imports another stag
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from socialfeat.config import TrainConfig
+from socialfeat.config import Config, TrainConfig
 from socialfeat.data.batches import CachedImages, run_image_cache
-from socialfeat.data.images import ImageCache
+from socialfeat.data.image_tables import ImageTable, cache_dir
+from socialfeat.data.images import ImageCache, build_cache
 from socialfeat.errors import UserError
 
 
@@ -84,3 +86,40 @@ def batch_loader(ds: CachedImages, keys: list, workers: int, seed: int, pin: boo
         generator=torch.Generator().manual_seed(seed),
         worker_init_fn=lambda _: torch.set_num_threads(1),
     )
+
+
+def table_cache(
+    run: Path,
+    table: ImageTable,
+    size: int,
+    config: Config,
+    d: Dist | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageCache:
+    """The table's pre-resized image cache (ids = input row indices), built once and reused while the images and
+    settings are unchanged; under torchrun rank 0 builds it while the others wait."""
+    max_pixels = config.train.max_pixels
+    out, key = cache_dir(run, table, size, max_pixels)
+
+    def get(report: Callable[[int, int], None] | None) -> ImageCache:
+        meta = out / "meta.json"
+        if meta.is_file():
+            try:
+                if json.loads(meta.read_text()).get("cache_key") == key:
+                    return ImageCache.open(out)
+            except (OSError, ValueError, UserError):
+                pass
+        return build_cache(
+            table.items(),
+            table.root,
+            out,
+            size,
+            progress=report,
+            max_pixels=max_pixels,
+            allow_absolute=table.allow_absolute,
+        )
+
+    d = d or Dist()
+    cache = get(progress) if d.main else None
+    barrier(d)
+    return cache if cache is not None else get(None)

@@ -22,6 +22,7 @@ import torch
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import ColdStartData, load_coldstart, ridge_predictions
 from socialfeat.evaluate.metrics import ridge_path, standardizer
+from socialfeat.features import embed_rows
 from socialfeat.models.heads import FeatureModel
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ class Selector:
     @torch.no_grad()
     def score(self, model: FeatureModel, device: torch.device) -> dict[str, Any]:
         """Valid cold-start AUC of the model's pooled features (and the λ chosen); the model's mode is restored."""
-        from socialfeat.embed import embed_rows  # embed imports the runtime helpers, not train: no circle
-
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()

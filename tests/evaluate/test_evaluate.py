@@ -16,11 +16,11 @@ import pytest
 from socialfeat.cli import main
 from socialfeat.config import load_config
 from socialfeat.data.tags import split_tags
-from socialfeat.embed import vectors_column
 from socialfeat.errors import UserError
 from socialfeat.evaluate import evaluate
 from socialfeat.evaluate.probe import read_labels
 from socialfeat.evaluate.stage import plan_rows
+from socialfeat.features import vectors_column
 
 BASE_ROWS = {
     "learned · pooled": ("learned", "features", "ridge"),

@@ -121,3 +121,27 @@ def test_audience_loss_is_the_mean_squared_score_error_over_users() -> None:
     err = torch.zeros(1, 4)
     err[0, 3] = 5.0
     assert float(audience_loss(err, torch.zeros(1, 4), user_moment_root(flat))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_block_stats_append_mean_and_std_of_the_last_blocks() -> None:
+    torch.manual_seed(0)
+    model = FeatureModel(create_backbone("tf_efficientnet_lite0", "random"), {"factors": 4}, 0.0).eval()
+    images = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        pooled, heads = model(images)
+        model.block_stats = 2
+        richer, heads2 = model(images)
+        blocks = list(model.backbone.blocks)
+        seen: list[torch.Tensor] = []
+        hooks = [b.register_forward_hook(lambda _m, _i, o: seen.append(o)) for b in blocks[-2:]]
+        model.backbone(preprocess(images))
+        for h in hooks:
+            h.remove()
+    naive = torch.cat(
+        [torch.cat([o.flatten(2).mean(-1), o.flatten(2).std(-1)], dim=1) for o in seen], dim=1
+    )  # (batch, 2 × channels of each block)
+    assert richer.shape == (2, model.num_features + naive.shape[1])
+    assert naive.shape[1] == 2 * sum(o.shape[1] for o in seen) and naive.shape[1] > 0
+    assert torch.equal(richer[:, : model.num_features], pooled)  # the pooled features come first, unchanged
+    assert torch.allclose(richer[:, model.num_features :], naive, atol=1e-5)
+    assert torch.equal(heads["factors"], heads2["factors"])  # the heads still read the pooled features only

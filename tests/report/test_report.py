@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from socialfeat.cli import main
-from socialfeat.embed import read_features
+from socialfeat.features import read_features
 from socialfeat.report.sections import cell, table
 
 SECTIONS = (

@@ -28,18 +28,20 @@ log = logging.getLogger(__name__)
 MIN_CROP = 0.75  # smallest crop side, as a share of the image side
 
 
-def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path]:
-    """Every item of the run's dataset with its image path, and the image root ingest resolved."""
+def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path, bool]:
+    """Every item of the run's dataset with its image path, the image root ingest resolved, and whether ingest
+    allowed absolute image paths."""
     dataset = run / "dataset"
     if not (dataset / "items.parquet").is_file():
         raise UserError(str(run), f"no dataset/items.parquet; run `socialfeat ingest --out {dataset}` first")
     stats = json.loads((dataset / "stats.json").read_text())
-    root = Path(stats.get("missing_images", {}).get("image_root", dataset))
+    recorded = stats.get("missing_images", {})
+    root = Path(recorded.get("image_root", dataset))
     if not root.is_dir():
         raise UserError(str(dataset / "stats.json"), f"image root '{root}' recorded by ingest does not exist")
     items = pq.read_table(dataset / "items.parquet", columns=["item_id", "image"])
     pairs = list(zip(items.column("item_id").to_pylist(), items.column("image").to_pylist(), strict=True))
-    return pairs, root
+    return pairs, root, bool(recorded.get("allow_absolute", False))
 
 
 def run_image_cache(
@@ -52,9 +54,9 @@ def run_image_cache(
 ) -> ImageCache:
     """The run's image cache at ``size`` (``run/cache/images-<size>``), built once and rebuilt only when the
     images, their files or the settings changed."""
-    items, root = dataset_images(run)
+    items, root, allow_absolute = dataset_images(run)
     out = run / "cache" / f"images-{size}"
-    key = cache_key(items, root, size, max_pixels)
+    key = cache_key(items, root, size, max_pixels, allow_absolute)
     meta = out / "meta.json"
     if meta.is_file():
         try:
@@ -68,7 +70,15 @@ def run_image_cache(
         except (OSError, ValueError):
             pass
     return build_cache(
-        items, root, out, size=size, strict=strict, workers=workers, progress=progress, max_pixels=max_pixels
+        items,
+        root,
+        out,
+        size=size,
+        strict=strict,
+        workers=workers,
+        progress=progress,
+        max_pixels=max_pixels,
+        allow_absolute=allow_absolute,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,38 @@ def first_bad_row(con: duckdb.DuckDBPyConnection, table: Table, condition: str, 
     if row is None:  # pragma: no cover - the caller saw a bad row in the aggregate
         return 0, None
     return int(row[0]), row[1]
+
+
+NESTED_TYPE = re.compile(r"\[\d*\]$|^(STRUCT|MAP|UNION)\(")
+
+
+def check_id_column(con: duckdb.DuckDBPyConnection, table: Table, column: str) -> None:
+    """An id column holds strings or integers, never lists or objects (JSON Lines can hold anything): the first
+    row that breaks this is named with its field. A JSON column mixing strings and numbers is read as their text,
+    so ``"b"`` is the id ``b``, not ``"b"`` with its quotes."""
+    sql_type, q = table.columns[column].upper(), quote(column)
+    if NESTED_TYPE.search(sql_type):
+        condition = f"{q} IS NOT NULL"
+    elif sql_type == "JSON":
+        condition = f"json_type({q}) IN ('ARRAY', 'OBJECT')"
+    else:
+        return
+    if fetch_one(con, f"SELECT 1 FROM {table.view} WHERE {condition} LIMIT 1") is not None:
+        rn, value = first_bad_row(con, table, condition, column)
+        listlike = isinstance(value, list | tuple) or (isinstance(value, str) and value.lstrip().startswith("["))
+        shown = json.dumps(value, default=str) if not isinstance(value, str) else value
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UserError(
+            str(table.path),
+            f"row {rn}: field '{column}' is {'a list' if listlike else 'an object'} ({shown}); "
+            "expected a string or integer id",
+        )
+    if sql_type == "JSON":  # only scalars: read them as text
+        view = f"{table.view}_ids"
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * REPLACE (json_extract_string({q}, '$') AS {q}) FROM {table.view}"
+        )
+        table.view, table.columns[column] = view, "VARCHAR"
 
 
 def id_sql(column: str) -> str:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 VERSION = 1  # bump when the cache layout or the decoding changes: old caches then get a new key
 EXAMPLES = 20  # problems listed by name in problems.json
 CHUNK = 16  # images per worker task: big enough to amortise IPC, small enough for smooth progress
-REASONS = ("missing", "not an image", "truncated", "too large", "corrupt")
+OUTSIDE = "outside the image root"
+REASONS = ("missing", OUTSIDE, "not an image", "truncated", "too large", "corrupt")
 
 
 class ImageError(Exception):
@@ -93,6 +94,43 @@ class ImageCache:
         problems = [ImageProblem(p["item_id"], p["path"], p["reason"]) for p in probs.get("examples", [])]
         rows = {item: row for row, item in enumerate(ids)}
         return cls(path, size, ids, rows, problems, dict(probs.get("counts", {})))
+
+
+class ImageRoot:
+    """The folder an item table's image paths are relative to, and the one check every reader of those paths
+    goes through: a path resolves, symlinks followed, to a file under the root — or to None when it lies outside
+    (a ``..`` climb, a symlink out of the root, or an absolute path elsewhere, allowed only when asked for).
+
+    Item tables and runs get shared, and their paths are opened, decoded and served as thumbnails: a path must not
+    reach files its root does not hold. Folders are resolved once each, so the check costs one ``lstat`` per image.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], allow_absolute: bool = False) -> None:
+        self.root = Path(root)
+        self.allow_absolute = allow_absolute
+        self._base = os.path.realpath(root)
+        self._dirs: dict[str, str] = {}
+
+    def resolve(self, image: str) -> Path | None:
+        if os.path.isabs(image):  # fine when it lies under the root; elsewhere only when the user allows it
+            target = os.path.realpath(image)
+            return Path(target) if self._inside(target) else (Path(image) if self.allow_absolute else None)
+        head, name = os.path.split(image)
+        folder = self._dirs.get(head)
+        if folder is None:
+            folder = self._dirs[head] = os.path.realpath(os.path.join(self._base, head))
+        target = os.path.join(folder, name)
+        if name in ("", ".", "..") or os.path.islink(target):
+            target = os.path.realpath(target)
+        return Path(target) if self._inside(target) else None
+
+    def _inside(self, target: str) -> bool:
+        return self._base == os.sep or target == self._base or target.startswith(self._base + os.sep)
+
+
+def confined_path(root: str | os.PathLike[str], image: str, allow_absolute: bool = False) -> Path | None:
+    """:meth:`ImageRoot.resolve` for one path."""
+    return ImageRoot(root, allow_absolute).resolve(image)
 
 
 def load_image(path: Path, size: int, max_pixels: int = 100_000_000) -> np.ndarray:
@@ -161,16 +199,27 @@ def _to_square(im: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8).reshape(size, size, 3)
 
 
-def cache_key(items: list[tuple[object, str]], image_root: Path, size: int, max_pixels: int = 100_000_000) -> str:
+def cache_key(
+    items: list[tuple[object, str]],
+    image_root: Path,
+    size: int,
+    max_pixels: int = 100_000_000,
+    allow_absolute: bool = False,
+) -> str:
     """A hash of ids, paths, file sizes and mtimes, ``size`` and the pixel limit (it decides which images are
-    kept): equal keys mean an existing cache can be reused."""
-    h = hashlib.sha256(f"socialfeat-images v{VERSION} size={size} max_pixels={max_pixels}\n".encode())
+    kept): equal keys mean an existing cache can be reused. Nothing outside the root is even looked at."""
+    head = f"socialfeat-images v{VERSION} size={size} max_pixels={max_pixels} absolute={allow_absolute}\n"
+    h = hashlib.sha256(head.encode())
+    root = ImageRoot(image_root, allow_absolute)
     for item_id, rel in items:
+        path = root.resolve(str(rel))
         try:
-            st = (Path(image_root) / rel).stat()
+            if path is None:
+                raise FileNotFoundError(rel)
+            st = path.stat()
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
-            stamp = "missing"
+            stamp = "missing" if path is not None else "outside"
         h.update(json.dumps([repr(item_id), str(rel), stamp]).encode() + b"\n")
     return h.hexdigest()
 
@@ -180,8 +229,9 @@ def cache_key(items: list[tuple[object, str]], image_root: Path, size: int, max_
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(npy: str, root: str, size: int, max_pixels: int) -> None:
-    _STATE.update(out=np.load(npy, mmap_mode="r+"), root=Path(root), size=size, max_pixels=max_pixels)
+def _init_worker(npy: str, root: str, size: int, max_pixels: int, allow_absolute: bool) -> None:
+    state = {"root": ImageRoot(root, allow_absolute), "size": size, "max_pixels": max_pixels}
+    _STATE.update(out=np.load(npy, mmap_mode="r+"), **state)
 
 
 def _decode_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, str | None]]:
@@ -189,7 +239,10 @@ def _decode_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, str | None]]:
     out, done = _STATE["out"], []
     for i, rel in chunk:
         try:
-            out[i] = load_image(_STATE["root"] / rel, _STATE["size"], _STATE["max_pixels"])
+            path = _STATE["root"].resolve(rel)
+            if path is None:
+                raise ImageError(OUTSIDE, rel)
+            out[i] = load_image(path, _STATE["size"], _STATE["max_pixels"])
             done.append((i, None))
         except ImageError as e:
             done.append((i, e.reason))
@@ -211,18 +264,22 @@ def build_cache(
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int = 100_000_000,
+    allow_absolute: bool = False,
 ) -> ImageCache:
-    """Decode every (item_id, relative path) once into ``out`` (atomically); bad images are skipped and counted."""
+    """Decode every (item_id, relative path) once into ``out`` (atomically); bad images are skipped and counted,
+    and so is a path that leads outside ``image_root`` (see :func:`confined_path`), which is never opened."""
     image_root, out, total = Path(image_root), Path(out), len(items)
     if not items:
         raise UserError(str(image_root), "no images to cache: the item list is empty")
-    key = cache_key(items, image_root, size, max_pixels)
+    key = cache_key(items, image_root, size, max_pixels, allow_absolute)
     with atomic_dir(out) as tmp:
         npy = tmp / "decoded.npy"  # one row per item; the good rows become images.npy
         np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(total, size, size, 3)).flush()
         good = np.zeros(total, dtype=bool)
         failed: list[tuple[int, str]] = []
-        decoded = contextlib.closing(_decode_all(items, npy, image_root, size, max_pixels, workers, progress))
+        decoded = contextlib.closing(
+            _decode_all(items, npy, image_root, size, max_pixels, allow_absolute, workers, progress)
+        )
         with decoded as results:  # closing stops the worker pool at once when strict raises
             for i, reason in results:
                 if reason is None:
@@ -257,12 +314,13 @@ def _decode_all(
     root: Path,
     size: int,
     max_pixels: int,
+    allow_absolute: bool,
     workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> Iterator[tuple[int, str | None]]:
     """Yield (index, failure reason or None) as images finish; several processes unless one suffices."""
     workers = min(workers or os.cpu_count() or 1, -(-len(items) // CHUNK))
-    init = (str(npy), str(root), size, max_pixels)
+    init = (str(npy), str(root), size, max_pixels, allow_absolute)
     done = 0
     if workers <= 1:
         _init_worker(*init)

@@ -25,6 +25,7 @@ from socialfeat.data.contract import (
     INT_ID_PATTERN,
     INTEGER_TYPES,
     Table,
+    check_id_column,
     fetch_one,
     first_bad_row,
     id_sql,
@@ -36,6 +37,7 @@ from socialfeat.data.contract import (
     timestamp_sql,
 )
 from socialfeat.data.filtering import FilterResult, popularity_filter
+from socialfeat.data.images import ImageRoot
 from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,8 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     cols = cfg.columns
     user = t.required(cols.user, "--user-col", "user id", explicit=cols.user != "user_id")
     item = t.required(cols.item, "--item-col", "item id", explicit=cols.item != "item_id")
+    for column in (user, item):
+        check_id_column(con, t, column)
     event = t.optional(cols.event, default="event", flag="--event-col")
     value = t.optional(cols.value, default="value", flag="--value-col")
     time = t.optional(cols.time, default="timestamp", flag="--time-col")
@@ -329,6 +333,7 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
     default_id = cfg.columns.item
     id_col = t.required(ic.id or default_id, "--items-id-col", "item id", explicit=ic.id is not None)
     image = t.required(ic.image, "--image-col", "image path", explicit=ic.image != "image")
+    check_id_column(con, t, id_col)
     mapped = {
         "title": t.optional(ic.title, default="title", flag="--title-col"),
         "tags": t.optional(ic.tags, default="tags", flag="--tags-col"),
@@ -369,11 +374,15 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
     listed = np.zeros(n_codes, dtype=bool)
     has_image = np.zeros(n_codes, dtype=bool)
     missing: list[str] = []
-    root_s = str(root)
+    outside: list[str] = []  # paths that lead out of the image root: refused, never opened
+    image_root = ImageRoot(root, cfg.allow_absolute_images)
     for code, img in rows:
         listed[code] = True
-        if img and os.path.isfile(os.path.join(root_s, img)):
+        path = image_root.resolve(img) if img else None
+        if path is not None and path.is_file():
             has_image[code] = True
+        elif img and path is None:
+            outside.append(img)
         else:
             missing.append(img or "<empty>")
     unlisted = int((~listed).sum())
@@ -387,10 +396,16 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
             t.path.name,
             ", ".join(str(r[0]) for r in examples),
         )
-    if rows and len(missing) == len(rows):
+    if outside:
+        absolute = "" if cfg.allow_absolute_images else " (absolute paths need ingest.allow_absolute_images)"
+        what = f"{len(outside)} of {len(rows)} image paths lead outside '{root}'{absolute}, e.g. {', '.join(outside[:EXAMPLES])}"
+        if cfg.strict:
+            raise UserError(where, f"{what}; --strict forbids dropping them")
+        log.warning("%s; those items are dropped", what)
+    if rows and len(missing) + len(outside) == len(rows):
         raise UserError(
             "--image-root",
-            f"none of the {len(rows)} images exist under '{root}' (e.g. {missing[0]}); check --image-root",
+            f"none of the {len(rows)} images exist under '{root}' (e.g. {(missing or outside)[0]}); check --image-root",
         )
     if not rows:
         raise UserError(where, f"no item id in this file matches an item id in {cfg.interactions}")
@@ -407,12 +422,16 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
             root,
             ", ".join(missing[:EXAMPLES]),
         )
-    stats["dropped"].update(items_not_in_items_file=unlisted, items_missing_image=len(missing))
+    stats["dropped"].update(
+        items_not_in_items_file=unlisted, items_missing_image=len(missing), items_image_outside_root=len(outside)
+    )
     stats["missing_images"] = {
         "count": len(missing),
         "examples": missing[:EXAMPLES],
         "image_root": str(Path(root).absolute()),
+        "allow_absolute": cfg.allow_absolute_images,
     }
+    stats["images_outside_root"] = {"count": len(outside), "examples": outside[:EXAMPLES]}
     stats["unknown_items"] = {"count": unlisted, "examples": [str(r[0]) for r in examples]}
     stats["items_file"] = {
         "rows": len(rows),
@@ -480,6 +499,8 @@ def _write_comments(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int:
     )
     text = t.required(cc.text, "--set ingest.comment_columns.text=", "text", explicit=cc.text != "text")
     user = t.optional(cc.user, default=cfg.columns.user, flag="ingest.comment_columns.user")
+    for column in (item, user) if user else (item,):
+        check_id_column(con, t, column)
     time = t.optional(cc.time, default="timestamp", flag="ingest.comment_columns.time")
     bad = fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {quote(item)} IS NULL")[0]  # type: ignore[index]
     if bad:

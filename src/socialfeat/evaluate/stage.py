@@ -20,8 +20,6 @@ import pyarrow.parquet as pq
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot, vocabulary
-from socialfeat.embed import SOURCES as EMBED_SOURCES
-from socialfeat.embed import read_features
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import (
     ColdStartData,
@@ -33,6 +31,8 @@ from socialfeat.evaluate.coldstart import (
 )
 from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
 from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
+from socialfeat.features import SOURCES as EMBED_SOURCES
+from socialfeat.features import read_features
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ import numpy as np
 
 from socialfeat.atomic import write_json
 from socialfeat.config import Config, TransferSet, provenance
+from socialfeat.data.image_tables import ImageTable, load_image_table, problem_summary
 from socialfeat.data.images import ImageCache
-from socialfeat.embed import MODEL_DIRS, SOURCES, embed_rows, source_model
-from socialfeat.embed_images import ImageTable, load_image_table, problem_summary, table_cache
 from socialfeat.errors import UserError
 from socialfeat.evaluate.metrics import majority_rate
 from socialfeat.evaluate.transfer import check_labels, probe_source
+from socialfeat.features import MODEL_DIRS, SOURCES, embed_rows, source_model
 from socialfeat.models.heads import FeatureModel, head_key
-from socialfeat.runtime import pick_device
+from socialfeat.runtime import pick_device, table_cache
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,13 @@ def transfer(
     for s in sets:  # read and check every table before the slow part
         key = (str(Path(s.labels).resolve()), str(Path(s.image_root).resolve()), s.image_column)
         if key not in tables:
-            tables[key] = load_image_table(Path(s.labels), Path(s.image_root), s.image_column, "--image-column")
+            tables[key] = load_image_table(
+                Path(s.labels),
+                Path(s.image_root),
+                s.image_column,
+                "--image-column",
+                allow_absolute=config.ingest.allow_absolute_images,
+            )
         table = tables[key]
         if s.label_column not in table.columns:
             found = ", ".join([table.image_column, *table.columns])

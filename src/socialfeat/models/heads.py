@@ -30,14 +30,36 @@ class FeatureModel(nn.Module):
         self.frozen: list[nn.Module] = []
         self.held = False  # the whole backbone temporarily frozen (linear-probe phase of LP-FT)
         self.frozen_batchnorm = False  # train.batchnorm: frozen — running statistics stay the start's
+        self.block_stats = 0  # embed.block_stats: the embedding appends per-channel stats of the last N blocks
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = preprocess(images)
         if images.is_cuda:  # channels-last is what tensor cores want; on CPU it only costs a copy
             x = x.contiguous(memory_format=torch.channels_last)
-        pooled = self.backbone(x)
+        if self.block_stats:
+            pooled, stats = self._with_block_stats(x)
+        else:
+            pooled, stats = self.backbone(x), None
         dropped = self.dropout(pooled)
-        return pooled, {t: self.heads[head_key(t)](dropped) for t in self.targets}
+        heads = {t: self.heads[head_key(t)](dropped) for t in self.targets}
+        return (pooled if stats is None else torch.cat([pooled, stats], dim=1)), heads
+
+    def _with_block_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features, and the per-channel mean and standard deviation over space of the last
+        ``block_stats`` blocks' outputs: second-order texture and colour statistics the global average pool
+        drops, cheap to read on the way (the heads still see the pooled features only)."""
+        found = _block_container(self.backbone)
+        if found is None:
+            raise ValueError(f"{type(self.backbone).__name__} has no blocks to read statistics from")
+        outputs: list[torch.Tensor] = []
+        hooks = [b.register_forward_hook(lambda _m, _i, o: outputs.append(o)) for b in found[1][-self.block_stats :]]
+        try:
+            pooled = self.backbone(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        stats = [torch.cat([o.float().mean(dim=(2, 3)), o.float().std(dim=(2, 3))], dim=1) for o in outputs]
+        return pooled, torch.cat(stats, dim=1).to(pooled.dtype)
 
     def train(self, mode: bool = True) -> FeatureModel:
         super().train(mode)

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from socialfeat.config import Config
-from socialfeat.data.images import ImageCache, ImageError, load_image
-from socialfeat.embed import read_features
+from socialfeat.data.images import ImageCache, ImageError, ImageRoot, load_image
 from socialfeat.factorize.splits import read_split
+from socialfeat.features import read_features
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,19 @@ class Thumbnails:
         titles = table.column("title").to_pylist() if "title" in table.column_names else [None] * len(ids)
         self.images = dict(zip(ids, images, strict=True))
         self.titles = {i: (t if t else str(i)) for i, t in zip(ids, titles, strict=True)}
-        self.root = self._image_root(dataset)
+        self.paths = self._image_root(dataset)  # the check that keeps every path under the root
+        self.root = self.paths.root if self.paths is not None else None
         self._cache: ImageCache | None | bool = False  # False: not looked for yet
         self._uris: dict[tuple[Any, int], str | None] = {}
 
     @staticmethod
-    def _image_root(dataset: Path) -> Path | None:
+    def _image_root(dataset: Path) -> ImageRoot | None:
         try:
-            stats = json.loads((dataset / "stats.json").read_text())
-            root = Path(stats["missing_images"]["image_root"])
+            recorded = json.loads((dataset / "stats.json").read_text())["missing_images"]
+            root = Path(recorded["image_root"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return root if root.is_dir() else None
+        return ImageRoot(root, bool(recorded.get("allow_absolute", False))) if root.is_dir() else None
 
     def title(self, item: Any) -> str:
         return self.titles.get(item, str(item))
@@ -79,9 +80,10 @@ class Thumbnails:
 
     def pixels(self, item: Any, size: int) -> np.ndarray | None:
         image = self.images.get(item)
-        if self.root is not None and image:
+        path = self.paths.resolve(image) if self.paths is not None and image else None
+        if path is not None:  # a path outside the image root is never opened
             try:
-                return load_image(self.root / image, size, self.max_pixels)
+                return load_image(path, size, self.max_pixels)
             except ImageError as e:
                 log.debug("no thumbnail for %s from %s: %s", item, image, e)
         cache = self._open_cache()

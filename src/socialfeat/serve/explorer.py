@@ -23,9 +23,9 @@ from PIL import Image
 
 from socialfeat.config import Config
 from socialfeat.data.images import ImageError, decode_image
-from socialfeat.embed import read_features, source_model
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
+from socialfeat.features import read_features, source_model
 from socialfeat.index import (
     ItemIndex,
     column_of,

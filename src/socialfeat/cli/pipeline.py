@@ -1,4 +1,4 @@
-"""CLI commands of the pipeline stage(s); imported by socialfeat.cli, which owns ``app``."""
+"""Commands over whole runs: run (every stage from one config) and demo (the simulated platform)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from socialfeat.cli import SetOpt, app, err, out
+from socialfeat.cli.options import Commands, SetOpt, err, out
+from socialfeat.cli.tables import transfer_table
 from socialfeat.config import load_config
+
+commands = Commands()
 
 
 @contextlib.contextmanager
@@ -48,7 +51,7 @@ def _stage_printer() -> Iterator[tuple[Callable[[Any], None], Callable[[str, str
             status.stop()
 
 
-@app.command()
+@commands()
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config of the run (defaults < file < --set).")],
     run_dir: Annotated[
@@ -106,7 +109,7 @@ def headline_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
-@app.command()
+@commands()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder; the platform goes to OUT/platform.")] = Path(
         "runs/demo"
@@ -128,8 +131,6 @@ def demo(
     if metrics_path.is_file():
         out.print(headline_table(json.loads(metrics_path.read_text())))
     for path in sorted((result.run / "eval").glob("transfer-*.json")):  # images nobody engaged with: transfer
-        from socialfeat.cli_transfer import transfer_table
-
         out.print(transfer_table(json.loads(path.read_text())))
     out.print(f"report: {result.report}", highlight=False, soft_wrap=True)
     out.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)

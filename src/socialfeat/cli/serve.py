@@ -1,4 +1,4 @@
-"""CLI command of the web explorer; imported by socialfeat.cli, which owns ``app``."""
+"""Command of the web explorer."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, err
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err
 from socialfeat.config import load_config
 
+commands = Commands()
 
-@app.command()
+
+@commands()
 def serve(
     run: Annotated[Path, typer.Argument(help="Run folder with features (learned and imagenet), factors and model.")],
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1; 0.0.0.0 = every network].")] = None,
@@ -24,7 +26,7 @@ def serve(
     from socialfeat.serve import serve as run_serve
 
     upload = None if max_upload_mb is None else int(max_upload_mb * 1_000_000)
-    flags = _flags(
+    flags = config_flags(
         serve__host=("--host", host), serve__port=("--port", port), serve__max_upload_bytes=("--max-upload-mb", upload)
     )
     cfg = load_config(config, set_ or [], flags)

@@ -1,4 +1,4 @@
-"""CLI commands of the search stage(s); imported by socialfeat.cli, which owns ``app``."""
+"""Commands of the search stages: index, similar and recommend."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, out
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 
@@ -17,6 +17,8 @@ ColumnOpt = Annotated[
     str | None, typer.Option("--column", help="Feature column: features (pooled) or a head, e.g. head_factors.")
 ]
 KOpt = Annotated[int | None, typer.Option("--k", help="How many results [10].")]
+
+commands = Commands()
 
 
 def _items_table(title: str, rows: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> Table:
@@ -38,7 +40,7 @@ def _one_of(where: str, *given: object) -> None:
         raise UserError(where, "give exactly one of them")
 
 
-@app.command()
+@commands()
 def index(
     run: Annotated[Path, typer.Argument(help="Run folder holding features/<source>.parquet.")],
     source: SourceOpt = None,
@@ -50,7 +52,9 @@ def index(
     """Build a faiss nearest-neighbour index (cosine) over one feature source of a run."""
     from socialfeat.index import build_index
 
-    flags = _flags(index__source=("--source", source), index__column=("--column", column), index__kind=("--kind", kind))
+    flags = config_flags(
+        index__source=("--source", source), index__column=("--column", column), index__kind=("--kind", kind)
+    )
     cfg = load_config(config, set_ or [], flags)
     result = build_index(cfg, run)
     m = result.meta
@@ -62,7 +66,7 @@ def index(
     )
 
 
-@app.command()
+@commands()
 def similar(
     run: Annotated[Path, typer.Argument(help="Run folder with features (and an index, built when missing).")],
     item_id: Annotated[str | None, typer.Argument(help="A known item: its neighbours, itself left out.")] = None,
@@ -77,14 +81,14 @@ def similar(
     from socialfeat.index import similar as run_similar
 
     _one_of("ITEM_ID/--image", item_id, image)
-    flags = _flags(index__source=("--source", source), index__column=("--column", column), index__k=("--k", k))
+    flags = config_flags(index__source=("--source", source), index__column=("--column", column), index__k=("--k", k))
     cfg = load_config(config, set_ or [], flags)
     rows = run_similar(cfg, run, item_id=item_id, image=image)
     query = f"item {item_id}" if item_id is not None else str(image)
     out.print(_items_table(f"similar to {query} ({cfg.index.source}/{cfg.index.column})", rows))
 
 
-@app.command()
+@commands()
 def recommend(
     run: Annotated[Path, typer.Argument(help="Run folder with factors, a trained model and features.")],
     image: Annotated[Path | None, typer.Option(help="A new image: the users it would reach.")] = None,
@@ -98,7 +102,7 @@ def recommend(
     from socialfeat.recommend import audience, for_user
 
     _one_of("--image/--user", image, user)
-    cfg = load_config(config, set_ or [], _flags(index__k=("--k", k)))
+    cfg = load_config(config, set_ or [], config_flags(index__k=("--k", k)))
     if image is not None:
         result = audience(cfg, run, image)
         table = Table(title=f"audience of {image.name}", title_justify="left", caption="score u·predicted factors")

@@ -1,4 +1,4 @@
-"""CLI commands of the evaluate stage(s); imported by socialfeat.cli, which owns ``app``."""
+"""Commands of the evaluate stage: cold-start and retrieval metrics, side by side per source."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
 from socialfeat.config import load_config
+
+commands = Commands()
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -64,7 +66,7 @@ def results_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
-@app.command()
+@commands()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder with factors/ and features/; eval/ is written here.")],
     labels: Annotated[
@@ -85,7 +87,7 @@ def evaluate(
     behavioural retrieval (audience overlap of nearest neighbours) and linear probes on known labels."""
     from socialfeat.evaluate.stage import evaluate as run_evaluate
 
-    flags = _flags(seed=("--seed", seed), evaluate__labels=("--labels", labels), evaluate__k=("-k", k))
+    flags = config_flags(seed=("--seed", seed), evaluate__labels=("--labels", labels), evaluate__k=("-k", k))
     cfg = load_config(config, set_ or [], flags)
     with err.status("evaluating…") as status:
         result = run_evaluate(cfg, run, sources=source, step=lambda msg: status.update(f"{msg}…"))

@@ -1,4 +1,4 @@
-"""CLI commands of the report stage(s); imported by socialfeat.cli, which owns ``app``."""
+"""Command of the report stage: the HTML report of a run."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli import ConfigOpt, SetOpt, app, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, err, out
 from socialfeat.config import load_config
 
+commands = Commands()
 
-@app.command()
+
+@commands()
 def report(
     run: Annotated[Path, typer.Argument(help="Run folder; report.html is written here.")],
     out_path: Annotated[

@@ -1,4 +1,4 @@
-"""CLI commands of the transfer stage; imported by socialfeat.cli, which owns ``app``."""
+"""Command of the transfer stage: linear probes on labelled images nobody engaged with."""
 
 from __future__ import annotations
 
@@ -6,48 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
 
-from socialfeat.cli import ConfigOpt, SetOpt, _flags, app, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.tables import transfer_table
 from socialfeat.config import load_config
 
-
-def _pm(p: dict[str, Any] | None) -> str:
-    if not p or p.get("mean") is None:
-        return "–"
-    return f"{p['mean']:.3f}±{p['std']:.3f}"
-
-
-def _mean(p: dict[str, Any] | None) -> str:
-    return "–" if not p or p.get("mean") is None else f"{p['mean']:.3f}"
-
-
-def transfer_table(result: dict[str, Any]) -> Table:
-    """Source × (k-fold accuracy mean ± std, few-shot points), chance below: the seed papers' table."""
-    s = result["settings"]
-    shots = [str(n) for n in s["few_shot"]]
-    classes = result["classes"]
-    table = Table(
-        title=f"transfer · {result['name']}: {result['images']['usable']:,} images, {len(classes)} classes of "
-        f"'{result['label_column']}'",
-        title_justify="left",
-        caption=f"linear probe on L2-normalised features: {s['folds']}-fold accuracy mean ± std (C by "
-        f"{s['inner_folds']}-fold inner CV); n/class: mean accuracy with n labels per class, {s['draws']} draws",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    table.add_column("features", no_wrap=True)
-    table.add_column(f"{s['folds']}-fold", justify="right", no_wrap=True)
-    for k, n in enumerate(shots):
-        table.add_column(f"{n}/class" if k == 0 else n, justify="right", no_wrap=True)
-    for row in result["rows"]:
-        few = row.get("few_shot", {})
-        table.add_row(row["name"], _pm(row["kfold"]), *(_mean(few.get(n)) for n in shots))
-    table.add_section()
-    table.add_row("chance (majority class)", f"{result['chance']:.3f}", *[""] * len(shots), style="dim")
-    return table
+commands = Commands()
 
 
 def print_transfer(result: dict[str, Any], path: Path | None = None) -> None:
@@ -61,7 +25,7 @@ def print_transfer(result: dict[str, Any], path: Path | None = None) -> None:
         out.print(f"wrote {path} in {result['seconds']:.1f} s", highlight=False, soft_wrap=True)
 
 
-@app.command()
+@commands()
 def transfer(
     run: Annotated[Path, typer.Argument(help="Run folder with model/; eval/transfer-<name>.json is written here.")],
     labels: Annotated[
@@ -94,7 +58,7 @@ def transfer(
     from socialfeat.evaluate.transfer_stage import one_set
     from socialfeat.evaluate.transfer_stage import transfer as run_transfer
 
-    flags = _flags(seed=("--seed", seed), transfer__folds=("--folds", folds), train__device=("--device", device))
+    flags = config_flags(seed=("--seed", seed), transfer__folds=("--folds", folds), train__device=("--device", device))
     cfg = load_config(config, set_ or [], flags)
     given = {"--image-root": image_root, "--name": name, "--image-column": image_column, "--label-column": label_column}
     if labels is None:
