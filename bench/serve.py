@@ -169,6 +169,7 @@ def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
     bodies = [_multipart(Path(p).read_bytes()) for p in photos]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies: list[float] = []
+    steps: list[dict[str, float]] = []
     errors: list[str] = []
     while time.time() < deadline:
         t0 = time.perf_counter()
@@ -182,7 +183,11 @@ def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
             r = conn.getresponse()
             text = r.read()
             if r.status == 200:
-                latencies.append(1000 * (time.perf_counter() - t0))
+                latency = 1000 * (time.perf_counter() - t0)
+                latencies.append(latency)
+                if kind == "upload":  # where the server says the time went; the rest is HTTP and queueing
+                    answer = json.loads(text)
+                    steps.append({**answer.get("steps", {}), "queue + HTTP": latency - answer["ms"]})
             else:
                 errors.append(f"HTTP {r.status}: {text[:200]!r}")
         except (OSError, http.client.HTTPException) as e:
@@ -190,7 +195,7 @@ def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.close()
-    return {"kind": kind, "latencies": latencies, "errors": errors}
+    return {"kind": kind, "latencies": latencies, "errors": errors, "steps": steps}
 
 
 def load(port: int, ids: list[str], photos: list[Path], clients: int, uploaders: int, seconds: float) -> dict:
@@ -203,11 +208,26 @@ def load(port: int, ids: list[str], photos: list[Path], clients: int, uploaders:
     ]
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         parts = pool.map(client, jobs)
-    result: dict = {"latencies": {"by id": [], "upload": []}, "errors": {"by id": [], "upload": []}}
+    result: dict = {"latencies": {"by id": [], "upload": []}, "errors": {"by id": [], "upload": []}, "steps": []}
     for part in parts:
         result["latencies"][part["kind"]] += part["latencies"]
         result["errors"][part["kind"]] += part["errors"]
+        result["steps"] += part["steps"]
     return result
+
+
+def step_table(by_runtime: dict[str, dict]) -> list[str]:
+    """p50 and p99 of each step of an upload, per runtime, as the server timed them."""
+    names = list(dict.fromkeys(k for r in by_runtime.values() for s in r["steps"] for k in s))
+    head = "| upload step | " + " | ".join(f"{rt} p50 ms | {rt} p99 ms" for rt in by_runtime) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(by_runtime)]
+    for name in names:
+        cells = []
+        for r in by_runtime.values():
+            values = np.array([s[name] for s in r["steps"] if name in s]) if r["steps"] else np.array([np.nan])
+            cells += [f"{np.percentile(values, 50):.1f}", f"{np.percentile(values, 99):.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def summarize(result: dict, seconds: float) -> list[dict]:
@@ -241,6 +261,7 @@ def main() -> None:
         "--server-set", action="append", default=[], metavar="KEY=VALUE",
         help="config override for the server, e.g. serve.torch_threads=0 (torch's default threads) to compare",
     )  # fmt: skip
+    parser.add_argument("--runtime", default="torch,onnx", help="runtimes to compare, one server each [torch,onnx]")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if not (args.run / "model").is_dir() or not (args.run / "features" / "imagenet.parquet").is_file():
@@ -248,41 +269,52 @@ def main() -> None:
     photos = sorted(PHOTOS.glob("*.JPEG"))[:50]
     if not photos:
         raise SystemExit(f"no photos in {PHOTOS}")
+    runtimes = [r for r in args.runtime.split(",") if r]
+    results: dict[str, dict] = {}
+    starts: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="socialfeat-serve-bench-") as tmp:
         run = Path(tmp) / "run"
         t0 = time.perf_counter()
         index_s = synthetic_run(args.run, run, args.items)
         print(f"synthetic run of {args.items:,} items in {time.perf_counter() - t0:.0f} s "
               f"(indexes: {', '.join(f'{k} {v:.0f} s' for k, v in index_s.items())})")  # fmt: skip
-        port = free_port()
-        proc, start_s = start_server(run, port, args.server_set)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            health = json.loads(__import__("httpx").get(f"{base}/api/health").text)
-            ids = [f"s{i:06d}" for i in range(args.items)]
-            load(port, ids, photos[:2], 2, 1, 3.0)  # warm-up: first-touch costs are not latency
-            result = load(port, ids, photos, args.clients, args.uploaders, args.seconds)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    rows = summarize(result, args.seconds)
+        for runtime in runtimes:  # one after the other on the same machine, in one run
+            port = free_port()
+            proc, starts[runtime] = start_server(run, port, [*args.server_set, f"serve.runtime={runtime}"])
+            try:
+                base = f"http://127.0.0.1:{port}"
+                health = json.loads(__import__("httpx").get(f"{base}/api/health").text)
+                if health.get("runtime") != runtime:
+                    raise SystemExit(f"asked for {runtime}, the server runs {health.get('runtime')}")
+                ids = [f"s{i:06d}" for i in range(args.items)]
+                load(port, ids, photos[:2], 2, 1, 3.0)  # warm-up: first-touch costs are not latency
+                results[runtime] = load(port, ids, photos, args.clients, args.uploaders, args.seconds)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            print(f"{runtime}: {len(results[runtime]['latencies']['upload'])} uploads", flush=True)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
     lines = [
         f"`python bench/serve.py --run {args.run}{''.join(f' --server-set {x}' for x in args.server_set)}` — {args.items:,} items ({kinds}), the models of {args.run} "
         f"for uploads ({health['sources']['learned']['image_size']} px), "
-        f"{args.clients} concurrent clients for {args.seconds:.0f} s ({args.clients - args.uploaders} by id, "
+        f"{args.clients} concurrent clients for {args.seconds:.0f} s per runtime ({args.clients - args.uploaders} by id, "
         f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"
-        f" each); server start-up {start_s:.1f} s, index build {sum(index_s.values()):.0f} s.",
+        f" each); server start-up {', '.join(f'{k} {v:.1f} s' for k, v in starts.items())} (onnx: includes a first "
+        f"export when the run had none), index build {sum(index_s.values()):.0f} s. Runtimes measured one after the "
+        "other in this run, on the same machine.",
         "",
-        "| request | requests | per s | p50 ms | p90 ms | p99 ms | max ms | errors | p99 target | p99 / target |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| runtime | request | requests | per s | p50 ms | p90 ms | p99 ms | max ms | errors | p99 target | p99 / target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['kind']} | {r['requests']:,} | {r['per_s']:.1f} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} "
-            f"| {r['max']:.0f} | {r['errors']} | < {r['target']:.0f} | {r['p99'] / r['target']:.2f} |"
-        )
-    errs = [e for kind in result["errors"].values() for e in kind]
+    for runtime, result in results.items():
+        for r in summarize(result, args.seconds):
+            lines.append(
+                f"| {runtime} | {r['kind']} | {r['requests']:,} | {r['per_s']:.1f} | {r['p50']:.1f} | {r['p90']:.1f} "
+                f"| {r['p99']:.1f} | {r['max']:.0f} | {r['errors']} | < {r['target']:.0f} | {r['p99'] / r['target']:.2f} |"
+            )
+    lines += ["", "Where an upload's time goes (server-side steps; queue + HTTP = client latency − server time):", ""]
+    lines += step_table(results)
+    errs = [e for result in results.values() for kind in result["errors"].values() for e in kind]
     if errs:
         lines += ["", f"First errors: {'; '.join(sorted(set(errs))[:3])}"]
     text = "\n".join(lines)

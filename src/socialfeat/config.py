@@ -315,6 +315,12 @@ class ServeConfig(StrictModel):
         1, ge=0, description="threads per forward pass; 1 lets concurrent requests share cores, 0 = torch's default"
     )
     page_size: int = Field(60, ge=1, le=1000, description="items per page of the grid")
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="what runs a new image's forward pass in serve, similar/recommend --image and embed --images: "
+        "onnx (ONNX Runtime on the run's export, made once and cached in RUN/export/), torch, or auto (onnx when "
+        "the export extra is installed and the model exports, else torch)",
+    )
 
 
 class TransferSet(StrictModel):

@@ -23,7 +23,8 @@ from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.data.image_tables import load_image_table, problem_summary
 from socialfeat.errors import UserError
-from socialfeat.features import Progress, embed_rows, source_model, vectors_column
+from socialfeat.export import encoder_for
+from socialfeat.features import Progress, embed_rows, vectors_column
 from socialfeat.models.heads import head_key
 from socialfeat.runtime import barrier, setup_distributed, table_cache
 
@@ -65,9 +66,11 @@ def embed_images(
         raise UserError("--out", f"{out} is a folder; give a file name such as features.parquet")
     root = Path(image_root) if image_root is not None else None
     table = load_image_table(Path(images), root, image_column, allow_absolute=config.ingest.allow_absolute_images)
-    model, desc = source_model(run, config, source)
     d = setup_distributed(config.train.device)
-    size = int(desc.get("image_size", config.train.image_size))
+    # one CPU process: ONNX Runtime where serve.runtime allows it; GPUs and torchrun ranks keep PyTorch
+    one_cpu = d.world == 1 and d.device.type == "cpu"
+    found = encoder_for(config, run, source, threads=0, runtime=None if one_cpu else "torch")
+    model, size, runtime, desc = found.encoder, found.image_size, found.runtime, found.desc
     cache = table_cache(run, table, size, config, d, cache_progress)
     input_rows = np.asarray(cache.item_ids, dtype=np.int64)  # usable input rows, in table order
     mine = np.arange(d.rank, len(input_rows), d.world)
@@ -103,6 +106,7 @@ def embed_images(
         "dimension": int(columns["features"].type.list_size),
         "heads": heads,
         "image_size": size,
+        "runtime": runtime,
         "cache": str(cache.path),
         "sidecar": str(out.with_suffix(".json")),
         "seconds": seconds,

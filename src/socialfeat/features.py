@@ -6,11 +6,12 @@ selection during training, the index, the explorer), so that none of them import
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -21,13 +22,37 @@ from socialfeat.config import Config
 from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import UserError
 from socialfeat.models.backbones import IMAGENET_BACKBONE, create_backbone
-from socialfeat.models.heads import FeatureModel, head_key
+from socialfeat.models.heads import FeatureModel
 from socialfeat.models.store import load_model
 from socialfeat.runtime import batch_loader
 
 SOURCES = ("learned", "imagenet", "random", "meta-class")
 MODEL_DIRS = {"learned": "model", "meta-class": "meta-class"}  # sources with a trained model in the run
 Progress = Callable[[int, int, float], None]
+
+
+class BatchEncoder(Protocol):
+    """An exported model (``socialfeat.export.OnnxEncoder``): uint8 NHWC images → {features, <target>}."""
+
+    targets: list[str]
+    image_size: int
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+Encoder = FeatureModel | BatchEncoder  # what turns uint8 NHWC images into features: a model or its export
+
+
+@torch.no_grad()
+def encode_batch(encoder: Encoder, images: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    """A batch of uint8 NHWC images through a model (on its device) or an ONNX export: {features, <target>}."""
+    if not isinstance(encoder, FeatureModel):
+        return encoder(np.asarray(images))
+    device = next(encoder.parameters()).device
+    x = torch.as_tensor(images).to(device, non_blocking=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        pooled, heads = encoder(x)
+    return {"features": pooled.float().cpu().numpy(), **{t: v.float().cpu().numpy() for t, v in heads.items()}}
 
 
 def source_model(run: Path, config: Config, source: str) -> tuple[FeatureModel, dict[str, Any]]:
@@ -59,7 +84,7 @@ def vectors_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
 
 @torch.no_grad()
 def embed_rows(
-    model: FeatureModel,
+    model: Encoder,
     cache_path: Path,
     rows: np.ndarray,
     batch_size: int,
@@ -67,27 +92,31 @@ def embed_rows(
     device: torch.device,
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """Pooled features and head outputs for the given cache rows, in row order."""
+    """Pooled features and head outputs for the given cache rows, in row order, through a model (moved to
+    ``device``) or an ONNX export (CPU)."""
     ds = CachedImages(cache_path, rows, {})
     keys = list(EpochBatches(len(rows), batch_size, shuffle=False).epoch(0))
-    loader = batch_loader(ds, keys, workers, 0, device.type == "cuda")
-    outputs: dict[str, list[np.ndarray]] = {"features": [], **{t: [] for t in model.targets}}
-    model.to(device)
+    onnx = not isinstance(model, FeatureModel)
+    loader = batch_loader(ds, keys, workers, 0, not onnx and device.type == "cuda")
+    targets = model.targets
+    outputs: dict[str, list[np.ndarray]] = {"features": [], **{t: [] for t in targets}}
+    if not onnx:
+        model.to(device)
     done, t0 = 0, time.perf_counter()
     for batch in loader:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            pooled, heads = model(batch["images"].to(device, non_blocking=True))
-        outputs["features"].append(pooled.float().cpu().numpy())
-        for t, value in heads.items():
-            outputs[t].append(value.float().cpu().numpy())
+        for name, value in encode_batch(model, batch["images"]).items():
+            outputs[name].append(value)
         done += len(batch["images"])
         if progress is not None:
             progress(done, len(rows), done / max(time.perf_counter() - t0, 1e-9))
     if not outputs["features"]:  # no rows: the widths still come from the model
-        pooled, _ = model(torch.zeros(1, 32, 32, 3, dtype=torch.uint8, device=device))
-        outputs["features"].append(pooled.float().cpu().numpy()[:0])
-    width = {"features": model.num_features, **{t: model.heads[head_key(t)].out_features for t in model.targets}}
-    return {k: np.concatenate(v) if v else np.zeros((0, width[k]), np.float32) for k, v in outputs.items()}
+        empty = encode_batch(model, np.zeros((1, 32, 32, 3), np.uint8) if not onnx else _blank(model))
+        outputs = {k: [v[:0]] for k, v in empty.items()}
+    return {k: np.concatenate(v) for k, v in outputs.items()}
+
+
+def _blank(encoder: BatchEncoder) -> np.ndarray:
+    return np.zeros((1, encoder.image_size, encoder.image_size, 3), np.uint8)
 
 
 def feature_path(run: Path, source: str, rank: int = 0, world: int = 1) -> Path:
@@ -114,3 +143,20 @@ def read_features(run: str | os.PathLike[str], source: str, column: str = "featu
     col = table.column(column).combine_chunks()
     matrix = col.flatten().to_numpy().reshape(len(table), col.type.list_size)
     return table.column("item_id").to_pylist(), matrix
+
+
+def source_config(config: Config, run: Path, source: str) -> tuple[Config, int | None]:
+    """The config and image size the source was embedded with (features/<source>.json), so a new image lands in
+    the same space: the ``random`` source depends on the seed and backbone, every source on the image size."""
+    summary_path = run / "features" / f"{source}.json"
+    if not summary_path.is_file():
+        return config, None
+    summary = json.loads(summary_path.read_text())
+    recorded = summary.get("provenance", {}).get("config", {})
+    if source == "random" and recorded:
+        train = config.train.model_copy(update={"backbone": recorded["train"]["backbone"]})
+        config = config.model_copy(update={"seed": recorded["seed"], "train": train})
+    if recorded:  # the block statistics the features were made with, so a new image has the same width
+        embed = config.embed.model_copy(update={"block_stats": recorded.get("embed", {}).get("block_stats", 0)})
+        config = config.model_copy(update={"embed": embed})
+    return config, summary.get("image_size")

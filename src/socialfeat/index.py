@@ -24,14 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import torch
 
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, IndexConfig, load_config
 from socialfeat.data.images import ImageError, ImageRoot, load_image
 from socialfeat.errors import UserError
-from socialfeat.features import SOURCES, read_features, source_model
-from socialfeat.models.heads import FeatureModel, head_key
+from socialfeat.export import encoder_for
+from socialfeat.features import SOURCES, Encoder, encode_batch, read_features
+from socialfeat.models.heads import head_key
 
 log = logging.getLogger(__name__)
 
@@ -285,46 +285,25 @@ def search(index: ItemIndex, vectors: np.ndarray, k: int) -> tuple[list[list], l
 
 
 # ----------------------------------------------------------------------------------------------------- similar
-def source_config(config: Config, run: Path, source: str) -> tuple[Config, int | None]:
-    """The config and image size the source was embedded with (features/<source>.json), so a new image lands in
-    the same space: the ``random`` source depends on the seed and backbone, every source on the image size."""
-    summary_path = run / "features" / f"{source}.json"
-    if not summary_path.is_file():
-        return config, None
-    summary = json.loads(summary_path.read_text())
-    recorded = summary.get("provenance", {}).get("config", {})
-    if source == "random" and recorded:
-        train = config.train.model_copy(update={"backbone": recorded["train"]["backbone"]})
-        config = config.model_copy(update={"seed": recorded["seed"], "train": train})
-    if recorded:  # the block statistics the features were made with, so a new image has the same width
-        embed = config.embed.model_copy(update={"block_stats": recorded.get("embed", {}).get("block_stats", 0)})
-        config = config.model_copy(update={"embed": embed})
-    return config, summary.get("image_size")
-
-
-@torch.no_grad()
 def image_outputs(
     config: Config, run: str | os.PathLike[str], image: str | os.PathLike[str], source: str = "learned"
 ) -> dict[str, np.ndarray]:
-    """A new image through a source's model: {feature column: vector} — ``features`` and ``head_<target>``."""
+    """A new image through a source's model: {feature column: vector} — ``features`` and ``head_<target>`` —
+    on ONNX Runtime or PyTorch as ``serve.runtime`` says (see :func:`socialfeat.export.encoder_for`)."""
     run = Path(run)
-    cfg, size = source_config(config, run, source)
-    model, desc = source_model(run, cfg, source)
-    size = int(size or desc.get("image_size", config.train.image_size))  # as embed chose it
+    found = encoder_for(config, run, source, threads=0)
     try:
-        pixels = load_image(Path(image), size, config.train.max_pixels)
+        pixels = load_image(Path(image), found.image_size, config.train.max_pixels)
     except ImageError as e:
         raise UserError(str(image), f"cannot use this image ({e})") from None
-    return model_outputs(model, pixels)
+    return model_outputs(found.encoder, pixels)
 
 
-@torch.no_grad()
-def model_outputs(model: FeatureModel, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """One decoded image (uint8 HxWx3) through a model: {feature column: vector}, named as in the feature files."""
-    pooled, heads = model(torch.from_numpy(np.array(pixels[None])))  # a writable copy
-    out = {"features": pooled[0].float().numpy()}
-    out.update({f"head_{head_key(t)}": v[0].float().numpy() for t, v in heads.items()})
-    return out
+def model_outputs(encoder: Encoder, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """One decoded image (uint8 HxWx3) through a model or its export: {feature column: vector}, named as in the
+    feature files."""
+    out = encode_batch(encoder, np.array(pixels[None]))  # a writable copy
+    return {("features" if k == "features" else f"head_{head_key(k)}"): v[0] for k, v in out.items()}
 
 
 def item_info(run: str | os.PathLike[str], ids: list) -> dict[Any, dict[str, Any]]:

@@ -117,6 +117,27 @@ def test_upload_finds_the_image_itself_and_its_audience(client, served_run: Path
     assert [u["user_id"] for u in body["audience"]] == [u["user_id"] for u in want.users]
 
 
+def test_uploads_answer_alike_on_both_runtimes_and_say_where_the_time_went(served_run: Path, explorer) -> None:  # noqa: ANN001
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    from socialfeat.serve.explorer import Explorer
+
+    eager = Explorer(load_config(None, ["serve.runtime=torch"]), served_run)
+    assert eager.health()["runtime"] == "torch" and explorer.health()["runtime"] == "onnx"
+    assert {s["runtime"] for s in explorer.health()["sources"].values()} == {"onnx"}
+    data = item_image(served_run, cold_item(explorer)).read_bytes()
+    a, b = explorer.upload(data, 6, ["learned", "imagenet"]), eager.upload(data, 6, ["learned", "imagenet"])
+    for source in ("learned", "imagenet"):
+        assert [r["id"] for r in a["similar"][source]] == [r["id"] for r in b["similar"][source]]
+        assert [r["score"] for r in a["similar"][source]] == pytest.approx(
+            [r["score"] for r in b["similar"][source]], abs=1e-4
+        )
+    assert [u["user_id"] for u in a["audience"]] == [u["user_id"] for u in b["audience"]]
+    steps = a["steps"]
+    assert {"forward learned", "forward imagenet", "search learned", "search imagenet", "audience"} <= set(steps)
+    assert sum(1 for k in steps if k.startswith("decode")) == len({s.image_size for s in explorer.spaces.values()})
+    assert sum(steps.values()) <= a["ms"] + 1
+
+
 def test_upload_without_learned_source_says_why_there_is_no_audience(client) -> None:  # noqa: ANN001
     body = upload(client, png(), source="imagenet").json()
     assert body["audience"] is None and "learned" in body["audience_note"] and set(body["similar"]) == {"imagenet"}

@@ -4,6 +4,7 @@ live uvicorn server — load the grid, open an item, compare neighbours, upload 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -56,6 +57,8 @@ def test_page_in_chromium(explorer, served_run: Path, tmp_path: Path) -> None:  
     from socialfeat.report.gallery import Thumbnails
     from socialfeat.serve.app import create_app
 
+    if importlib.util.find_spec("onnxruntime") is not None:  # the export extra: the page runs on ONNX Runtime
+        assert explorer.health()["runtime"] == "onnx"
     cold = next(k for k, s in zip(explorer.keys, explorer.split, strict=True) if s == "cold")
     thumbs = Thumbnails(served_run, 32)
     image = thumbs.root / thumbs.images[explorer.ids[explorer.row(cold)]]

@@ -1,7 +1,7 @@
 """The ``socialfeat`` command line: each subcommand parses its flags, then calls one library function.
 
 This package builds the app; each command module (``data``, ``training``, ``evaluate``, ``search``, ``transfer``,
-``report``, ``pipeline``, ``serve``) lists its commands and imports only ``options`` and ``tables``.
+``report``, ``pipeline``, ``serve``, ``export``) lists its commands and imports only ``options`` and ``tables``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from socialfeat import __version__
-from socialfeat.cli import data, evaluate, pipeline, report, search, serve, training, transfer
+from socialfeat.cli import data, evaluate, export, pipeline, report, search, serve, training, transfer
 from socialfeat.cli.options import err, out, setup_logging
 from socialfeat.errors import UserError
 
@@ -45,8 +45,8 @@ def _root(
     setup_logging(verbose)
 
 
-# the order of the help's command list, as it always was
-for _module in (data, training, evaluate, pipeline, report, search, serve, transfer):
+# the order of the help's command list, as it always was; export came last
+for _module in (data, training, evaluate, pipeline, report, search, serve, transfer, export):
     for _fn, _options in _module.commands.entries:
         app.command(**_options)(_fn)
 

@@ -24,19 +24,10 @@ from PIL import Image
 from socialfeat.config import Config
 from socialfeat.data.images import ImageError, decode_image
 from socialfeat.errors import UserError
+from socialfeat.export import encoder_for
 from socialfeat.factorize.splits import read_split
-from socialfeat.features import read_features, source_model
-from socialfeat.index import (
-    ItemIndex,
-    column_of,
-    load_index,
-    model_outputs,
-    nearest,
-    normalize,
-    search,
-    source_config,
-)
-from socialfeat.models.heads import FeatureModel
+from socialfeat.features import Encoder, read_features
+from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, nearest, normalize, search
 from socialfeat.recommend import FACTORS, Recommender, audience_of
 from socialfeat.report.gallery import Thumbnails
 
@@ -63,7 +54,8 @@ class Space:
     column: str
     index: ItemIndex
     rows: dict[str, int]
-    model: FeatureModel
+    encoder: Encoder  # the PyTorch model or its ONNX export (``serve.runtime``)
+    runtime: str
     image_size: int
     vectors: np.ndarray | None  # only when the index cannot give back its own vectors
 
@@ -116,15 +108,14 @@ class Explorer:
     def _load_space(self, source: str) -> Space:
         column = "features"
         index = load_index(self.run, source, column, self.config)
-        cfg, size = source_config(self.config, self.run, source)
-        model, desc = source_model(self.run, cfg, source)
-        size = int(size or desc.get("image_size", self.config.train.image_size))
+        found = encoder_for(self.config, self.run, source, threads=self.config.serve.torch_threads)
+        encoder, size, runtime = found.encoder, found.image_size, found.runtime
         vectors = None
         if isinstance(index.index, faiss.IndexIVF):
             # IVF-PQ keeps only compressed codes: a query from them would be approximate, so keep the exact vectors
             vectors = normalize(read_features(self.run, source, column)[1])
         rows = {str(i): r for r, i in enumerate(index.ids)}
-        return Space(source, column, index, rows, model, size, vectors)
+        return Space(source, column, index, rows, encoder, runtime, size, vectors)
 
     def _load_recommender(self) -> tuple[Recommender | None, str | None]:
         """User factors and item vectors; without them the explorer still browses, but predicts no audience."""
@@ -144,9 +135,15 @@ class Explorer:
             "cold": self.split_counts.get("cold", 0),
             "users": len(self.recommender.user_ids) if self.recommender else 0,
             "sources": {
-                s: {"kind": sp.index.meta.get("kind"), "dimension": sp.index.index.d, "image_size": sp.image_size}
+                s: {
+                    "kind": sp.index.meta.get("kind"),
+                    "dimension": sp.index.index.d,
+                    "image_size": sp.image_size,
+                    "runtime": sp.runtime,
+                }
                 for s, sp in self.spaces.items()
             },
+            "runtime": "+".join(sorted({sp.runtime for sp in self.spaces.values()})),
             "audience": self.recommender is not None,
             "audience_note": self.no_audience,
             "max_upload_bytes": self.config.serve.max_upload_bytes,
@@ -219,26 +216,37 @@ class Explorer:
 
     def upload(self, data: bytes, k: int, sources: list[str]) -> dict[str, Any]:
         """A new image (bytes from the network): decoded defensively, then neighbours under each requested source
-        and, from the learned model's factors head, the users predicted to engage with it."""
+        and, from the learned model's factors head, the users predicted to engage with it. ``steps`` says where
+        the time went (ms): decode and resize (once per image size, shared by the sources), then forward and
+        search per source, and the audience."""
         t0 = time.perf_counter()
         spaces = [self.space(s) for s in dict.fromkeys(sources)]
         pixels: dict[int, np.ndarray] = {}
+        steps: dict[str, float] = {}
         limit = self.config.serve.max_pixels
         for sp in spaces:
             if sp.image_size not in pixels:
+                t = time.perf_counter()
                 try:
                     pixels[sp.image_size] = decode_image(io.BytesIO(data), sp.image_size, limit)
                 except ImageError as e:
                     raise BadImage(_image_message(e, limit)) from None
+                steps[f"decode {sp.image_size}px"] = _ms(t)
         similar: dict[str, list[dict[str, Any]]] = {}
         audience = None
         for sp in spaces:
-            outputs = model_outputs(sp.model, pixels[sp.image_size])
+            t = time.perf_counter()
+            outputs = model_outputs(sp.encoder, pixels[sp.image_size])
+            steps[f"forward {sp.name}"] = _ms(t)
+            t = time.perf_counter()
             ids, scores = search(sp.index, column_of(outputs, sp.column)[None], k)
             similar[sp.name] = self._ranked(ids[0], scores[0])
+            steps[f"search {sp.name}"] = _ms(t)
             if sp.name == "learned" and self.recommender is not None and FACTORS in outputs:
+                t = time.perf_counter()
                 rec = self.recommender
                 audience = audience_of(rec.user_ids, rec.users, outputs[FACTORS], k)
+                steps["audience"] = _ms(t)
         note = None
         if audience is None:
             note = self.no_audience or "the audience comes from the learned model; ask for source=learned"
@@ -246,7 +254,8 @@ class Explorer:
             "similar": similar,
             "audience": audience,
             "audience_note": note,
-            "ms": round(1000 * (time.perf_counter() - t0), 1),
+            "ms": _ms(t0),
+            "steps": steps,
         }
 
     def recommendations(self, user_id: str, k: int, include_seen: bool) -> list[dict[str, Any]]:
@@ -282,6 +291,10 @@ class Explorer:
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
         return buf.getvalue()
+
+
+def _ms(since: float) -> float:
+    return round(1000 * (time.perf_counter() - since), 2)
 
 
 def _image_message(e: ImageError, limit: int) -> str:

@@ -1,0 +1,276 @@
+"""``export``: take a run's model out as ONNX for a user's own serving stack, and run ONNX Runtime wherever
+socialfeat waits on a single forward pass (the explorer's uploads, ``similar``/``recommend --image``,
+``embed --images``). Training stays PyTorch.
+
+The graph takes uint8 RGB images, NHWC, already decoded and square-cropped (see the sidecar's ``crop``); the
+normalisation is inside it. It gives the pooled features and every head, with a dynamic batch size. A JSON sidecar
+beside the ``.onnx`` file says what the graph expects and gives, and carries a fingerprint of everything that
+decides its outputs (the weights, the image size, the block statistics), so a stale export is detected, rebuilt and
+never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from socialfeat import __version__
+from socialfeat.atomic import atomic_file, write_json
+from socialfeat.config import Config, provenance
+from socialfeat.errors import UserError
+from socialfeat.features import Encoder, source_config, source_model
+from socialfeat.models.heads import FeatureModel, head_key
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the graph's interface changes: older exports then count as stale
+DEFAULT_OPSET = 18
+CROP = (
+    "decode, turn upright (EXIF), alpha on white, scale the shorter side to image_size (bicubic), centre-crop "
+    "to image_size x image_size; uint8 RGB, NHWC"
+)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    meta: dict[str, Any]
+    seconds: float
+
+
+class _Graph(nn.Module):
+    """uint8 NHWC images → (pooled features, head outputs in ``model.targets`` order): the exported interface."""
+
+    def __init__(self, model: FeatureModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled, heads = self.model(images)
+        return (pooled, *(heads[t] for t in self.model.targets))
+
+
+def output_names(model: FeatureModel) -> list[str]:
+    """Named as the columns of ``features/<source>.parquet``: ``features`` and ``head_<target>``."""
+    return ["features", *(f"head_{head_key(t)}" for t in model.targets)]
+
+
+def fingerprint(model: FeatureModel, image_size: int) -> str:
+    """A hash of every tensor of the model (names, shapes, values), the image size, the block statistics and the
+    export format: equal fingerprints mean the exported graph computes what this model computes."""
+    h = hashlib.sha256(f"socialfeat-onnx v{FORMAT} size={image_size} block_stats={model.block_stats}\n".encode())
+    h.update(json.dumps(model.targets).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_path(run: Path, source: str) -> Path:
+    return Path(run) / "export" / f"{source}.onnx"
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def prepared_model(config: Config, run: Path, source: str) -> tuple[FeatureModel, int, dict[str, Any]]:
+    """The source's model as ``embed`` used it (same image size and block statistics), and its description."""
+    cfg, size = source_config(config, run, source)
+    model, desc = source_model(run, cfg, source)
+    return model.eval(), int(size or desc.get("image_size", config.train.image_size)), desc
+
+
+def export(
+    config: Config,
+    run: str | os.PathLike[str],
+    source: str = "learned",
+    out: str | os.PathLike[str] | None = None,
+    opset: int | None = None,
+) -> ExportResult:
+    """Write the source's model as ONNX (``out``, default ``RUN/export/<source>.onnx``) and its JSON sidecar,
+    atomically; check the written graph against PyTorch on a random batch before it is kept."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(str(run), "run folder not found")
+    model, size, desc = prepared_model(config, run, source)
+    return _export(model, size, desc, config, run, source, Path(out) if out else export_path(run, source), opset)
+
+
+def _export(
+    model: FeatureModel,
+    size: int,
+    desc: dict[str, Any],
+    config: Config,
+    run: Path,
+    source: str,
+    out: Path,
+    opset: int | None,
+) -> ExportResult:
+    import onnxruntime as ort  # the export extra; checked by the caller's message below
+
+    t0 = time.perf_counter()
+    names = output_names(model)
+    opset = opset or DEFAULT_OPSET
+    example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    backbone = desc.get("backbone", type(model.backbone).__name__)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                _Graph(model),
+                (example,),
+                dynamo=True,
+                input_names=["images"],
+                output_names=names,
+                dynamic_shapes={"images": {0: batch}},
+                opset_version=opset,
+                verbose=False,
+            )
+            data = program.model_proto.SerializeToString()  # type: ignore[union-attr]
+    except Exception as e:  # the exporter raises many kinds; the user needs the backbone and the first line
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"backbone {backbone}", f"cannot be exported to ONNX (opset {opset}): {first}") from None
+    with torch.no_grad():
+        reference = [t.numpy() for t in _Graph(model)(example)]
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(names, {"images": example.numpy()})
+    worst = max(_relative_error(r, g) for r, g in zip(reference, got, strict=True))
+    if worst > 1e-3:
+        raise UserError(f"backbone {backbone}", f"the ONNX graph differs from PyTorch (relative error {worst:.1e})")
+    meta = {
+        "format": FORMAT,
+        "source": source,
+        "backbone": backbone,
+        "opset": opset,
+        "input": {"name": "images", "dtype": "uint8", "layout": "NHWC", "shape": ["batch", size, size, 3]},
+        "image_size": size,
+        "crop": CROP,
+        "normalisation": "inside the graph",
+        "outputs": {n: int(r.shape[1]) for n, r in zip(names, reference, strict=True)},
+        "heads": {t: int(r.shape[1]) for t, r in zip(model.targets, reference[1:], strict=True)},
+        "block_stats": model.block_stats,
+        "fingerprint": fingerprint(model, size),
+        "onnx_sha256": hashlib.sha256(data).hexdigest(),
+        "max_relative_error": worst,
+        "socialfeat": __version__,
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "provenance": provenance(config, "export"),
+    }
+    with atomic_file(out, "wb") as fh:
+        fh.write(data)
+    write_json(sidecar_path(out), meta)
+    return ExportResult(out, meta, time.perf_counter() - t0)
+
+
+def _relative_error(reference: np.ndarray, got: np.ndarray) -> float:
+    return float(np.max(np.abs(reference - got)) / max(float(np.max(np.abs(reference))), 1e-12))
+
+
+def onnxruntime_available() -> str | None:
+    """None when the export extra is installed, else why not (one line)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed (pip install 'socialfeat[export]')"
+    return None
+
+
+class OnnxEncoder:
+    """An exported graph in ONNX Runtime: a batch of uint8 NHWC images → {features, <target>: head output}, keyed
+    as a :class:`FeatureModel`'s outputs are, so every caller treats both runtimes alike."""
+
+    runtime = "onnx"
+
+    def __init__(self, path: Path, meta: dict[str, Any], targets: list[str], threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(threads, 0)
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path, self.meta, self.targets = Path(path), meta, list(targets)
+        self.names = ["features", *(f"head_{head_key(t)}" for t in self.targets)]
+        self.image_size = int(meta["image_size"])
+        self.num_features = int(meta["outputs"]["features"])
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        got = self.session.run(self.names, {"images": np.ascontiguousarray(images, dtype=np.uint8)})
+        return dict(zip(["features", *self.targets], got, strict=True))
+
+
+def load_export(path: Path, model: FeatureModel, size: int) -> dict[str, Any] | None:
+    """The sidecar of an export that matches ``model`` at ``size`` — or None when it is missing, unreadable, of
+    another format, for other weights, or when the ``.onnx`` file is not the one the sidecar describes."""
+    side = sidecar_path(path)
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != FORMAT or meta.get("fingerprint") != fingerprint(model, size):
+        return None
+    try:
+        if hashlib.sha256(Path(path).read_bytes()).hexdigest() != meta.get("onnx_sha256"):
+            return None
+    except OSError:
+        return None
+    return meta
+
+
+@dataclass
+class Inference:
+    """What embeds new images for one source, and how: the encoder, its image size, the runtime and the model's
+    description."""
+
+    encoder: Encoder
+    image_size: int
+    runtime: str
+    desc: dict[str, Any]
+
+
+def encoder_for(config: Config, run: Path, source: str, threads: int = 1, runtime: str | None = None) -> Inference:
+    """The encoder of new images for ``source``, by ``serve.runtime`` (or ``runtime``): ``onnx`` uses the run's
+    export, made (or remade, when stale) once and cached in ``RUN/export/``; ``torch`` the PyTorch model; ``auto``
+    ONNX when the export extra is installed and the backbone exports, else PyTorch, saying why. ``threads``: ONNX
+    Runtime's threads per forward pass (0: all cores)."""
+    runtime = runtime or config.serve.runtime
+    model, size, desc = prepared_model(config, Path(run), source)
+    if runtime == "torch":
+        return Inference(model, size, "torch", desc)
+    missing = onnxruntime_available()
+    if missing:
+        if runtime == "onnx":
+            raise UserError("serve.runtime", f"onnx: {missing}")
+        log.info("%s: PyTorch runtime (%s)", source, missing)
+        return Inference(model, size, "torch", desc)
+    path = export_path(Path(run), source)
+    meta = load_export(path, model, size)
+    if meta is None:
+        if path.exists() or sidecar_path(path).exists():
+            log.warning("%s: the ONNX export in %s is stale (the model changed); exporting again", source, path.parent)
+        try:
+            meta = _export(model, size, desc, config, Path(run), source, path, None).meta
+        except (UserError, OSError) as e:
+            if runtime == "onnx":
+                raise
+            log.warning("%s: PyTorch runtime (%s)", source, e)
+            return Inference(model, size, "torch", desc)
+    return Inference(OnnxEncoder(path, meta, model.targets, threads), size, "onnx", desc)
