@@ -7,7 +7,11 @@ real photos (../shared/data/imagenet-sample, JPEGs of a few hundred KB). Six cli
 client sending its next request as soon as the last one answered. The clients run in this process, on the same
 2 cores as the server: the figures include that contention.
 
-Targets (issue 7): p99 < 50 ms by id, < 300 ms per upload, zero errors. Recorded in bench/RESULTS.md.
+Each runtime in ``--runtime`` (default torch,onnx: ``serve.runtime``) gets its own server, one after the other in the
+same run, and every upload's answer says where its time went (decode, forward and search per source, audience); the
+rest of the client's latency is HTTP and queueing.
+
+Targets (issues 7 and 17): p99 < 50 ms by id, < 300 ms per upload, zero errors. Recorded in bench/RESULTS.md.
 
     python bench/serve.py --run runs/demo            # a run from `make demo` supplies the model; recorded
     python bench/serve.py --run runs/demo --items 20000 --seconds 10 --no-record   # a quick look
