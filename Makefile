@@ -6,7 +6,7 @@ EXTRAS ?= dev,spark,text,serve
 DEMO   := runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean lightfm
 
 $(BIN)/socialfeat: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,13 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs build dist src/*.egg-info
+
+# LightFM (the optional peer row of `content`): its sdist's setup.py fails under pip's build isolation, so build the
+# wheel directly with setuptools < 70, Cython and wheel, then install it.
+lightfm: install
+	$(BIN)/python -m pip install --quiet "setuptools<70" Cython wheel
+	rm -rf build/lightfm && mkdir -p build/lightfm
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation lightfm==1.17 -d build/lightfm \
+	  || curl -sL -o build/lightfm/lightfm-1.17.tar.gz https://files.pythonhosted.org/packages/source/l/lightfm/lightfm-1.17.tar.gz
+	cd build/lightfm && tar xzf lightfm-1.17.tar.gz && cd lightfm-1.17 && ../../../$(BIN)/python setup.py -q bdist_wheel
+	$(BIN)/python -m pip install --quiet build/lightfm/lightfm-1.17/dist/lightfm-*.whl

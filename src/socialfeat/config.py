@@ -351,6 +351,23 @@ class TransferConfig(StrictModel):
     )
 
 
+class ContentConfig(StrictModel):
+    """The content model (``content``): an item's factors from its image, text, tags and numeric columns."""
+
+    sources: list[str] = Field(
+        default_factory=list,
+        description="content sources to fit and score: learned, imagenet, text, tags, numeric; empty: the stage is off",
+    )
+    image: str = Field("learned", description="the image source of the full content model (learned or imagenet)")
+    text_columns: list[str] = Field(["title", "text"], description="item columns the text source embeds (MiniLM)")
+    numeric: list[str] = Field(default_factory=list, description="numeric item columns (standardised + 5 bins)")
+    year_from_title: bool = Field(False, description="derive a numeric 'year' from a title ending in '(1995)'")
+    max_tags: int = Field(2000, ge=1, description="tag vocabulary: the most frequent tags of the warm items")
+    fusion_step: float = Field(0.1, gt=0, lt=1, description="grid step of the late-fusion weights")
+    batch_size: int = Field(128, ge=1, description="texts per batch for the text encoder")
+    lightfm: bool = Field(True, description="add the LightFM peer row (when the optional lightfm package is there)")
+
+
 class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
@@ -369,6 +386,7 @@ class Config(StrictModel):
     report: ReportConfig = ReportConfig()
     serve: ServeConfig = ServeConfig()
     transfer: TransferConfig = TransferConfig()
+    content: ContentConfig = ContentConfig()
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

@@ -40,8 +40,10 @@ from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("simulate", "ingest", "factorize", "targets", "train", "embed", "index", "evaluate", "transfer", "report")
-OPTIONAL = ("transfer",)  # runs only when configured (transfer.sets)
+STAGES = (
+    "simulate", "ingest", "factorize", "targets", "train", "embed", "index", "content", "evaluate", "transfer", "report"
+)  # fmt: skip
+OPTIONAL = ("content", "transfer")  # run only when configured (content.sources, transfer.sets)
 RUN_STAGES = tuple(s for s in STAGES[1:] if s not in OPTIONAL)  # `run` never simulates; transfer joins when configured
 HELDOUT = "heldout"  # the demo's labelled collection of new images (RUN/heldout), for transfer
 EMBED_SOURCES = ("learned", "imagenet", "random")
@@ -57,6 +59,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "embed": ("embed",),
     "index": ("index",),
+    "content": ("content",),
     "evaluate": ("evaluate",),
     "transfer": ("transfer",),
     "report": ("report",),
@@ -162,6 +165,8 @@ def stage_outputs(config: Config, run: Path, stage: str) -> list[Path]:
         return [path, sidecar_path(path)]
     if stage == "report":
         return [run / "report.html"]
+    if stage == "content":
+        return [run / "content"]
     if stage == "evaluate":  # the files, not the folder: transfer writes beside them
         return [run / "eval" / f for f in ("metrics.json", "manifest.json", "config.yaml")]
     if stage == "transfer":
@@ -321,6 +326,10 @@ def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, 
         from socialfeat.index import build_index
 
         build_index(config, run)
+    elif stage == "content":
+        from socialfeat.content import content
+
+        content(config, run, step=say)
     elif stage == "evaluate":
         from socialfeat.evaluate.stage import evaluate
 
@@ -349,7 +358,8 @@ def heldout_items(config: Config) -> int:
 
 def pipeline_stages(config: Config, simulate: bool) -> tuple[str, ...]:
     """The stages of this run, in order: ``demo`` simulates first; transfer only with labelled sets configured."""
-    return tuple(s for s in STAGES if (simulate or s != "simulate") and (s not in OPTIONAL or config.transfer.sets))
+    wanted = {"content": bool(config.content.sources), "transfer": bool(config.transfer.sets)}
+    return tuple(s for s in STAGES if (simulate or s != "simulate") and wanted.get(s, True))
 
 
 def run(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Audience:
     users: list[dict[str, Any]]
     similar: list[dict[str, Any]]
     factors: np.ndarray
+    notes: list[str] = field(default_factory=list)  # which content sources scored it
 
 
 def _need(path: Path, command: str) -> Path:
@@ -67,22 +68,70 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def audience(
-    config: Config, run: str | os.PathLike[str], image: str | os.PathLike[str], k: int | None = None
+    config: Config,
+    run: str | os.PathLike[str],
+    image: str | os.PathLike[str] | None,
+    k: int | None = None,
+    title: str | None = None,
+    text: str | None = None,
+    tags: list[str] | None = None,
 ) -> Audience:
-    """A new image → the learned model's predicted item factors v̂ → the k users with the largest u·v̂, plus the
-    k items most like the image under the learned features."""
+    """A new item → predicted item factors v̂ → the k users with the largest u·v̂, plus the k items most like its
+    image under the learned features. With only an image, v̂ is the learned model's factors head; with a title,
+    text or tags too, the run's content model fuses every source given (see :mod:`socialfeat.content`)."""
     run = Path(run)
     k = k or config.index.k
     ids, users = user_factors(run)
-    index = load_index(run, "learned", config.index.column, config)
-    outputs = image_outputs(config, run, image, "learned")
-    if FACTORS not in outputs:
-        raise UserError(
-            str(run / "model"), "the trained model has no 'factors' head; train with train.targets including factors"
-        )
-    v = outputs[FACTORS]  # as the head predicts it, norm included: the norm carries the item's reach
+    hybrid = title is not None or text is not None or tags is not None
+    if title is not None and not title.strip():
+        raise UserError("--title", "empty title; give the item's title or leave the flag out")
+    if not hybrid and image is None:
+        raise UserError("--image", "give a new image (and optionally --title, --text, --tags)")
+    outputs: dict[str, np.ndarray] = {}
+    if image is not None:
+        outputs = image_outputs(config, run, image, "learned")
+    if not hybrid:
+        if FACTORS not in outputs:
+            raise UserError(
+                str(run / "model"),
+                "the trained model has no 'factors' head; train with train.targets including factors",
+            )
+        v = outputs[FACTORS]  # as the head predicts it, norm included: the norm carries the item's reach
+        notes: list[str] = []
+    else:
+        v, notes = _content_factors(config, run, image, outputs, title, text, tags)
     rows = audience_of(ids, users, v, k)
-    return Audience(rows, neighbours(run, index, column_of(outputs, config.index.column), k), v)
+    similar = []
+    if outputs:
+        index = load_index(run, "learned", config.index.column, config)
+        similar = neighbours(run, index, column_of(outputs, config.index.column), k)
+    return Audience(rows, similar, v, notes)
+
+
+def _content_factors(
+    config: Config,
+    run: Path,
+    image: str | os.PathLike[str] | None,
+    outputs: dict[str, np.ndarray],
+    title: str | None,
+    text: str | None,
+    tags: list[str] | None,
+) -> tuple[np.ndarray, list[str]]:
+    from socialfeat.content import ContentModel
+
+    model = ContentModel(run)
+    if tags is not None and model.vocabulary is None:
+        raise UserError("--tags", "this run's content model has no tags source (its items had no tags)")
+    features = None
+    source = model.image_source
+    if image is not None and source is not None:
+        features = outputs["features"] if source == "learned" else image_outputs(config, run, image, source)["features"]
+    blocks, notes = model.blocks_for(features, title, text, tags)
+    used = [b for b in model.weights if b in blocks]
+    left = [b for b in model.weights if b not in blocks]
+    if left:
+        notes.append(f"scored from {', '.join(used) or 'nothing'}; not given: {', '.join(left)}")
+    return model.predict(blocks), notes
 
 
 def audience_of(user_ids: list, users: np.ndarray, v: np.ndarray, k: int) -> list[dict[str, Any]]:

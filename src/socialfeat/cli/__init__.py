@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from socialfeat import __version__
-from socialfeat.cli import data, evaluate, export, pipeline, report, search, serve, training, transfer
+from socialfeat.cli import content, data, evaluate, export, pipeline, report, search, serve, training, transfer
 from socialfeat.cli.options import err, out, setup_logging
 from socialfeat.errors import UserError
 
@@ -45,8 +45,8 @@ def _root(
     setup_logging(verbose)
 
 
-# the order of the help's command list, as it always was; export came last
-for _module in (data, training, evaluate, pipeline, report, search, serve, transfer, export):
+# the order of the help's command list, as it always was; export and content came last
+for _module in (data, training, evaluate, pipeline, report, search, serve, transfer, export, content):
     for _fn, _options in _module.commands.entries:
         app.command(**_options)(_fn)
 

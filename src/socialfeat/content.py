@@ -1,0 +1,447 @@
+"""``content``: a new item's audience from everything it arrives with — its image, title and text, tags, numeric
+columns such as a year — not from its pixels alone.
+
+Each source is a block of features for every item, cold ones included (``features/<source>.parquet``: the image
+sources ``learned`` and ``imagenet`` from ``embed``; ``text``, ``tags`` and ``numeric`` written here). The content
+model is one ridge map per block to the item factors, each with its λ chosen on the valid cold items, and a late
+fusion of their predictions with weights also chosen on valid (forward selection over a grid): one λ cannot suit
+every block, which is why a single ridge over the concatenated blocks does worse. An item missing a block is
+predicted from the others, their weights renormalised. Written to ``RUN/content/`` as safetensors + JSON.
+
+``content/metrics.json`` scores every single source, every pair and the full models on the test cold items with
+``evaluate``'s protocol, so each source's share of the gain is on the table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from safetensors.numpy import load_file, save_file
+
+from socialfeat.atomic import atomic_dir, write_json
+from socialfeat.config import Config, provenance
+from socialfeat.data.tags import split_tags, vocabulary
+from socialfeat.errors import UserError
+from socialfeat.evaluate.coldstart import (
+    ColdStartData,
+    RidgeMap,
+    factor_scores,
+    fit_ridge_map,
+    load_coldstart,
+    rank_users,
+)
+from socialfeat.features import read_features, vectors_column
+
+log = logging.getLogger(__name__)
+
+IMAGE_SOURCES = ("learned", "imagenet")
+ITEM_SOURCES = ("text", "tags", "numeric")
+YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")  # "Toy Story (1995)"
+FORMAT = 1
+
+
+@dataclass
+class Block:
+    """One source's features by item_idx, which items have them, and what is needed to build them again."""
+
+    name: str
+    features: np.ndarray
+    has: np.ndarray
+    info: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------- item sources
+def year_from_title(title: Any) -> float | None:
+    """The year at the end of a title, as MovieLens writes it (``Toy Story (1995)``); None when there is none."""
+    m = YEAR_IN_TITLE.search(str(title or ""))
+    return float(m.group(1)) if m else None
+
+
+def item_text(title: Any, text: Any) -> str:
+    """What the text source embeds: the title and the description, the year suffix dropped (numeric has it)."""
+    parts = [YEAR_IN_TITLE.sub("", str(title or "")).strip(), str(text or "").strip()]
+    return ". ".join(p for p in parts if p)
+
+
+def tag_rows(tags: list[list[str]], vocab: list[str]) -> tuple[np.ndarray, int]:
+    """Multi-hot rows over a vocabulary fixed on the warm items; unseen tags counted, then ignored."""
+    from socialfeat.data.tags import multi_hot
+
+    return multi_hot(tags, vocab)
+
+
+def numeric_rows(
+    values: dict[str, list[float | None]], stats: dict[str, dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per numeric column: the value standardised with the warm items' mean and std, and one-hot coarse bins
+    (decades for a year, warm quintiles otherwise); a missing value is all zeros and marks the row as lacking."""
+    n = len(next(iter(values.values()))) if values else 0
+    blocks, has = [], np.ones(n, dtype=bool)
+    for name, column in values.items():
+        s = stats[name]
+        x = np.array([np.nan if v is None else float(v) for v in column])
+        missing = np.isnan(x)
+        has &= ~missing
+        z = np.where(missing, 0.0, (x - s["mean"]) / s["std"])
+        edges = np.asarray(s["edges"])
+        bins = np.zeros((n, len(edges) + 1), np.float32)
+        where = np.searchsorted(edges, np.where(missing, 0.0, x), side="right")
+        bins[np.arange(n)[~missing], where[~missing]] = 1.0
+        blocks.append(np.column_stack([z.astype(np.float32), bins]))
+    return (np.hstack(blocks).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)), has
+
+
+def numeric_stats(values: dict[str, list[float | None]], warm: np.ndarray) -> dict[str, dict[str, Any]]:
+    stats = {}
+    for name, column in values.items():
+        x = np.array([np.nan if v is None else float(v) for v in column])[warm]
+        x = x[~np.isnan(x)]
+        if len(x) < 2:
+            raise UserError(f"content.numeric: {name}", "fewer than 2 warm items have a value")
+        if name == "year":
+            edges = np.arange(np.floor(x.min() / 10) * 10 + 10, x.max() + 1, 10)  # decades
+        else:
+            edges = np.unique(np.quantile(x, [0.2, 0.4, 0.6, 0.8]))
+        stats[name] = {"mean": float(x.mean()), "std": float(max(x.std(), 1e-9)), "edges": [float(e) for e in edges]}
+    return stats
+
+
+def _items(run: Path, n_items: int) -> dict[str, list[Any]]:
+    path = run / "dataset" / "items.parquet"
+    t = pq.read_table(path)
+    idx = t.column("item_idx").to_numpy()
+    out: dict[str, list[Any]] = {}
+    for name in t.column_names:
+        column: list[Any] = [None] * n_items
+        for i, v in zip(idx, t.column(name).to_pylist(), strict=True):
+            if i < n_items:
+                column[int(i)] = v
+        out[name] = column
+    return out
+
+
+def item_blocks(config: Config, run: Path, data: ColdStartData, say: Any) -> tuple[list[Block], list[str]]:
+    """The text, tags and numeric blocks of every item, as far as the items table holds them; one note per
+    source skipped and why."""
+    cc = config.content
+    items = _items(run, data.n_items)
+    notes: list[str] = []
+    blocks: list[Block] = []
+    if "text" in cc.sources:
+        columns = [c for c in cc.text_columns if c in items]
+        if not columns:
+            notes.append(f"text: the items table has none of the columns {', '.join(cc.text_columns)}; skipped")
+        else:
+            from socialfeat.models.text import embed_texts
+
+            texts = [item_text(items["title"][i] if "title" in columns else None,
+                               " ".join(str(items[c][i] or "") for c in columns if c != "title"))
+                     for i in range(data.n_items)]  # fmt: skip
+            has = np.array([bool(t) for t in texts])
+            say(f"text: embedding {int(has.sum()):,} titles and texts")
+            features = embed_texts(texts, cc.batch_size)
+            features[~has] = 0
+            blocks.append(Block("text", features, has, {"columns": columns}))
+    if "tags" in cc.sources:
+        if "tags" not in items:
+            notes.append("tags: the items table has no tags column; skipped")
+        else:
+            tags = [split_tags(v) for v in items["tags"]]
+            vocab = vocabulary([tags[i] for i in data.train], cc.max_tags)
+            features, _ = tag_rows(tags, vocab)
+            unseen = sum(1 for i in np.concatenate([data.valid, data.test]) for t in tags[i] if t not in set(vocab))
+            if unseen:
+                notes.append(f"tags: {unseen:,} tags of cold items are not in the warm vocabulary; ignored")
+            has = np.array([bool(t) for t in tags])
+            blocks.append(Block("tags", features, has, {"vocabulary": vocab}))
+    if "numeric" in cc.sources:
+        values: dict[str, list[float | None]] = {}
+        for name in cc.numeric:
+            if name not in items:
+                notes.append(f"numeric: the items table has no column '{name}'; skipped")
+                continue
+            values[name] = [_number(v) for v in items[name]]
+        if cc.year_from_title and "title" in items:
+            values["year"] = [year_from_title(t) for t in items["title"]]
+        if values:
+            stats = numeric_stats(values, data.train)
+            features, has = numeric_rows(values, stats)
+            blocks.append(Block("numeric", features, has, {"columns": stats}))
+        elif not cc.numeric and not cc.year_from_title:
+            notes.append("numeric: no columns named (content.numeric) and no year from the title; skipped")
+    return blocks, notes
+
+
+def _compact(features: np.ndarray, width: int = 32) -> np.ndarray:
+    """A dense block cut to its ``width`` leading principal components (LightFM's cost grows with every feature;
+    sparse one-hot blocks narrower than that pass unchanged)."""
+    if features.shape[1] <= width:
+        return features
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ vt[:width].T).astype(np.float32)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def image_block(run: Path, source: str, data: ColdStartData) -> Block | None:
+    """An image source's pooled features by item_idx (None when ``embed`` has not written them)."""
+    try:
+        ids, matrix = read_features(run, source)
+    except UserError:
+        return None
+    row = {item: i for i, item in enumerate(data.item_ids)}
+    features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
+    has = np.zeros(data.n_items, dtype=bool)
+    found = [(row[i], r) for r, i in enumerate(ids) if i in row]
+    if found:
+        at, src = map(np.array, zip(*found, strict=True))
+        features[at], has[at] = matrix[src], True
+    return Block(source, features, has, {})
+
+
+# ------------------------------------------------------------------------------------------------ the model
+def fuse(predictions: dict[str, np.ndarray], has: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Σ w_b v̂_b over the blocks each item has, the weights renormalised per item: a missing source degrades the
+    prediction to the others instead of dragging it to the mean."""
+    names = [b for b, w in weights.items() if w > 0]
+    total = sum(weights[b] * has[b].astype(np.float64) for b in names)
+    fused = sum(weights[b] * has[b][:, None] * predictions[b] for b in names)
+    mean = next(iter(predictions.values())).mean(axis=0)
+    out = np.where(total[:, None] > 0, fused / np.maximum(total, 1e-12)[:, None], mean)
+    return out.astype(np.float32)
+
+
+def valid_auc(v: np.ndarray, data: ColdStartData) -> float:
+    return rank_users(factor_scores(data.user_factors, v[data.valid]), data.valid_truth, None)["auc"]
+
+
+def choose_weights(
+    names: list[str], predictions: dict[str, np.ndarray], has: dict[str, np.ndarray], data: ColdStartData, step: float
+) -> tuple[dict[str, float], float]:
+    """Late-fusion weights by forward selection on the valid cold items: start from the best block, then add the
+    block and mixing weight α (on a grid of ``step``) that raise valid AUC most, while any does."""
+    alone = {b: valid_auc(fuse(predictions, has, {b: 1.0}), data) for b in names}
+    first = max(names, key=lambda b: alone[b])
+    weights, best = {first: 1.0}, alone[first]
+    grid = np.arange(step, 1.0, step)
+    while len(weights) < len(names):
+        trial: tuple[float, str, float] | None = None
+        for b in (n for n in names if n not in weights):
+            for a in grid:
+                w = {k: v * (1 - a) for k, v in weights.items()} | {b: float(a)}
+                score = valid_auc(fuse(predictions, has, w), data)
+                if trial is None or score > trial[0]:
+                    trial = (score, b, float(a))
+        if trial is None or trial[0] <= best:
+            break
+        best, b, a = trial
+        weights = {k: v * (1 - a) for k, v in weights.items()} | {b: a}
+    return {b: weights.get(b, 0.0) for b in names}, best
+
+
+@dataclass
+class ContentResult:
+    out: Path
+    metrics: dict[str, Any]
+
+
+def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> ContentResult:
+    """Build the content blocks, fit one ridge map per block, score every source alone, in pairs and together
+    (fusion weights on valid, AUC on test), and write ``features/<source>.parquet`` for the item sources and the
+    content model to ``RUN/content/``."""
+    run = Path(run)
+    say = step or (lambda _m: None)
+    t0 = time.perf_counter()
+    cc = config.content
+    unknown = [s for s in cc.sources if s not in (*IMAGE_SOURCES, *ITEM_SOURCES)]
+    if unknown:
+        choices = ", ".join((*IMAGE_SOURCES, *ITEM_SOURCES))
+        raise UserError("content.sources", f"unknown source(s) {', '.join(unknown)}; choose from {choices}")
+    data = load_coldstart(run)
+    lambdas = sorted(float(x) for x in config.evaluate.ridge_lambdas)
+    blocks, notes = item_blocks(config, run, data, say)
+    for source in (s for s in IMAGE_SOURCES if s in cc.sources):
+        found = image_block(run, source, data)
+        if found is None:
+            notes.append(f"{source}: no features/{source}.parquet (run embed --source {source}); skipped")
+        else:
+            blocks.insert(0, found)
+    if not blocks:
+        raise UserError(str(run), "no content source to fit: " + "; ".join(notes))
+    maps: dict[str, RidgeMap] = {}
+    predictions: dict[str, np.ndarray] = {}
+    has = {b.name: b.has for b in blocks}
+    fits: dict[str, dict[str, Any]] = {}
+    for b in blocks:
+        say(f"{b.name}: ridge map")
+        maps[b.name], fits[b.name] = fit_ridge_map(b.features, b.has, data, lambdas)
+        v = np.tile(maps[b.name].mean_v.astype(np.float32), (data.n_items, 1))
+        v[b.has] = maps[b.name].predict(b.features[b.has])
+        predictions[b.name] = v
+    names = [b.name for b in blocks]
+    item_sources = [n for n in names if n in ITEM_SOURCES]
+    combos: list[tuple[str, ...]] = [(n,) for n in names] + list(itertools.combinations(names, 2))
+    for image in [n for n in names if n in IMAGE_SOURCES] + [None]:
+        full = tuple(([image] if image else []) + item_sources)
+        if len(full) > 2:
+            combos.append(full)
+    rows = []
+    chosen: dict[str, float] | None = None
+    for combo in dict.fromkeys(combos):
+        say(f"fusing {' + '.join(combo)}")
+        weights, v_auc = choose_weights(list(combo), predictions, has, data, cc.fusion_step)
+        v = fuse(predictions, has, weights)
+        test = rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, config.evaluate.k)
+        lacking = int(sum(~has[n][data.test] for n in combo).astype(bool).sum()) if combo else 0
+        rows.append({"sources": list(combo), "weights": weights, "valid_auc": v_auc, **test,
+                     "test_items_missing_a_source": lacking})  # fmt: skip
+        model_sources = [cc.image, *item_sources] if cc.image in names else item_sources
+        if set(combo) == set(model_sources) and len(combo) == len(model_sources):
+            chosen = weights
+    if chosen is None:
+        chosen = choose_weights(names, predictions, has, data, cc.fusion_step)[0]
+    peer = None
+    if cc.lightfm and item_sources:
+        from socialfeat.evaluate.lightfm_peer import lightfm_missing, lightfm_row
+
+        name = f"LightFM (WARP), item features: {' + '.join(item_sources)} (dense blocks: 32 principal components)"
+        missing = lightfm_missing()
+        if missing:
+            peer = {"name": name, "skipped": missing}
+            notes.append(f"LightFM row skipped: {missing}")
+        else:
+            say("LightFM peer")
+            side = np.hstack([_compact(b.features) for b in blocks if b.name in item_sources])
+            peer = {"name": name, **lightfm_row(run, data, side, config.evaluate.k, config.seed)}
+    metrics = {
+        "rows": rows,
+        "fits": fits,
+        "model": {"sources": [b for b, w in chosen.items() if w > 0], "weights": chosen},
+        "peer": peer,
+        "notes": notes,
+        "split": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        "seconds": time.perf_counter() - t0,
+    }
+    _write(config, run, blocks, maps, chosen, metrics, data)
+    return ContentResult(run / "content", metrics)
+
+
+def _write(
+    config: Config,
+    run: Path,
+    blocks: list[Block],
+    maps: dict[str, RidgeMap],
+    weights: dict[str, float],
+    metrics: dict[str, Any],
+    data: ColdStartData,
+) -> None:
+    for b in blocks:
+        if b.name in ITEM_SOURCES:
+            rows = np.flatnonzero(b.has)
+            table = pa.table(
+                {"item_id": [data.item_ids[i] for i in rows], "features": vectors_column(b.features[rows])}
+            )
+            write_json(run / "features" / f"{b.name}.json", {"source": b.name, "dimension": int(b.features.shape[1]),
+                       "items": len(rows), "provenance": provenance(config, "content")})  # fmt: skip
+            from socialfeat.atomic import atomic_file
+
+            with atomic_file(run / "features" / f"{b.name}.parquet", "wb") as fh:
+                pq.write_table(table, fh)
+    tensors = {}
+    for name, m in maps.items():
+        for part in ("mean_x", "std_x", "weight", "mean_v"):
+            tensors[f"{name}.{part}"] = np.ascontiguousarray(getattr(m, part), dtype=np.float32)
+    meta = {
+        "format": FORMAT,
+        "weights": weights,
+        "blocks": {b.name: b.info | {"dimension": int(b.features.shape[1])} for b in blocks},
+        "text_columns": config.content.text_columns,
+        "year_from_title": config.content.year_from_title,
+    }
+    with atomic_dir(run / "content") as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"))
+        write_json(tmp / "model.json", meta)
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "manifest.json", provenance(config, "content"))
+
+
+# ------------------------------------------------------------------------------------ a new item's content
+class ContentModel:
+    """The fitted content model of a run: predicted item factors for a new item from whichever of its sources are
+    given (an image's features, a title and text, tags, numeric values)."""
+
+    def __init__(self, run: str | os.PathLike[str]) -> None:
+        folder = Path(run) / "content"
+        if not (folder / "model.json").is_file():
+            raise UserError(str(run), f"no content model; run `socialfeat content {run}` first")
+        self.meta = json.loads((folder / "model.json").read_text())
+        tensors = load_file(str(folder / "model.safetensors"))
+        self.maps = {
+            name: RidgeMap(*(tensors[f"{name}.{p}"] for p in ("mean_x", "std_x", "weight", "mean_v")))
+            for name in self.meta["blocks"]
+        }
+        self.weights = {b: float(w) for b, w in self.meta["weights"].items() if w > 0}
+
+    @property
+    def image_source(self) -> str | None:
+        return next((b for b in self.weights if b in IMAGE_SOURCES), None)
+
+    @property
+    def vocabulary(self) -> list[str] | None:
+        return self.meta["blocks"].get("tags", {}).get("vocabulary")
+
+    def blocks_for(
+        self,
+        image_features: np.ndarray | None = None,
+        title: str | None = None,
+        text: str | None = None,
+        tags: list[str] | None = None,
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """The feature vector of each source this item has, and notes on what was left out."""
+        out: dict[str, np.ndarray] = {}
+        notes: list[str] = []
+        if image_features is not None and self.image_source:
+            out[self.image_source] = image_features
+        if "text" in self.weights and (title or text):
+            from socialfeat.models.text import embed_texts
+
+            out["text"] = embed_texts([item_text(title, text)])[0]
+        if tags and "tags" in self.weights:
+            vocab = self.vocabulary or []
+            row, unseen = tag_rows([[t.strip().lower() for t in tags if t.strip()]], vocab)
+            if unseen:
+                notes.append(f"{unseen} of {len(tags)} tags are not in the run's vocabulary; ignored")
+            if row.any():
+                out["tags"] = row[0]
+        if "numeric" in self.weights and title and self.meta.get("year_from_title"):
+            stats = self.meta["blocks"]["numeric"]["columns"]
+            year = year_from_title(title)
+            if year is not None and set(stats) == {"year"}:
+                out["numeric"] = numeric_rows({"year": [year]}, stats)[0][0]
+        return out, notes
+
+    def predict(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        """Fused predicted factors from the given blocks (weights renormalised over those present)."""
+        present = {b: w for b, w in self.weights.items() if b in blocks}
+        if not present:
+            raise UserError("content", f"none of the model's sources ({', '.join(self.weights)}) was given")
+        total = sum(present.values())
+        return sum(w / total * self.maps[b].predict(blocks[b][None])[0] for b, w in present.items())
