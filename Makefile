@@ -36,10 +36,11 @@ clean:
 
 # LightFM (the optional peer row of `content`): its sdist's setup.py fails under pip's build isolation, so build the
 # wheel directly with setuptools < 70, Cython and wheel, then install it.
+LIGHTFM_SDIST := https://files.pythonhosted.org/packages/1f/96/5ec230f5c27811534af0faaa8525f11c1000ee1c24c8a82c0546d0724aea/lightfm-1.17.tar.gz
+
 lightfm: install
 	$(BIN)/python -m pip install --quiet "setuptools<70" Cython wheel
 	rm -rf build/lightfm && mkdir -p build/lightfm
-	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation lightfm==1.17 -d build/lightfm \
-	  || curl -sL -o build/lightfm/lightfm-1.17.tar.gz https://files.pythonhosted.org/packages/source/l/lightfm/lightfm-1.17.tar.gz
+	curl -sSfL -o build/lightfm/lightfm-1.17.tar.gz $(LIGHTFM_SDIST)
 	cd build/lightfm && tar xzf lightfm-1.17.tar.gz && cd lightfm-1.17 && ../../../$(BIN)/python setup.py -q bdist_wheel
 	$(BIN)/python -m pip install --quiet build/lightfm/lightfm-1.17/dist/lightfm-*.whl
