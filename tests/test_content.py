@@ -13,7 +13,8 @@ import pytest
 from cli_helpers import fails, ok
 
 from socialfeat.config import load_config
-from socialfeat.content import ContentModel, content, fuse, numeric_rows, numeric_stats, tag_rows, year_from_title
+from socialfeat.content import ContentModel, content, fuse, numeric_rows, numeric_stats, year_from_title
+from socialfeat.data.tags import multi_hot
 from socialfeat.evaluate.coldstart import load_coldstart
 from socialfeat.evaluate.metrics import standardizer
 
@@ -96,7 +97,7 @@ def test_prediction_with_fewer_sources_renormalises(run: tuple[Path, dict]) -> N
 
 
 def test_unseen_tags_are_counted_and_ignored(run: tuple[Path, dict]) -> None:
-    rows, unseen = tag_rows([["a", "zzz"], ["b"]], ["a", "b"])
+    rows, unseen = multi_hot([["a", "zzz"], ["b"]], ["a", "b"])
     assert unseen == 1 and rows.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     model = ContentModel(run[0])
     _, notes = model.blocks_for(None, None, None, ["mono", "never-seen-tag"])

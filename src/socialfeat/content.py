@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
-from socialfeat.atomic import atomic_dir, write_json
+from socialfeat.atomic import atomic_dir, atomic_file, write_json
 from socialfeat.config import Config, provenance
-from socialfeat.data.tags import split_tags, vocabulary
+from socialfeat.data.tags import multi_hot, split_tags, vocabulary
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import (
     ColdStartData,
@@ -72,13 +72,6 @@ def item_text(title: Any, text: Any) -> str:
     """What the text source embeds: the title and the description, the year suffix dropped (numeric has it)."""
     parts = [YEAR_IN_TITLE.sub("", str(title or "")).strip(), str(text or "").strip()]
     return ". ".join(p for p in parts if p)
-
-
-def tag_rows(tags: list[list[str]], vocab: list[str]) -> tuple[np.ndarray, int]:
-    """Multi-hot rows over a vocabulary fixed on the warm items; unseen tags counted, then ignored."""
-    from socialfeat.data.tags import multi_hot
-
-    return multi_hot(tags, vocab)
 
 
 def numeric_rows(
@@ -159,8 +152,9 @@ def item_blocks(config: Config, run: Path, data: ColdStartData, say: Any) -> tup
         else:
             tags = [split_tags(v) for v in items["tags"]]
             vocab = vocabulary([tags[i] for i in data.train], cc.max_tags)
-            features, _ = tag_rows(tags, vocab)
-            unseen = sum(1 for i in np.concatenate([data.valid, data.test]) for t in tags[i] if t not in set(vocab))
+            features, _ = multi_hot(tags, vocab)
+            known = set(vocab)
+            unseen = sum(1 for i in np.concatenate([data.valid, data.test]) for t in tags[i] if t not in known)
             if unseen:
                 notes.append(f"tags: {unseen:,} tags of cold items are not in the warm vocabulary; ignored")
             has = np.array([bool(t) for t in tags])
@@ -361,8 +355,6 @@ def _write(
             )
             write_json(run / "features" / f"{b.name}.json", {"source": b.name, "dimension": int(b.features.shape[1]),
                        "items": len(rows), "provenance": provenance(config, "content")})  # fmt: skip
-            from socialfeat.atomic import atomic_file
-
             with atomic_file(run / "features" / f"{b.name}.parquet", "wb") as fh:
                 pq.write_table(table, fh)
     tensors = {}
@@ -426,7 +418,7 @@ class ContentModel:
             out["text"] = embed_texts([item_text(title, text)])[0]
         if tags and "tags" in self.weights:
             vocab = self.vocabulary or []
-            row, unseen = tag_rows([[t.strip().lower() for t in tags if t.strip()]], vocab)
+            row, unseen = multi_hot([[t.strip().lower() for t in tags if t.strip()]], vocab)
             if unseen:
                 notes.append(f"{unseen} of {len(tags)} tags are not in the run's vocabulary; ignored")
             if row.any():
