@@ -143,3 +143,38 @@ def client(explorer):  # noqa: ANN001, ANN201
 
     with TestClient(create_app(explorer)) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def content_run(embedded_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the embedded run with a fitted content model over the learned features, text and tags (the upload
+    form's title, text and tags fields; imagenet left out: its joint fits would triple the time); skipped without
+    the text extra."""
+    pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
+    from socialfeat.config import load_config
+    from socialfeat.content import content
+
+    run = tmp_path_factory.mktemp("content-served") / "run"
+    shutil.copytree(embedded_run, run, ignore=shutil.ignore_patterns("export"))
+    sources = ["content.sources=[learned,text,tags]", "content.fusion_step=0.25", "content.lightfm=false"]
+    content(load_config(None, sources), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def content_explorer(content_run: Path):  # noqa: ANN201
+    pytest.importorskip("fastapi")
+    from socialfeat.config import load_config
+    from socialfeat.serve.explorer import Explorer
+
+    return Explorer(load_config(None, []), content_run)
+
+
+@pytest.fixture(scope="session")
+def content_client(content_explorer):  # noqa: ANN001, ANN201
+    from fastapi.testclient import TestClient
+
+    from socialfeat.serve.app import create_app
+
+    with TestClient(create_app(content_explorer)) as c:
+        yield c

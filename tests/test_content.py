@@ -4,6 +4,7 @@ valid, a missing source scored from the others, unseen tags counted and ignored,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from socialfeat.content import ContentModel, content, fuse, numeric_rows, numeri
 from socialfeat.data.tags import multi_hot
 from socialfeat.evaluate.coldstart import load_coldstart
 from socialfeat.evaluate.metrics import standardizer
+from socialfeat.features import read_features
 
 pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
 
@@ -33,18 +35,26 @@ def run(embedded_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 
 def test_every_source_alone_every_pair_and_the_full_models_are_scored(run: tuple[Path, dict]) -> None:
     path, m = run
-    combos = [tuple(r["sources"]) for r in m["rows"]]
+    combos = [tuple(r["sources"]) for r in m["rows"] if r["model"] != "joint"]
     singles = [c for c in combos if len(c) == 1]
     pairs = [c for c in combos if len(c) == 2]
     assert sorted(s[0] for s in singles) == ["imagenet", "learned", "tags", "text"]
     assert len(pairs) == 6
     assert ("learned", "text", "tags") in combos and ("imagenet", "text", "tags") in combos
+    joint = [tuple(r["sources"]) for r in m["rows"] if r["model"] == "joint"]
+    assert sorted(joint) == [("imagenet", "text", "tags"), ("learned", "text", "tags"), ("text", "tags")]  # models
+    assert [w["withheld"] for w in m["withheld"]] == m["model"]["sources"]  # each of the model's sources withheld
+    single_valid = {r["sources"][0]: r["valid_auc"] for r in m["rows"] if len(r["sources"]) == 1}
     for r in m["rows"]:
-        assert 0.0 <= r["auc"] <= 1.0 and abs(sum(r["weights"].values()) - 1) < 1e-6
-        assert (
-            r["valid_auc"]
-            >= max(x["valid_auc"] for x in m["rows"] if tuple(x["sources"]) in [(s,) for s in r["sources"]]) - 1e-9
-        )
+        assert 0.0 <= r["auc"] <= 1.0
+        if r["model"] == "late fusion":  # forward selection starts from the best block: never below it on valid
+            assert abs(sum(r["weights"].values()) - 1) < 1e-6
+            assert r["valid_auc"] >= max(single_valid[s] for s in r["sources"]) - 1e-9
+        if r["model"] == "joint":
+            assert set(r["lambdas"]) == set(r["sources"]) and r["dropout"] in (0.0, 0.25, 0.5)
+    full = [r for r in m["rows"] if r["sources"] == ["learned", "text", "tags"]]
+    best = max(full, key=lambda r: r["valid_auc"])  # the fitted model is the full variant better on valid
+    assert m["model"]["kind"] == ("joint" if best["model"] == "joint" else "fusion")
     for source in ("text", "tags"):  # item sources are feature sources like the image ones
         assert (path / "features" / f"{source}.parquet").is_file()
     assert (path / "content" / "model.safetensors").is_file() and not list((path / "content").glob("*.pkl"))
@@ -87,6 +97,15 @@ def test_prediction_with_fewer_sources_renormalises(run: tuple[Path, dict]) -> N
     assert not notes
     full = model.predict(blocks)
     present = {b: w for b, w in model.weights.items() if b in blocks}
+    if model.joint is not None:  # the joint map: each given block's term, nothing for the others
+        z = {b: (blocks[b] - model.joint.mean_x[b]) / model.joint.std_x[b] for b in present}
+        expected = model.joint.mean_v + sum(z[b] @ model.joint.weight[b] for b in present)
+        assert full == pytest.approx(expected, abs=1e-4)
+        only = next(iter(present))
+        assert model.predict({only: blocks[only]}) == pytest.approx(
+            model.joint.mean_v + z[only] @ model.joint.weight[only], abs=1e-4
+        )
+        return
     expected = sum(w / sum(present.values()) * model.maps[b].predict(blocks[b][None])[0] for b, w in present.items())
     assert full == pytest.approx(expected, abs=1e-5)
     if len(present) > 1:
@@ -151,3 +170,79 @@ def test_the_lightfm_row_is_there_or_says_why(run: tuple[Path, dict]) -> None:
         assert "not installed" in peer["skipped"]
     else:
         assert 0.0 <= peer["auc"] <= 1.0
+
+
+def test_the_joint_ridge_is_the_expected_loss_over_source_dropout() -> None:
+    """Marginalised source dropout in closed form = ridge on every mask pattern of the blocks, each copy of the data
+    weighted by its probability (each block kept with probability 1 − p), with a λ per block."""
+    from types import SimpleNamespace
+
+    from socialfeat.content import Block, JointFitter
+
+    rng = np.random.default_rng(0)
+    n, f = 40, 3
+    a, b = rng.normal(size=(n, 4)), rng.normal(size=(n, 2))
+    y = a @ rng.normal(size=(4, f)) + b @ rng.normal(size=(2, f)) + 0.1 * rng.normal(size=(n, f))
+    data = SimpleNamespace(train=np.arange(30), item_factors=y[:30], n_items=n)
+    has = np.ones(n, dtype=bool)
+    fitter = JointFitter([Block("a", a, has, {}), Block("b", b, has, {}), Block("c", b[:, :1], has, {})], data)
+    p, lams = 0.25, {"a": 2.0, "b": 7.0}
+    m = fitter.fit(["a", "b"], lams, p)
+    za, zb = fitter.z["a"][:30], fitter.z["b"][:30]
+    yc = y[:30] - y[:30].mean(axis=0)
+    rows, targets = [], []
+    for keep_a in (0, 1):
+        for keep_b in (0, 1):
+            prob = ((1 - p) if keep_a else p) * ((1 - p) if keep_b else p)
+            rows.append(np.sqrt(prob) * np.hstack([keep_a * za, keep_b * zb]))
+            targets.append(np.sqrt(prob) * yc)
+    x, t = np.vstack(rows), np.vstack(targets)
+    penalty = np.diag([lams["a"]] * 4 + [lams["b"]] * 2)
+    w = np.linalg.solve(x.T @ x + penalty, x.T @ t)
+    assert np.hstack([m.weight["a"].T, m.weight["b"].T]).T == pytest.approx(w, abs=1e-9)
+    # a source missing at prediction adds nothing; the rest is the same map
+    full = m.predict({"a": a[:5], "b": b[:5]})
+    only_a = m.predict({"a": a[:5]})
+    assert only_a == pytest.approx(full - (fitter.z["b"][:5] @ m.weight["b"]).astype(np.float32), abs=1e-5)
+    assert m.predict({"a": a[:5]}, {"a": np.zeros(5, dtype=bool)}) == pytest.approx(np.tile(m.mean_v, (5, 1)))
+
+
+def test_every_items_predicted_factors_are_written(run: tuple[Path, dict]) -> None:
+    path, m = run
+    t = pq.read_table(path / "content" / "item_factors.parquet")
+    data = load_coldstart(path)
+    assert t.column("item_id").to_pylist() == data.item_ids
+    factors = np.array(t.column("factors").to_pylist(), dtype=np.float32)
+    model = ContentModel(path)
+    test_item = int(data.test[0])
+    sources = t.column("sources")[test_item].as_py()
+    assert set(sources) <= set(m["model"]["sources"]) and sources
+    blocks = {}
+    for source in sources:
+        ids, matrix = read_features(path, source)
+        blocks[source] = matrix[ids.index(data.item_ids[test_item])]
+    assert model.predict(blocks) == pytest.approx(factors[test_item], abs=1e-4)  # the CLI's path = the stage's
+
+
+def test_recommend_user_ranks_cold_items_by_the_content_model(run: tuple[Path, dict]) -> None:
+    from socialfeat.recommend import for_user
+
+    path, _ = run
+    t = pq.read_table(path / "content" / "item_factors.parquet")
+    predicted = dict(zip(t.column("item_id").to_pylist(), t.column("factors").to_pylist(), strict=True))
+    uf = pq.read_table(path / "factors" / "user_factors.parquet")
+    user = uf.column("user_id")[3].as_py()
+    u = np.asarray(uf.column("factors")[3].as_py())
+    rows = for_user(load_config(), path, user, k=1000, include_seen=True)
+    cold = [r for r in rows if not r["warm"]]
+    assert cold and all(r["predicted_by"] == "content" for r in cold)
+    for r in cold:
+        assert r["score"] == pytest.approx(float(u @ np.asarray(predicted[r["item_id"]])), abs=1e-4)
+    # a content model older than the image features it was fit on is not trusted: back to the factors head
+    features = path / "features" / "learned.parquet"
+    stamp = (path / "content" / "item_factors.parquet").stat().st_mtime
+    os.utime(features, (stamp + 10, stamp + 10))
+    try:
+        assert all(r["predicted_by"] == "image" for r in for_user(load_config(), path, user, k=50) if not r["warm"])
+    finally:
+        os.utime(features, (stamp - 10, stamp - 10))

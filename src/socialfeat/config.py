@@ -365,6 +365,10 @@ class ContentConfig(StrictModel):
     max_tags: int = Field(2000, ge=1, description="tag vocabulary: the most frequent tags of the warm items")
     fusion_step: float = Field(0.1, gt=0, lt=1, description="grid step of the late-fusion weights")
     batch_size: int = Field(128, ge=1, description="texts per batch for the text encoder")
+    joint: bool = Field(
+        True,
+        description="also fit the joint ridge (a λ per source, source dropout) beside late fusion; valid picks the model",
+    )
     lightfm: bool = Field(True, description="add the LightFM peer row (when the optional lightfm package is there)")
 
 

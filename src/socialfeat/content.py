@@ -251,6 +251,134 @@ def choose_weights(
     return {b: weights.get(b, 0.0) for b in names}, best
 
 
+# ------------------------------------------------------------------------------------- the joint model
+DROPOUTS = (0.0, 0.25, 0.5)  # source dropout rates tried on valid (0: a plain block-wise ridge)
+
+
+@dataclass
+class JointMap:
+    """One ridge over every block at once, each block with its own λ, fit under marginalised source dropout.
+
+    Late fusion averages what each source predicts alone, so two sources that see the same thing (a poster's
+    genre look and the genre tags) are counted twice, and the image can only re-say what the tags already said.
+    Fit jointly, the image block explains what the others leave over. Source dropout (each block absent from a
+    training item with probability p, marginalised in closed form) keeps the map usable when an item arrives
+    without a source: its block contributes nothing and the others were fit to stand without it."""
+
+    blocks: list[str]
+    mean_x: dict[str, np.ndarray]
+    std_x: dict[str, np.ndarray]
+    weight: dict[str, np.ndarray]  # per block: d_b × f
+    mean_v: np.ndarray
+    lambdas: dict[str, float]
+    dropout: float
+
+    def predict(self, features: dict[str, np.ndarray], has: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Predicted factors of n items from the blocks given (n × d_b each); a block not given, or an item whose
+        ``has`` is False, adds nothing."""
+        n = len(next(iter(features.values())))
+        out = np.tile(self.mean_v.astype(np.float64), (n, 1))
+        for b in self.blocks:
+            if b not in features:
+                continue
+            z = (features[b] - self.mean_x[b]) / self.std_x[b]
+            if has is not None and b in has:
+                z = np.where(has[b][:, None], z, 0.0)
+            out += z @ self.weight[b]
+        return out.astype(np.float32)
+
+
+class JointFitter:
+    """The Gram matrices of every block on the warm items, computed once, so that each (λ per block, dropout)
+    a search on valid tries costs one Cholesky factorisation of the combination's size."""
+
+    def __init__(self, blocks: list[Block], data: ColdStartData) -> None:
+        from socialfeat.evaluate.metrics import standardizer
+
+        self.data = data
+        self.names = [b.name for b in blocks]
+        self.z: dict[str, np.ndarray] = {}
+        self.mean_x: dict[str, np.ndarray] = {}
+        self.std_x: dict[str, np.ndarray] = {}
+        self.has = {b.name: b.has for b in blocks}
+        for b in blocks:
+            fit = data.train[b.has[data.train]]
+            mean, std = standardizer(b.features[fit]) if len(fit) >= 2 else (np.zeros(b.features.shape[1]),) * 2
+            std = np.where(std > 0, std, 1.0)
+            z = (b.features - mean) / std
+            z[~b.has] = 0.0  # an absent block is its warm mean: it adds nothing
+            self.z[b.name], self.mean_x[b.name], self.std_x[b.name] = z, mean, std
+        self.mean_v = data.item_factors.mean(axis=0).astype(np.float64)
+        y = data.item_factors.astype(np.float64) - self.mean_v
+        train = {b: self.z[b][data.train] for b in self.names}
+        self.gram = {(a, b): train[a].T @ train[b] for a in self.names for b in self.names if a <= b}
+        self.rhs = {b: train[b].T @ y for b in self.names}
+
+    def fit(self, combo: list[str], lambdas: dict[str, float], dropout: float) -> JointMap:
+        from scipy.linalg import cho_factor, cho_solve
+
+        keep = 1.0 - dropout
+        sizes = [self.z[b].shape[1] for b in combo]
+        at = np.concatenate([[0], np.cumsum(sizes)])
+        g = np.zeros((at[-1], at[-1]))
+        r = np.vstack([keep * self.rhs[b] for b in combo])
+        for i, a in enumerate(combo):
+            for j, b in enumerate(combo):
+                block = self.gram[(a, b)] if a <= b else self.gram[(b, a)].T
+                g[at[i] : at[i + 1], at[j] : at[j + 1]] = (keep if i == j else keep * keep) * block
+            g[at[i] : at[i + 1], at[i] : at[i + 1]] += lambdas[a] * np.eye(sizes[i])
+        w = cho_solve(cho_factor(g, check_finite=False), r, check_finite=False)
+        return JointMap(
+            list(combo),
+            {b: self.mean_x[b] for b in combo},
+            {b: self.std_x[b] for b in combo},
+            {b: w[at[i] : at[i + 1]] for i, b in enumerate(combo)},
+            self.mean_v,
+            dict(lambdas),
+            dropout,
+        )
+
+    def predictions(self, m: JointMap, withheld: str | None = None) -> np.ndarray:
+        """Predicted factors of every item (by item_idx) from the blocks it has, less ``withheld``."""
+        out = np.tile(m.mean_v, (self.data.n_items, 1))
+        for b in m.blocks:
+            if b != withheld:
+                out += self.z[b] @ m.weight[b]
+        return out.astype(np.float32)
+
+    def search(self, combo: list[str], start: dict[str, float], grid: list[float]) -> tuple[JointMap, float]:
+        """λ per block by coordinate ascent of valid AUC over ``grid`` (from each block's own best λ), then the
+        dropout rate; two sweeps, keeping a change only when valid AUC rises."""
+        lambdas = {b: start[b] for b in combo}
+        best_p = 0.0
+
+        def score(lams: dict[str, float], p: float) -> float:
+            return valid_auc(self.predictions(self.fit(combo, lams, p)), self.data)
+
+        best = score(lambdas, best_p)
+        for p in DROPOUTS[1:]:
+            s = score(lambdas, p)
+            if s > best:
+                best, best_p = s, p
+        for _sweep in range(2):
+            changed = False
+            for b in combo:
+                for lam in grid:
+                    if lam == lambdas[b]:
+                        continue
+                    s = score(lambdas | {b: lam}, best_p)
+                    if s > best:
+                        best, lambdas, changed = s, lambdas | {b: lam}, True
+            for p in DROPOUTS:
+                if p != best_p:
+                    s = score(lambdas, p)
+                    if s > best:
+                        best, best_p, changed = s, p, True
+            if not changed:
+                break
+        return self.fit(combo, lambdas, best_p), best
+
+
 @dataclass
 class ContentResult:
     out: Path
@@ -293,25 +421,45 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     names = [b.name for b in blocks]
     item_sources = [n for n in names if n in ITEM_SOURCES]
     combos: list[tuple[str, ...]] = [(n,) for n in names] + list(itertools.combinations(names, 2))
+    fulls: list[tuple[str, ...]] = []  # every item source, with each image source and with none: the models
     for image in [n for n in names if n in IMAGE_SOURCES] + [None]:
         full = tuple(([image] if image else []) + item_sources)
+        if len(full) > 1:
+            fulls.append(full)
         if len(full) > 2:
             combos.append(full)
-    rows = []
-    chosen: dict[str, float] | None = None
+    model_sources = [cc.image, *item_sources] if cc.image in names else item_sources
+    joint = JointFitter(blocks, data) if cc.joint else None
+    grid = sorted(set(lambdas) | {f["lambda"] for f in fits.values()})
+    rows: list[dict[str, Any]] = []
+    candidates: list[tuple[float, dict[str, Any]]] = []  # (valid AUC, the model) for the full sources
     for combo in dict.fromkeys(combos):
         say(f"fusing {' + '.join(combo)}")
         weights, v_auc = choose_weights(list(combo), predictions, has, data, cc.fusion_step)
-        v = fuse(predictions, has, weights)
-        test = rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, config.evaluate.k)
-        lacking = int(sum(~has[n][data.test] for n in combo).astype(bool).sum()) if combo else 0
-        rows.append({"sources": list(combo), "weights": weights, "valid_auc": v_auc, **test,
-                     "test_items_missing_a_source": lacking})  # fmt: skip
-        model_sources = [cc.image, *item_sources] if cc.image in names else item_sources
-        if set(combo) == set(model_sources) and len(combo) == len(model_sources):
-            chosen = weights
-    if chosen is None:
-        chosen = choose_weights(names, predictions, has, data, cc.fusion_step)[0]
+        lacking = int(sum(~has[n][data.test] for n in combo).astype(bool).sum())
+        variant = "ridge" if len(combo) == 1 else "late fusion"
+        rows.append(_row(combo, variant, fuse(predictions, has, weights), v_auc, data, config.evaluate.k, lacking)
+                    | {"weights": weights})  # fmt: skip
+        full = set(combo) == set(model_sources) and len(combo) == len(model_sources)
+        if full:
+            candidates.append((v_auc, {"kind": "fusion", "weights": weights}))
+        if joint is not None and combo in fulls:  # the joint search costs ~10× a fusion: the models only
+            say(f"joint ridge {' + '.join(combo)}")
+            jm, j_auc = joint.search(list(combo), {b: fits[b]["lambda"] for b in combo}, grid)
+            rows.append(_row(combo, "joint", joint.predictions(jm), j_auc, data, config.evaluate.k, lacking)
+                        | {"lambdas": jm.lambdas, "dropout": jm.dropout})  # fmt: skip
+            if full:
+                candidates.append((j_auc, {"kind": "joint", "joint": jm}))
+    if not candidates:
+        candidates.append((0.0, {"kind": "fusion", "weights": choose_weights(names, predictions, has, data,
+                                                                             cc.fusion_step)[0]}))  # fmt: skip
+    chosen = max(candidates, key=lambda c: c[0])[1]  # fusion first: a tie keeps the simpler model
+    if chosen["kind"] == "joint":
+        assert joint is not None
+        chosen["factors"] = joint.predictions(chosen["joint"])
+    else:
+        chosen["factors"] = fuse(predictions, has, chosen["weights"])
+    withheld = _withheld(chosen, joint, predictions, has, data, config.evaluate.k)
     peer = None
     if cc.lightfm and item_sources:
         from socialfeat.evaluate.lightfm_peer import lightfm_missing, lightfm_row
@@ -328,7 +476,8 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     metrics = {
         "rows": rows,
         "fits": fits,
-        "model": {"sources": [b for b, w in chosen.items() if w > 0], "weights": chosen},
+        "model": _describe(chosen),
+        "withheld": withheld,
         "peer": peer,
         "notes": notes,
         "split": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
@@ -338,12 +487,57 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     return ContentResult(run / "content", metrics)
 
 
+def _row(
+    combo: tuple[str, ...], variant: str, v: np.ndarray, v_auc: float, data: ColdStartData, k: int, lacking: int
+) -> dict[str, Any]:
+    """One row of the content table: predicted factors of every item, scored on the test cold items."""
+    test = rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, k)
+    return {
+        "sources": list(combo),
+        "model": variant,
+        "valid_auc": v_auc,
+        **test,
+        "test_items_missing_a_source": lacking,
+    }
+
+
+def _withheld(
+    chosen: dict[str, Any],
+    joint: JointFitter | None,
+    predictions: dict[str, np.ndarray],
+    has: dict[str, np.ndarray],
+    data: ColdStartData,
+    k: int,
+) -> list[dict[str, Any]]:
+    """The fitted model on the test cold items with one of its sources withheld from every one of them, as if
+    they had arrived without it: how gracefully the model degrades (what source dropout is for)."""
+    out = []
+    sources = chosen["joint"].blocks if chosen["kind"] == "joint" else [b for b, w in chosen["weights"].items() if w]
+    for source in sources if len(sources) > 1 else []:
+        if chosen["kind"] == "joint":
+            assert joint is not None
+            v = joint.predictions(chosen["joint"], withheld=source)
+        else:
+            v = fuse(predictions, has | {source: np.zeros_like(has[source])}, chosen["weights"])
+        test = rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, k)
+        out.append({"withheld": source, **test})
+    return out
+
+
+def _describe(chosen: dict[str, Any]) -> dict[str, Any]:
+    if chosen["kind"] == "joint":
+        jm: JointMap = chosen["joint"]
+        return {"kind": "joint", "sources": jm.blocks, "lambdas": jm.lambdas, "dropout": jm.dropout}
+    return {"kind": "fusion", "sources": [b for b, w in chosen["weights"].items() if w > 0],
+            "weights": chosen["weights"]}  # fmt: skip
+
+
 def _write(
     config: Config,
     run: Path,
     blocks: list[Block],
     maps: dict[str, RidgeMap],
-    weights: dict[str, float],
+    chosen: dict[str, Any],
     metrics: dict[str, Any],
     data: ColdStartData,
 ) -> None:
@@ -361,15 +555,37 @@ def _write(
     for name, m in maps.items():
         for part in ("mean_x", "std_x", "weight", "mean_v"):
             tensors[f"{name}.{part}"] = np.ascontiguousarray(getattr(m, part), dtype=np.float32)
+    weights = chosen.get("weights", {b.name: 0.0 for b in blocks})
+    joint_meta = None
+    if chosen["kind"] == "joint":
+        jm: JointMap = chosen["joint"]
+        for b in jm.blocks:
+            for part in ("mean_x", "std_x", "weight"):
+                tensors[f"joint.{b}.{part}"] = np.ascontiguousarray(getattr(jm, part)[b], dtype=np.float32)
+        tensors["joint.mean_v"] = np.ascontiguousarray(jm.mean_v, dtype=np.float32)
+        joint_meta = {"sources": jm.blocks, "lambdas": jm.lambdas, "dropout": jm.dropout}
+        weights = {b.name: (1.0 if b.name in jm.blocks else 0.0) for b in blocks}
     meta = {
         "format": FORMAT,
+        "kind": chosen["kind"],
         "weights": weights,
+        "joint": joint_meta,
         "blocks": {b.name: b.info | {"dimension": int(b.features.shape[1])} for b in blocks},
         "text_columns": config.content.text_columns,
         "year_from_title": config.content.year_from_title,
     }
+    used = [b for b in blocks if weights.get(b.name, 0) > 0]
+    factors = pa.table(
+        {
+            "item_id": data.item_ids,
+            "split": data.split.tolist(),
+            "factors": vectors_column(chosen["factors"]),
+            "sources": [[b.name for b in used if b.has[i]] for i in range(data.n_items)],
+        }
+    )
     with atomic_dir(run / "content") as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))
+        pq.write_table(factors, tmp / "item_factors.parquet")
         write_json(tmp / "model.json", meta)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", provenance(config, "content"))
@@ -391,10 +607,63 @@ class ContentModel:
             for name in self.meta["blocks"]
         }
         self.weights = {b: float(w) for b, w in self.meta["weights"].items() if w > 0}
+        self.joint: JointMap | None = None
+        if self.meta.get("kind") == "joint":
+            j = self.meta["joint"]
+            part = {p: {b: tensors[f"joint.{b}.{p}"] for b in j["sources"]} for p in ("mean_x", "std_x", "weight")}
+            self.joint = JointMap(j["sources"], part["mean_x"], part["std_x"], part["weight"],
+                                  tensors["joint.mean_v"], j["lambdas"], j["dropout"])  # fmt: skip
 
     @property
     def image_source(self) -> str | None:
         return next((b for b in self.weights if b in IMAGE_SOURCES), None)
+
+    @property
+    def kind(self) -> str:
+        """``fusion`` (per-source ridge maps, late fusion) or ``joint`` (one ridge over every source)."""
+        return str(self.meta.get("kind", "fusion"))
+
+    @property
+    def fields(self) -> list[str]:
+        """The fields of a new item this model reads: a title feeds the text source (and the numeric one, when
+        the year is parsed from titles), a description the text source, tags the tags source."""
+        fit = self.meta["blocks"]
+        title = "text" in fit or ("numeric" in fit and bool(self.meta.get("year_from_title")))
+        return [f for f, ok in (("title", title), ("text", "text" in fit), ("tags", "tags" in fit)) if ok]
+
+    def shares(self, sources: list[str]) -> dict[str, float] | None:
+        """Each source's weight in a late-fusion model, renormalised over ``sources``; None for a joint model,
+        whose sources are fit together and do not add up separately."""
+        if self.kind != "fusion":
+            return None
+        total = sum(self.weights[b] for b in sources)
+        return {b: self.weights[b] / total for b in sources} if total > 0 else None
+
+    def check(self, title: str | None = None, text: str | None = None, tags: list[str] | None = None) -> list[str]:
+        """Refuse, before any image is decoded or text embedded, a field this model cannot read (a :class:`UserError`
+        naming it: silently ignoring what a user typed would score a different item than they meant); notes on
+        fields read but given no weight by the fusion."""
+        if title is not None and not title.strip():
+            raise UserError("title", "empty title; give the item's title or leave it out")
+        fields = self.fields
+        for name, given in (("title", title), ("text", text and text.strip()), ("tags", tags)):
+            if given is not None and given != "" and name not in fields:
+                source = "tags" if name == "tags" else "text"
+                raise UserError(
+                    name, f"this run's content model has no {source} source (it was fit on {self.described})"
+                )
+        notes = []
+        for name, given in (("text", title or text), ("tags", tags)):
+            if given and name in self.meta["blocks"] and name not in self.weights:
+                notes.append(
+                    f"{name}: fit, but the fusion chosen on valid gives it no weight; it does not change the score"
+                )
+        return notes
+
+    @property
+    def described(self) -> str:
+        """The sources the model was fit on, as a user reads them in a message."""
+        return ", ".join(self.meta["blocks"]) or "no source"
 
     @property
     def vocabulary(self) -> list[str] | None:
@@ -407,9 +676,11 @@ class ContentModel:
         text: str | None = None,
         tags: list[str] | None = None,
     ) -> tuple[dict[str, np.ndarray], list[str]]:
-        """The feature vector of each source this item has, and notes on what was left out."""
+        """The feature vector of each source this item has, and notes on what was left out. A field the model
+        has no source for (text on a run fit without text, tags without a vocabulary) is a :class:`UserError`
+        naming it: silently ignoring what a user typed would score a different item than they meant."""
+        notes = self.check(title, text, tags)
         out: dict[str, np.ndarray] = {}
-        notes: list[str] = []
         if image_features is not None and self.image_source:
             out[self.image_source] = image_features
         if "text" in self.weights and (title or text):
@@ -435,5 +706,7 @@ class ContentModel:
         present = {b: w for b, w in self.weights.items() if b in blocks}
         if not present:
             raise UserError("content", f"none of the model's sources ({', '.join(self.weights)}) was given")
+        if self.joint is not None:
+            return self.joint.predict({b: blocks[b][None] for b in present})[0]
         total = sum(present.values())
         return sum(w / total * self.maps[b].predict(blocks[b][None])[0] for b, w in present.items())

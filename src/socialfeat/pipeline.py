@@ -8,7 +8,10 @@ succeeded and removed just before it starts, so a failed or interrupted stage is
 * every **output** it recorded still exists with the same size and mtime (nobody rebuilt or deleted it);
 * no **input** is newer than its oldest output: the outputs of the earlier stages of the pipeline, plus the files
   the config names for it (ingest: the interactions/items/comments files; factorize: ``split.cold_items``;
-  train: a ``train.weights`` file; evaluate: ``evaluate.labels``). Image files themselves are not checked.
+  train: a ``train.weights`` file; evaluate: ``evaluate.labels``), and what a stage reads from the run when it is
+  there (evaluate: ``content/``, whose rows it includes even when this config does not run the content stage).
+  Image files themselves are not checked;
+* those optional inputs are as the stage saw them (a content model fit, refit or removed since reruns evaluate).
 
 A stage that fails one of these reruns, and so does every stage after it. ``from_stage`` reruns that stage and
 everything after it (the earlier ones still follow the rule); ``force`` reruns all.
@@ -193,6 +196,12 @@ def external_inputs(config: Config, stage: str) -> list[Path]:
     return [Path(p) for p in paths if p is not None]
 
 
+def optional_inputs(run: Path, stage: str) -> list[Path]:
+    """What a stage reads from the run when it is there, whichever stages this config runs: evaluate includes the
+    content model's rows (``content/``), so a model fit by ``socialfeat content RUN`` outside the pipeline counts."""
+    return [run / "content"] if stage == "evaluate" else []
+
+
 def fingerprint(run: Path, paths: list[Path]) -> dict[str, list[int]]:
     """``relative path → [bytes, mtime_ns]`` of every file of ``paths`` that exists."""
     found: dict[str, list[int]] = {}
@@ -238,8 +247,18 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
             return f"{rel} missing"
         if now[rel] != stamp:
             return f"{rel} changed since"
+    seen: dict[str, list[int]] | None = marker.get("inputs")
+    if seen is not None:  # markers written before optional inputs were recorded skip this check
+        found = fingerprint(run, optional_inputs(run, stage))
+        for rel in seen:
+            if rel not in found:
+                return f"{rel} removed"
+        for rel, stamp in found.items():
+            if seen.get(rel) != stamp:
+                return f"{rel} {'changed since' if rel in seen else 'added'}"
     oldest = min(stamp[1] for stamp in now.values())
     inputs = [p for s in earlier if s != "simulate" for p in stage_outputs(config, run, s)]
+    inputs += optional_inputs(run, stage)
     for path in external_inputs(config, stage):
         if not path.exists():
             return f"input {path} missing"
@@ -258,6 +277,7 @@ def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str)
             "hash": digest,
             "config": stage_config(config, outcome.stage),
             "outputs": fingerprint(run, stage_outputs(config, run, outcome.stage)),
+            "inputs": fingerprint(run, optional_inputs(run, outcome.stage)),
             "seconds": round(outcome.seconds, 3),
             "steps": {k: round(v, 3) for k, v in outcome.steps.items()},
             "reason": outcome.reason,

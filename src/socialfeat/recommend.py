@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -20,6 +20,9 @@ from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
 from socialfeat.features import read_features
 from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours
+
+if TYPE_CHECKING:
+    from socialfeat.content import ContentModel
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +123,43 @@ def _content_factors(
     from socialfeat.content import ContentModel
 
     model = ContentModel(run)
-    if tags is not None and model.vocabulary is None:
-        raise UserError("--tags", "this run's content model has no tags source (its items had no tags)")
     features = None
     source = model.image_source
     if image is not None and source is not None:
         features = outputs["features"] if source == "learned" else image_outputs(config, run, image, source)["features"]
-    blocks, notes = model.blocks_for(features, title, text, tags)
+    score = content_score(model, features, title, text, tags)
+    return score.factors, score.notes
+
+
+@dataclass
+class ContentScore:
+    """A new item's factors from the run's content model, the sources that scored it, each one's share when the
+    model is a late fusion (renormalised over those given; None for a joint ridge, whose sources do not add up
+    separately) and notes on what was left out or ignored: what ``recommend`` and the explorer both show."""
+
+    factors: np.ndarray
+    sources: list[str]
+    weights: dict[str, float] | None
+    notes: list[str]
+
+
+def content_score(
+    model: ContentModel,
+    image_features: np.ndarray | None,
+    title: str | None = None,
+    text: str | None = None,
+    tags: list[str] | None = None,
+) -> ContentScore:
+    """Fuse the content model's sources over what the item brings: ``image_features`` are the pooled features of
+    ``model.image_source``, computed by the caller (the CLI from a file, the explorer from the upload it already
+    embedded). A field the model cannot use is a :class:`UserError` naming it."""
+    blocks, notes = model.blocks_for(image_features, title, text, tags)
     used = [b for b in model.weights if b in blocks]
     left = [b for b in model.weights if b not in blocks]
     if left:
         notes.append(f"scored from {', '.join(used) or 'nothing'}; not given: {', '.join(left)}")
-    return model.predict(blocks), notes
+    factors = model.predict(blocks)  # no source at all: a UserError
+    return ContentScore(factors, used, model.shares(used), notes)
 
 
 def audience_of(user_ids: list, users: np.ndarray, v: np.ndarray, k: int) -> list[dict[str, Any]]:
@@ -144,9 +172,30 @@ def audience_of(user_ids: list, users: np.ndarray, v: np.ndarray, k: int) -> lis
     ]
 
 
+def cold_factors(run: Path) -> tuple[list, np.ndarray, str]:
+    """(item ids, predicted factors, what predicted them) for ranking cold items: the content model's predictions
+    (``content/item_factors.parquet``: image, text, tags and numeric sources together) when the run has a content
+    model at least as new as the factors and image features it was fit on, else the learned model's factors head."""
+    path = run / "content" / "item_factors.parquet"
+    if path.is_file():
+        inputs = [run / "factors" / "item_factors.parquet", run / "features" / "learned.parquet"]
+        stale = [p for p in inputs if p.is_file() and p.stat().st_mtime > path.stat().st_mtime]
+        if not stale:
+            table = pq.read_table(path, columns=["item_id", "factors"])
+            return table.column("item_id").to_pylist(), _matrix(table, "factors"), "content"
+        log.warning(
+            "%s is older than %s; cold items ranked by the factors head (rerun `socialfeat content %s`)",
+            path, stale[0], run,
+        )  # fmt: skip
+    check_column(run, "learned", FACTORS, where=str(run / "model"))  # no such column: the model has no factors head
+    ids, predicted = read_features(run, "learned", FACTORS)
+    return ids, predicted, "image"
+
+
 class Recommender:
     """What ranking items for a user needs, loaded once: user factors, every item's factor vector (warm: true,
-    cold: predicted by the learned model's ``factors`` head) and who saw what. The web explorer keeps one."""
+    cold: predicted — by the content model when the run has one, else by the learned model's ``factors`` head)
+    and who saw what. The web explorer keeps one."""
 
     def __init__(self, run: str | os.PathLike[str]) -> None:
         run = Path(run)
@@ -156,8 +205,7 @@ class Recommender:
             _need(run / "factors" / "item_factors.parquet", "factorize"), columns=["item_id", "factors"]
         )
         warm_ids = warm.column("item_id").to_pylist()
-        check_column(run, "learned", FACTORS, where=str(run / "model"))  # no such column: the model has no factors head
-        feat_ids, predicted = read_features(run, "learned", FACTORS)
+        feat_ids, predicted, self.cold_source = cold_factors(run)
         known = set(warm_ids)
         cold = [r for r, i in enumerate(feat_ids) if i not in known]
         self.item_ids = warm_ids + [feat_ids[r] for r in cold]
@@ -217,15 +265,18 @@ def for_user(
     config: Config, run: str | os.PathLike[str], user_id: Any, k: int | None = None, include_seen: bool = False
 ) -> list[dict[str, Any]]:
     """Rank every item for a known user by u·v: warm items with their true factors, cold ones with predicted
-    factors (``head_factors`` of features/learned.parquet); items the user already saw are left out by default."""
+    factors (the content model's when there is one, else ``head_factors`` of features/learned.parquet); items the
+    user already saw are left out by default."""
     run = Path(run)
-    ranked = Recommender(run).rank(user_id, k or config.index.k, include_seen)
+    recommender = Recommender(run)
+    ranked = recommender.rank(user_id, k or config.index.k, include_seen)
     splits = read_split(run)
     rows = describe(run, [r["item_id"] for r in ranked], [r["score"] for r in ranked])
     for row, r in zip(rows, ranked, strict=True):
         row.update(
             warm=r["warm"],
             factors="true" if r["warm"] else "predicted",
+            predicted_by=None if r["warm"] else recommender.cold_source,
             split=splits.get(r["item_id"]),
             seen=r["seen"],
         )

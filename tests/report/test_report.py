@@ -22,6 +22,7 @@ SECTIONS = (
     "factorization",
     "training",
     "evaluation",
+    "hybrid",
     "transfer",
     "neighbours",
     "clusters",
@@ -214,9 +215,10 @@ def test_full_report(full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
     for sid in SECTIONS:
         assert sid in page.h2, f"section {sid} has no h2"
-        if sid not in ("factorization", "transfer"):  # embedded_run: no held-out evaluation, no transfer sets
-            assert "not available" not in page.section_text(sid), sid
+        if sid not in ("factorization", "transfer", "hybrid"):  # embedded_run: no held-out ranking, no transfer
+            assert "not available" not in page.section_text(sid), sid  # sets, no content model
     assert "--evaluate to measure them" in page.section_text("factorization")
+    assert f"socialfeat content {full_run}" in page.section_text("hybrid")
     # self-contained and escaped: no scripts, stylesheets or remote URLs; user text shown, never run
     assert page.scripts == 0 and page.links == 0
     assert all(u.startswith(("data:image/", "#")) for u in page.urls), [u[:40] for u in page.urls if "data:" not in u]
@@ -317,6 +319,7 @@ def test_only_dataset_says_what_to_run(embedded_run: Path, tmp_path: Path) -> No
         "factorization": f"socialfeat factorize {run}",
         "training": f"socialfeat train {run}",
         "evaluation": f"socialfeat evaluate {run}",
+        "hybrid": f"socialfeat content {run}",
         "transfer": f"socialfeat transfer {run} --labels TABLE",
         "neighbours": f"socialfeat embed {run} --source learned",
         "clusters": f"socialfeat targets {run}",

@@ -282,3 +282,173 @@ def test_a_slow_upload_does_not_stall_other_requests(explorer, monkeypatch: pyte
 
     health_done, upload_done = asyncio.run(scenario())
     assert health_done < 1.0 < 1.4 < upload_done
+
+
+# ------------------------------------------------------------------------------ title, text and tags (issue 16)
+TITLE, TAGS = "Vivid mood", "mono, thirds"
+
+
+def described_upload(client, data: bytes, fields: dict[str, str], **params):  # noqa: ANN001, ANN003, ANN201
+    return client.post("/api/upload", params=params, data=fields, files={"image": ("new.png", data, "image/png")})
+
+
+def refit(explorer, embedded_run: Path, dest: Path, sets: list[str]):  # noqa: ANN001, ANN201
+    """A copy of ``explorer`` whose content model is another one, fit on a copy of the same run (same factors)
+    with ``sets``: a cheap way to serve models with other sources without loading the encoders again."""
+    import copy
+    import shutil
+
+    from socialfeat.content import ContentModel, content
+
+    shutil.copytree(embedded_run, dest)
+    content(load_config(None, ["content.lightfm=false", *sets]), dest)
+    other = copy.copy(explorer)
+    other.content = ContentModel(dest)
+    return other
+
+
+@pytest.fixture(scope="module")
+def narrow_client(content_explorer, embedded_run: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    """A content model fit on the learned image features alone: it reads no title, text or tags."""
+    from fastapi.testclient import TestClient
+
+    from socialfeat.serve.app import create_app
+
+    dest = tmp_path_factory.mktemp("narrow") / "run"
+    with TestClient(create_app(refit(content_explorer, embedded_run, dest, ["content.sources=[learned]"]))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def imagenet_tags(content_explorer, embedded_run: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    """A late-fusion content model over ImageNet features and tags: its image source is not the learned one."""
+    from fastapi.testclient import TestClient
+
+    from socialfeat.serve.app import create_app
+
+    dest = tmp_path_factory.mktemp("imagenet-tags") / "run"
+    sets = ["content.sources=[imagenet,tags]", "content.image=imagenet", "content.joint=false"]
+    with TestClient(create_app(refit(content_explorer, embedded_run, dest, sets))) as c:
+        yield c, dest
+
+
+def test_health_reports_the_content_model(content_client, client, content_run: Path) -> None:  # noqa: ANN001
+    from socialfeat.content import ContentModel
+
+    model = ContentModel(content_run)
+    c = content_client.get("/api/health").json()["content"]
+    assert c["present"] is True and c["fields"] == ["title", "text", "tags"]
+    assert c["sources"] == list(model.weights) and set(c["sources"]) <= set(c["fit_on"]) == {"learned", "text", "tags"}
+    assert c["kind"] == model.meta.get("kind", "fusion") and c["image_source"] == "learned"
+    assert c["tag_vocabulary"] == len(model.vocabulary or []) > 0 and "vocabulary" not in c  # health stays small
+    assert content_client.get("/api/content").json()["vocabulary"] == model.vocabulary
+    none = client.get("/api/health").json()["content"]
+    assert none["present"] is False and none["fields"] == [] and "`socialfeat content RUN`" in none["note"]
+
+
+def test_upload_with_title_and_tags_scores_as_recommend(content_client, content_run: Path, content_explorer) -> None:  # noqa: ANN001
+    from socialfeat.content import ContentModel
+
+    path = item_image(content_run, cold_item(content_explorer))
+    data = path.read_bytes()
+    plain = upload(content_client, data, k=8).json()
+    assert set(plain) == {"similar", "audience", "audience_note", "ms", "steps"}  # no field: as before, no content
+    r = described_upload(content_client, data, {"title": TITLE, "tags": TAGS}, k=8)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = library_audience(load_config(None, []), content_run, path, k=8, title=TITLE, tags=["mono", "thirds"])
+    assert [u["user_id"] for u in body["audience"]] == [u["user_id"] for u in want.users]
+    np.testing.assert_allclose([u["score"] for u in body["audience"]], [u["score"] for u in want.users], atol=1e-4)
+    assert body["content"]["notes"] == want.notes
+    scores = [u["score"] for u in plain["audience"]]
+    assert [u["user_id"] for u in body["audience"]] != [u["user_id"] for u in plain["audience"]] or not np.allclose(
+        [u["score"] for u in body["audience"]], scores, atol=1e-3
+    )
+    model = ContentModel(content_run)
+    c = body["content"]
+    assert c["sources"] == [b for b in model.weights if b in ("text", "tags", model.image_source)]
+    assert model.image_source in c["sources"] and c["model"] == model.meta.get("kind", "fusion")
+    if c["model"] == "fusion":  # each source's share; a joint ridge has none to give
+        assert set(c["weights"]) == set(c["sources"]) and sum(c["weights"].values()) == pytest.approx(1, abs=1e-3)
+    else:
+        assert c["weights"] is None
+    assert [x["id"] for x in body["similar"]["learned"]] == [x["id"] for x in plain["similar"]["learned"]]
+    forwards = [s for s in body["steps"] if s.startswith("forward")]  # the image went through each model once
+    assert sorted(forwards) == sorted({"forward learned", f"forward {model.image_source}"})
+    assert {"content", "audience"} <= set(body["steps"]) and body["audience_note"] is None
+
+
+def test_the_content_models_image_source_is_embedded_once_even_when_not_searched(imagenet_tags, explorer) -> None:  # noqa: ANN001
+    client, run = imagenet_tags
+    path = item_image(run, cold_item(explorer))
+    r = described_upload(client, path.read_bytes(), {"tags": TAGS}, k=6, source="learned")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["similar"]) == {"learned"}  # searched as asked; imagenet only fed the content model
+    assert sorted(s for s in body["steps"] if s.startswith("forward")) == ["forward imagenet", "forward learned"]
+    c = body["content"]
+    assert c["model"] == "fusion" and c["sources"][0] == "imagenet" and set(c["weights"]) == set(c["sources"])
+    want = library_audience(load_config(None, []), run, path, k=6, tags=["mono", "thirds"])
+    assert [u["user_id"] for u in body["audience"]] == [u["user_id"] for u in want.users]
+    np.testing.assert_allclose([u["score"] for u in body["audience"]], [u["score"] for u in want.users], atol=1e-4)
+    assert c["notes"] == want.notes
+
+
+def test_unseen_tags_and_unused_sources_are_noted(content_client, content_run: Path) -> None:  # noqa: ANN001
+    body = described_upload(content_client, png(), {"tags": "mono, never-seen-tag"}, k=3).json()
+    assert "1 of 2 tags are not in the run's vocabulary; ignored" in body["content"]["notes"]
+    assert any(n.startswith("scored from") and "not given" in n for n in body["content"]["notes"])  # no title given
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"title": ""}, "title", "empty title"),
+        ({"title": "   ", "tags": "mono"}, "title", "empty title"),
+        ({"tags": " , ,"}, "tags", "no tags given"),
+    ],
+)
+def test_unusable_fields_are_one_line_400s(content_client, fields: dict, field: str, words: str) -> None:  # noqa: ANN001
+    r = described_upload(content_client, png(), fields)
+    assert r.status_code == 400 and r.json()["field"] == field and detail(r).startswith(f"{field}: {words}")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"), [({"title": TITLE}, "title"), ({"text": "a quiet photo"}, "text"), ({"tags": "mono"}, "tags")]
+)
+def test_fields_the_content_model_cannot_read_are_400(narrow_client, fields: dict, field: str) -> None:  # noqa: ANN001
+    r = described_upload(narrow_client, png(), fields)
+    assert r.status_code == 400 and r.json()["field"] == field
+    source = "tags" if field == "tags" else "text"
+    assert detail(r) == f"{field}: this run's content model has no {source} source (it was fit on learned)"
+    assert narrow_client.get("/api/health").json()["content"]["fields"] == []
+
+
+@pytest.mark.parametrize("fields", [{"title": TITLE}, {"tags": "mono"}, {"text": "x", "tags": "mono"}])
+def test_fields_on_a_run_without_a_content_model_say_how_to_make_one(client, fields: dict) -> None:  # noqa: ANN001
+    r = described_upload(client, png(), fields)
+    assert r.status_code == 400 and r.json()["field"] == next(iter(fields))
+    assert "no content model; make one with `socialfeat content RUN`" in detail(r)
+
+
+def test_fields_are_bounded(content_client) -> None:  # noqa: ANN001
+    r = described_upload(content_client, png(), {"title": "x" * 501})
+    assert r.status_code == 422 and detail(r).startswith("title")
+
+
+def test_the_text_encoder_loads_only_for_a_title_or_text(content_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up, a plain upload and a tags-only one never touch MiniLM; a title does (which proves the spy sees)."""
+    from fastapi.testclient import TestClient
+
+    import socialfeat.models.text as text_module
+    from socialfeat.serve.app import create_app
+    from socialfeat.serve.explorer import Explorer
+
+    loads: list[int] = []
+    real = text_module.text_model
+    monkeypatch.setattr(text_module, "text_model", lambda: loads.append(1) or real())
+    with TestClient(create_app(Explorer(load_config(None, []), content_run))) as c:
+        assert c.get("/api/health").json()["content"]["present"] and loads == []
+        assert upload(c, png(), k=3).status_code == 200 and loads == []
+        assert described_upload(c, png(), {"tags": "mono"}, k=3).status_code == 200 and loads == []
+        assert described_upload(c, png(), {"title": TITLE}, k=3).status_code == 200 and loads

@@ -1,5 +1,6 @@
 """The explorer page in a real browser: Debian's chromium driven by Playwright (never a downloaded browser) against a
-live uvicorn server — load the grid, open an item, compare neighbours, upload an image, see a readable error."""
+live uvicorn server — load the grid, open an item, compare neighbours, upload an image, see a readable error; and
+on a run with a content model, upload with a title and tags and see which sources scored it."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ def test_page_in_chromium(explorer, served_run: Path, tmp_path: Path) -> None:  
 
             # upload a brand-new image: its nearest item is the same picture, and an audience is listed
             page.click("nav a[data-tab=upload]")
+            expect(page.locator("#describe")).to_be_hidden()  # no content model in this run: no title or tags fields
             page.set_input_files("#file", str(image))
             page.wait_for_selector("#upload-results:not([hidden]) #upload-learned .card")
             assert page.locator("#upload-learned .card").first.get_attribute("data-id") == cold
@@ -113,3 +115,42 @@ def test_page_in_chromium(explorer, served_run: Path, tmp_path: Path) -> None:  
             browser.close()
     # the failed upload logs a 400 in the console by design; nothing else may go wrong
     assert [m for m in problems if "400" not in m] == [], problems
+
+
+def test_upload_with_title_and_tags_in_chromium(content_explorer, content_run: Path) -> None:  # noqa: ANN001
+    chromium = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from socialfeat.report.gallery import Thumbnails
+    from socialfeat.serve.app import create_app
+
+    cold = next(k for k, s in zip(content_explorer.keys, content_explorer.split, strict=True) if s == "cold")
+    thumbs = Thumbnails(content_run, 32)
+    image = thumbs.root / thumbs.images[content_explorer.ids[content_explorer.row(cold)]]
+    want = content_explorer.upload(image.read_bytes(), 12, ["learned"], title="Vivid mood", tags="mono, zzz-unseen")
+    problems: list[str] = []
+    with live_server(create_app(content_explorer)) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(url + "/#upload")
+            expect = sync_api.expect
+            expect(page.locator("#describe")).to_be_visible()
+            expect(page.locator("#describe-note")).to_contain_text("content model")
+            page.fill("#item-title", "Vivid mood")
+            page.fill("#item-tags", "mono, zzz-unseen")
+            page.set_input_files("#file", str(image))
+            expect(page.locator("#upload-content")).to_be_visible()
+            used = page.inner_text("#upload-content")
+            assert used.startswith("scored from") and all(s in used for s in want["content"]["sources"]), used
+            assert "content model" in page.inner_text("#upload-how")
+            assert "with its title, tags" in page.inner_text("#upload-status")
+            notes = page.locator("#upload-notes li").all_inner_texts()
+            assert notes == want["content"]["notes"] and any("not in the run's vocabulary" in n for n in notes)
+            users = page.locator("#upload-audience li span:first-child").all_inner_texts()
+            assert users == [str(u["user_id"]) for u in want["audience"]]
+        finally:
+            browser.close()
+    assert problems == [], problems

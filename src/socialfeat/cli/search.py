@@ -102,6 +102,7 @@ def recommend(
     set_: SetOpt = None,
 ) -> None:
     """Users a new image would reach (--image), or items for a known user (--user), cold items included."""
+    from socialfeat.data.tags import given_tags
     from socialfeat.recommend import audience, for_user
 
     described = title is not None or text is not None or tags is not None
@@ -112,10 +113,7 @@ def recommend(
     new_item = image is not None or described
     cfg = load_config(config, set_ or [], config_flags(index__k=("--k", k)))
     if new_item:
-        tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None
-        if tags is not None and not tag_list:
-            raise UserError("--tags", "no tags given; expected a comma-separated list such as comedy,drama")
-        result = audience(cfg, run, image, title=title, text=text, tags=tag_list)
+        result = audience(cfg, run, image, title=title, text=text, tags=given_tags(tags))
         what = image.name if image is not None else repr(title or text or tags)
         table = Table(title=f"audience of {what}", title_justify="left", caption="score u·predicted factors")
         for name, justify in (("rank", "right"), ("user id", "left"), ("score", "right")):
@@ -130,5 +128,7 @@ def recommend(
     else:
         rows = for_user(cfg, run, user, include_seen=include_seen)
         table = _items_table(f"items for user {user}{' (seen included)' if include_seen else ''}", rows, ("factors",))
-        table.caption = "score u·v; cold items by their predicted factors"
+        by = next((r["predicted_by"] for r in rows if r.get("predicted_by")), None)
+        how = {"content": "the content model (image, text, tags, …)", "image": "the image's factors head"}
+        table.caption = "score u·v; cold items by their predicted factors" + (f", from {how[by]}" if by else "")
         out.print(table)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from socialfeat.errors import UserError
+
 
 def split_tags(value: Any) -> list[str]:
     """Tags of one item: a list, or a string separated by | , or ; (MovieLens genres arrive as 'Comedy|Romance')."""
@@ -19,6 +21,17 @@ def split_tags(value: Any) -> list[str]:
         return []
     parts = value if isinstance(value, list | tuple) else re.split(r"[|,;]", str(value))
     return sorted({str(p).strip().lower() for p in parts if str(p).strip()})
+
+
+def given_tags(value: str | None, where: str = "--tags") -> list[str] | None:
+    """A new item's tags as a person types them, comma separated (``recommend --tags``, the explorer's upload form);
+    None when not given. Given but empty is a :class:`UserError`: scoring without them would not be what was asked."""
+    if value is None:
+        return None
+    tags = [t.strip() for t in value.split(",") if t.strip()]
+    if not tags:
+        raise UserError(where, "no tags given; expected a comma-separated list such as comedy,drama")
+    return tags
 
 
 def item_tags(run: Path) -> dict[int, list[str]] | None:

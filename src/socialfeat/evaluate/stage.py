@@ -1,6 +1,7 @@
 """``evaluate``: every feature source of a run on the same cold items — cold-start audience prediction, behavioural
 retrieval and linear probes — written to ``run/eval/metrics.json`` with reference rows (random scores, and a
-popularity oracle) that bracket what the numbers can mean."""
+popularity oracle) that bracket what the numbers can mean, and, when the run has a current content model, its
+hybrid rows (item sources alone, in pairs and together; see :mod:`socialfeat.evaluate.hybrid`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from socialfeat.evaluate.coldstart import (
     popularity_oracle,
     random_reference,
 )
+from socialfeat.evaluate.hybrid import content_section
 from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
 from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
@@ -256,16 +258,15 @@ def evaluate(
             "the ceiling of a predictor that only guesses how popular a new image will be",
         },
     ]
+    split = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
+    hybrid, hybrid_notes = content_section(run, split, cfg.k)
+    notes.extend(hybrid_notes)
     metrics = {
         "k": cfg.k,
-        "split": {
-            "train": len(data.train),
-            "valid": len(data.valid),
-            "test": len(data.test),
-            "users_evaluated": len(eligible_users(data.test_truth)),
-        },
+        "split": {**split, "users_evaluated": len(eligible_users(data.test_truth))},
         "rows": results,
         "references": references,
+        **({"content": hybrid} if hybrid is not None else {}),
         "notes": notes,
         "settings": {
             "ridge_lambdas": lambdas,

@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 WIDTH = 6.4  # inches; at DPI this is about the width of the report's text column
@@ -113,6 +116,82 @@ def horizontal_bars(
     ax.set_xlabel(xlabel, fontsize=9)
     if xlim is not None:
         ax.set_xlim(*xlim)
+    return png_data_uri(fig)
+
+
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.4}  # legible over a reference line
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One bar of :func:`stacked_bars`: its label, its segments (colour key, length) left to right, the text printed
+    at its end, and whether the label is set in bold."""
+
+    label: str
+    segments: Sequence[tuple[str, float]]
+    value: str
+    bold: bool = False
+
+
+def stacked_bars(
+    groups: Sequence[tuple[str, Sequence[Stack]]],
+    colors: dict[str, tuple[str, str]],
+    xlabel: str,
+    vlines: dict[str, float] | None = None,
+) -> str:
+    """Horizontal stacked bars, top to bottom, under an italic title per group. ``colors`` maps a segment's key to
+    (colour, legend name), in legend order; only keys some bar uses get an entry. ``vlines`` are labelled
+    references, in the legend too. A bar of negative length runs left of zero."""
+    shown = [(title, rows) for title, rows in groups if rows]
+    slots = sum(len(rows) + 1 for _, rows in shown)
+    fig, (ax,) = _figure(0.9 + 0.22 * max(slots, 1))
+    ax.grid(False)
+    ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
+    ticks: list[float] = []
+    labels: list[tuple[str, str]] = []  # (text, style): group title, bold row or plain row
+    totals: list[float] = []
+    used: set[str] = set()
+    y = float(slots - 1)
+    for title, rows in shown:
+        ticks.append(y)
+        labels.append((title, "group"))
+        y -= 1
+        for row in rows:
+            left = 0.0
+            for key, length in row.segments:
+                color = colors.get(key, ("#b5b5b5", key))[0]
+                ax.barh(y, length, 0.72, left=left, color=color, edgecolor="white", linewidth=0.6)
+                left += length
+                used.add(key)
+            totals.append(left)
+            ha, text = ("left", f" {row.value}") if left >= 0 else ("right", f"{row.value} ")
+            ax.text(left, y, text, va="center", ha=ha, fontsize=7, zorder=3, bbox=_LABEL_BOX)
+            ticks.append(y)
+            labels.append((plain(row.label), "bold" if row.bold else ""))
+            y -= 1
+    ax.axvline(0, color="#999999", linewidth=0.8)
+    styles = ((0, (4, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+    handles = [Patch(color=c, label=plain(name)) for key, (c, name) in colors.items() if key in used]
+    for k, (label, x) in enumerate((vlines or {}).items()):
+        ax.axvline(x, color="#333333", linestyle=styles[k % 3], linewidth=1.0)
+        handles.append(Line2D([], [], color="#333333", linestyle=styles[k % 3], linewidth=1.0, label=plain(label)))
+    ax.set_yticks(ticks, [text for text, _ in labels], fontsize=8)
+    for tick, (_, style) in zip(ax.get_yticklabels(), labels, strict=True):
+        if style == "group":
+            tick.set_fontstyle("italic")
+            tick.set_color("#646b73")
+        elif style == "bold":
+            tick.set_fontweight("bold")
+    ax.tick_params(axis="y", length=0)
+    ax.set_ylim(-0.7, slots - 0.3)
+    ends = [0.0, *totals, *(vlines or {}).values()]
+    lo, hi = min(ends), max(ends)
+    span = (hi - lo) or 0.1
+    ax.set_xlim(lo - 0.12 * span if lo < 0 else 0.0, hi + 0.14 * span)
+    ax.set_xlabel(xlabel, fontsize=9)
+    if handles:
+        ncols = min(len(handles), 4)
+        ax.legend(handles=handles, fontsize=7, frameon=False, ncols=ncols, loc="lower center", bbox_to_anchor=(0.5, 1))
     return png_data_uri(fig)
 
 

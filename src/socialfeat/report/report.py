@@ -1,6 +1,7 @@
 """``report``: one self-contained HTML file that shows what a run learned, readable in a minute — the headline
-comparison, the data, the factorization, training curves, the evaluation, nearest-neighbour and cluster
-galleries, and the configuration and versions that produced it.
+comparison, the data, the factorization, training curves, the evaluation, the hybrid cold start (what an item's
+text, tags and numeric columns add to its image), nearest-neighbour and cluster galleries, and the configuration
+and versions that produced it.
 
 Each section reads only its own stage's outputs; a section whose inputs are missing says which command writes
 them instead of failing the whole report. No external files or URLs: CSS inline, charts and thumbnails as data
@@ -36,6 +37,7 @@ from socialfeat.report.gallery import (
     neighbour_gallery,
     strip_size,
 )
+from socialfeat.report.hybrid import hybrid_section
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ TITLES = {
     "factorization": "Factorization",
     "training": "Training",
     "evaluation": "Evaluation",
+    "hybrid": "Hybrid cold start",
     "transfer": "Transfer",
     "neighbours": "Nearest neighbours",
     "clusters": "Clusters",
@@ -82,6 +85,7 @@ def build(config: Config, run: Path) -> dict[str, Any]:
         "factorization": lambda: sections.factorization(run),
         "training": lambda: sections.training(run),
         "evaluation": lambda: sections.evaluation(run),
+        "hybrid": lambda: hybrid_section(run),
         "transfer": lambda: sections.transfer(run),
         "neighbours": lambda: _neighbours(config, run, thumbs),
         "clusters": lambda: {"clusterings": cluster_gallery(config, run, thumbs.get())},

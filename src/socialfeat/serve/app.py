@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socialfeat import __version__
-from socialfeat.serve.explorer import BadImage, Explorer, NotFound
+from socialfeat.serve.explorer import BadField, BadImage, Explorer, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ STATIC = Path(str(resources.files("socialfeat.serve") / "static"))
 # The page builds its DOM from data (textContent, never innerHTML), loads nothing from elsewhere, and is not framed.
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 Source = Literal["learned", "imagenet"]
+FIELD_CHARS = {"title": 500, "text": 10_000, "tags": 5_000}  # longer is not a title; it would only cost encoder time
 
 
 class BodyLimit:
@@ -98,6 +99,10 @@ def create_app(explorer: Explorer) -> FastAPI:
     async def _bad_image(_: Request, exc: BadImage) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    @app.exception_handler(BadField)
+    async def _bad_field(_: Request, exc: BadField) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(exc)}, status_code=422)
@@ -116,6 +121,11 @@ def create_app(explorer: Explorer) -> FastAPI:
     def health() -> dict[str, Any]:
         """Liveness and what the run offers: item and user counts, feature sources, whether audiences work."""
         return explorer.health()
+
+    @app.get("/api/content", tags=["run"])
+    def content() -> dict[str, Any]:
+        """The run's content model: its sources and fusion weights, the upload fields it reads, its tag vocabulary."""
+        return explorer.content_info(vocabulary=True)
 
     @app.get("/api/items", tags=["items"])
     def items(
@@ -150,17 +160,33 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     @app.post("/api/upload", tags=["upload"])
     async def upload(
+        request: Request,
         image: Annotated[UploadFile, File(description="An image file (JPEG, PNG, WebP, GIF…), checked by decoding.")],
         k: K = 12,
         source: Annotated[list[Source], Query(description="Feature sources to search; repeat for both.")] = [  # noqa: B006
             "learned"
         ],
+        title: Annotated[
+            str | None, Form(max_length=FIELD_CHARS["title"], description="Optional: the item's title (content model).")
+        ] = None,
+        text: Annotated[
+            str | None, Form(max_length=FIELD_CHARS["text"], description="Optional: its description (content model).")
+        ] = None,
+        tags: Annotated[
+            str | None, Form(max_length=FIELD_CHARS["tags"], description="Optional: its tags, comma separated.")
+        ] = None,
     ) -> dict[str, Any]:
-        """A new image: its nearest items under each source and the users predicted to engage with it."""
+        """A new image: its nearest items under each source and the users predicted to engage with it. With a
+        title, text or tags, the audience comes from the run's content model (see /api/content)."""
         data = await image.read()
         if not data:
             raise HTTPException(400, "empty upload: the file has no content")
-        run = functools.partial(explorer.upload, data, k, list(source))
+        form = await request.form()  # parsed once already: FastAPI reads an empty field as absent, this does not
+        fields = {}
+        for name, value in (("title", title), ("text", text), ("tags", tags)):
+            if value is not None or form.get(name) == "":  # sent empty: the explorer says so, as the CLI does
+                fields[name] = value or ""
+        run = functools.partial(explorer.upload, data, k, list(source), **fields)
         return await anyio.to_thread.run_sync(run, limiter=limiter)  # off the event loop, at most N at once
 
     @app.get("/api/users", tags=["users"])

@@ -1,6 +1,7 @@
-"""What the web explorer answers from: a run's items, faiss indexes, models and factors, loaded once at start-up so
-that a request only searches and ranks. Plain Python (no web framework), so the API is a thin layer over it and
-everything here is testable without a server.
+"""What the web explorer answers from: a run's items, faiss indexes, models, factors and content model, loaded once at
+start-up so that a request only searches and ranks — the text encoder excepted: it loads on the first upload that
+brings a title or text, so browsing and plain uploads never pay for it. Plain Python (no web framework), so the API
+is a thin layer over it and everything here is testable without a server.
 
 Requests name items and users by id only; ids are looked up in the run's own tables, so no request value ever
 reaches the file system.
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -23,19 +25,24 @@ from PIL import Image
 
 from socialfeat.config import Config
 from socialfeat.data.images import ImageError, decode_image
+from socialfeat.data.tags import given_tags
 from socialfeat.errors import UserError
 from socialfeat.export import encoder_for
 from socialfeat.factorize.splits import read_split
 from socialfeat.features import Encoder, read_features
 from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, nearest, normalize, search
-from socialfeat.recommend import FACTORS, Recommender, audience_of
+from socialfeat.recommend import FACTORS, Recommender, audience_of, content_score
 from socialfeat.report.gallery import Thumbnails
+
+if TYPE_CHECKING:
+    from socialfeat.content import ContentModel
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("learned", "imagenet")  # what the explorer compares; random init is a floor for the report, not a view
 SPLIT_NAMES = {"train": "warm", "valid": "cold", "test": "cold"}
 JPEG_QUALITY = 85
+NO_CONTENT_MODEL = "this run has no content model; make one with `socialfeat content RUN`, then restart the explorer"
 
 
 class NotFound(Exception):
@@ -44,6 +51,14 @@ class NotFound(Exception):
 
 class BadImage(Exception):
     """An upload that is not a usable image (HTTP 400)."""
+
+
+class BadField(Exception):
+    """An upload's title, text or tags that the run cannot use (HTTP 400); ``field`` names it for the page."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 @dataclass
@@ -76,6 +91,8 @@ class Explorer:
             raise UserError(str(self.run), f"no features; run `socialfeat embed {self.run} --source learned` first")
         self.recommender, self.no_audience = self._load_recommender()
         self.rec_rows = {str(i): r for r, i in enumerate(self.recommender.item_ids)} if self.recommender else {}
+        self.content = self._load_content()
+        self._text_lock = threading.Lock()  # two first requests with a title must not both load the text encoder
         self.thumbs = Thumbnails(self.run, 160, config.train.max_pixels)
         self.load_seconds = time.perf_counter() - t0
         log.info("explorer ready: %d items, sources %s, %.1f s", len(self.keys), list(self.spaces), self.load_seconds)
@@ -125,7 +142,43 @@ class Explorer:
             log.warning("no audiences or recommendations: %s", e)
             return None, str(e)
 
+    def _load_content(self) -> ContentModel | None:
+        """The run's content model (small: a ridge map per source), or None when ``socialfeat content`` has not
+        made one; the text encoder it may need is not loaded here."""
+        if not (self.run / "content" / "model.json").is_file():
+            return None
+        from socialfeat.content import ContentModel
+
+        return ContentModel(self.run)
+
     # ----------------------------------------------------------------------------------------------- answers
+    def content_fields(self) -> list[str]:
+        """The upload fields the content model reads (none without a model)."""
+        return self.content.fields if self.content is not None else []
+
+    def content_info(self, vocabulary: bool = False) -> dict[str, Any]:
+        """What the page needs to offer the optional fields: the sources and their fusion weights, the fields
+        read, the size of the tag vocabulary (and, for suggestions, the vocabulary itself)."""
+        model = self.content
+        if model is None:
+            return {"present": False, "kind": None, "sources": [], "weights": None, "fields": [], "tag_vocabulary": 0,
+                    "note": NO_CONTENT_MODEL}  # fmt: skip
+        vocab = model.vocabulary or []
+        out: dict[str, Any] = {
+            "present": True,
+            "kind": model.kind,
+            "sources": list(model.weights),
+            "weights": _rounded(model.shares(list(model.weights))),
+            "fit_on": list(model.meta["blocks"]),
+            "image_source": model.image_source,
+            "fields": self.content_fields(),
+            "tag_vocabulary": len(vocab),
+            "note": None if self.recommender is not None else self.no_audience,
+        }
+        if vocabulary:
+            out["vocabulary"] = vocab
+        return out
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -146,6 +199,7 @@ class Explorer:
             "runtime": "+".join(sorted({sp.runtime for sp in self.spaces.values()})),
             "audience": self.recommender is not None,
             "audience_note": self.no_audience,
+            "content": self.content_info(),
             "max_upload_bytes": self.config.serve.max_upload_bytes,
             "max_pixels": self.config.serve.max_pixels,
             "max_k": self.config.serve.max_k,
@@ -214,49 +268,133 @@ class Explorer:
         r = self.rec_rows.get(self.keys[row])
         return None if r is None else audience_of(rec.user_ids, rec.users, rec.vectors[r], k)
 
-    def upload(self, data: bytes, k: int, sources: list[str]) -> dict[str, Any]:
+    def upload(
+        self,
+        data: bytes,
+        k: int,
+        sources: list[str],
+        title: str | None = None,
+        text: str | None = None,
+        tags: str | None = None,
+    ) -> dict[str, Any]:
         """A new image (bytes from the network): decoded defensively, then neighbours under each requested source
-        and, from the learned model's factors head, the users predicted to engage with it. ``steps`` says where
-        the time went (ms): decode and resize (once per image size, shared by the sources), then forward and
-        search per source, and the audience."""
+        and the users predicted to engage with it — from the learned model's factors head, or, when a title, text
+        or tags (comma separated) come with it, from the run's content model fusing them with the image's features
+        (``content`` then says which sources scored it, and notes what was ignored). ``steps`` says where the time
+        went (ms): decode and resize (once per image size, shared by the sources), forward and search per source,
+        the content model, and the audience."""
         t0 = time.perf_counter()
+        described = title is not None or text is not None or tags is not None
+        tag_list = self._check_fields(title, text, tags) if described else None  # before any decoding
         spaces = [self.space(s) for s in dict.fromkeys(sources)]
         pixels: dict[int, np.ndarray] = {}
         steps: dict[str, float] = {}
-        limit = self.config.serve.max_pixels
         for sp in spaces:
-            if sp.image_size not in pixels:
-                t = time.perf_counter()
-                try:
-                    pixels[sp.image_size] = decode_image(io.BytesIO(data), sp.image_size, limit)
-                except ImageError as e:
-                    raise BadImage(_image_message(e, limit)) from None
-                steps[f"decode {sp.image_size}px"] = _ms(t)
+            self._decode(data, sp.image_size, pixels, steps)
         similar: dict[str, list[dict[str, Any]]] = {}
+        outputs: dict[str, dict[str, np.ndarray]] = {}
         audience = None
         for sp in spaces:
             t = time.perf_counter()
-            outputs = model_outputs(sp.encoder, pixels[sp.image_size])
+            outputs[sp.name] = model_outputs(sp.encoder, pixels[sp.image_size])
             steps[f"forward {sp.name}"] = _ms(t)
             t = time.perf_counter()
-            ids, scores = search(sp.index, column_of(outputs, sp.column)[None], k)
+            ids, scores = search(sp.index, column_of(outputs[sp.name], sp.column)[None], k)
             similar[sp.name] = self._ranked(ids[0], scores[0])
             steps[f"search {sp.name}"] = _ms(t)
-            if sp.name == "learned" and self.recommender is not None and FACTORS in outputs:
+            if not described and sp.name == "learned" and self.recommender is not None and FACTORS in outputs[sp.name]:
                 t = time.perf_counter()
                 rec = self.recommender
-                audience = audience_of(rec.user_ids, rec.users, outputs[FACTORS], k)
+                audience = audience_of(rec.user_ids, rec.users, outputs[sp.name][FACTORS], k)
                 steps["audience"] = _ms(t)
+        content = None
+        if described:
+            audience, content = self._content_audience(data, k, title, text, tag_list, outputs, pixels, steps)
         note = None
         if audience is None:
             note = self.no_audience or "the audience comes from the learned model; ask for source=learned"
-        return {
-            "similar": similar,
-            "audience": audience,
-            "audience_note": note,
-            "ms": _ms(t0),
-            "steps": steps,
-        }
+        out = {"similar": similar, "audience": audience, "audience_note": note}
+        if content is not None:
+            out["content"] = content
+        return out | {"ms": _ms(t0), "steps": steps}
+
+    def _decode(self, data: bytes, size: int, pixels: dict[int, np.ndarray], steps: dict[str, float]) -> None:
+        """The upload decoded and resized to ``size`` into ``pixels``, once per size."""
+        if size in pixels:
+            return
+        limit = self.config.serve.max_pixels
+        t = time.perf_counter()
+        try:
+            pixels[size] = decode_image(io.BytesIO(data), size, limit)
+        except ImageError as e:
+            raise BadImage(_image_message(e, limit)) from None
+        steps[f"decode {size}px"] = _ms(t)
+
+    def _check_fields(self, title: str | None, text: str | None, tags: str | None) -> list[str] | None:
+        """What can be told before decoding anything: is there a content model and an audience to predict, are the
+        tags a list, and can the model read every field given."""
+        field = next(f for f, v in (("title", title), ("text", text), ("tags", tags)) if v is not None)
+        if self.content is None:
+            raise BadField(field, NO_CONTENT_MODEL)
+        if self.recommender is None:
+            raise BadField(field, f"no audience to predict: {self.no_audience}")
+        try:
+            tag_list = given_tags(tags, "tags")
+            self.content.check(title, text, tag_list)  # a field the model cannot read: refused before decoding
+        except UserError as e:
+            raise BadField(e.where, e.message) from None
+        return tag_list
+
+    def _content_audience(
+        self,
+        data: bytes,
+        k: int,
+        title: str | None,
+        text: str | None,
+        tags: list[str] | None,
+        outputs: dict[str, dict[str, np.ndarray]],
+        pixels: dict[int, np.ndarray],
+        steps: dict[str, float],
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The audience from the content model over the image's features for its image source — the ones this
+        upload already computed when that source was searched, else one more forward pass — and the fields."""
+        model, rec = self.content, self.recommender
+        assert model is not None and rec is not None  # checked by _check_fields
+        notes: list[str] = []
+        features = None
+        source = model.image_source
+        if source is not None:
+            if source not in outputs and source in self.spaces:  # not searched: embedded for the content model only
+                sp = self.spaces[source]
+                self._decode(data, sp.image_size, pixels, steps)
+                t = time.perf_counter()
+                outputs[source] = model_outputs(sp.encoder, pixels[sp.image_size])
+                steps[f"forward {source}"] = _ms(t)
+            if source in outputs:
+                features = outputs[source]["features"]
+            else:
+                notes.append(f"{source}: this run has no {source} model to embed the image; scored without it")
+        t = time.perf_counter()
+        try:
+            if "text" in model.weights and (title or text):
+                self._text_encoder()
+            score = content_score(model, features, title, text, tags)
+        except UserError as e:
+            raise BadField(e.where, e.message) from None
+        steps["content"] = _ms(t)
+        t = time.perf_counter()
+        audience = audience_of(rec.user_ids, rec.users, score.factors, k)
+        steps["audience"] = _ms(t)
+        return audience, {"model": model.kind, "sources": score.sources, "weights": _rounded(score.weights),
+                          "notes": notes + score.notes}  # fmt: skip
+
+    def _text_encoder(self) -> None:
+        """Load the text encoder once per process (it is cached), under a lock: concurrent first requests wait for
+        one load instead of each loading its own copy."""
+        from socialfeat.models.text import text_model
+
+        with self._text_lock:
+            text_model()
 
     def recommendations(self, user_id: str, k: int, include_seen: bool) -> list[dict[str, Any]]:
         if self.recommender is None:
@@ -291,6 +429,10 @@ class Explorer:
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
         return buf.getvalue()
+
+
+def _rounded(weights: dict[str, float] | None) -> dict[str, float] | None:
+    return None if weights is None else {b: round(w, 4) for b, w in weights.items()}
 
 
 def _ms(since: float) -> float:

@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { offset: 0, query: "", split: "all", health: null, searchTimer: null, uploadSeq: 0 };
+const state = { offset: 0, query: "", split: "all", health: null, searchTimer: null, uploadSeq: 0, lastFile: null, vocabulary: [] };
+const HEAD_HOW = "— users most likely to engage, from the learned factors head";
+const FIELDS = { title: "item-title", text: "item-text", tags: "item-tags" };
 
 function el(tag, props = {}, children = []) {
   const node = document.createElement(tag);
@@ -121,10 +123,55 @@ async function loadHealth() {
       `run “${h.run}”: ${h.items.toLocaleString()} items (${h.cold.toLocaleString()} cold), ` +
       `${h.users.toLocaleString()} users, features: ${sources}`;
     if (!h.audience) $("run-info").textContent += " — no audience predictions: " + (h.audience_note || "");
+    if (h.content && h.content.present && h.content.fields.length && h.audience) offerFields(h.content);
   } catch (e) {
     $("run-info").textContent = "";
     showError("The run could not be loaded: " + e.message);
   }
+}
+
+// The sources of a content model or score: each one's share in a late fusion, or the sources of one joint ridge.
+const share = (c) => c.weights
+  ? Object.entries(c.weights).map(([s, w]) => `${s} ${Math.round(100 * w)}%`).join(" · ")
+  : `${c.sources.join(" + ")}, one joint ridge`;
+
+// The run has a content model: offer the fields it reads, say which sources it fuses, suggest its tags.
+async function offerFields(content) {
+  for (const [field, input] of Object.entries(FIELDS)) $(input).parentElement.hidden = !content.fields.includes(field);
+  $("describe-note").textContent =
+    `Optional: describe the item too and its audience comes from the content model (${share(content)}).`;
+  $("describe").hidden = false;
+  if (!content.fields.includes("tags")) return;
+  try { state.vocabulary = (await api("/api/content")).vocabulary || []; } catch (e) { /* suggestions are a convenience */ }
+}
+
+// Suggestions for the tag being typed (after the last comma), completed into the whole field's value.
+function suggestTags() {
+  const value = $("item-tags").value;
+  const cut = value.lastIndexOf(",") + 1;
+  const head = value.slice(0, cut) + (cut ? " " : "");
+  const part = value.slice(cut).trim().toLowerCase();
+  const found = state.vocabulary.filter((t) => t.startsWith(part)).slice(0, 20);
+  $("tag-list").replaceChildren(...found.map((t) => el("option", { value: head + t })));
+}
+
+function describedFields(form) {
+  if ($("describe").hidden) return [];
+  const given = [];
+  for (const [field, input] of Object.entries(FIELDS)) {
+    const value = $(input).value;
+    if (!$(input).parentElement.hidden && value.trim()) { form.append(field, value); given.push(field); }
+  }
+  return given;
+}
+
+function showContent(content) {
+  const note = $("upload-content");
+  const notes = $("upload-notes");
+  notes.replaceChildren(...(content ? content.notes : []).map((n) => el("li", { text: n })));
+  note.hidden = !content;
+  $("upload-how").textContent = content ? "— users most likely to engage, from the content model" : HEAD_HOW;
+  note.textContent = content ? `scored from ${share(content)}` : "";
 }
 
 async function loadItems(append) {
@@ -200,12 +247,15 @@ async function upload(file) {
   const seq = ++state.uploadSeq;
   $("upload-results").hidden = true;
   if (!file) return;
+  state.lastFile = file;
+  $("rescore").disabled = false;
   if (!file.type.startsWith("image/") && file.type) {
     setStatus(status, `“${file.name}” does not look like an image (${file.type}); the server will check its content.`, "muted");
   }
   setStatus(status, `embedding “${file.name}” (${(file.size / 1e6).toFixed(2)} MB)…`, "loading");
   const form = new FormData();
   form.append("image", file);
+  const described = describedFields(form);
   const sources = Object.keys((state.health || { sources: { learned: 1 } }).sources);
   const params = new URLSearchParams({ k: 12 });
   for (const s of sources) params.append("source", s);
@@ -223,8 +273,10 @@ async function upload(file) {
     if (result.audience) audienceList($("upload-audience"), result.audience);
     else $("upload-audience").replaceChildren();
     $("upload-audience-note").textContent = result.audience ? "" : result.audience_note || "";
+    showContent(result.content);
     $("upload-results").hidden = false;
-    setStatus(status, `“${file.name}”: done in ${result.ms} ms`, "muted");
+    const withFields = described.length ? ` with its ${described.join(", ")}` : "";
+    setStatus(status, `“${file.name}”${withFields}: done in ${result.ms} ms`, "muted");
   } catch (e) {
     if (seq !== state.uploadSeq) return;
     setStatus(status, `“${file.name}” could not be used: ${e.message}`, "error");
@@ -277,6 +329,11 @@ function wire() {
     const file = e.dataTransfer && e.dataTransfer.files[0];
     if (file) upload(file);
   });
+  $("describe").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (state.lastFile) upload(state.lastFile);
+  });
+  $("item-tags").addEventListener("input", suggestTags);
   $("user-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const id = $("user-id").value.trim();
