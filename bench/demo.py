@@ -1,8 +1,9 @@
 """The demo end to end: ``socialfeat demo`` in a fresh folder, as a user would run it, timed per stage.
 
-Target: the whole demo (simulate → ingest → factorize → targets → train → embed ×3 → index → evaluate → report)
-in at most 300 s. The command runs as a child process (imports and start-up count); per-stage seconds come from
-the pipeline's records (``RUN/.pipeline/<stage>.json``). Recorded in bench/RESULTS.md with the hardware.
+Target: the whole demo (simulate → ingest → factorize → targets → train → embed ×3 → index → content → evaluate
+→ transfer → report) in at most 300 s. The command runs as a child process (imports and start-up count); per-stage
+seconds come from the pipeline's records (``RUN/.pipeline/<stage>.json``). Recorded in bench/RESULTS.md with the
+hardware.
 
     python bench/demo.py                      # full size (the values of configs/demo.yaml), recorded
     python bench/demo.py --small --no-record  # the test-size demo, a smoke test of this script

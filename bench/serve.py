@@ -265,7 +265,11 @@ def main() -> None:
         "--server-set", action="append", default=[], metavar="KEY=VALUE",
         help="config override for the server, e.g. serve.torch_threads=0 (torch's default threads) to compare",
     )  # fmt: skip
-    parser.add_argument("--runtime", default="torch,onnx", help="runtimes to compare, one server each [torch,onnx]")
+    parser.add_argument(
+        "--runtime", default="torch,onnx",
+        help="servers to compare, one after the other: a runtime, optionally with its own overrides after '@' "
+        "(onnx@serve.inference_threads=1) [torch,onnx]",
+    )  # fmt: skip
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if not (args.run / "model").is_dir() or not (args.run / "features" / "imagenet.parquet").is_file():
@@ -284,12 +288,13 @@ def main() -> None:
               f"(indexes: {', '.join(f'{k} {v:.0f} s' for k, v in index_s.items())})")  # fmt: skip
         for runtime in runtimes:  # one after the other on the same machine, in one run
             port = free_port()
-            proc, starts[runtime] = start_server(run, port, [*args.server_set, f"serve.runtime={runtime}"])
+            engine, *own = runtime.split("@")
+            proc, starts[runtime] = start_server(run, port, [*args.server_set, *own, f"serve.runtime={engine}"])
             try:
                 base = f"http://127.0.0.1:{port}"
                 health = json.loads(__import__("httpx").get(f"{base}/api/health").text)
-                if health.get("runtime") != runtime:
-                    raise SystemExit(f"asked for {runtime}, the server runs {health.get('runtime')}")
+                if health.get("runtime") != engine:
+                    raise SystemExit(f"asked for {engine}, the server runs {health.get('runtime')}")
                 ids = [f"s{i:06d}" for i in range(args.items)]
                 load(port, ids, photos[:2], 2, 1, 3.0)  # warm-up: first-touch costs are not latency
                 results[runtime] = load(port, ids, photos, args.clients, args.uploaders, args.seconds)
@@ -299,7 +304,7 @@ def main() -> None:
             print(f"{runtime}: {len(results[runtime]['latencies']['upload'])} uploads", flush=True)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
     lines = [
-        f"`python bench/serve.py --run {args.run}{''.join(f' --server-set {x}' for x in args.server_set)}` — {args.items:,} items ({kinds}), the models of {args.run} "
+        f"`python bench/serve.py --run {args.run} --runtime {args.runtime}{''.join(f' --server-set {x}' for x in args.server_set)}` — {args.items:,} items ({kinds}), the models of {args.run} "
         f"for uploads ({health['sources']['learned']['image_size']} px), "
         f"{args.clients} concurrent clients for {args.seconds:.0f} s per runtime ({args.clients - args.uploaders} by id, "
         f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"

@@ -246,3 +246,21 @@ def test_recommend_user_ranks_cold_items_by_the_content_model(run: tuple[Path, d
         assert all(r["predicted_by"] == "image" for r in for_user(load_config(), path, user, k=50) if not r["warm"])
     finally:
         os.utime(features, (stamp - 10, stamp - 10))
+
+
+def test_without_the_text_extra_the_text_source_is_skipped_with_a_note(
+    embedded_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socialfeat.models.text as text_module
+    from socialfeat.errors import UserError
+
+    def missing(*_a: object, **_k: object) -> None:
+        raise UserError("text model", text_module.TEXT_EXTRA)
+
+    monkeypatch.setattr(text_module, "embed_texts", missing)
+    dest = tmp_path / "run"
+    shutil.copytree(embedded_run, dest, ignore=shutil.ignore_patterns("export", "content"))
+    cfg = load_config(None, ["content.sources=[learned,text,tags]", "content.lightfm=false", "content.joint=false"])
+    m = content(cfg, dest).metrics
+    assert any(n.startswith("text: needs the text extra") and n.endswith("skipped") for n in m["notes"])
+    assert {s for r in m["rows"] for s in r["sources"]} == {"learned", "tags"}

@@ -326,9 +326,10 @@ def test_demo_small_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert cli("demo", "--small", "--out", "d") == 0
     text = capsys.readouterr().out
     lines = stage_lines(text)
-    demo_stages = [s for s in pipeline.STAGES if s != "content"]  # content.sources is empty in the demo config
-    assert list(lines) == demo_stages and {a for a, _ in lines.values()} == {"ran"}
+    assert list(lines) == list(pipeline.STAGES) and {a for a, _ in lines.values()} == {"ran"}  # content included
     run = tmp_path / "d"
+    content = json.loads((run / "content" / "metrics.json").read_text())
+    assert ["learned", "text", "tags"] in [r["sources"] for r in content["rows"]]
     assert (run / "platform" / "labels.csv").is_file() and (run / "report.html").stat().st_size > 10_000
     assert "report: d/report.html" in text and re.search(r"^total [\d.]+ s$", text, re.M)
     metrics = json.loads((run / "eval" / "metrics.json").read_text())

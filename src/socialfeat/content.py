@@ -143,9 +143,13 @@ def item_blocks(config: Config, run: Path, data: ColdStartData, say: Any) -> tup
                      for i in range(data.n_items)]  # fmt: skip
             has = np.array([bool(t) for t in texts])
             say(f"text: embedding {int(has.sum()):,} titles and texts")
-            features = embed_texts(texts, cc.batch_size)
-            features[~has] = 0
-            blocks.append(Block("text", features, has, {"columns": columns}))
+            try:
+                features = embed_texts(texts, cc.batch_size)
+            except UserError as e:  # the text extra is missing: the other sources still make a model
+                notes.append(f"text: {e.message}; skipped")
+            else:
+                features[~has] = 0
+                blocks.append(Block("text", features, has, {"columns": columns}))
     if "tags" in cc.sources:
         if "tags" not in items:
             notes.append("tags: the items table has no tags column; skipped")
