@@ -97,14 +97,18 @@ def test_prediction_with_fewer_sources_renormalises(run: tuple[Path, dict]) -> N
     assert not notes
     full = model.predict(blocks)
     present = {b: w for b, w in model.weights.items() if b in blocks}
-    if model.joint is not None:  # the joint map: each given block's term, nothing for the others
-        z = {b: (blocks[b] - model.joint.mean_x[b]) / model.joint.std_x[b] for b in present}
-        expected = model.joint.mean_v + sum(z[b] @ model.joint.weight[b] for b in present)
-        assert full == pytest.approx(expected, abs=1e-4)
-        only = next(iter(present))
-        assert model.predict({only: blocks[only]}) == pytest.approx(
-            model.joint.mean_v + z[only] @ model.joint.weight[only], abs=1e-4
-        )
+    if model.joint is not None:  # the joint map: each given block's term; one source missing: its fallback
+
+        def expected(given: list[str]) -> np.ndarray:
+            missing = [b for b in model.joint.blocks if b not in given]
+            m = model.joint.fallbacks[missing[0]] if len(missing) == 1 else model.joint
+            z = {b: (blocks[b] - m.mean_x[b]) / m.std_x[b] for b in given}
+            return m.mean_v + sum(z[b] @ m.weight[b] for b in given if b in m.blocks)
+
+        assert full == pytest.approx(expected(list(present)), abs=1e-4)
+        assert set(model.joint.fallbacks) == set(model.joint.blocks)
+        for given in ([next(iter(present))], list(present)[1:]):
+            assert model.predict({b: blocks[b] for b in given}) == pytest.approx(expected(given), abs=1e-4)
         return
     expected = sum(w / sum(present.values()) * model.maps[b].predict(blocks[b][None])[0] for b, w in present.items())
     assert full == pytest.approx(expected, abs=1e-5)
@@ -200,11 +204,26 @@ def test_the_joint_ridge_is_the_expected_loss_over_source_dropout() -> None:
     penalty = np.diag([lams["a"]] * 4 + [lams["b"]] * 2)
     w = np.linalg.solve(x.T @ x + penalty, x.T @ t)
     assert np.hstack([m.weight["a"].T, m.weight["b"].T]).T == pytest.approx(w, abs=1e-9)
-    # a source missing at prediction adds nothing; the rest is the same map
+    # without fallbacks a source missing at prediction adds nothing; the rest is the same map
     full = m.predict({"a": a[:5], "b": b[:5]})
     only_a = m.predict({"a": a[:5]})
     assert only_a == pytest.approx(full - (fitter.z["b"][:5] @ m.weight["b"]).astype(np.float32), abs=1e-5)
     assert m.predict({"a": a[:5]}, {"a": np.zeros(5, dtype=bool)}) == pytest.approx(np.tile(m.mean_v, (5, 1)))
+    # with them, an item missing one source is scored by the map fit on the others alone
+    fitter.with_fallbacks(m)
+    alone = fitter.fit(["a"], {"a": 2.0}, p)
+    assert m.predict({"a": a[:5]}) == pytest.approx(alone.predict({"a": a[:5]}), abs=1e-6)
+    has_b = np.array([True, False, True, True, False])
+    mixed = m.predict({"a": a[:5], "b": b[:5]}, {"b": has_b})
+    assert mixed[has_b] == pytest.approx(full[has_b], abs=1e-6)  # items with both: the full map
+    assert mixed[~has_b] == pytest.approx(alone.predict({"a": a[:5]})[~has_b], abs=1e-6)
+    three = fitter.with_fallbacks(fitter.fit(["a", "b", "c"], lams | {"c": 1.0}, p))
+    assert (
+        three.predict({"c": b[:5, :1]})
+        == pytest.approx(  # two missing: no fallback, the main map's term
+            three.mean_v + fitter.z["c"][:5] @ three.weight["c"], abs=1e-5
+        )
+    )
 
 
 def test_every_items_predicted_factors_are_written(run: tuple[Path, dict]) -> None:

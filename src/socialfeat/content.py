@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,9 +265,11 @@ class JointMap:
 
     Late fusion averages what each source predicts alone, so two sources that see the same thing (a poster's
     genre look and the genre tags) are counted twice, and the image can only re-say what the tags already said.
-    Fit jointly, the image block explains what the others leave over. Source dropout (each block absent from a
-    training item with probability p, marginalised in closed form) keeps the map usable when an item arrives
-    without a source: its block contributes nothing and the others were fit to stand without it."""
+    Fit jointly, the image block explains what the others leave over. An item that arrives without a source is
+    scored by the fallback fit on the other sources alone (one per source, same λs and dropout: k small solves),
+    not by the full map with a hole in it — the full map's other weights were fit expecting that source beside
+    them. Source dropout (each block absent from a training item with probability p, marginalised in closed form)
+    is the other guard, and covers items missing several sources, which no fallback matches."""
 
     blocks: list[str]
     mean_x: dict[str, np.ndarray]
@@ -276,19 +278,30 @@ class JointMap:
     mean_v: np.ndarray
     lambdas: dict[str, float]
     dropout: float
+    fallbacks: dict[str, JointMap] = field(default_factory=dict)  # by the one source missing
 
     def predict(self, features: dict[str, np.ndarray], has: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Predicted factors of n items from the blocks given (n × d_b each); a block not given, or an item whose
-        ``has`` is False, adds nothing."""
+        ``has`` is False, is missing."""
         n = len(next(iter(features.values())))
+        present = {b: np.ones(n, bool) if has is None or b not in has else has[b] for b in self.blocks if b in features}
+        z = {b: np.where(present[b][:, None], (features[b] - self.mean_x[b]) / self.std_x[b], 0.0) for b in present}
+        return self.predict_z(z, present, n)
+
+    def predict_z(self, z: dict[str, np.ndarray], present: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """:meth:`predict` on standardised blocks (zero where missing): the main map, and for an item missing
+        exactly one source, that source's fallback."""
         out = np.tile(self.mean_v.astype(np.float64), (n, 1))
         for b in self.blocks:
-            if b not in features:
-                continue
-            z = (features[b] - self.mean_x[b]) / self.std_x[b]
-            if has is not None and b in has:
-                z = np.where(has[b][:, None], z, 0.0)
-            out += z @ self.weight[b]
+            if b in z:
+                out += z[b] @ self.weight[b]
+        missing = {b: ~present[b] if b in present else np.ones(n, bool) for b in self.blocks}
+        count = sum(m.astype(int) for m in missing.values())
+        for b, fallback in self.fallbacks.items():
+            rows = missing[b] & (count == 1)
+            if rows.any():
+                sub = {c: z[c][rows] for c in fallback.blocks}
+                out[rows] = fallback.predict_z(sub, {c: present[c][rows] for c in fallback.blocks}, int(rows.sum()))
         return out.astype(np.float32)
 
 
@@ -344,11 +357,17 @@ class JointFitter:
 
     def predictions(self, m: JointMap, withheld: str | None = None) -> np.ndarray:
         """Predicted factors of every item (by item_idx) from the blocks it has, less ``withheld``."""
-        out = np.tile(m.mean_v, (self.data.n_items, 1))
-        for b in m.blocks:
-            if b != withheld:
-                out += self.z[b] @ m.weight[b]
-        return out.astype(np.float32)
+        n = self.data.n_items
+        present = {b: self.has[b] & (b != withheld) for b in m.blocks}
+        return m.predict_z({b: self.z[b] for b in m.blocks if b != withheld}, present, n)
+
+    def with_fallbacks(self, m: JointMap) -> JointMap:
+        """``m`` with one fallback per source: the joint map of the other sources, same λs and dropout."""
+        if len(m.blocks) > 1:
+            for b in m.blocks:
+                rest = [c for c in m.blocks if c != b]
+                m.fallbacks[b] = self.fit(rest, {c: m.lambdas[c] for c in rest}, m.dropout)
+        return m
 
     def search(self, combo: list[str], start: dict[str, float], grid: list[float]) -> tuple[JointMap, float]:
         """λ per block by coordinate ascent of valid AUC over ``grid`` (from each block's own best λ), then the
@@ -380,7 +399,8 @@ class JointFitter:
                         best, best_p, changed = s, p, True
             if not changed:
                 break
-        return self.fit(combo, lambdas, best_p), best
+        m = self.with_fallbacks(self.fit(combo, lambdas, best_p))
+        return m, valid_auc(self.predictions(m), self.data)  # as it will predict: an item lacking a source included
 
 
 @dataclass
@@ -566,8 +586,12 @@ def _write(
         for b in jm.blocks:
             for part in ("mean_x", "std_x", "weight"):
                 tensors[f"joint.{b}.{part}"] = np.ascontiguousarray(getattr(jm, part)[b], dtype=np.float32)
+        for missing, fallback in jm.fallbacks.items():
+            for b in fallback.blocks:
+                tensors[f"joint-without-{missing}.{b}.weight"] = np.ascontiguousarray(fallback.weight[b], np.float32)
         tensors["joint.mean_v"] = np.ascontiguousarray(jm.mean_v, dtype=np.float32)
-        joint_meta = {"sources": jm.blocks, "lambdas": jm.lambdas, "dropout": jm.dropout}
+        joint_meta = {"sources": jm.blocks, "lambdas": jm.lambdas, "dropout": jm.dropout,
+                      "fallbacks": list(jm.fallbacks)}  # fmt: skip
         weights = {b.name: (1.0 if b.name in jm.blocks else 0.0) for b in blocks}
     meta = {
         "format": FORMAT,
@@ -617,6 +641,17 @@ class ContentModel:
             part = {p: {b: tensors[f"joint.{b}.{p}"] for b in j["sources"]} for p in ("mean_x", "std_x", "weight")}
             self.joint = JointMap(j["sources"], part["mean_x"], part["std_x"], part["weight"],
                                   tensors["joint.mean_v"], j["lambdas"], j["dropout"])  # fmt: skip
+            for missing in j.get("fallbacks", []):
+                rest = [b for b in j["sources"] if b != missing]
+                self.joint.fallbacks[missing] = JointMap(
+                    rest,
+                    {b: part["mean_x"][b] for b in rest},
+                    {b: part["std_x"][b] for b in rest},
+                    {b: tensors[f"joint-without-{missing}.{b}.weight"] for b in rest},
+                    tensors["joint.mean_v"],
+                    {b: j["lambdas"][b] for b in rest},
+                    j["dropout"],
+                )
 
     @property
     def image_source(self) -> str | None:
