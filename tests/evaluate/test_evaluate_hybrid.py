@@ -113,6 +113,15 @@ def test_a_content_model_older_than_the_factors_is_left_out(run: Path) -> None:
     assert "hybrid cold start" not in text and "older than factors/" in text
 
 
+def test_a_content_model_older_than_its_image_features_is_left_out(run: Path) -> None:
+    later = (run / "content" / "metrics.json").stat().st_mtime + 60
+    os.utime(run / "features" / "learned.parquet", (later, later))
+    m, _ = evaluate_cli(run)
+    assert "content" not in m
+    (note,) = [n for n in m["notes"] if n.startswith("content model")]
+    assert "older than features/learned.parquet" in note and "socialfeat content" in note
+
+
 def test_a_content_model_on_another_split_is_left_out(run: Path) -> None:
     path = run / "content" / "metrics.json"
     m = json.loads(path.read_text())

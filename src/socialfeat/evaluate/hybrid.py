@@ -3,7 +3,7 @@ source alone, each pair and all together, read from ``content/metrics.json`` —
 the content stage (stages share files, not modules).
 
 The rows are trusted only when they are on this evaluation's items and factors: the content stage's train/valid/test
-counts equal ours and nothing in ``content/`` is older than ``factors/``. Otherwise they are left out with a one-line
+counts equal ours and nothing in ``content/`` is older than ``factors/`` or the features of a source it scored. Otherwise they are left out with a one-line
 note saying to rerun ``socialfeat content RUN``, so a stale model never sits beside fresh image rows.
 """
 
@@ -87,6 +87,10 @@ def content_section(run: Path, split: dict[str, int], k: int) -> tuple[dict[str,
         return None, [f"{NOTE}content/ is older than factors/ (fit on earlier factors); {rerun}"]
     raw = m.get("rows") if isinstance(m.get("rows"), list) else []
     kept = [r for r in raw if _row_ok(r)]
+    for source in sorted({s for r in kept for s in r["sources"]}):  # image features re-embedded since the fit
+        features = run / "features" / f"{source}.parquet"
+        if features.is_file() and _oldest_file(folder) < features.stat().st_mtime_ns:
+            return None, [f"{NOTE}content/ is older than features/{source}.parquet (fit on earlier features); {rerun}"]
     notes = []
     if len(kept) < len(raw):
         notes.append(f"{NOTE}{len(raw) - len(kept)} row(s) of content/metrics.json without sources or AUC; skipped")
