@@ -452,3 +452,14 @@ def test_the_text_encoder_loads_only_for_a_title_or_text(content_run: Path, monk
         assert upload(c, png(), k=3).status_code == 200 and loads == []
         assert described_upload(c, png(), {"tags": "mono"}, k=3).status_code == 200 and loads == []
         assert described_upload(c, png(), {"title": TITLE}, k=3).status_code == 200 and loads
+
+
+def test_health_names_the_run_as_it_was_made(client, tmp_path: Path) -> None:  # noqa: ANN001
+    """The run's own name (its config.yaml), not the default config's that serve starts with; else the folder's."""
+    from socialfeat.serve.explorer import _run_name
+
+    assert client.get("/api/health").json()["run"] == "run"  # the test run has no config.yaml: its folder
+    (tmp_path / "posters-2026").mkdir()
+    assert _run_name(tmp_path / "posters-2026") == "posters-2026"
+    (tmp_path / "posters-2026" / "config.yaml").write_text("name: movielens\n")
+    assert _run_name(tmp_path / "posters-2026") == "movielens"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 import pyarrow.parquet as pq
+import yaml
 from PIL import Image
 
 from socialfeat.config import Config
@@ -80,6 +81,7 @@ class Explorer:
 
     def __init__(self, config: Config, run: str | Path) -> None:
         self.config, self.run = config, Path(run)
+        self.run_name = _run_name(self.run)
         items_path = self.run / "dataset" / "items.parquet"
         if not items_path.is_file():
             raise UserError(str(self.run), "not a run folder (no dataset/items.parquet); run `socialfeat run` first")
@@ -182,7 +184,7 @@ class Explorer:
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
-            "run": self.config.name,
+            "run": self.run_name,
             "items": len(self.keys),
             "warm": self.split_counts.get("warm", 0),
             "cold": self.split_counts.get("cold", 0),
@@ -448,3 +450,13 @@ def _image_message(e: ImageError, limit: int) -> str:
     if e.reason == "truncated":
         return "truncated image: the file ends before the image data does"
     return f"corrupt image: {e.detail}"
+
+
+def _run_name(run: Path) -> str:
+    """The name the run was made under (its resolved ``config.yaml``), else its folder's: not the name of the
+    config ``serve`` itself was started with, which is the default unless ``-c`` is given."""
+    try:
+        name = yaml.safe_load((run / "config.yaml").read_text()).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    return str(name) if name else run.resolve().name
