@@ -52,6 +52,7 @@ def test_every_source_alone_every_pair_and_the_full_models_are_scored(run: tuple
             assert r["valid_auc"] >= max(single_valid[s] for s in r["sources"]) - 1e-9
         if r["model"] == "joint":
             assert set(r["lambdas"]) == set(r["sources"]) and r["dropout"] in (0.0, 0.25, 0.5)
+            assert set(r["shares"]) == set(r["sources"]) and sum(r["shares"].values()) == pytest.approx(1.0)
     full = [r for r in m["rows"] if r["sources"] == ["learned", "text", "tags"]]
     best = max(full, key=lambda r: r["valid_auc"])  # the fitted model is the full variant better on valid
     assert m["model"]["kind"] == ("joint" if best["model"] == "joint" else "fusion")

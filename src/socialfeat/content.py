@@ -362,6 +362,16 @@ class JointFitter:
         present = {b: self.has[b] & (b != withheld) for b in m.blocks}
         return m.predict_z({b: self.z[b] for b in m.blocks if b != withheld}, present, n)
 
+    def shares(self, m: JointMap) -> dict[str, float]:
+        """Each source's share of what the joint map says about the warm items: the variance of its term (z_b W_b)
+        over the sum of the terms' variances — the joint fit's counterpart of late fusion's weights, for the chart."""
+        var = {}
+        for b in m.blocks:
+            term = self.z[b][self.data.train] @ m.weight[b]
+            var[b] = float(((term - term.mean(axis=0)) ** 2).sum())
+        total = sum(var.values()) or 1.0
+        return {b: v / total for b, v in var.items()}
+
     def with_fallbacks(self, m: JointMap) -> JointMap:
         """``m`` with one fallback per source: the joint map of the other sources, same λs and dropout."""
         if len(m.blocks) > 1:
@@ -473,7 +483,7 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
             with threadpool_limits(1):  # measured: 3.4 s vs 4.6–5.4 s on 2 idle cores; 14× under contention
                 jm, j_auc = joint.search(list(combo), {b: fits[b]["lambda"] for b in combo}, grid)
             rows.append(_row(combo, "joint", joint.predictions(jm), j_auc, data, config.evaluate.k, lacking)
-                        | {"lambdas": jm.lambdas, "dropout": jm.dropout})  # fmt: skip
+                        | {"lambdas": jm.lambdas, "dropout": jm.dropout, "shares": joint.shares(jm)})  # fmt: skip
             if full:
                 candidates.append((j_auc, {"kind": "joint", "joint": jm}))
     if not candidates:

@@ -100,7 +100,7 @@ def test_the_section_has_the_table_the_chart_and_the_missing_count(
     assert [bar.label for bar in groups[1][1]] == ["ImageNet + tags", "learned + tags · joint", "ImageNet + learned"]
     assert bars["ImageNet + tags"].segments == [("imagenet", pytest.approx(0.05)), ("tags", pytest.approx(0.15))]
     assert [k for k, _ in bars["learned + text + tags"].segments] == ["learned", "tags"]  # text: weight 0, no segment
-    assert [k for k, _ in bars["learned + tags · joint"].segments] == ["?"]  # no fusion weights: one grey segment
+    assert [k for k, _ in bars["learned + tags · joint"].segments] == ["?"]  # no weights nor shares: one grey segment
     assert {label for label, bar in bars.items() if bar.bold} == {"learned", "ImageNet", "ImageNet + learned"}
     assert sum(length for _, length in bars["learned + text + tags"].segments) == pytest.approx(0.22)
     assert vlines == {
@@ -149,3 +149,17 @@ def test_a_broken_file_costs_only_the_section(tmp_path: Path, broken: str) -> No
     html = report(load_config(None, []), run).read_text()
     assert "could not read its inputs" in text_of(re.search(r'<section id="hybrid">(.*?)</section>', html, re.S)[1])
     assert '<section id="config">' in html
+
+
+def test_a_joint_fit_is_split_by_its_variance_shares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[tuple] = []
+    monkeypatch.setattr(hybrid_module.plots, "stacked_bars", lambda groups, *a, **k: drawn.append(groups) or "")
+    content = section()
+    joint = next(r for r in content["rows"] if r.get("model") == "joint")
+    joint["shares"] = {"learned": 0.25, "tags": 0.75}
+    hybrid_html(make_run(tmp_path, content))
+    bars = {bar.label: bar for _, stacks in drawn[0] for bar in stacks}
+    assert bars["learned + tags · joint"].segments == [
+        ("learned", pytest.approx(0.0425)),
+        ("tags", pytest.approx(0.1275)),
+    ]

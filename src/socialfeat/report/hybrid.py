@@ -34,9 +34,12 @@ def _name(source: str) -> str:
     return SOURCES.get(source, ("", source))[1]
 
 
-def _weights(row: dict[str, Any]) -> dict[str, float] | None:
-    """The row's fusion weights over its own sources, or None when it has none to show (a joint fit)."""
+def _weights(row: dict[str, Any], shares: bool = False) -> dict[str, float] | None:
+    """The row's fusion weights over its own sources — with ``shares``, a joint fit's variance shares where it has
+    no weights — or None when it has none to show."""
     w = row.get("weights")
+    if not isinstance(w, dict) and shares:
+        w = row.get("shares")
     if not isinstance(w, dict):
         return None
     got = {s: float(w[s]) for s in row["sources"] if isinstance(w.get(s), int | float) and w[s] >= 0}
@@ -129,7 +132,7 @@ def _chart(groups: dict[str, list[dict[str, Any]]], peer: dict[str, Any] | None)
         stacks = []
         for r in rows:
             gain = r["auc"] - 0.5
-            w = _weights(r)
+            w = _weights(r, shares=True)
             if w is None:
                 segments = [(UNWEIGHTED, gain)]
             else:
@@ -145,7 +148,7 @@ def _chart(groups: dict[str, list[dict[str, Any]]], peer: dict[str, Any] | None)
         vlines[f"best image alone ({_label(best)}, {best['auc']:.3f})"] = best["auc"] - 0.5
     if peer is not None:
         vlines[f"{str(peer.get('name', 'peer')).split(',')[0]} peer ({peer['auc']:.3f})"] = peer["auc"] - 0.5
-    colors = {**SOURCES, UNWEIGHTED: ("#b5b5b5", "one joint fit (no fusion weights)")}
+    colors = {**SOURCES, UNWEIGHTED: ("#b5b5b5", "one joint fit (no shares recorded)")}
     for r in (r for rows in groups.values() for r in rows):
         for s in r["sources"]:
             colors.setdefault(s, (plots.COLORS[(len(colors) + 2) % len(plots.COLORS)], s))
@@ -160,8 +163,8 @@ def _chart_caption(section: dict[str, Any], peer: dict[str, Any] | None) -> str:
         missing = max((r.get("test_items_missing_a_source") or 0 for r in section["rows"]), default=0)
     text = (
         "Each bar is a row of the table: its gain over chance (test AUC − 0.5), split into one segment per source in "
-        "proportion to the fusion weights chosen on valid. Bold rows use the image alone; a line marks the best of "
-        "them"
+        "proportion to the fusion weights chosen on valid (a joint fit: each source's share of the variance of its "
+        "predictions on the warm items). Bold rows use the image alone; a line marks the best of them"
         + (", another the LightFM peer given the same item features" if peer is not None else "")
         + f". {missing:,} of {_n(test)} test items miss at least one source"
     )
