@@ -103,23 +103,21 @@ def short(weight: float) -> str:
     return f"{weight:.2f}".rstrip("0").rstrip(".").lstrip("0") or "0"
 
 
-def test_a_content_model_older_than_the_factors_is_left_out(run: Path) -> None:
+@pytest.mark.parametrize(
+    ("touched", "said"),
+    [
+        ("factors/item_factors.parquet", "older than factors/"),
+        ("features/learned.parquet", "older than features/learned"),
+    ],
+)
+def test_a_content_model_older_than_its_inputs_is_left_out(run: Path, touched: str, said: str) -> None:
     later = (run / "content" / "metrics.json").stat().st_mtime + 60
-    os.utime(run / "factors" / "item_factors.parquet", (later, later))
+    os.utime(run / touched, (later, later))
     m, text = evaluate_cli(run)
     assert "content" not in m
     (note,) = [n for n in m["notes"] if n.startswith("content model")]
-    assert "older than factors/" in note and f"rerun `socialfeat content {run}`" in note
-    assert "hybrid cold start" not in text and "older than factors/" in text
-
-
-def test_a_content_model_older_than_its_image_features_is_left_out(run: Path) -> None:
-    later = (run / "content" / "metrics.json").stat().st_mtime + 60
-    os.utime(run / "features" / "learned.parquet", (later, later))
-    m, _ = evaluate_cli(run)
-    assert "content" not in m
-    (note,) = [n for n in m["notes"] if n.startswith("content model")]
-    assert "older than features/learned.parquet" in note and "socialfeat content" in note
+    assert said in note and f"rerun `socialfeat content {run}`" in note
+    assert "hybrid cold start" not in text and said in text
 
 
 def test_a_content_model_on_another_split_is_left_out(run: Path) -> None:
