@@ -284,3 +284,18 @@ def test_without_the_text_extra_the_text_source_is_skipped_with_a_note(
     m = content(cfg, dest).metrics
     assert any(n.startswith("text: needs the text extra") and n.endswith("skipped") for n in m["notes"])
     assert {s for r in m["rows"] for s in r["sources"]} == {"learned", "tags"}
+
+
+def test_the_content_command_prints_every_row_and_the_model(
+    run: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "run"
+    shutil.copytree(run[0], dest)
+    ok(["content", str(dest), "--sources", "learned,text,tags", "--set", "content.fusion_step=0.25",
+        "--set", "content.lightfm=false"])  # fmt: skip
+    printed = capsys.readouterr().out.replace("\n", " ")
+    m = json.loads((dest / "content" / "metrics.json").read_text())
+    assert "hybrid cold start on" in printed and "joint" in printed  # late fusion and joint rows in one table
+    assert f"{m['rows'][0]['auc']:.3f}" in printed
+    kind = "joint ridge over" if m["model"]["kind"] == "joint" else "late fusion:"
+    assert f"wrote {dest / 'content'} (model: {kind}" in printed

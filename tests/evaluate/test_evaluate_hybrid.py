@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from socialfeat.cli import main, out
-from socialfeat.cli.evaluate import hybrid_table
+from socialfeat.cli.tables import hybrid_table
 from socialfeat.config import ContentConfig, load_config
 from socialfeat.evaluate.hybrid import content_section
 

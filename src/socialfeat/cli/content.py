@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
-from socialfeat.cli.tables import content_table
+from socialfeat.cli.tables import hybrid_table
 from socialfeat.config import load_config
 
 commands = Commands()
@@ -23,9 +23,10 @@ def content(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Fit the content model (one ridge map per source, late fusion on valid) and score every source alone, in
-    pairs and together on the cold test items."""
+    """Fit the content model (a ridge map per source with late fusion, and a joint ridge over all of them; valid
+    picks) and score every source alone, in pairs and together on the cold test items."""
     from socialfeat.content import content as run_content
+    from socialfeat.evaluate.hybrid import content_section
 
     picked = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
     cfg = load_config(config, set_ or [], config_flags(content__sources=("--sources", picked)))
@@ -35,9 +36,14 @@ def content(
         )
     with err.status("content model"):
         result = run_content(cfg, run)
-    out.print(content_table(result.metrics))
-    for note in result.metrics["notes"]:
+    section, notes = content_section(run, result.metrics["split"], cfg.evaluate.k)  # the table evaluate prints
+    if section is not None:
+        out.print(hybrid_table(section))
+    for note in [*notes, *result.metrics["notes"]]:
         out.print(f"note: {note}", highlight=False, soft_wrap=True)
     model = result.metrics["model"]
-    weights = ", ".join(f"{b} {w:.2f}" for b, w in model["weights"].items() if w > 0)
-    out.print(f"wrote {result.out} (model: {weights})", highlight=False, soft_wrap=True)
+    if model["kind"] == "joint":
+        how = f"joint ridge over {', '.join(model['sources'])}, source dropout {model['dropout']:g}"
+    else:
+        how = "late fusion: " + ", ".join(f"{b} {w:.2f}" for b, w in model["weights"].items() if w > 0)
+    out.print(f"wrote {result.out} (model: {how})", highlight=False, soft_wrap=True)

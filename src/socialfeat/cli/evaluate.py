@@ -11,13 +11,10 @@ from rich import box
 from rich.table import Table
 
 from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.tables import fmt, hybrid_table
 from socialfeat.config import load_config
 
 commands = Commands()
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def results_table(metrics: dict[str, Any]) -> Table:
@@ -42,19 +39,19 @@ def results_table(metrics: dict[str, Any]) -> Table:
         table.add_column(name, justify="right")
     for row in metrics["rows"]:
         c, r = row["coldstart"], row.get("retrieval", {})
-        accs = [_fmt(row.get("probes", {}).get(name, {}).get("all"), 3) for name in probes]
+        accs = [fmt(row.get("probes", {}).get(name, {}).get("all"), 3) for name in probes]
         table.add_row(
             row["name"],
             f"{row['dim']:,}",
-            _fmt(c["auc"]),
-            _fmt(c[f"recall@{k}"]),
-            _fmt(c[f"ndcg@{k}"]),
-            _fmt(r.get("lift"), 2),
+            fmt(c["auc"]),
+            fmt(c[f"recall@{k}"]),
+            fmt(c[f"ndcg@{k}"]),
+            fmt(r.get("lift"), 2),
             *accs,
         )
     if probes:  # chance per probe, from the first row that has it
         chance = [
-            next((_fmt(row["probes"][n]["chance"], 3) for row in metrics["rows"] if n in row.get("probes", {})), "–")
+            next((fmt(row["probes"][n]["chance"], 3) for row in metrics["rows"] if n in row.get("probes", {})), "–")
             for n in probes
         ]
         table.add_row("chance (majority class)", "", "", "", "", "", *chance, style="dim")
@@ -62,79 +59,8 @@ def results_table(metrics: dict[str, Any]) -> Table:
     for ref in metrics["references"]:
         c = ref["coldstart"]
         table.add_row(
-            ref["name"], "", _fmt(c["auc"]), _fmt(c[f"recall@{k}"]), _fmt(c[f"ndcg@{k}"]), "", *[""] * len(probes)
+            ref["name"], "", fmt(c["auc"]), fmt(c[f"recall@{k}"]), fmt(c[f"ndcg@{k}"]), "", *[""] * len(probes)
         )
-    return table
-
-
-def _weight(w: float) -> str:
-    """``.75``, ``1``, ``0``: a fusion weight in as few characters as it needs."""
-    text = f"{w:.2f}".rstrip("0").rstrip(".")
-    return text.removeprefix("0") if text not in ("0", "") else "0"
-
-
-def sources_with_weights(row: dict[str, Any]) -> str:
-    """``imagenet .25 + text 0 + tags .75``: each source of a row with the fusion weight chosen on valid (0: fused
-    to no gain); a single source, or a row without weights (one joint fit), just names its sources."""
-    weights = row.get("weights")
-    sources = [str(s) for s in row["sources"]]
-    if len(sources) == 1 or not isinstance(weights, dict):
-        return " + ".join(sources)
-    return " + ".join(f"{s} {_weight(weights[s])}" if isinstance(weights.get(s), int | float) else s for s in sources)
-
-
-def _fit(row: dict[str, Any]) -> str:
-    """What ``evaluate`` named the row beyond its sources (``joint`` in ``learned + tags · joint``), else ""."""
-    joined, name = " + ".join(row["sources"]), str(row.get("name") or "")
-    return name.removeprefix(joined).removeprefix(" · ") if name != joined else ""
-
-
-def hybrid_table(section: dict[str, Any]) -> Table:
-    """The content model's rows: each source alone, each pair, all together (best test AUC first within each), with
-    the fusion weights and the test items that lack one of the row's sources; the LightFM peer below."""
-    k, split = section.get("k", 20), section.get("split", {})
-    users = max((r.get("users") or 0 for r in section["rows"]), default=0)
-    caption = "late fusion: each source's weight, chosen on valid; missing: test items lacking a source of the row "
-    caption += "(scored from the others)"
-    table = Table(
-        title=f"hybrid cold start on {split.get('test', 0):,} new items × {users:,} users: the content model's "
-        "sources alone, in pairs and together",
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    fits = {id(r): _fit(r) for r in section["rows"]}
-    table.add_column("sources (fusion weights)", min_width=32 if not any(fits.values()) else 26, max_width=44)
-    if any(fits.values()):  # the content stage fit some sources two ways (late fusion, joint): say which row is which
-        table.add_column("fit")
-    for name in ("valid\nAUC", "test\nAUC", f"recall\n@{k}", f"NDCG\n@{k}", "missing"):
-        table.add_column(name, justify="right")
-    for group in ("single", "pair", "all"):
-        rows = sorted((r for r in section["rows"] if r.get("group") == group), key=lambda r: -r["auc"])
-        for r in rows:
-            missing = r.get("test_items_missing_a_source")
-            table.add_row(
-                sources_with_weights(r),
-                *([fits[id(r)]] if any(fits.values()) else []),
-                _fmt(r.get("valid_auc")),
-                _fmt(r["auc"]),
-                _fmt(r.get(f"recall@{k}")),
-                _fmt(r.get(f"ndcg@{k}")),
-                f"{missing:,}" if isinstance(missing, int) else "–",
-            )
-        if rows:
-            table.add_section()
-    peer = section.get("peer")
-    if peer:
-        name = str(peer.get("name") or "peer")
-        if isinstance(peer.get("auc"), int | float):
-            metrics = [_fmt(peer["auc"]), _fmt(peer.get(f"recall@{k}")), _fmt(peer.get(f"ndcg@{k}"))]
-            table.add_row(name, *[""] * (len(table.columns) - 5), *metrics, "", style="dim")
-        else:
-            table.add_row(f"{name}: skipped", *[""] * (len(table.columns) - 1), style="dim")
     return table
 
 

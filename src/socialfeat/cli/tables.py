@@ -14,6 +14,11 @@ def _pm(p: dict[str, Any] | None) -> str:
     return f"{p['mean']:.3f}±{p['std']:.3f}"
 
 
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric with ``digits`` decimals, "–" when there is none."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def _mean(p: dict[str, Any] | None) -> str:
     return "–" if not p or p.get("mean") is None else f"{p['mean']:.3f}"
 
@@ -45,20 +50,72 @@ def transfer_table(result: dict[str, Any]) -> Table:
     return table
 
 
-def content_table(m: dict[str, Any]) -> Table:
-    """The content model's rows: each source alone, each pair, the full models, and the LightFM peer."""
+def _weight(w: float) -> str:
+    """``.75``, ``1``, ``0``: a fusion weight in as few characters as it needs."""
+    text = f"{w:.2f}".rstrip("0").rstrip(".")
+    return text.removeprefix("0") if text not in ("0", "") else "0"
+
+
+def sources_with_weights(row: dict[str, Any]) -> str:
+    """``imagenet .25 + text 0 + tags .75``: each source of a row with the fusion weight chosen on valid (0: fused
+    to no gain); a single source, or a row without weights (one joint fit), just names its sources."""
+    weights = row.get("weights")
+    sources = [str(s) for s in row["sources"]]
+    if len(sources) == 1 or not isinstance(weights, dict):
+        return " + ".join(sources)
+    return " + ".join(f"{s} {_weight(weights[s])}" if isinstance(weights.get(s), int | float) else s for s in sources)
+
+
+def _fit(row: dict[str, Any]) -> str:
+    """What ``evaluate`` named the row beyond its sources (``joint`` in ``learned + tags · joint``), else ""."""
+    joined, name = " + ".join(row["sources"]), str(row.get("name") or "")
+    return name.removeprefix(joined).removeprefix(" · ") if name != joined else ""
+
+
+def hybrid_table(section: dict[str, Any]) -> Table:
+    """The content model's rows: each source alone, each pair, all together (best test AUC first within each), with
+    the fusion weights and the test items that lack one of the row's sources; the LightFM peer below."""
+    k, split = section.get("k", 20), section.get("split", {})
+    users = max((r.get("users") or 0 for r in section["rows"]), default=0)
+    caption = "late fusion: each source's weight, chosen on valid; missing: test items lacking a source of the row "
+    caption += "(scored from the others)"
     table = Table(
-        title="cold-start AUC by item content (ridge per source, late fusion, weights on valid)",
+        title=f"hybrid cold start on {split.get('test', 0):,} new items × {users:,} users: the content model's "
+        "sources alone, in pairs and together",
         title_justify="left",
+        caption=caption,
+        caption_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for name, justify in (("sources", "left"), ("weights", "left"), ("valid AUC", "right"), ("test AUC", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in m["rows"]:
-        weights = ", ".join(f"{b} {w:.2f}" for b, w in r["weights"].items() if w > 0)
-        table.add_row(" + ".join(r["sources"]), weights, f"{r['valid_auc']:.4f}", f"{r['auc']:.4f}")
-    peer = m.get("peer")
+    fits = {id(r): _fit(r) for r in section["rows"]}
+    table.add_column("sources (fusion weights)", min_width=32 if not any(fits.values()) else 26, max_width=44)
+    if any(fits.values()):  # the content stage fit some sources two ways (late fusion, joint): say which row is which
+        table.add_column("fit")
+    for name in ("valid\nAUC", "test\nAUC", f"recall\n@{k}", f"NDCG\n@{k}", "missing"):
+        table.add_column(name, justify="right")
+    for group in ("single", "pair", "all"):
+        rows = sorted((r for r in section["rows"] if r.get("group") == group), key=lambda r: -r["auc"])
+        for r in rows:
+            missing = r.get("test_items_missing_a_source")
+            table.add_row(
+                sources_with_weights(r),
+                *([fits[id(r)]] if any(fits.values()) else []),
+                fmt(r.get("valid_auc")),
+                fmt(r["auc"]),
+                fmt(r.get(f"recall@{k}")),
+                fmt(r.get(f"ndcg@{k}")),
+                f"{missing:,}" if isinstance(missing, int) else "–",
+            )
+        if rows:
+            table.add_section()
+    peer = section.get("peer")
     if peer:
-        auc = f"{peer['auc']:.4f}" if "auc" in peer else f"skipped: {peer.get('skipped')}"
-        table.add_row(peer["name"], "", "", auc)
+        name = str(peer.get("name") or "peer")
+        if isinstance(peer.get("auc"), int | float):
+            metrics = [fmt(peer["auc"]), fmt(peer.get(f"recall@{k}")), fmt(peer.get(f"ndcg@{k}"))]
+            table.add_row(name, *[""] * (len(table.columns) - 5), *metrics, "", style="dim")
+        else:
+            table.add_row(f"{name}: skipped", *[""] * (len(table.columns) - 1), style="dim")
     return table
