@@ -2,14 +2,16 @@
 columns such as a year — not from its pixels alone.
 
 Each source is a block of features for every item, cold ones included (``features/<source>.parquet``: the image
-sources ``learned`` and ``imagenet`` from ``embed``; ``text``, ``tags`` and ``numeric`` written here). The content
-model is one ridge map per block to the item factors, each with its λ chosen on the valid cold items, and a late
-fusion of their predictions with weights also chosen on valid (forward selection over a grid): one λ cannot suit
-every block, which is why a single ridge over the concatenated blocks does worse. An item missing a block is
-predicted from the others, their weights renormalised. Written to ``RUN/content/`` as safetensors + JSON.
+sources ``learned`` and ``imagenet`` from ``embed``; ``text``, ``tags`` and ``numeric`` written here). Two content
+models are fit and the valid cold items pick one: late fusion (one ridge map per block, each λ chosen on valid, their
+predictions averaged with weights chosen on valid; a missing block's weight goes to the others) and the joint ridge
+(one ridge over every block, a λ per block, under source dropout, with a fallback per block for an item that lacks
+it; see :class:`JointMap`). One λ for all blocks concatenated does worse than either. Written to ``RUN/content/`` as
+safetensors + JSON, with every item's predicted factors.
 
 ``content/metrics.json`` scores every single source, every pair and the full models on the test cold items with
-``evaluate``'s protocol, so each source's share of the gain is on the table.
+``evaluate``'s protocol, and the chosen model with each of its sources withheld, so each source's share of the gain
+is on the table.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import (
     ColdStartData,
     RidgeMap,
+    aligned_features,
     factor_scores,
     fit_ridge_map,
     load_coldstart,
     rank_users,
 )
-from socialfeat.features import read_features, vectors_column
+from socialfeat.features import vectors_column
 
 log = logging.getLogger(__name__)
 
@@ -203,16 +206,9 @@ def _number(value: Any) -> float | None:
 def image_block(run: Path, source: str, data: ColdStartData) -> Block | None:
     """An image source's pooled features by item_idx (None when ``embed`` has not written them)."""
     try:
-        ids, matrix = read_features(run, source)
+        features, has = aligned_features(run, source, "features", data)
     except UserError:
         return None
-    row = {item: i for i, item in enumerate(data.item_ids)}
-    features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
-    has = np.zeros(data.n_items, dtype=bool)
-    found = [(row[i], r) for r, i in enumerate(ids) if i in row]
-    if found:
-        at, src = map(np.array, zip(*found, strict=True))
-        features[at], has[at] = matrix[src], True
     return Block(source, features, has, {})
 
 
@@ -230,6 +226,11 @@ def fuse(predictions: dict[str, np.ndarray], has: dict[str, np.ndarray], weights
 
 def valid_auc(v: np.ndarray, data: ColdStartData) -> float:
     return rank_users(factor_scores(data.user_factors, v[data.valid]), data.valid_truth, None)["auc"]
+
+
+def scored_on_test(v: np.ndarray, data: ColdStartData, k: int) -> dict[str, Any]:
+    """AUC, recall@k and NDCG@k of predicted factors (by item_idx) on the test cold items: evaluate's protocol."""
+    return rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, k)
 
 
 def choose_weights(
@@ -321,8 +322,8 @@ class JointFitter:
         self.has = {b.name: b.has for b in blocks}
         for b in blocks:
             fit = data.train[b.has[data.train]]
-            mean, std = standardizer(b.features[fit]) if len(fit) >= 2 else (np.zeros(b.features.shape[1]),) * 2
-            std = np.where(std > 0, std, 1.0)
+            d = b.features.shape[1]
+            mean, std = standardizer(b.features[fit]) if len(fit) >= 2 else (np.zeros(d), np.ones(d))
             z = (b.features - mean) / std
             z[~b.has] = 0.0  # an absent block is its warm mean: it adds nothing
             self.z[b.name], self.mean_x[b.name], self.std_x[b.name] = z, mean, std
@@ -450,9 +451,7 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     for b in blocks:
         say(f"{b.name}: ridge map")
         maps[b.name], fits[b.name] = fit_ridge_map(b.features, b.has, data, lambdas)
-        v = np.tile(maps[b.name].mean_v.astype(np.float32), (data.n_items, 1))
-        v[b.has] = maps[b.name].predict(b.features[b.has])
-        predictions[b.name] = v
+        predictions[b.name] = maps[b.name].predict_items(b.features, b.has)
     names = [b.name for b in blocks]
     item_sources = [n for n in names if n in ITEM_SOURCES]
     combos: list[tuple[str, ...]] = [(n,) for n in names] + list(itertools.combinations(names, 2))
@@ -527,12 +526,11 @@ def _row(
     combo: tuple[str, ...], variant: str, v: np.ndarray, v_auc: float, data: ColdStartData, k: int, lacking: int
 ) -> dict[str, Any]:
     """One row of the content table: predicted factors of every item, scored on the test cold items."""
-    test = rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, k)
     return {
         "sources": list(combo),
         "model": variant,
         "valid_auc": v_auc,
-        **test,
+        **scored_on_test(v, data, k),
         "test_items_missing_a_source": lacking,
     }
 
@@ -555,8 +553,7 @@ def _withheld(
             v = joint.predictions(chosen["joint"], withheld=source)
         else:
             v = fuse(predictions, has | {source: np.zeros_like(has[source])}, chosen["weights"])
-        test = rank_users(factor_scores(data.user_factors, v[data.test]), data.test_truth, k)
-        out.append({"withheld": source, **test})
+        out.append({"withheld": source, **scored_on_test(v, data, k)})
     return out
 
 

@@ -29,6 +29,7 @@ from socialfeat.evaluate.metrics import (
     standardizer,
     top_k,
 )
+from socialfeat.features import read_features
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,23 @@ def _truth(users: np.ndarray, items: np.ndarray, cols: np.ndarray, n_users: int,
     return m
 
 
+def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -> tuple[np.ndarray, np.ndarray]:
+    """(n_items × d matrix by item_idx, bool mask of items that have a vector) for one feature column of
+    ``features/<source>.parquet``: how every source (evaluate's rows, the content model's image blocks) meets the
+    cold-start protocol's items."""
+    ids, matrix = read_features(run, source, column)
+    position = {str(item): idx for idx, item in enumerate(data.item_ids)}
+    rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
+    found = rows >= 0
+    if not found.all():
+        log.warning("%s: %d feature rows match no item of the run; ignored", source, int((~found).sum()))
+    features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
+    has = np.zeros(data.n_items, dtype=bool)
+    features[rows[found]] = matrix[found]
+    has[rows[found]] = True
+    return features, has
+
+
 def eligible_users(truth: sp.csr_matrix) -> np.ndarray:
     """Users with at least one positive and one negative among the evaluated items: AUC is defined for them."""
     n_pos = np.diff(truth.indptr)
@@ -179,6 +197,13 @@ class RidgeMap:
     def predict(self, features: np.ndarray) -> np.ndarray:
         return (((features - self.mean_x) / self.std_x) @ self.weight + self.mean_v).astype(np.float32)
 
+    def predict_items(self, features: np.ndarray, has: np.ndarray) -> np.ndarray:
+        """Every item's predicted factors (``features`` by item_idx); an item without features gets the mean
+        factor vector (its standardised features taken as 0), so every source ranks the same items."""
+        v = np.tile(self.mean_v.astype(np.float32), (len(features), 1))
+        v[has] = self.predict(features[has])
+        return v
+
 
 def fit_ridge_map(
     features: np.ndarray, has: np.ndarray, data: ColdStartData, lambdas: list[float]
@@ -217,9 +242,7 @@ def ridge_predictions(
     """:func:`fit_ridge_map`, applied to every item: v̂ by item_idx, an item without features predicted the mean
     factor vector (its standardised features taken as 0), so every source ranks the same test items."""
     ridge, info = fit_ridge_map(features, has, data, lambdas)
-    v_all = np.tile(ridge.mean_v.astype(np.float32), (data.n_items, 1))
-    v_all[has] = ridge.predict(features[has])
-    return v_all, info
+    return ridge.predict_items(features, has), info
 
 
 def head_predictions(head: np.ndarray, has: np.ndarray, data: ColdStartData) -> np.ndarray:

@@ -23,7 +23,7 @@ from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot, vocabulary
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import (
-    ColdStartData,
+    aligned_features,
     coldstart_row,
     eligible_users,
     load_coldstart,
@@ -34,7 +34,6 @@ from socialfeat.evaluate.hybrid import content_section
 from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
 from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
-from socialfeat.features import read_features
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +105,6 @@ def _width(run: Path, source: str, column: str) -> int:
     path = base / f"{source}.parquet"
     path = path if path.is_file() else sorted(base.glob(f"{source}.part-*-of-*.parquet"))[0]
     return int(pq.read_schema(path).field(column).type.list_size)
-
-
-def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -> tuple[np.ndarray, np.ndarray]:
-    """(n_items × d matrix by item_idx, bool mask of items that have a vector) for one feature column."""
-    ids, matrix = read_features(run, source, column)
-    position = {str(item): idx for idx, item in enumerate(data.item_ids)}
-    rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
-    found = rows >= 0
-    if not found.all():
-        log.warning("%s: %d feature rows match no item of the run; ignored", source, int((~found).sum()))
-    features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
-    has = np.zeros(data.n_items, dtype=bool)
-    features[rows[found]] = matrix[found]
-    has[rows[found]] = True
-    return features, has
 
 
 def tag_features(run: Path, n_items: int) -> tuple[np.ndarray, int] | None:
