@@ -160,3 +160,18 @@ def source_config(config: Config, run: Path, source: str) -> tuple[Config, int |
         embed = config.embed.model_copy(update={"block_stats": recorded.get("embed", {}).get("block_stats", 0)})
         config = config.model_copy(update={"embed": embed})
     return config, summary.get("image_size")
+
+
+def content_older_than(run: Path, sources: list[str]) -> str | None:
+    """What the run's content model (``content/``) is older than — ``factors/``, or ``features/<source>.parquet``
+    of a source it was fit on — named as in a message; None when it is current. ``evaluate`` trusts the content
+    rows, and ``recommend --user`` the content model's cold-item factors, only then: one rule for both."""
+    oldest = min(p.stat().st_mtime_ns for p in (run / "content").rglob("*") if p.is_file())
+    factors = run / "factors"
+    if factors.is_dir() and oldest < max(p.stat().st_mtime_ns for p in [factors, *factors.rglob("*")]):
+        return "factors/"
+    for source in sorted(set(sources)):
+        path = run / "features" / f"{source}.parquet"
+        if path.is_file() and oldest < path.stat().st_mtime_ns:
+            return f"features/{source}.parquet"
+    return None

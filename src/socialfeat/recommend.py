@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from socialfeat.config import Config
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
-from socialfeat.features import read_features
+from socialfeat.features import content_older_than, read_features
 from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours
 
 if TYPE_CHECKING:
@@ -178,14 +178,13 @@ def cold_factors(run: Path) -> tuple[list, np.ndarray, str]:
     model at least as new as the factors and image features it was fit on, else the learned model's factors head."""
     path = run / "content" / "item_factors.parquet"
     if path.is_file():
-        inputs = [run / "factors" / "item_factors.parquet", run / "features" / "learned.parquet"]
-        stale = [p for p in inputs if p.is_file() and p.stat().st_mtime > path.stat().st_mtime]
-        if not stale:
-            table = pq.read_table(path, columns=["item_id", "factors"])
+        table = pq.read_table(path, columns=["item_id", "factors", "sources"])
+        older = content_older_than(run, pc.list_flatten(table.column("sources")).unique().to_pylist())
+        if older is None:
             return table.column("item_id").to_pylist(), _matrix(table, "factors"), "content"
         log.warning(
             "%s is older than %s; cold items ranked by the factors head (rerun `socialfeat content %s`)",
-            path, stale[0], run,
+            run / "content", older, run,
         )  # fmt: skip
     check_column(run, "learned", FACTORS, where=str(run / "model"))  # no such column: the model has no factors head
     ids, predicted = read_features(run, "learned", FACTORS)

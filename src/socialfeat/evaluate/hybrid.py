@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from socialfeat.features import content_older_than
+
 GROUPS = ("single", "pair", "all")  # one source alone, two together, three or more (the full models)
 NOTE = "content model: "  # every note of this module starts so (the report quotes it when the section is absent)
 VARIANT_KEYS = ("variant", "model")  # a row key naming how its sources were combined (late fusion, joint …)
@@ -24,16 +26,6 @@ _RECALL = re.compile(r"^recall@(\d+)$")
 def group_of(sources: list[str]) -> str:
     """``single``, ``pair`` or ``all`` (three or more sources: the content stage's full combinations)."""
     return GROUPS[min(len(sources), 3) - 1]
-
-
-def _newest(folder: Path) -> int:
-    """The newest mtime (ns) of a folder and everything inside: a touched file or an added one both count."""
-    stamps = [p.stat().st_mtime_ns for p in [folder, *folder.rglob("*")]]
-    return max(stamps)
-
-
-def _oldest_file(folder: Path) -> int:
-    return min(p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file())
 
 
 def _row_ok(row: Any) -> bool:
@@ -82,15 +74,12 @@ def content_section(run: Path, split: dict[str, int], k: int) -> tuple[dict[str,
             f"{NOTE}fit on another split (train/valid/test {shown} items vs {'/'.join(map(str, ours.values()))} "
             f"here); {rerun}"
         ]
-    factors = run / "factors"
-    if factors.is_dir() and _oldest_file(folder) < _newest(factors):
-        return None, [f"{NOTE}content/ is older than factors/ (fit on earlier factors); {rerun}"]
     raw = m.get("rows") if isinstance(m.get("rows"), list) else []
     kept = [r for r in raw if _row_ok(r)]
-    for source in sorted({s for r in kept for s in r["sources"]}):  # image features re-embedded since the fit
-        features = run / "features" / f"{source}.parquet"
-        if features.is_file() and _oldest_file(folder) < features.stat().st_mtime_ns:
-            return None, [f"{NOTE}content/ is older than features/{source}.parquet (fit on earlier features); {rerun}"]
+    older = content_older_than(run, [s for r in kept for s in r["sources"]])
+    if older is not None:
+        fit_on = "factors" if older == "factors/" else "features"
+        return None, [f"{NOTE}content/ is older than {older} (fit on earlier {fit_on}); {rerun}"]
     notes = []
     if len(kept) < len(raw):
         notes.append(f"{NOTE}{len(raw) - len(kept)} row(s) of content/metrics.json without sources or AUC; skipped")
