@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -17,9 +18,19 @@ log = logging.getLogger(__name__)
 TEXT_EXTRA = "needs the text extra: pip install 'socialfeat[text]'"
 
 
-@lru_cache(maxsize=1)
+_LOADING = threading.Lock()
+
+
 def text_model() -> Any:
-    """The packaged all-MiniLM-L6-v2, loaded from local files only: a run never reaches for the network."""
+    """The packaged all-MiniLM-L6-v2, loaded once per process: under a lock, so that threads asking at once (the
+    explorer's first uploads with a title) wait for one load instead of each loading a copy."""
+    with _LOADING:
+        return _load_text_model()
+
+
+@lru_cache(maxsize=1)
+def _load_text_model() -> Any:
+    """The model from local files only: a run never reaches for the network."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     try:
@@ -39,6 +50,9 @@ def text_model() -> Any:
             transformers.utils.logging.enable_progress_bar()
     log.info("text model all-MiniLM-L6-v2 on %s", device)
     return model
+
+
+text_model.cache_clear = _load_text_model.cache_clear  # type: ignore[attr-defined]  # as lru_cache's
 
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -94,7 +93,6 @@ class Explorer:
         self.recommender, self.no_audience = self._load_recommender()
         self.rec_rows = {str(i): r for r, i in enumerate(self.recommender.item_ids)} if self.recommender else {}
         self.content = self._load_content()
-        self._text_lock = threading.Lock()  # two first requests with a title must not both load the text encoder
         self.thumbs = Thumbnails(self.run, 160, config.train.max_pixels)
         self.load_seconds = time.perf_counter() - t0
         log.info("explorer ready: %d items, sources %s, %.1f s", len(self.keys), list(self.spaces), self.load_seconds)
@@ -154,10 +152,6 @@ class Explorer:
         return ContentModel(self.run)
 
     # ----------------------------------------------------------------------------------------------- answers
-    def content_fields(self) -> list[str]:
-        """The upload fields the content model reads (none without a model)."""
-        return self.content.fields if self.content is not None else []
-
     def content_info(self, vocabulary: bool = False) -> dict[str, Any]:
         """What the page needs to offer the optional fields: the sources and their fusion weights, the fields
         read, the size of the tag vocabulary (and, for suggestions, the vocabulary itself)."""
@@ -173,7 +167,7 @@ class Explorer:
             "weights": _rounded(model.shares(list(model.weights))),
             "fit_on": list(model.meta["blocks"]),
             "image_source": model.image_source,
-            "fields": self.content_fields(),
+            "fields": model.fields,
             "tag_vocabulary": len(vocab),
             "note": None if self.recommender is not None else self.no_audience,
         }
@@ -378,8 +372,6 @@ class Explorer:
                 notes.append(f"{source}: this run has no {source} model to embed the image; scored without it")
         t = time.perf_counter()
         try:
-            if "text" in model.weights and (title or text):
-                self._text_encoder()
             score = content_score(model, features, title, text, tags)
         except UserError as e:
             raise BadField(e.where, e.message) from None
@@ -389,14 +381,6 @@ class Explorer:
         steps["audience"] = _ms(t)
         return audience, {"model": model.kind, "sources": score.sources, "weights": _rounded(score.weights),
                           "notes": notes + score.notes}  # fmt: skip
-
-    def _text_encoder(self) -> None:
-        """Load the text encoder once per process (it is cached), under a lock: concurrent first requests wait for
-        one load instead of each loading its own copy."""
-        from socialfeat.models.text import text_model
-
-        with self._text_lock:
-            text_model()
 
     def recommendations(self, user_id: str, k: int, include_seen: bool) -> list[dict[str, Any]]:
         if self.recommender is None:
