@@ -105,9 +105,10 @@ def hybrid_section(run: Path) -> dict[str, Any]:
         )
     test = split.get("test")
     caption = (
-        f"The content model on the evaluation's {_n(test)} cold test items and users: one ridge map per source to the "
-        "item factors (λ chosen on the valid cold items), fused with weights chosen on valid (forward selection; "
-        f"a source given weight 0 adds nothing). Best test AUC, recall@{k} and NDCG@{k} in bold"
+        f"The content model on the evaluation's {_n(test)} cold test items and users. Late fusion: one ridge map per "
+        "source to the item factors (λ chosen on the valid cold items), fused with weights chosen on valid (forward "
+        "selection; a source given weight 0 adds nothing). Joint: one ridge over every source, a λ per source and "
+        f"the source dropout chosen on valid. Best test AUC, recall@{k} and NDCG@{k} in bold"
         + ("; the peer (italics) is not a candidate." if ran else ".")
     )
     head = ["", "sources", "fusion weights", "valid AUC", "test AUC", f"recall@{k}", f"NDCG@{k}", "missing a source"]
