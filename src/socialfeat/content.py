@@ -479,7 +479,7 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
             candidates.append((v_auc, {"kind": "fusion", "weights": weights}))
         if joint is not None and combo in fulls:  # the joint search costs ~10× a fusion: the models only
             say(f"joint ridge {' + '.join(combo)}")
-            with threadpool_limits(1):  # measured: 3.4 s vs 4.6–5.4 s on 2 idle cores; 14× under contention
+            with threadpool_limits(1):  # bench/content_joint.py: 1.3× faster idle, 2.3× beside a busy process
                 jm, j_auc = joint.search(list(combo), {b: fits[b]["lambda"] for b in combo}, grid)
             rows.append(_row(combo, "joint", joint.predictions(jm), j_auc, data, config.evaluate.k, lacking)
                         | {"lambdas": jm.lambdas, "dropout": jm.dropout, "shares": joint.shares(jm)})  # fmt: skip
