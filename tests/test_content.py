@@ -261,11 +261,12 @@ def test_recommend_user_ranks_cold_items_by_the_content_model(run: tuple[Path, d
     # a content model older than the image features it was fit on is not trusted: back to the factors head
     features = path / "features" / "learned.parquet"
     stamp = (path / "content" / "item_factors.parquet").stat().st_mtime
+    was = features.stat().st_mtime_ns
     os.utime(features, (stamp + 10, stamp + 10))
     try:
         assert all(r["predicted_by"] == "image" for r in for_user(load_config(), path, user, k=50) if not r["warm"])
     finally:
-        os.utime(features, (stamp - 10, stamp - 10))
+        os.utime(features, ns=(was, was))  # as embedded: not older than the model (the other tests share this run)
 
 
 def test_without_the_text_extra_the_text_source_is_skipped_with_a_note(

@@ -79,4 +79,24 @@ def test_embed_images_user_errors(run: Path, tmp_path: Path, capsys: pytest.Capt
     )
     assert "none of the 1 images could be used (1 missing)" in line
     line = fails(["embed", str(run), "--images", str(table), "--out", str(tmp_path / "o.csv")], capsys)
-    assert line.startswith("error: --out: expected a .parquet file name")
+    assert line.startswith("error: --out: expected a .parquet or .pq file name")
+
+
+def test_an_unreadable_table_fails_in_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the fuzz run: Arrow's error for a Parquet table with a duplicate column goes on to list the schema on
+    lines of its own, which made a four-line "error:"."""
+    import pyarrow as pa
+
+    table = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["a.png"]), pa.array(["b.png"])], names=["image", "image"]), table)
+    line = fails(["embed", str(run), "--images", str(table), "--out", str(tmp_path / "o.parquet")], capsys)
+    assert str(table) in line and "not a readable parquet table" in line
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_latin1_table_names_its_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a decoder's buffer offset ("position 216"): the line a user can find in an editor."""
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"image,label\n" + b"a.png,x\n" * 20 + b"b.png,caf\xe9\n")
+    line = fails(["embed", str(run), "--images", str(table), "--out", str(tmp_path / "o.parquet")], capsys)
+    assert line == f"error: {table}: line 22: byte 0xe9 is not UTF-8; save the table as UTF-8"

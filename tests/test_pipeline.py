@@ -240,6 +240,31 @@ def test_force_reruns_every_stage(work: Path, capsys: pytest.CaptureFixture[str]
     assert all(after[rel] > before[rel] for rel in ARTIFACTS if rel != "config.yaml")
 
 
+@pytest.mark.slow
+def test_a_dataset_reingested_by_hand_is_refused_downstream_and_run_rebuilds_from_it(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ingest --out RUN/dataset`` from other logs: a stage called by hand refuses (one line naming the stage to
+    rerun), ``run`` sees the dataset changed behind its back and reruns every stage after it, and succeeds."""
+    run = work / "runs" / "t"
+    logs = work / "platform" / "interactions.csv"
+    rows = logs.read_text(encoding="utf-8").splitlines()
+    edited = work / "edited.csv"
+    edited.write_text("\n".join(r for r in rows if ",i00001," not in r and ",i00002," not in r) + "\n")
+    items = work / "platform" / "items.csv"
+    assert cli("ingest", "--interactions", edited, "--items", items, "--out", run / "dataset") == 0
+    capsys.readouterr()
+    assert cli("train", run) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {run / 'factors'}: made from an older dataset/ (re-ingested since); rerun: ")
+    assert "socialfeat factorize" in err and "\n" not in err
+    assert cli("run", "t.yaml") == 0
+    lines = stage_lines(capsys.readouterr().out)
+    assert [a for a, _ in lines.values()] == ["ran"] * len(STAGES)
+    assert lines["ingest"][1].startswith("dataset/") and lines["factorize"][1] == "after ingest"
+    assert cli("recommend", run, "--user", "u0004") == 0
+
+
 def test_a_failing_stage_exits_2_in_one_line_and_keeps_what_came_before(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

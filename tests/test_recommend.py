@@ -4,8 +4,11 @@ factors, cold ones by predicted factors), each against a plain numpy reference; 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -134,7 +137,7 @@ def test_user_errors_are_one_line(run: Path, tmp_path: Path, capsys: pytest.Capt
 
     bare = shutil.copytree(run, tmp_path / "bare", ignore=shutil.ignore_patterns("learned.*", "user_factors.parquet"))
     assert f"socialfeat factorize {bare}" in fails(["recommend", str(bare), "--user", "u0001"], capsys)
-    shutil.copy(run / "factors" / "user_factors.parquet", bare / "factors")
+    shutil.copy2(run / "factors" / "user_factors.parquet", bare / "factors")  # as it was: not newer than targets/
     assert f"socialfeat embed {bare} --source learned" in fails(["recommend", str(bare), "--user", "u0001"], capsys)
     assert "socialfeat embed" in fails(["recommend", str(bare), "--image", str(image)], capsys)
     # features from a model without a factors head: cold items cannot be scored
@@ -150,3 +153,69 @@ def test_audience_needs_a_factors_head(run: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(recommend, "image_outputs", lambda *a, **k: {"features": np.zeros(64, np.float32)})
     with pytest.raises(UserError, match="no 'factors' head"):
         audience(load_config(), run, image_of(run, "i00001"))
+
+
+def test_an_engaged_item_is_never_offered(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For every user: no item the dataset says they engaged with, and only that user's rows of the log are read."""
+    import socialfeat.recommend as recommend
+
+    reads: list[tuple[str, object]] = []
+    real = recommend.pq.read_table
+
+    def spy(path: object, *args: object, **kwargs: object) -> object:
+        reads.append((Path(str(path)).name, kwargs.get("filters")))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(recommend.pq, "read_table", spy)
+    rec = recommend.Recommender(run)
+    users = table(run / "dataset" / "users.parquet")["user_id"]
+    for user in users[:60]:
+        reads.clear()
+        offered = {r["item_id"] for r in rec.rank(user, 1000)}
+        seen = {rec.item_ids[r] for r in rec.seen(rec.user_row(user))}
+        log_reads = [f for name, f in reads if name == "interactions.parquet"]
+        assert len(log_reads) == 2 and all(f and f[0][0] == "user_idx" for f in log_reads)  # filtered, never all
+        assert offered and not offered & seen_by(run, user), user
+        assert seen == seen_by(run, user)
+
+
+def test_an_item_the_dataset_no_longer_holds_is_never_offered(run: Path, tmp_path: Path) -> None:
+    """Factors (and features) that hold an item the current dataset does not: it is not offered, seen or not."""
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    items = pq.read_table(copy / "dataset" / "items.parquet")
+    gone = items.column("item_id")[0].as_py()
+    path = copy / "dataset" / "items.parquet"
+    stamp = path.stat().st_mtime_ns
+    pq.write_table(items.slice(1), path)
+    os.utime(path, ns=(stamp, stamp))  # as old as before: the factors stay current
+    rows = for_user(load_config(), copy, "u0005", k=1000, include_seen=True)
+    assert len(rows) == 399 and gone not in {r["item_id"] for r in rows}
+
+
+def test_recommend_without_a_dataset_names_a_safe_ingest(run: Path, tmp_path: Path, capsys: Any) -> None:
+    """The hint names ``--out RUN/dataset``: ``--out RUN`` would replace the whole run."""
+    bare = shutil.copytree(run, tmp_path / "bare", ignore=shutil.ignore_patterns("dataset"))
+    line = fails(["recommend", str(bare), "--user", "u0001"], capsys)
+    assert f"--out {bare / 'dataset'}" in line and not re.search(rf"--out {re.escape(str(bare))}(\s|$)", line)
+
+
+@pytest.mark.parametrize("command", ["recommend", "similar"])
+def test_the_image_is_decoded_before_any_export_is_built(
+    run: Path, tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import socialfeat.index as index
+
+    calls: list[str] = []
+    real = index.encoder_for
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(command)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index, "encoder_for", spy)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(image_of(run, "i00001").read_bytes()[:60])  # a PNG header, then nothing
+    assert str(broken) in fails([command, str(run), "--image", str(broken)], capsys)
+    assert calls == []  # refused before the export (or the model) was even looked at
+    ok([command, str(run), "--image", str(image_of(run, "i00001")), "--k", "2"])
+    assert calls == [command]

@@ -178,7 +178,9 @@ def test_bad_images_are_skipped_and_counted_or_refused(warm_run: Path, tmp_path:
     shutil.copytree(root, images)
     stats = json.loads((run / "dataset" / "stats.json").read_text())
     stats["missing_images"]["image_root"] = str(images)
+    made = (run / "dataset" / "stats.json").stat()
     (run / "dataset" / "stats.json").write_text(json.dumps(stats))
+    os.utime(run / "dataset" / "stats.json", ns=(made.st_atime_ns, made.st_mtime_ns))  # not a re-ingest: factors stay
     warm = pq.read_table(run / "targets" / "factors.parquet").column("item_id").to_pylist()
     items = pq.read_table(run / "dataset" / "items.parquet", columns=["item_id", "image"]).to_pylist()
     paths = {r["item_id"]: images / r["image"] for r in items}

@@ -1,21 +1,262 @@
-"""Atomic outputs: a failed or killed run never leaves a half-written artifact behind.
+"""Atomic outputs, and the one rule for where socialfeat may write.
 
-Everything is written into a temporary sibling of the target first and renamed into place
-only when complete; an existing previous output stays intact until then.
+Everything is written into a temporary sibling of the target first and renamed into place only when complete; an
+existing previous output stays intact until then. A temporary sibling left by a killed process is removed by the
+next write of the same target (its name carries the host and process id that made it).
+
+**The ``--out`` rule** (:func:`claim_dir`, :func:`claim_file`; :func:`atomic_dir` applies it too): a command writes
+into a new path, or replaces an earlier output *of the same kind* — recognised by the marker file socialfeat writes
+into every folder it makes (``.socialfeat.json``), or for a file by what it holds. Anything else — a user's folder,
+the input itself, a run root given where a dataset was meant — is refused with one line naming the path and what is
+there, and left untouched. No flag deletes what socialfeat did not write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from socialfeat.errors import UserError, fixable_os_error
 
+MARKER = ".socialfeat.json"  # inside every folder socialfeat writes: {"kind": ..., "written": ...}
+STALE_TEMP_SECONDS = 24 * 3600  # a temporary sibling without a host/pid tag is swept once it is this old
+
+# Outputs written before the marker existed: a provenance manifest of this stage, or these files.
+_LEGACY_MANIFEST = {
+    "dataset": "ingest",
+    "factors": "factorize",
+    "targets": "targets",
+    "model": "train",
+    "eval": "evaluate",
+    "content": "content",
+}
+_LEGACY_FILES = {
+    "platform": ("interactions.csv", "items.csv", "README.md"),
+    "collection": ("labels.csv", "images"),
+    "image cache": ("meta.json", "index.parquet"),
+    "checkpoint": ("position.json",),
+}
+# A run root holds these stage folders; a folder given where one of them was meant gets a hint.
+RUN_FOLDERS = {"dataset": "dataset", "factors": "factors", "targets": "targets", "model": "model", "eval": "eval"}
+
+
+# ---------------------------------------------------------------------------------------------------- the rule
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def own_kind(path: Path) -> str | None:
+    """The kind a folder says it is: its marker, else a pre-marker output's manifest or telltale files."""
+    marker = _read_json(path / MARKER)
+    if isinstance(marker, dict) and isinstance(marker.get("kind"), str):
+        return marker["kind"]
+    manifest = _read_json(path / "manifest.json")
+    stage = manifest.get("stage") if isinstance(manifest, dict) else None
+    for kind, made_by in _LEGACY_MANIFEST.items():
+        if stage == made_by:
+            return kind
+    for kind, names in _LEGACY_FILES.items():
+        if all((path / n).exists() for n in names):
+            return kind
+    return None
+
+
+def output_kind(path: Path) -> str | None:
+    """The kind of socialfeat output a folder is, else None; a folder holding stage outputs is a ``run``."""
+    kind = own_kind(path)
+    if kind is not None:
+        return kind
+    if (path / ".pipeline").is_dir() or any(own_kind(path / f) == k for f, k in RUN_FOLDERS.items()):
+        return "run"
+    return None
+
+
+def _listing(path: Path, most: int = 4) -> str:
+    names = []
+    with contextlib.suppress(OSError):
+        for i, entry in enumerate(sorted(os.scandir(path), key=lambda e: e.name)):
+            if i == most:
+                names.append("…")
+                break
+            names.append(entry.name + ("/" if entry.is_dir() else ""))
+    return ", ".join(names)
+
+
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    try:
+        return path == folder or path.is_relative_to(folder)
+    except ValueError:
+        return False
+
+
+def _check_inputs(target: Path, inputs: Iterable[str | os.PathLike[str] | None], flag: str) -> None:
+    """The output may not be, or hold, one of the command's own inputs."""
+    resolved = target.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        path = Path(given).resolve()
+        if path == resolved:
+            raise UserError(flag, f"{target} is the input {given}; nothing was changed: choose another output path")
+        if _same_or_inside(path, resolved):
+            raise UserError(flag, f"{target} holds the input {given}; nothing was changed: choose another output path")
+
+
+def claim_dir(
+    target: str | os.PathLike[str],
+    kind: str,
+    *,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    flag: str | None = None,
+) -> Path:
+    """Check that ``target`` may become a ``kind`` folder: it is new, empty, or an earlier ``kind``; else raise
+    one UserError naming what is there (and, for a run root given where its stage folder was meant, the path meant)."""
+    target = Path(target)
+    where = flag or str(target)
+    for parent in (target, *target.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == target else f"cannot hold it: {parent} is a file"
+            raise UserError(where, f"{target} {what}; expected a folder for the {kind}; nothing was changed")
+        if parent.exists():
+            break
+    _check_inputs(target, inputs, where)
+    if not target.is_dir():
+        return target
+    try:
+        empty = not any(os.scandir(target))
+    except OSError as e:
+        raise UserError(where, f"{target} cannot be read ({e.strerror}); nothing was changed") from None
+    if empty:
+        return target
+    found = output_kind(target)
+    if found == kind:
+        return target
+    if found == "run" and kind in RUN_FOLDERS:
+        hint = f"; did you mean {target / RUN_FOLDERS[kind]}?"
+        raise UserError(where, f"{target} is a run folder, not a {kind}; it was left untouched{hint}")
+    what = (
+        f"holds a socialfeat {found}"
+        if found
+        else f"is a non-empty folder socialfeat did not write ({_listing(target)})"
+    )
+    raise UserError(
+        where,
+        f"{target} {what}; it was left untouched: the output goes into a new or empty folder, "
+        f"or replaces an earlier {kind}",
+    )
+
+
+def claim_file(
+    target: str | os.PathLike[str],
+    kind: str,
+    *,
+    suffixes: tuple[str, ...],
+    ours: Callable[[Path], bool],
+    sidecars: tuple[Path, ...] = (),
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    flag: str | None = None,
+) -> Path:
+    """Check that ``target`` (and its sidecar files) may be written as a ``kind``: the suffix fits, and every one
+    of them is new or an earlier socialfeat output (``ours``); else one UserError, and nothing is touched."""
+    target = Path(target)
+    where = flag or str(target)
+    if target.suffix.lower() not in suffixes:
+        raise UserError(where, f"expected a {' or '.join(suffixes)} file name for the {kind}, got '{target.name}'")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(where, f"{target} cannot be written: {parent} is a file, expected a folder")
+        if parent.exists():
+            break
+    _check_inputs(target, inputs, where)
+    for path in (target, *sidecars):
+        if path.is_dir():
+            raise UserError(where, f"{path} is a folder; expected a file name for the {kind}; nothing was changed")
+        if path.exists() and not ours(path):
+            raise UserError(
+                where,
+                f"{path} exists and is not a socialfeat {kind}; it was left untouched: choose a new file name",
+            )
+    return target
+
+
+def _marker(kind: str) -> dict[str, Any]:
+    from socialfeat import __version__
+
+    return {"kind": kind, "socialfeat": __version__, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def mark(folder: str | os.PathLike[str], kind: str) -> None:
+    """Write the marker that makes ``folder`` recognisable as a socialfeat ``kind`` (e.g. a run root)."""
+    folder = Path(folder)
+    if own_kind(folder) != kind:
+        write_json(folder / MARKER, _marker(kind))
+
+
+# ---------------------------------------------------------------------------------------------------- temporaries
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(name: str, what: str = "tmp") -> str:
+    """``.NAME.tmp-HOST-PID-``: who made a temporary, so the next writer can tell a dead one from a busy one."""
+    return f".{name}.{what}-{_host_tag()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary siblings of ``target`` that a killed process left (this host's, by a process that no
+    longer runs; an untagged one from an older version once it is a day old). Returns what was removed."""
+    target = Path(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(tmp|old)-(?:([0-9a-f]{{8}})-(\d+)-)?")
+    host, now, removed = _host_tag(), time.time(), []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None:
+            continue
+        try:
+            if m.group(2) is not None:
+                dead = m.group(2) == host and not _alive(int(m.group(3)))
+            else:
+                dead = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
+        except OSError:
+            continue
+        if dead:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------------- writers
 def _missing_parents(path: Path) -> list[Path]:
     """Parents of ``path`` that do not exist yet, deepest first."""
     missing = []
@@ -40,26 +281,37 @@ def _remove_empty(dirs: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(
+    target: str | os.PathLike[str], kind: str, *, inputs: Iterable[str | os.PathLike[str] | None] = ()
+) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``target`` when the block succeeds.
 
-    On an exception the temporary directory (and any parent folders this call created)
+    ``target`` must pass :func:`claim_dir` for ``kind`` (new, empty or an earlier ``kind``); the new folder gets
+    the marker that says so. On an exception the temporary directory (and any parent folders this call created)
     is removed and ``target`` is left exactly as it was.
     """
+    given = target
     target = Path(target).absolute()
+    claim_dir(target, kind, inputs=inputs)
     created = _missing_parents(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = None
     try:
-        yield tmp
+        with _fixable(given):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sweep_temporaries(target)
+            tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name), dir=target.parent))
+        with _fixable(given):
+            yield tmp
+            write_json(tmp / MARKER, _marker(kind))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
     os.chmod(tmp, _umask_mode(0o777))
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name, "old"), dir=target.parent))
         os.replace(target, old / "content")
     os.replace(tmp, target)
     if old is not None:
@@ -67,20 +319,42 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def _fixable(target: str | os.PathLike[str]) -> Iterator[None]:
+    """A file-system fault the user can fix (permission, read-only, full disk, file too large) becomes one
+    UserError; one in ``target``'s temporary sibling (or its folder) names ``target``, the path the user gave, not
+    the temporary the OS saw; one in another file (an input that cannot be read) names that file."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        user = fixable_os_error(exc)
+        if user is None:
+            raise
+        temp = str(Path(target).absolute().parent / f".{Path(target).name}.")
+        if user.where == "output" or user.where.startswith(temp) or Path(user.where) == Path(target).absolute().parent:
+            user = fixable_os_error(exc, target)
+        raise user from exc
+
+
+@contextlib.contextmanager
 def atomic_file(target: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of ``target`` for writing; rename it into place on success."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    with _fixable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sweep_temporaries(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target.name), dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
+        with _fixable(target), open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode(0o666))
-        os.replace(tmp, target)
+        with _fixable(target):
+            os.chmod(tmp, _umask_mode(0o666))
+            os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -6,15 +6,16 @@ Unknown keys and wrong types are :class:`UserError` s that name the key and wher
 from __future__ import annotations
 
 import platform
+import reprlib
 import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from socialfeat.errors import UserError
 
@@ -22,9 +23,10 @@ Format = Literal["csv", "tsv", "parquet", "jsonl"]
 
 
 class StrictModel(BaseModel):
-    """Rejects unknown keys, so a typo in a config never passes silently."""
+    """Rejects unknown keys, so a typo in a config never passes silently, and NaN or infinite numbers (``.nan``,
+    ``--set x=inf``), which no weight, threshold or rate means and which would otherwise surface deep in a stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InteractionColumns(StrictModel):
@@ -56,6 +58,16 @@ class CommentColumns(StrictModel):
     time: str | None = None
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # a dataset stores weights as float32
+
+
+def _fits_float32(weight: float) -> float:
+    if abs(weight) > FLOAT32_MAX:
+        raise ValueError(f"{weight:g} is beyond {FLOAT32_MAX:.3g}, the largest weight a dataset holds (float32)")
+    return weight
+
+
+EventWeight = Annotated[float, AfterValidator(_fits_float32)]
 DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "like": 4.0, "appreciate": 4.0, "comment": 6.0, "share": 8.0}
 
 
@@ -71,7 +83,7 @@ class IngestConfig(StrictModel):
     item_columns: ItemColumns = ItemColumns()
     comment_columns: CommentColumns = CommentColumns()
     default_event: str = Field("interaction", description="event kind of rows when there is no event column")
-    event_weights: dict[str, float] = Field(
+    event_weights: dict[str, EventWeight] = Field(
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
         description="weight of one event of each kind in a pair's combined weight; unlisted kinds weigh 1",
     )
@@ -291,6 +303,16 @@ class EvaluateConfig(StrictModel):
     neighbours: int = Field(10, ge=1, description="neighbours per query in the behavioural retrieval test")
     few_shot: int = Field(5, ge=1, description="labelled items per class in the few-label probe")
     max_queries: int = Field(2000, ge=1, description="queries sampled for the retrieval test")
+    users: int = Field(
+        20000,
+        ge=0,
+        description="users every cold-start row is ranked on: a seeded sample of those with a positive and a "
+        "negative test item; 0 = all",
+    )
+    valid_users: int = Field(5000, ge=0, description="users λ is chosen on (the valid cold items), seeded; 0 = all")
+    bootstrap: int = Field(
+        1000, ge=0, description="paired bootstrap resamples of the users for 95% intervals of AUCs; 0 = off"
+    )
 
 
 class ReportConfig(StrictModel):
@@ -391,6 +413,48 @@ class Config(StrictModel):
     serve: ServeConfig = ServeConfig()
     transfer: TransferConfig = TransferConfig()
     content: ContentConfig = ContentConfig()
+    # where each given value came from (dotted key → --set item, flag or config file), set by load_config
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _file: str | None = PrivateAttr(None)
+
+    def given_by(self, key: str, flag: str) -> str:
+        """How an error about the value of dotted ``key`` names where the user gave it: the ``--set`` item, the
+        flag, or the config file with the key; ``flag`` when that is unknown (a config built in code)."""
+        source = _source_of(key, self._sources)
+        if source is None:
+            return flag
+        return f"{source}: {key}" if source == self._file else source
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the values are: where they were given is no part of a configuration's identity."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+
+ECHO_CHARS = 60  # how much of a value a message repeats: never enough to push the reason off one line
+_ECHO = reprlib.Repr()
+_ECHO.maxstring = _ECHO.maxother = _ECHO.maxlong = ECHO_CHARS - 10
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 4
+_ECHO.maxlevel = 3
+
+
+def shorten(text: str, limit: int = ECHO_CHARS) -> str:
+    """Text a message repeats (a key, a ``--set`` item), on one line and clipped (as ``data.contract.clip``)."""
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def echo(value: Any) -> str:
+    """A value a message repeats, as its repr, bounded however large or deep it is: reprlib stops early, so a
+    value built from aliases is never expanded in full."""
+    return shorten(_ECHO.repr(value))
+
+
+def set_item(item: str) -> str:
+    """How a message names a ``--set`` item: its key, and its value clipped short (the message may echo it)."""
+    key, eq, value = item.partition("=")
+    return f"--set {shorten(key)}{eq}{shorten(value, 24)}"
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:
@@ -405,12 +469,12 @@ def _check_key(path: list[str], where: str) -> None:
             return
         fields = model.model_fields
         if part not in fields:
-            key = ".".join(path[: depth + 1])
+            key = shorten(".".join(path[: depth + 1]))
             raise UserError(where, f"unknown key '{key}'; expected one of: {', '.join(_known_keys(model))}")
         annotation = fields[part].annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         if model is None and depth < len(path) - 1 and getattr(annotation, "__origin__", None) is not dict:
-            raise UserError(where, f"'{'.'.join(path[: depth + 1])}' is a value, not a section")
+            raise UserError(where, f"'{shorten('.'.join(path[: depth + 1]))}' is a value, not a section")
 
 
 def _walk_keys(tree: dict[str, Any], prefix: list[str], where: str) -> None:
@@ -436,9 +500,123 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping, which PyYAML would accept silently, keeping the last."""
+
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        super().__init__(f"key {key!r} on line {line} repeats line {first_line}")
+        self.key, self.first_line, self.line = key, first_line, line
+
+    def describe(self) -> str:
+        return (
+            f"line {self.line}: key '{shorten(str(self.key))}' appears twice in one mapping (first on line {self.first_line}); "
+            "keep one: YAML would silently use the last"
+        )
+
+
+def _check_unique_keys(loader: yaml.SafeLoader, node: yaml.Node, seen_nodes: set[int], path: str = "") -> None:
+    """Refuse a key written twice in any mapping, nested ones included, in document order (so the first repeat
+    in the file is the one named). Keys brought in by a ``<<`` merge may be overridden, as YAML intends."""
+    if id(node) in seen_nodes:  # an alias of a node already checked (or a recursive one)
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                key = loader.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = keys.get(key)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    first = None
+                else:
+                    keys.setdefault(key, line)
+                if first is not None:
+                    raise DuplicateKeyError(f"{path}{key}", first, line)
+            _check_unique_keys(loader, value_node, seen_nodes, f"{path}{key_node.value}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_unique_keys(loader, item, seen_nodes, f"{path}{index}.")
+
+
+class OversizeError(yaml.YAMLError):
+    """A document too large or too deep once its aliases are expanded (a "billion laughs"), or one whose alias
+    refers to itself: refused before it is constructed, validated or echoed, which could take all memory."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(self._text(reason, line))
+        self.reason, self.line = reason, line
+
+    @staticmethod
+    def _text(reason: str, line: int | None) -> str:
+        return f"line {line}: {reason}" if line is not None else reason
+
+    def describe(self) -> str:
+        return self._text(self.reason, self.line)
+
+
+MAX_NODES = 100_000  # values in a config once every alias is expanded; a real one has a few hundred
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_size(root: yaml.Node, limit: int = MAX_NODES) -> None:
+    """Refuse a composed document that expands to more than ``limit`` values, or that holds itself.
+
+    The composed graph shares an aliased node instead of copying it, so each node's expanded size is counted
+    once (memoized, without recursion): a billion laughs costs its few distinct nodes, not its billion values.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # started, not finished: meeting one again means an alias inside its own anchor
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > limit:
+                raise OversizeError(
+                    f"this value expands to more than {limit:,} values (aliases repeating aliases); "
+                    "write the values out, or fewer",
+                    node.start_mark.line + 1,
+                )
+        elif key not in sizes:
+            if key in open_nodes:
+                line = node.start_mark.line + 1
+                raise OversizeError("an alias refers to the value that holds it (a recursive value)", line)
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML with PyYAML's safe loader, refusing duplicate keys (:class:`DuplicateKeyError`) that it would
+    otherwise accept silently, keeping the last, and a document that expands beyond reason (:class:`OversizeError`)
+    before PyYAML builds it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # PyYAML composes nested collections recursively
+            raise OversizeError("values nested too deeply (more than a few hundred levels)") from None
+        if node is None:
+            return None
+        _check_size(node)
+        _check_unique_keys(loader, node, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Parse ``a.b=value``; the value is read as YAML, so ``5``, ``0.1``, ``true``, ``[a, b]`` work."""
-    where = f"--set {item}"
+    where = set_item(item)
     if "=" not in item:
         raise UserError(where, "expected key=value, e.g. filter.min_user_interactions=10")
     key, raw = item.split("=", 1)
@@ -446,7 +624,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise UserError(where, "expected a dotted key before '=', e.g. ingest.columns.user=userId")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
+    except DuplicateKeyError as exc:
+        raise UserError(where, f"key '{shorten(str(exc.key))}' appears twice; give it once") from None
+    except OversizeError as exc:
+        raise UserError(where, exc.reason) from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -472,10 +654,20 @@ def load_config(
     sources: dict[str, str] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL in it
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UserError(shorten(str(path), 200), f"cannot look up this config file: {reason.lower()}") from None
+        if not found:
             raise UserError(str(path), "config file not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = read_yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise UserError(str(path), f"line {line}: not UTF-8 text; expected a UTF-8 YAML file") from None
+        except (DuplicateKeyError, OversizeError) as exc:
+            raise UserError(str(path), exc.describe()) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f"line {mark.line + 1}: " if mark is not None else ""
@@ -493,27 +685,31 @@ def load_config(
         sources[key] = flag
     for item in overrides:
         keys, value = parse_override(item)
-        where = f"--set {item}"
+        where = set_item(item)
         _check_key(keys, where)
         merged = _deep_merge(merged, _nest(keys, value))
         for key in _flatten(_nest(keys, value)):
             sources[key] = where
         sources[".".join(keys)] = where
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         where = _source_of(key, sources) or "config"
-        raise UserError(where, f"{key}: {err['msg'].lower()} (got {err.get('input')!r})") from None
+        msg = err["msg"].lower().removeprefix("value error, ")
+        raise UserError(where, f"{shorten(key)}: {msg} (got {echo(err.get('input'))})") from None
+    config._sources, config._file = sources, None if path is None else str(path)
+    return config
 
 
 def _flatten(tree: Any, prefix: str = "") -> list[str]:
-    if not isinstance(tree, dict):
-        return [prefix]
-    keys = []
-    for key, value in tree.items():
-        keys.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    """Every dotted key ``tree`` gives, sections included: ``seed: {x: 1}`` gives ``seed`` and ``seed.x``, so that an
+    error about ``seed`` is blamed on the file that wrote it."""
+    keys = [prefix] if prefix else []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            keys.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return keys
 
 

@@ -17,7 +17,6 @@ is on the table.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import re
@@ -29,9 +28,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from threadpoolctl import threadpool_limits
 
+from socialfeat.artifacts import damaged, read_json, read_safetensors, read_table
 from socialfeat.atomic import atomic_dir, atomic_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.data.tags import multi_hot, split_tags, vocabulary
@@ -46,6 +46,7 @@ from socialfeat.evaluate.coldstart import (
     rank_users,
 )
 from socialfeat.features import vectors_column
+from socialfeat.freshness import check_current, feature_product
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def numeric_stats(values: dict[str, list[float | None]], warm: np.ndarray) -> di
 
 def _items(run: Path, n_items: int) -> dict[str, list[Any]]:
     path = run / "dataset" / "items.parquet"
-    t = pq.read_table(path)
+    t = read_table(path)
     idx = t.column("item_idx").to_numpy()
     out: dict[str, list[Any]] = {}
     for name in t.column_names:
@@ -433,6 +434,7 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     if unknown:
         choices = ", ".join((*IMAGE_SOURCES, *ITEM_SOURCES))
         raise UserError("content.sources", f"unknown source(s) {', '.join(unknown)}; choose from {choices}")
+    check_current(run, ["factors", *(feature_product(s) for s in IMAGE_SOURCES if s in cc.sources)])
     data = load_coldstart(run)
     lambdas = sorted(float(x) for x in config.evaluate.ridge_lambdas)
     blocks, notes = item_blocks(config, run, data, say)
@@ -620,7 +622,7 @@ def _write(
             "sources": [[b.name for b in used if b.has[i]] for i in range(data.n_items)],
         }
     )
-    with atomic_dir(run / "content") as tmp:
+    with atomic_dir(run / "content", "content") as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))
         pq.write_table(factors, tmp / "item_factors.parquet")
         write_json(tmp / "model.json", meta)
@@ -637,8 +639,15 @@ class ContentModel:
         folder = Path(run) / "content"
         if not (folder / "model.json").is_file():
             raise UserError(str(run), f"no content model; run `socialfeat content {run}` first")
-        self.meta = json.loads((folder / "model.json").read_text())
-        tensors = load_file(str(folder / "model.safetensors"))
+        self.meta = read_json(folder / "model.json")
+        tensors = read_safetensors(folder / "model.safetensors", framework="numpy")
+        try:
+            self._build(tensors)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # two files that do not belong together
+            what = f"does not fit model.json ({type(e).__name__}: {e})"
+            raise damaged(folder / "model.safetensors", what) from None
+
+    def _build(self, tensors: dict[str, np.ndarray]) -> None:
         self.maps = {
             name: RidgeMap(*(tensors[f"{name}.{p}"] for p in ("mean_x", "std_x", "weight", "mean_v")))
             for name in self.meta["blocks"]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.features import Progress, embed_rows, feature_path, source_model, vectors_column
+from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import head_key
 from socialfeat.runtime import Dist, barrier, setup_distributed, shared_image_cache
 
@@ -39,6 +40,7 @@ def embed(
     """Write ``run/features/<source>.parquet``: item_id, ``features`` (pooled) and, for ``learned``, one column
     per head (``head_factors``, ``head_factor_clusters``, …)."""
     run = Path(run)
+    check_inputs(run, feature_product(source))  # e.g. learned: model/ current with targets/, factors/, dataset/
     model, desc = source_model(run, config, source)
     d: Dist = setup_distributed(config.train.device)
     size = int(desc.get("image_size", config.train.image_size))

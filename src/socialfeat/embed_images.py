@@ -7,6 +7,7 @@ image is counted, listed and skipped, never a crash. Under torchrun each rank em
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from socialfeat.atomic import atomic_file, write_json
+from socialfeat.atomic import atomic_file, claim_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.data.image_tables import load_image_table, problem_summary
-from socialfeat.errors import UserError
 from socialfeat.export import encoder_for
 from socialfeat.features import Progress, embed_rows, vectors_column
+from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import head_key
 from socialfeat.runtime import barrier, setup_distributed, table_cache
 
@@ -37,6 +38,15 @@ def parts_path(out: Path, rank: int, world: int) -> Path:
     """The output file, or under torchrun this rank's part beside it (``x.part-00001-of-00004.parquet``)."""
     out = Path(out)
     return out if world == 1 else out.with_name(f"{out.stem}.part-{rank:05d}-of-{world:05d}{out.suffix}")
+
+
+def _embedded_here(path: Path) -> bool:
+    """A feature file (or its sidecar) an earlier ``embed --images`` wrote: its sidecar says so."""
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("provenance") or {}).get("stage") == "embed"
 
 
 @dataclass
@@ -60,11 +70,17 @@ def embed_images(
     and, for ``learned``, ``head_<target>`` per head — one row per usable image, in table order — plus a JSON
     sidecar (``out`` with ``.json``) with the model, throughput and every image that was skipped, and why."""
     run, out = Path(run), Path(out)
-    if out.suffix.lower() not in (".parquet", ".pq"):
-        raise UserError("--out", f"expected a .parquet file name, got '{out.name}'")
-    if out.is_dir():
-        raise UserError("--out", f"{out} is a folder; give a file name such as features.parquet")
     root = Path(image_root) if image_root is not None else None
+    check_inputs(run, feature_product(source))  # the source's model current with what it was trained on
+    claim_file(
+        out,
+        "feature file",
+        suffixes=(".parquet", ".pq"),
+        ours=_embedded_here,
+        sidecars=(out.with_suffix(".json"),),
+        inputs=(images, root),
+        flag="--out",
+    )
     table = load_image_table(Path(images), root, image_column, allow_absolute=config.ingest.allow_absolute_images)
     d = setup_distributed(config.train.device)
     # one CPU process: ONNX Runtime where serve.runtime allows it; GPUs and torchrun ranks keep PyTorch

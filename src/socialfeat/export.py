@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from socialfeat import __version__
-from socialfeat.atomic import atomic_file, write_json
+from socialfeat.artifacts import onnx_session
+from socialfeat.atomic import atomic_file, claim_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.errors import UserError
 from socialfeat.features import Encoder, source_config, source_model
@@ -107,8 +108,24 @@ def export(
     run = Path(run)
     if not run.is_dir():
         raise UserError(str(run), "run folder not found")
+    target = Path(out) if out else export_path(run, source)
+    claim_export(target, "--out" if out else None)
     model, size, desc = prepared_model(config, run, source)
-    return _export(model, size, desc, config, run, source, Path(out) if out else export_path(run, source), opset)
+    return _export(model, size, desc, config, run, source, target, opset)
+
+
+def _is_sidecar(path: Path) -> bool:
+    """An export's sidecar (JSON naming the graph's sha256); what sits at an .onnx path is ours when it has one."""
+    try:
+        meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "onnx_sha256" in meta and "format" in meta
+
+
+def claim_export(out: Path, flag: str | None = None) -> None:
+    """The ``--out`` rule for an export: an .onnx path that is new or an earlier export, and its sidecar likewise."""
+    claim_file(out, "ONNX export", suffixes=(".onnx",), ours=_is_sidecar, sidecars=(sidecar_path(out),), flag=flag)
 
 
 def _export(
@@ -206,7 +223,7 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(threads, 0)
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, options)  # a file ONNX Runtime cannot load: one line naming it
         self.path, self.meta, self.targets = Path(path), meta, list(targets)
         self.names = ["features", *(f"head_{head_key(t)}" for t in self.targets)]
         self.image_size = int(meta["image_size"])
@@ -220,19 +237,30 @@ class OnnxEncoder:
 def load_export(path: Path, model: FeatureModel, size: int) -> dict[str, Any] | None:
     """The sidecar of an export that matches ``model`` at ``size`` — or None when it is missing, unreadable, of
     another format, for other weights, or when the ``.onnx`` file is not the one the sidecar describes."""
-    side = sidecar_path(path)
+    return export_state(path, model, size)[0]
+
+
+def export_state(path: Path, model: FeatureModel, size: int) -> tuple[dict[str, Any] | None, str]:
+    """(sidecar, "") of a usable export, else (None, why not): ``missing``, or a phrase for the log that tells a
+    stale export (other weights, another format) from a damaged one (a file that is not what its sidecar says)."""
+    path, side = Path(path), sidecar_path(path)
+    if not path.exists() and not side.exists():
+        return None, "missing"
     try:
-        meta = json.loads(side.read_text())
+        meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return None, f"is damaged (its sidecar {side.name} is missing or not JSON)"
+    if not isinstance(meta, dict):
+        return None, f"is damaged (its sidecar {side.name} is not a JSON object)"
     if meta.get("format") != FORMAT or meta.get("fingerprint") != fingerprint(model, size):
-        return None
+        return None, "is stale (the model changed)"
     try:
-        if hashlib.sha256(Path(path).read_bytes()).hexdigest() != meta.get("onnx_sha256"):
-            return None
-    except OSError:
-        return None
-    return meta
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        return None, f"is damaged ({e.strerror or type(e).__name__})"
+    if digest != meta.get("onnx_sha256"):
+        return None, "is damaged (not the graph its sidecar describes)"
+    return meta, ""
 
 
 @dataclass
@@ -262,10 +290,10 @@ def encoder_for(config: Config, run: Path, source: str, threads: int = 1, runtim
         log.info("%s: PyTorch runtime (%s)", source, missing)
         return Inference(model, size, "torch", desc)
     path = export_path(Path(run), source)
-    meta = load_export(path, model, size)
+    meta, why = export_state(path, model, size)
     if meta is None:
-        if path.exists() or sidecar_path(path).exists():
-            log.warning("%s: the ONNX export in %s is stale (the model changed); exporting again", source, path.parent)
+        if why != "missing":
+            log.warning("%s: the ONNX export %s %s; exporting again", source, path, why)
         try:
             meta = _export(model, size, desc, config, Path(run), source, path, None).meta
         except (UserError, OSError) as e:

@@ -6,7 +6,6 @@ selection during training, the index, the explorer), so that none of them import
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -15,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
+from socialfeat.artifacts import damaged, read_json, read_table
 from socialfeat.config import Config
 from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import UserError
@@ -138,7 +137,7 @@ def read_features(run: str | os.PathLike[str], source: str, column: str = "featu
         files = parts
     else:
         raise UserError(str(run), f"no features/{source}.parquet; run `socialfeat embed {run} --source {source}`")
-    tables = [pq.read_table(f, columns=["item_id", column]) for f in files]
+    tables = [read_table(f, columns=["item_id", column], run=run) for f in files]
     table = pa.concat_tables(tables)
     col = table.column(column).combine_chunks()
     matrix = col.flatten().to_numpy().reshape(len(table), col.type.list_size)
@@ -151,7 +150,9 @@ def source_config(config: Config, run: Path, source: str) -> tuple[Config, int |
     summary_path = run / "features" / f"{source}.json"
     if not summary_path.is_file():
         return config, None
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path, run=run)
+    if not isinstance(summary, dict):
+        raise damaged(summary_path, "not a JSON object", run=run)
     recorded = summary.get("provenance", {}).get("config", {})
     if source == "random" and recorded:
         train = config.train.model_copy(update={"backbone": recorded["train"]["backbone"]})

@@ -23,14 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
+from socialfeat.artifacts import read_faiss, read_json, read_schema, read_table
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, IndexConfig, load_config
 from socialfeat.data.images import ImageError, ImageRoot, load_image
 from socialfeat.errors import UserError
 from socialfeat.export import encoder_for
-from socialfeat.features import SOURCES, Encoder, encode_batch, read_features
+from socialfeat.features import SOURCES, Encoder, encode_batch, read_features, source_config
+from socialfeat.freshness import check_current, feature_product
 from socialfeat.models.heads import head_key
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def check_column(run: Path, source: str, column: str, where: str = "--column") -
         raise UserError("--source", f"no features/{source}.parquet, and sources are {', '.join(SOURCES)}")
     if not files:
         read_features(run, source, column)  # raises the UserError that names `socialfeat embed`
-    names = pq.read_schema(files[0]).names
+    names = read_schema(files[0], run=run).names
     if column not in names:
         have = ", ".join(n for n in names if n != "item_id")
         raise UserError(where, f"features/{source}.parquet has no column '{column}' (it has: {have})")
@@ -181,6 +182,7 @@ def build_index(
     run = Path(run)
     source = source or config.index.source
     column = column or config.index.column
+    check_current(run, [feature_product(source)])  # no index over features of an older model
     check_column(run, source, column)
     files = feature_files(run, source)
     stamp = _fingerprint(files)
@@ -238,8 +240,9 @@ def _stale_reason(path: Path, files: list[Path]) -> str | None:
     return None
 
 
-def _read_ids(files: list[Path]) -> list:
-    return pa.concat_tables([pq.read_table(f, columns=["item_id"]) for f in files]).column("item_id").to_pylist()
+def _read_ids(run: Path, files: list[Path]) -> list:
+    tables = [read_table(f, columns=["item_id"], run=run) for f in files]
+    return pa.concat_tables(tables).column("item_id").to_pylist()
 
 
 def load_index(
@@ -254,9 +257,9 @@ def load_index(
     if reason is not None:
         log.info("index %s is %s; building it", path, reason)
         build_index(config or load_config(), run, source, column)
-    meta = json.loads(sidecar_path(path).read_text())
-    index = faiss.read_index(str(path))
-    ids = _read_ids(files)
+    meta = read_json(sidecar_path(path), run=run)
+    index = read_faiss(path, run=run)
+    ids = _read_ids(run, files)
     if len(ids) != index.ntotal:  # only if the feature files changed in the meantime
         log.info("index %s holds %d items, features %d; rebuilding it", path, index.ntotal, len(ids))
         build_index(config or load_config(), run, source, column)
@@ -291,12 +294,20 @@ def image_outputs(
     """A new image through a source's model: {feature column: vector} — ``features`` and ``head_<target>`` —
     on ONNX Runtime or PyTorch as ``serve.runtime`` says (see :func:`socialfeat.export.encoder_for`)."""
     run = Path(run)
+    # decode first, at the size the source was embedded with: a bad image fails before an export is built (~20 s)
+    size = source_config(config, run, source)[1] or config.train.image_size
+    pixels = _decode(config, image, size)
     found = encoder_for(config, run, source, threads=0)
+    if found.image_size != size:  # features without a recorded size: the model's own, now that it is known
+        pixels = _decode(config, image, found.image_size)
+    return model_outputs(found.encoder, pixels)
+
+
+def _decode(config: Config, image: str | os.PathLike[str], size: int) -> np.ndarray:
     try:
-        pixels = load_image(Path(image), found.image_size, config.train.max_pixels)
+        return load_image(Path(image), size, config.train.max_pixels)
     except ImageError as e:
         raise UserError(str(image), f"cannot use this image ({e})") from None
-    return model_outputs(found.encoder, pixels)
 
 
 def model_outputs(encoder: Encoder, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -312,11 +323,11 @@ def item_info(run: str | os.PathLike[str], ids: list) -> dict[Any, dict[str, Any
     items = dataset / "items.parquet"
     if not items.is_file() or not ids:
         return {}
-    names = pq.read_schema(items).names
-    table = pq.read_table(items, columns=[c for c in ("item_id", "title", "image") if c in names])
+    names = read_schema(items, run=run).names
+    table = read_table(items, columns=[c for c in ("item_id", "title", "image") if c in names], run=run)
     table = table.filter(pc.is_in(table.column("item_id"), value_set=pa.array(ids, table.schema.field("item_id").type)))
     stats = dataset / "stats.json"
-    recorded = json.loads(stats.read_text()).get("missing_images", {}) if stats.is_file() else {}
+    recorded = read_json(stats, run=run).get("missing_images", {}) if stats.is_file() else {}
     root = ImageRoot(recorded.get("image_root", dataset), bool(recorded.get("allow_absolute", False)))
     info = {}
     for row in table.to_pylist():
@@ -383,6 +394,7 @@ def similar(
     source = source or config.index.source
     column = column or config.index.column
     k = k or config.index.k
+    check_current(run, [feature_product(source)])  # features (and the model behind them) current with their inputs
     index = load_index(run, source, column, config)
     if image is not None:
         return neighbours(run, index, column_of(image_outputs(config, run, image, source), column), k)

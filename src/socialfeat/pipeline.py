@@ -13,7 +13,9 @@ succeeded and removed just before it starts, so a failed or interrupted stage is
   Image files themselves are not checked;
 * those optional inputs are as the stage saw them (a content model fit, refit or removed since reruns evaluate).
 
-A stage that fails one of these reruns, and so does every stage after it. ``from_stage`` reruns that stage and
+A stage that fails one of these reruns, and so does every stage after it. The stamps, what each stage writes and
+the input rule live in :mod:`socialfeat.freshness`, which also guards a stage called by hand: it refuses to read a
+product older than what that was made from, and names the stage to rerun. ``from_stage`` reruns that stage and
 everything after it (the earlier ones still follow the rule); ``force`` reruns all.
 
 ``run`` never simulates: it starts from the logs the config names. ``demo`` adds a ``simulate`` stage in front
@@ -37,9 +39,10 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-from socialfeat.atomic import write_json, write_text
+from socialfeat.atomic import claim_dir, mark, write_json, write_text
 from socialfeat.config import Config, dump_config, load_config
 from socialfeat.errors import UserError
+from socialfeat.freshness import embed_sources, fingerprint, newer_input, product_paths, stage_products
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,6 @@ STAGES = (
 OPTIONAL = ("content", "transfer")  # run only when configured (content.sources, transfer.sets)
 RUN_STAGES = tuple(s for s in STAGES[1:] if s not in OPTIONAL)  # `run` never simulates; transfer joins when configured
 HELDOUT = "heldout"  # the demo's labelled collection of new images (RUN/heldout), for transfer
-EMBED_SOURCES = ("learned", "imagenet", "random")
 MARKERS = ".pipeline"
 
 # The config sections each stage reads; its hash also chains the previous stage's hash, so e.g. the targets
@@ -153,31 +155,26 @@ def stage_hashes(config: Config, stages: tuple[str, ...]) -> dict[str, str]:
 
 
 def stage_outputs(config: Config, run: Path, stage: str) -> list[Path]:
-    """Files and folders a stage writes (folders count with every file inside)."""
+    """Files and folders a stage writes (folders count with every file inside): its products (see
+    :mod:`socialfeat.freshness`), or for the other stages the files they write."""
     from socialfeat.index import index_path, sidecar_path
 
+    products = stage_products(config, stage)
+    if products:
+        return [path for product in products for path in product_paths(run, product)]
     if stage == "simulate":
         platform = [run / "platform" / f for f in ("interactions.csv", "items.csv", "comments.csv", "labels.csv")]
         return [*platform, run / HELDOUT / "labels.csv"]
-    if stage == "embed":
-        return [run / "features" / f"{s}.{ext}" for s in embed_sources(config) for ext in ("parquet", "json")]
-    if stage == "train" and config.train.meta_class:
-        return [run / "model", run / "meta-class"]
     if stage == "index":
         path = index_path(run, config.index.source, config.index.column)
         return [path, sidecar_path(path)]
     if stage == "report":
         return [run / "report.html"]
-    if stage == "content":
-        return [run / "content"]
-    if stage == "evaluate":  # the files, not the folder: transfer writes beside them
-        return [run / "eval" / f for f in ("metrics.json", "manifest.json", "config.yaml")]
     if stage == "transfer":
         from socialfeat.evaluate.transfer_stage import transfer_path
 
         return [transfer_path(run, s.name) for s in config.transfer.sets]
-    folder = {"ingest": "dataset", "factorize": "factors", "targets": "targets", "train": "model"}
-    return [run / folder[stage]]
+    raise ValueError(f"unknown stage {stage!r}")
 
 
 def external_inputs(config: Config, stage: str) -> list[Path]:
@@ -200,20 +197,6 @@ def optional_inputs(run: Path, stage: str) -> list[Path]:
     """What a stage reads from the run when it is there, whichever stages this config runs: evaluate includes the
     content model's rows (``content/``), so a model fit by ``socialfeat content RUN`` outside the pipeline counts."""
     return [run / "content"] if stage == "evaluate" else []
-
-
-def fingerprint(run: Path, paths: list[Path]) -> dict[str, list[int]]:
-    """``relative path → [bytes, mtime_ns]`` of every file of ``paths`` that exists."""
-    found: dict[str, list[int]] = {}
-    for path in paths:
-        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for p in members:
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            found[os.path.relpath(p, run)] = [st.st_size, st.st_mtime_ns]
-    return found
 
 
 def marker_path(run: Path, stage: str) -> Path:
@@ -256,17 +239,14 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
         for rel, stamp in found.items():
             if seen.get(rel) != stamp:
                 return f"{rel} {'changed since' if rel in seen else 'added'}"
-    oldest = min(stamp[1] for stamp in now.values())
     inputs = [p for s in earlier if s != "simulate" for p in stage_outputs(config, run, s)]
     inputs += optional_inputs(run, stage)
     for path in external_inputs(config, stage):
         if not path.exists():
             return f"input {path} missing"
         inputs.append(path)
-    for rel, (_, mtime) in fingerprint(run, inputs).items():
-        if mtime > oldest:
-            return f"{rel} is newer"
-    return None
+    newer = newer_input(now, fingerprint(run, inputs))
+    return f"{newer} is newer" if newer is not None else None
 
 
 def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str) -> None:
@@ -365,11 +345,6 @@ def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, 
     return {}
 
 
-def embed_sources(config: Config) -> tuple[str, ...]:
-    """What the embed stage writes: learned, ImageNet and random init, and the meta-class baseline when trained."""
-    return (*EMBED_SOURCES, "meta-class") if config.train.meta_class else EMBED_SOURCES
-
-
 def heldout_items(config: Config) -> int:
     """Size of the demo's held-out collection: an eighth of the platform, 150 to 360 images (a probe needs a few
     dozen per class; more only slows the demo, whose probes cost about n² each)."""
@@ -409,13 +384,14 @@ def run(
             "ingest.interactions",
             "not set: `run` starts from an interaction log named in the config (or try `socialfeat demo`)",
         )
-    if run_path.exists() and not run_path.is_dir():
-        raise UserError(str(run_path), "is a file; expected a run folder")
+    claim_dir(run_path, "run", flag="--out" if simulate else "--run")  # a run folder, a new one or an empty one
     tell = on_stage or (lambda _o: None)
     hashes = stage_hashes(config, stages)
     resolved = dump_config(config)
     if not dry_run and not _same_text(run_path / "config.yaml", resolved):  # an unchanged run stays untouched
         write_text(run_path / "config.yaml", resolved)
+    if not dry_run:
+        mark(run_path, "run")
     outcomes: list[StageOutcome] = []
     rerun_from: str | None = None  # the first stage that ran: every later one runs too
     for i, stage in enumerate(stages):

@@ -15,10 +15,12 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from socialfeat.artifacts import missing, rerun_command
 from socialfeat.config import Config
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
 from socialfeat.features import content_older_than, read_features
+from socialfeat.freshness import check_current
 from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours
 
 if TYPE_CHECKING:
@@ -39,10 +41,11 @@ class Audience:
     notes: list[str] = field(default_factory=list)  # which content sources scored it
 
 
-def _need(path: Path, command: str) -> Path:
+def _need(path: Path, run: Path) -> Path:
+    """``path`` when it is there; else one line naming it and the command that makes it, safe to run as printed
+    (ingest into ``RUN/dataset``, never into the run itself)."""
     if not path.is_file():
-        run = path.parent.parent
-        raise UserError(str(run), f"no {path.parent.name}/{path.name}; run `socialfeat {command} {run}` first")
+        raise missing(path, run)
     return path
 
 
@@ -54,7 +57,7 @@ def _matrix(table: Any, column: str) -> np.ndarray:
 def user_factors(run: str | os.PathLike[str]) -> tuple[list, np.ndarray]:
     """(user ids, factor matrix) of the run's factorization."""
     table = pq.read_table(
-        _need(Path(run) / "factors" / "user_factors.parquet", "factorize"), columns=["user_id", "factors"]
+        _need(Path(run) / "factors" / "user_factors.parquet", Path(run)), columns=["user_id", "factors"]
     )
     return table.column("user_id").to_pylist(), _matrix(table, "factors")
 
@@ -84,6 +87,7 @@ def audience(
     text or tags too, the run's content model fuses every source given (see :mod:`socialfeat.content`)."""
     run = Path(run)
     k = k or config.index.k
+    check_current(run, ["features/learned"] if image is not None else ["factors"])  # the model and its inputs
     ids, users = user_factors(run)
     hybrid = title is not None or text is not None or tags is not None
     if title is not None and not title.strip():
@@ -123,6 +127,10 @@ def _content_factors(
     from socialfeat.content import ContentModel
 
     model = ContentModel(run)
+    older = content_older_than(run, list(model.maps))  # the rule evaluate and `recommend --user` follow too
+    if older is not None:
+        rerun = rerun_command(run, "content")
+        raise UserError(str(run / "content"), f"made from an older {older}; rerun: {rerun}")
     features = None
     source = model.image_source
     if image is not None and source is not None:
@@ -186,6 +194,7 @@ def cold_factors(run: Path) -> tuple[list, np.ndarray, str]:
             "%s is older than %s; cold items ranked by the factors head (rerun `socialfeat content %s`)",
             run / "content", older, run,
         )  # fmt: skip
+    check_current(run, ["features/learned"])  # the head of the model trained on these factors, not an older one
     check_column(run, "learned", FACTORS, where=str(run / "model"))  # no such column: the model has no factors head
     ids, predicted = read_features(run, "learned", FACTORS)
     return ids, predicted, "image"
@@ -194,15 +203,16 @@ def cold_factors(run: Path) -> tuple[list, np.ndarray, str]:
 class Recommender:
     """What ranking items for a user needs, loaded once: user factors, every item's factor vector (warm: true,
     cold: predicted — by the content model when the run has one, else by the learned model's ``factors`` head)
-    and who saw what. The web explorer keeps one."""
+    and where each of the dataset's items sits among them. Who saw what is read per user, from the dataset as it
+    is now. The web explorer keeps one."""
 
     def __init__(self, run: str | os.PathLike[str]) -> None:
         run = Path(run)
+        check_current(run, ["factors"])  # factors of an older dataset would offer items the user engaged with since
+        self.run = run
         self.user_ids, self.users = user_factors(run)
         self._user_rows = {str(u): r for r, u in enumerate(self.user_ids)}
-        warm = pq.read_table(
-            _need(run / "factors" / "item_factors.parquet", "factorize"), columns=["item_id", "factors"]
-        )
+        warm = pq.read_table(_need(run / "factors" / "item_factors.parquet", run), columns=["item_id", "factors"])
         warm_ids = warm.column("item_id").to_pylist()
         feat_ids, predicted, self.cold_source = cold_factors(run)
         known = set(warm_ids)
@@ -210,44 +220,54 @@ class Recommender:
         self.item_ids = warm_ids + [feat_ids[r] for r in cold]
         self.vectors = np.concatenate([_matrix(warm, "factors"), predicted[cold].astype(np.float32, copy=False)])
         self.is_warm = np.arange(len(self.item_ids)) < len(warm_ids)
-        self._seen = self._seen_rows(run)
+        self._idx_to_row, self.in_dataset = self._dataset_rows(run)
 
-    def _seen_rows(self, run: Path) -> list[np.ndarray]:
-        """Per user row, the rows of ``item_ids`` the user interacted with (cold items' interactions too)."""
-        dataset = run / "dataset"
-        users = pq.read_table(_need(dataset / "users.parquet", "ingest --out"), columns=["user_id", "user_idx"])
-        items = pq.read_table(dataset / "items.parquet", columns=["item_id", "item_idx"])
-        inter = pq.read_table(_need(dataset / "interactions.parquet", "ingest --out"), columns=["user_idx", "item_idx"])
+    def _dataset_rows(self, run: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(the row of ``item_ids`` of each dataset item_idx, -1 for none; which rows the dataset holds)."""
+        items = pq.read_table(_need(run / "dataset" / "items.parquet", run), columns=["item_id", "item_idx"])
         item_row = {i: r for r, i in enumerate(self.item_ids)}
-        idx_to_row = np.full(int(pc.max(items.column("item_idx")).as_py() or 0) + 1, -1, dtype=np.int64)
-        for idx, item in zip(items.column("item_idx").to_pylist(), items.column("item_id").to_pylist(), strict=True):
-            idx_to_row[idx] = item_row.get(item, -1)
-        user_row = {str(u): r for r, u in enumerate(self.user_ids)}
-        uidx_to_row = np.full(int(pc.max(users.column("user_idx")).as_py() or 0) + 1, -1, dtype=np.int64)
-        for idx, user in zip(users.column("user_idx").to_pylist(), users.column("user_id").to_pylist(), strict=True):
-            uidx_to_row[idx] = user_row.get(str(user), -1)
-        u = uidx_to_row[inter.column("user_idx").to_numpy()]
-        i = idx_to_row[inter.column("item_idx").to_numpy()]
-        keep = (u >= 0) & (i >= 0)
-        u, i = u[keep], i[keep]
-        order = np.argsort(u, kind="stable")
-        bounds = np.searchsorted(u[order], np.arange(len(self.user_ids) + 1))
-        return [i[order[bounds[r] : bounds[r + 1]]] for r in range(len(self.user_ids))]
+        idx = items.column("item_idx").to_numpy()
+        rows = np.array([item_row.get(i, -1) for i in items.column("item_id").to_pylist()], dtype=np.int64)
+        idx_to_row = np.full(int(idx.max()) + 1 if len(idx) else 0, -1, dtype=np.int64)
+        idx_to_row[idx] = rows
+        in_dataset = np.zeros(len(self.item_ids), dtype=bool)
+        in_dataset[rows[rows >= 0]] = True
+        return idx_to_row, in_dataset
+
+    def seen(self, row: int) -> np.ndarray:
+        """Rows of ``item_ids`` the user at ``row`` interacted with (cold items' interactions too), from that user's
+        rows of the dataset's interactions alone (a filtered read: the log is sorted by user)."""
+        dataset = self.run / "dataset"
+        users = pq.read_table(
+            _need(dataset / "users.parquet", self.run),
+            columns=["user_idx"],
+            filters=[("user_id", "=", self.user_ids[row])],
+        )
+        if users.num_rows == 0:
+            return np.zeros(0, dtype=np.int64)
+        uidx = users.column("user_idx")[0].as_py()
+        inter = pq.read_table(
+            _need(dataset / "interactions.parquet", self.run), columns=["item_idx"], filters=[("user_idx", "=", uidx)]
+        )
+        idx = inter.column("item_idx").to_numpy()
+        rows = self._idx_to_row[idx[idx < len(self._idx_to_row)]]
+        return rows[rows >= 0]
 
     def user_row(self, user_id: Any) -> int:
         """Row of a user id (matched as text, as the CLI and URLs give it); -1 if unknown."""
         return self._user_rows.get(str(user_id), -1)
 
     def rank(self, user_id: Any, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
-        """The k items with the largest u·v for a known user: item_id, score, warm, seen; unknown user → UserError."""
+        """The k items with the largest u·v for a known user: item_id, score, warm, seen; unknown user → UserError.
+        Items the dataset does not hold are never offered; those the user engaged with only with ``include_seen``."""
         row = self.user_row(user_id)
         if row < 0:
             raise UserError(str(user_id), "unknown user: not in factors/user_factors.parquet (users need interactions)")
         scores = self.vectors @ self.users[row]
         seen = np.zeros(len(self.item_ids), dtype=bool)
-        seen[self._seen[row]] = True
-        if not include_seen:
-            scores = np.where(seen, -np.inf, scores)
+        seen[self.seen(row)] = True
+        hidden = ~self.in_dataset if include_seen else seen | ~self.in_dataset
+        scores = np.where(hidden, -np.inf, scores)
         best = [i for i in top_k(scores, k) if np.isfinite(scores[i])]
         return [
             {

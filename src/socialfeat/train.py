@@ -23,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.artifacts import damaged, read_json, read_safetensors, read_table, reading
+from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, TrainConfig, dump_config, provenance
 from socialfeat.data.batches import CachedImages, EpochBatches
-from socialfeat.errors import UserError
+from socialfeat.errors import Interrupted, UserError
 from socialfeat.factorize.splits import uniform
+from socialfeat.freshness import check_inputs
 from socialfeat.models.backbones import create_backbone
 from socialfeat.models.heads import FeatureModel, apply_finetune, head_key
 from socialfeat.models.losses import (
@@ -61,6 +62,7 @@ TARGET_FILES = {
 }
 MATRIX_TARGETS = ("factors", "tags")  # a vector per item; the others are one class label per item
 KILL_ENV = "SOCIALFEAT_TEST_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after this step
+SIGNAL_ENV = "SOCIALFEAT_TEST_SIGNAL"  # the signal it sends instead (INT: Ctrl-C)
 RESUME_INSENSITIVE = {"workers", "threads", "device", "checkpoint_every", "epochs"}
 Progress = Callable[[dict[str, Any]], None]
 
@@ -92,10 +94,10 @@ def training_data(run: Path, cfg: TrainConfig, cache_rows: dict, seed: int) -> T
     arrays: dict[str, np.ndarray] = {}
     dims: dict[str, int] = {}
     ids: list | None = None
-    summary = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
+    summary = read_json(tdir / "summary.json", run=run) if (tdir / "summary.json").is_file() else {}
     for target in cfg.targets:
         path = tdir / TARGET_FILES[target]
-        table = pq.read_table(path)
+        table = read_table(path, run=run)
         these = table.column("item_id").to_pylist()
         if ids is None:
             ids = these
@@ -130,7 +132,7 @@ def check_targets(run: Path, cfg: TrainConfig) -> None:
     """Every selected target has its file in targets/. The command suggested keeps the targets already written
     (the stage rewrites the folder whole)."""
     tdir = run / "targets"
-    summary = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
+    summary = read_json(tdir / "summary.json", run=run) if (tdir / "summary.json").is_file() else {}
     for target in cfg.targets:
         path = tdir / TARGET_FILES[target]
         if not path.is_file():
@@ -155,7 +157,7 @@ def user_factors(run: Path) -> torch.Tensor:
     path = run / "factors" / "user_factors.parquet"
     if not path.is_file():
         raise UserError(str(run), f"no factors/{path.name}; run `socialfeat factorize {run}` first")
-    col = pq.read_table(path, columns=["factors"]).column("factors").combine_chunks()
+    col = read_table(path, columns=["factors"], run=run).column("factors").combine_chunks()
     users = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
     return torch.from_numpy(np.array(users, dtype=np.float32))
 
@@ -267,7 +269,7 @@ def save_checkpoint(
     weights so far (when selecting), atomically."""
     from safetensors.torch import save_file
 
-    with atomic_dir(work / "checkpoint") as tmp:
+    with atomic_dir(work / "checkpoint", "checkpoint") as tmp:
         save_weights(tmp / "weights.safetensors", model)
         if best is not None:
             save_file(best, str(tmp / "best.safetensors"))
@@ -285,7 +287,10 @@ def load_checkpoint(work: Path, config: Config) -> dict[str, Any]:
     ckpt = work / "checkpoint"
     if not (ckpt / "state.pt").is_file():
         raise UserError(str(work.parent), "nothing to resume: no checkpoint in .train/; train without --resume")
-    saved = yaml.safe_load((ckpt / "config.yaml").read_text())
+    with reading(ckpt / "config.yaml", "YAML", work.parent):
+        saved = yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8"))
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        raise damaged(ckpt / "config.yaml", "not a recorded config", work.parent)
     now = config.model_dump(mode="json")
     for key in sorted(set(saved["train"]) | set(now["train"])):
         if key not in RESUME_INSENSITIVE and saved["train"].get(key) != now["train"].get(key):
@@ -296,12 +301,11 @@ def load_checkpoint(work: Path, config: Config) -> dict[str, Any]:
             )
     if saved["seed"] != now["seed"]:
         raise UserError("seed", f"checkpoint was trained with seed {saved['seed']}, now {now['seed']}")
-    from safetensors.torch import load_file
-
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
-    state["weights"] = load_file(str(ckpt / "weights.safetensors"))
+    with reading(ckpt / "state.pt", "PyTorch checkpoint", work.parent):
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    state["weights"] = read_safetensors(ckpt / "weights.safetensors", work.parent)
     if (ckpt / "best.safetensors").is_file():
-        state["best_weights"] = load_file(str(ckpt / "best.safetensors"))
+        state["best_weights"] = read_safetensors(ckpt / "best.safetensors", work.parent)
     return state
 
 
@@ -389,17 +393,42 @@ def train(
     name: str = "model",
 ) -> TrainResult:
     """Train the image model on the warm items' images to predict their targets; write ``run/<name>`` (``model``;
-    ``meta-class`` for the baseline of :func:`train_meta_class`)."""
+    ``meta-class`` for the baseline of :func:`train_meta_class`). Ctrl-C ends in :class:`Interrupted`, which says
+    whether a checkpoint was kept for ``--resume``."""
+    try:
+        return _train(config, run, resume, progress, name)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_note(Path(run), name)) from None
+
+
+def interrupted_note(run: Path, name: str = "model") -> str:
+    """What an interrupted training kept: the last checkpoint (and the command that continues it), or nothing."""
+    work = run / (".train" if name == "model" else f".train-{name}")
+    try:
+        position = json.loads((work / "checkpoint" / "position.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no checkpoint was written yet; {run / name} is as it was"
+    flag = " --meta-class" if name == "meta-class" else ""
+    return (
+        f"the checkpoint at epoch {int(position.get('epoch', 0)) + 1}, step {position.get('step', 0)} was kept in "
+        f"{work}; continue with: socialfeat train {run}{flag} --resume"
+    )
+
+
+def _train(
+    config: Config, run: str | os.PathLike[str], resume: bool, progress: Progress | None, name: str
+) -> TrainResult:
     run, cfg = Path(run), config.train
     if not cfg.targets:
         raise UserError("train.targets", "select at least one target: factors, factor-clusters, engagement")
+    check_inputs(run, name)  # targets/ and factors/ current: never train on targets of an older factorization
     d = setup_distributed(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     work = run / (".train" if name == "model" else f".train-{name}")
-    out_dir = run / name
+    out_dir = claim_dir(run / name, "model")  # a folder socialfeat did not write fails now, not after training
     note = progress or (lambda _: None)
     began = time.perf_counter()
 
@@ -585,7 +614,7 @@ def train(
                 if d.main:
                     save_checkpoint(work, model, opt, sched, position, rng, config, best)
             if kill_at and step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), getattr(signal, f"SIG{os.environ.get(SIGNAL_ENV, 'KILL')}"))
         skip = 0
         seconds = time.perf_counter() - t0
         valid = validate(model, valid_ds, cfg, d) if d.main else {}
@@ -657,7 +686,7 @@ def _finish(
         "preprocess": "(x - 127) / 128",
         **summary,
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "model") as tmp:
         save_weights(tmp / "weights.safetensors", model)
         write_json(tmp / "model.json", meta)
         write_text(tmp / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))

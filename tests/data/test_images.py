@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,55 @@ def test_pillow_bomb_error_is_too_large(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ImageError) as e:
         load_image(tmp_path / "x.png", 32)
     assert e.value.reason == "too large"
+    # in our words and with our limit: PIL's own (178,956,970 by default) would contradict the one we state
+    assert str(e.value) == "too large: 10,000 pixels is more than 100,000,000"
+
+
+def test_names_no_file_system_accepts_are_image_errors(good: dict[str, Path], tmp_path: Path) -> None:
+    """Found by the fuzz run (bench/fuzz.py): a name too long for the file system escaped as a raw OSError, and a NUL
+    inside a folder name as a ValueError, out of ``recommend --image``, ``embed --images`` and the cache key."""
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / ("x" * 300 + ".png"), 32)
+    assert e.value.reason == "unreadable" and "File name too long" in str(e.value)
+    root = images.ImageRoot(tmp_path)
+    for odd in ("d\0/x.png", "\0", "../../etc/passwd\0"):
+        path = root.resolve(odd)
+        assert path is not None
+        with pytest.raises(ImageError) as e:
+            load_image(path, 32)
+        assert e.value.reason == "missing"
+    (tmp_path / "ok.jpg").write_bytes(good["jpeg"].read_bytes())
+    items = [(1, "ok.jpg"), (2, "x" * 300 + ".png"), (3, "d\0/x.png")]
+    cache = build_cache(items, tmp_path, tmp_path / "cache", size=16)
+    assert cache.item_ids == [1] and cache.problem_counts == {"unreadable": 1, "missing": 1}
+
+
+def test_what_pillow_grumbles_about_stays_off_the_terminal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the fuzz run: a cut TIFF made PIL warn ("Corrupt EXIF data", "Truncated File Read"), which Python
+    prints as two lines of library internals over the command's own output. It goes to the debug log instead."""
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20), RED).save(buf, format="TIFF")
+    (tmp_path / "cut.tif").write_bytes(buf.getvalue()[:8])
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG, "socialfeat.data.images"):
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError):
+            load_image(tmp_path / "cut.tif", 32)
+    assert caught == [] and "Corrupt EXIF data" in caplog.text
+
+
+def test_a_file_the_os_refuses_is_unreadable_not_corrupt(
+    good: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permission denied (root ignores mode bits, so the refusal is simulated) is the file system's answer, not a
+    sign that the image's bytes are damaged."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    with pytest.raises(ImageError) as e:
+        load_image(good["jpeg"], 32)
+    assert e.value.reason == "unreadable" and "Permission denied" in str(e.value)
 
 
 def _items(good: dict[str, Path], bad: dict[str, Path], root: Path) -> list[tuple[object, str]]:

@@ -66,6 +66,7 @@ def test_small_log_pairs_counts_weights_times(tmp_path: Path) -> None:
     assert stats["id_types"] == {"user": "string", "item": "string"}
     out = tmp_path / "ds"
     assert {p.name for p in out.iterdir()} == {
+        ".socialfeat.json",  # the marker that lets a later ingest --out replace it
         "interactions.parquet",
         "users.parquet",
         "items.parquet",
@@ -157,6 +158,17 @@ def test_items_images_and_comments(tmp_path: Path) -> None:
         {"item_id": "a", "item_idx": 0, "user_id": "u2", "user_idx": 1, "text": "lovely"}
     ]
     assert stats["comments"] == {"rows": 3, "empty_text": 1, "kept": 1, "of_dropped_items": 1}
+
+
+def test_an_items_column_named_like_an_internal_one_keeps_its_name(tmp_path: Path) -> None:
+    """The row number ingest keeps to name a bad row never collides with (and renames) a column of the file."""
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "img" / name).write_bytes(b"x")
+    items = write(tmp_path / "items.csv", "item_id,image,rn,_row\na,a.png,5,x\nb,b.png,6,y\n")
+    _, t = run(tmp_path / "ds", interactions=write(tmp_path / "log.csv", LOG), items=items, image_root=tmp_path / "img")
+    assert t["items"].column("rn").to_pylist() == ["5", "6"] and t["items"].column("_row").to_pylist() == ["x", "y"]
+    assert not {"rn_1", "__row"} & set(t["items"].column_names)
 
 
 def test_popularity_filter_is_applied_and_reported(tmp_path: Path) -> None:

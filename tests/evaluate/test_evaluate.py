@@ -172,3 +172,46 @@ def test_plan_rows_has_a_ridge_row_per_head(tmp_path: Path) -> None:
     assert notes == [f"imagenet: no features/imagenet.parquet; run `socialfeat embed {tmp_path} --source imagenet`"]
     rows, notes = plan_rows(tmp_path, ["learned"], n_factors=8)  # a head of another width is no factor predictor
     assert "learned · factor head" not in [r.name for r in rows] and "head width" in notes[0]
+
+
+def test_every_auc_has_a_paired_interval_and_the_headline_differences_theirs(evaluated: dict[str, Any]) -> None:
+    m = evaluated["metrics"]
+    sample = m["sample"]  # the tiny platform has fewer users than evaluate.users: every eligible user is scored
+    assert sample["users"] == sample["of"] == m["split"]["users_evaluated"] and not sample["sampled"]
+    assert sample["text"] == f"AUC over {sample['users']:,} of {sample['of']:,} users"
+    assert m["bootstrap"] == {"resamples": 1000, "level": 0.95, "paired": True, "over": "users", "seed": 0}
+    for entry in [*m["rows"], *m["references"]]:
+        c = entry["coldstart"]
+        assert c["auc_ci"][0] <= c["auc"] <= c["auc_ci"][1] and c["users"] == sample["users"], entry["name"]
+    rows = {r["name"]: r for r in m["rows"]}
+    learned = max((r for r in m["rows"] if r["source"] == "learned"), key=lambda r: r["coldstart"]["valid_auc"])
+    diffs = {d["label"]: d for d in m["differences"]}
+    assert set(diffs) == {"learned − ImageNet", "learned − random", "learned − metadata"}
+    for d in diffs.values():
+        assert d["a"] == learned["name"] and rows[d["b"]]["source"] in ("imagenet", "random", "metadata")
+        assert d["diff"] == pytest.approx(rows[d["a"]]["coldstart"]["auc"] - rows[d["b"]]["coldstart"]["auc"])
+        lo, hi = d["ci"]
+        assert lo <= hi and d["contains_zero"] == (lo <= 0 <= hi)
+
+
+def test_the_cli_states_the_user_sample_and_the_differences(
+    embedded_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(embedded_run, run)
+    sets = ["evaluate.users=40", "evaluate.valid_users=30", "evaluate.bootstrap=200", "evaluate.max_queries=50"]
+    args = ["--source", "learned", "--source", "imagenet", *[a for s in sets for a in ("--set", s)]]
+    assert cli("evaluate", run, *args) == 0
+    text = capsys.readouterr().out.replace("\n", " ")
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    sample = m["sample"]
+    assert sample["users"] == 40 and sample["valid_users"] == 30 and sample["of"] > 40 and sample["sampled"]
+    assert f"AUC over 40 of {sample['of']:,} users, seed 0" in text and "95% CI" in text
+    assert all(r["coldstart"]["users"] == 40 for r in [*m["rows"], *m["references"]])
+    (diff,) = m["differences"]
+    assert diff["label"] == "learned − ImageNet" and m["bootstrap"]["resamples"] == 200
+    assert "learned − ImageNet: " in text and ("contains 0" in text) == diff["contains_zero"]
+    again = tmp_path / "again"
+    shutil.copytree(embedded_run, again)
+    assert cli("evaluate", again, *args) == 0  # the same seed: the same users, AUCs and intervals
+    assert json.loads((again / "eval" / "metrics.json").read_text())["differences"] == m["differences"]

@@ -205,12 +205,14 @@ def test_the_meta_class_baseline_is_probed_beside_the_others(run: Path, heldout:
     """Once a run has the meta-class model, transfer probes it by default, pooled and its tags head."""
     from socialfeat.config import load_config
     from socialfeat.targets.stage import targets
-    from socialfeat.train import train_meta_class
+    from socialfeat.train import train, train_meta_class
 
     shutil.rmtree(run / "targets")
     targets(load_config(None, ["targets.clusters=6", "targets.targets=[factors,tags]", "targets.min_tag_items=3"]), run)
     overrides = ["train.backbone=socialfeat_tiny", "train.weights=random", "train.image_size=32", "train.epochs=1"]
-    train_meta_class(load_config(None, [*overrides, "train.threads=1", "train.select=last"]), run)
+    config = load_config(None, [*overrides, "train.threads=1", "train.select=last", "train.targets=[factors]"])
+    train(config, run)  # the learned model again, on the rebuilt targets: transfer refuses one older than them
+    train_meta_class(config, run)
     with open(heldout / "labels.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:90]
     table = _table(tmp_path / "t.csv", [f"{r['image']},{r['palette']}" for r in rows])

@@ -43,7 +43,7 @@ def test_factor_files_schema_and_ids(run: Path, backend: str) -> None:
     out = run / "factors"
     assert {p.name for p in out.iterdir()} == {
         "user_factors.parquet", "item_factors.parquet", "item_split.parquet", "cold_interactions.parquet",
-        "metrics.json", "manifest.json", "config.yaml",
+        "metrics.json", "manifest.json", "config.yaml", ".socialfeat.json",
     }  # fmt: skip
     users, items = pq.read_table(out / "user_factors.parquet"), pq.read_table(out / "item_factors.parquet")
     assert users.schema.field("factors").type == pa.list_(pa.float32(), 16)
@@ -176,3 +176,95 @@ def test_matrix_from_sorted_and_unsorted_pairs_agree() -> None:
     via_coo = matrix(users[perm], items[perm], values[perm], (40, 30))
     assert (direct != via_coo).nnz == 0 and direct.has_sorted_indices
     np.testing.assert_array_equal(direct.toarray()[users, items], values)
+
+
+def _set_weight(run: Path, row: int, value: float) -> Path:
+    """Rewrite one weight of the run's dataset, as a dataset made before ingest refused such values might hold."""
+    path = run / "dataset" / "interactions.parquet"
+    table = pq.read_table(path)
+    weight = table.column("weight").to_numpy().copy()
+    weight[row] = value
+    pq.write_table(table.set_column(table.column_names.index("weight"), "weight", pa.array(weight)), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("value", "extra", "fragment"),
+    [
+        (float("nan"), [], "row 6, column 'weight': not a finite number (nan); ALS needs finite weights"),
+        (float("inf"), [], "row 6, column 'weight': not a finite number (inf)"),
+        (3e38, [], "1 weights give a confidence that is not finite (weight 3e+38 → inf"),
+        (-5.0, ["--confidence", "log"], "1 weights give a confidence that is not finite (weight -5 → nan"),
+    ],
+)
+def test_non_finite_weights_and_confidences_stop_before_the_fit(
+    run: Path, value: float, extra: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_helpers import fails
+
+    path = _set_weight(run, 5, value)
+    line = fails(["factorize", str(run), "--factors", "4", "--iterations", "2", *extra], capsys)
+    assert line.startswith(f"error: {path}: ") and fragment in line, line
+    assert not (run / "factors").exists()
+
+
+def test_a_diverging_fit_names_the_dataset(
+    run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ALS on huge (finite) confidences can end in NaN factors: one line naming the dataset, not a traceback."""
+    from cli_helpers import fails
+
+    from socialfeat.factorize import stage
+    from socialfeat.factorize.base import Factorizer, Factors, check_factors
+
+    class Diverging(Factorizer):
+        def fit(self, confidence, callback=None):  # noqa: ANN001, ANN202
+            nan = np.full((confidence.shape[0], 2), np.nan, np.float32)
+            return check_factors(Factors(users=nan, items=np.zeros((confidence.shape[1], 2), np.float32)))
+
+    monkeypatch.setattr(stage, "create_factorizer", lambda cfg, seed: Diverging(cfg, seed))
+    line = fails(["factorize", str(run), "--factors", "4"], capsys)
+    path = run / "dataset" / "interactions.parquet"
+    assert line.startswith(f"error: {path}: ALS diverged (NaN factors) on confidences up to "), line
+    assert "factorize.confidence=log" in line and not (run / "factors").exists()
+
+
+def test_local_backend_refuses_non_finite_confidences_and_reports_divergence(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.recommender_base import ModelFitError
+
+    from socialfeat.config import FactorizeConfig
+    from socialfeat.factorize.base import FitDiverged
+    from socialfeat.factorize.local import LocalALS
+
+    conf = sp.csr_matrix(np.array([[1.0, np.nan], [2.0, 1.0]], np.float32))
+    als = LocalALS(FactorizeConfig(factors=2, iterations=1, use_gpu=False, threads=1), 0)
+    with pytest.raises(ValueError, match="1 of 4 confidences are not finite"):
+        als.fit(conf)
+
+    def diverge(*_args: object, **_kw: object) -> None:
+        raise ModelFitError("NaN encountered in factors")
+
+    monkeypatch.setattr(AlternatingLeastSquares, "fit", diverge)
+    with pytest.raises(FitDiverged):
+        als.fit(sp.csr_matrix(np.ones((2, 2), np.float32)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--sweep", "alpha=0,1"], "error: factorize.sweep: alpha=0.0: input should be greater than 0"),
+        (["--sweep", "factors=inf"], "error: --sweep factors=inf: values must be finite numbers"),
+        (["--sweep", "alpha=nan"], "factorize.sweep.alpha.0: input should be a finite number"),
+        (["--set", "factorize.sweep={colour: [1, 2]}"], "error: factorize.sweep: unknown key 'colour'"),
+    ],
+)
+def test_bad_sweep_values_are_one_line_before_any_fit(
+    run: Path, argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_helpers import fails
+
+    line = fails(["factorize", str(run), "--factors", "4", "--iterations", "2", *argv], capsys)
+    assert fragment in line, line
+    assert not (run / "factors").exists()

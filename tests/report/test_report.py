@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -188,9 +189,11 @@ def full_run(embedded_run: Path, tmp_path: Path) -> Path:
     (run / "eval" / "metrics.json").write_text(json.dumps(eval_metrics()))
     items = pq.read_table(run / "dataset" / "items.parquet")
     titles = pa.array([f"{EVIL} {t} & co" for t in items.column("title").to_pylist()])
+    made = (run / "dataset" / "items.parquet").stat().st_mtime_ns
     pq.write_table(
         items.set_column(items.column_names.index("title"), "title", titles), run / "dataset" / "items.parquet"
     )
+    os.utime(run / "dataset" / "items.parquet", ns=(made, made))  # as ingested: not newer than the factors
     return run
 
 
@@ -296,7 +299,9 @@ def test_factorization_heldout_table(full_run: Path) -> None:
         "popularity": scores(0.12, 0.83, 0.04),
         "random": scores(0.01, 0.50, 1.0),
     }
+    made = path.stat().st_mtime_ns
     path.write_text(json.dumps(m))
+    os.utime(path, ns=(made, made))  # the same factorization, with its held-out scores: not newer than targets/
     ok(["report", str(full_run)])
     page = Page((full_run / "report.html").read_text())
     rows = page.tables["factorization"][0]
@@ -351,7 +356,9 @@ def test_thumbnails_from_the_image_cache_when_the_images_moved(full_run: Path) -
     stats_path = full_run / "dataset" / "stats.json"
     stats = json.loads(stats_path.read_text())
     stats["missing_images"]["image_root"] = str(full_run / "moved-away")
+    made = stats_path.stat().st_mtime_ns
     stats_path.write_text(json.dumps(stats))
+    os.utime(stats_path, ns=(made, made))  # images moved, not a re-ingest
     ok(["report", str(full_run), "--set", "report.gallery_queries=2"])
     page = Page((full_run / "report.html").read_text())
     assert len(page.rows) == 4 and all(len(r["src"]) == 6 for r in page.rows)
@@ -376,7 +383,7 @@ def test_out_is_a_folder(full_run: Path, tmp_path: Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit) as exc:
         main(["report", str(full_run), "--out", str(tmp_path)])
     assert exc.value.code == 2
-    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: ")
+    assert capsys.readouterr().err.startswith("error: --out: expected a .html or .htm file name for the report")
 
 
 def test_best_cells_skip_references_and_gaps() -> None:

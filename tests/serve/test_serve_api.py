@@ -256,6 +256,20 @@ def test_missing_file_field_is_422(client) -> None:  # noqa: ANN001
     assert r.status_code == 422 and "image" in detail(r)
 
 
+@pytest.mark.parametrize(
+    "send",
+    [
+        {"data": {"image": "just text"}},  # a text form field
+        {"files": {"image": ("", png(), "image/png")}},  # a file part without a filename reads as text too
+    ],
+)
+def test_an_image_sent_as_text_is_told_to_send_a_file(client, send: dict) -> None:  # noqa: ANN001
+    r = client.post("/api/upload", **send)
+    assert r.status_code == 422
+    assert detail(r).startswith("field 'image' must be a file upload"), detail(r)
+    assert "UploadFile" not in detail(r) and "class" not in detail(r)
+
+
 def test_a_slow_upload_does_not_stall_other_requests(explorer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """Inference runs in a worker thread: while one upload takes 1.5 s, health still answers at once."""
     import httpx

@@ -30,3 +30,21 @@ def test_serve_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no such run folder" in fails(["serve", str(tmp_path / "missing")], capsys)
     assert "not a run folder" in fails(["serve", str(tmp_path)], capsys)
     assert "--port" in fails(["serve", str(tmp_path), "--port", "70000"], capsys)
+
+
+def test_a_taken_port_is_said_before_any_url(served_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from socialfeat.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", str(served_run), "--port", str(port)])
+    printed = capsys.readouterr()
+    assert exc.value.code == 2 and "http://" not in printed.out + printed.err
+    assert printed.err.strip().splitlines() == [
+        f"error: 127.0.0.1:{port}: cannot listen there: the port is taken (is another server running?); "
+        "choose another --port"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ commands = Commands()
 
 
 def _event_weights(items: list[str] | None) -> dict[str, tuple[str, Any]]:
+    """``--event-weight like=4`` → config flags; a weight must be a finite number ≥ 0 (``nan`` and ``inf`` parse as
+    floats in Python, so they are refused here by name rather than deep in ingest's SQL)."""
     result: dict[str, tuple[str, Any]] = {}
     for item in items or []:
         kind, sep, raw = item.partition("=")
@@ -26,6 +29,10 @@ def _event_weights(items: list[str] | None) -> dict[str, tuple[str, Any]]:
             weight = None
         if not sep or not kind or weight is None or weight < 0:
             raise UserError(f"--event-weight {item}", "expected KIND=WEIGHT with a number ≥ 0, e.g. like=4")
+        if not math.isfinite(weight):
+            raise UserError(
+                f"--event-weight {item}", f"'{raw}' is not a finite number; expected a weight ≥ 0, e.g. like=4"
+            )
         result[f"ingest.event_weights.{kind}"] = (f"--event-weight {item}", weight)
     return result
 
@@ -189,7 +196,7 @@ def simulate(
     out.print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s", highlight=False)
     out.print(
         f"next: socialfeat ingest --interactions {out_dir}/interactions.csv --items {out_dir}/items.csv "
-        f"--comments {out_dir}/comments.csv --out runs/demo/dataset",
+        f"--comments {out_dir}/comments.csv --out runs/{out_dir.resolve().name}/dataset",
         highlight=False,
         soft_wrap=True,
     )

@@ -32,7 +32,7 @@ class _WarningHandler(logging.Handler):
     """Warnings and info from the library as short lines on stderr, not log records."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"{record.levelname.lower()}: {record.getMessage()}", markup=False, highlight=False)
+        err.print(f"{record.levelname.lower()}: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
 
 
 def setup_logging(verbose: bool) -> None:

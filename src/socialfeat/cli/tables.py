@@ -19,6 +19,13 @@ def fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def ci_text(ci: Any, digits: int = 3) -> str:
+    """``[0.641, 0.668]``: a 95% interval, "–" when there is none."""
+    if not isinstance(ci, list | tuple) or len(ci) != 2 or any(not isinstance(v, int | float) for v in ci):
+        return "–"
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def _mean(p: dict[str, Any] | None) -> str:
     return "–" if not p or p.get("mean") is None else f"{p['mean']:.3f}"
 

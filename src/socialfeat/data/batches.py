@@ -15,11 +15,11 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler
 
+from socialfeat.artifacts import missing, read_json, read_table
 from socialfeat.data.images import ImageCache, build_cache, cache_key
 from socialfeat.errors import UserError
 
@@ -33,13 +33,13 @@ def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path, bool]:
     allowed absolute image paths."""
     dataset = run / "dataset"
     if not (dataset / "items.parquet").is_file():
-        raise UserError(str(run), f"no dataset/items.parquet; run `socialfeat ingest --out {dataset}` first")
-    stats = json.loads((dataset / "stats.json").read_text())
+        raise missing(dataset / "items.parquet", run)
+    stats = read_json(dataset / "stats.json", run=run)
     recorded = stats.get("missing_images", {})
     root = Path(recorded.get("image_root", dataset))
     if not root.is_dir():
         raise UserError(str(dataset / "stats.json"), f"image root '{root}' recorded by ingest does not exist")
-    items = pq.read_table(dataset / "items.parquet", columns=["item_id", "image"])
+    items = read_table(dataset / "items.parquet", columns=["item_id", "image"], run=run)
     pairs = list(zip(items.column("item_id").to_pylist(), items.column("image").to_pylist(), strict=True))
     return pairs, root, bool(recorded.get("allow_absolute", False))
 
@@ -67,8 +67,10 @@ def run_image_cache(
                     where = str(root / first.path) if first else str(out)
                     raise UserError(where, f"{first.reason if first else 'bad image'}; strict forbids skipping images")
                 return cache
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, UserError) as e:  # a damaged cache is rebuilt, not reported
+            if isinstance(e, UserError) and e.where != str(out):
+                raise
+            log.warning("image cache %s is damaged (%s); building it again", out, e)
     return build_cache(
         items,
         root,

@@ -64,9 +64,28 @@ def read_table(path: Path) -> tuple[list[str], dict[str, list[str | None]]]:
         table = pq.read_table(path) if kind == "parquet" else pajson.read_json(path)
     except UserError:
         raise
-    except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as e:
-        raise UserError(str(path), f"not a readable {kind} table ({type(e).__name__}: {e})") from None
+    except UnicodeDecodeError as e:  # the line, not the offset in a decoder buffer, is what a user can look up
+        raise UserError(
+            str(path), f"{_bad_line(path)}byte 0x{e.object[e.start]:02x} is not UTF-8; save the table as UTF-8"
+        ) from None
+    except (OSError, csv.Error, pa.ArrowException) as e:
+        reason = str(e).strip().split("\n")[0]  # Arrow appends the schema it tried on lines of their own
+        raise UserError(str(path), f"not a readable {kind} table ({type(e).__name__}: {reason})") from None
     return table.column_names, {n: [_text(v) for v in table.column(n).to_pylist()] for n in table.column_names}
+
+
+def _bad_line(path: Path) -> str:
+    """``line N: `` of the first line that is not UTF-8 (only read on that error path)."""
+    try:
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    return f"line {number}: "
+    except OSError:
+        pass
+    return ""
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,7 +34,8 @@ VERSION = 1  # bump when the cache layout or the decoding changes: old caches th
 EXAMPLES = 20  # problems listed by name in problems.json
 CHUNK = 16  # images per worker task: big enough to amortise IPC, small enough for smooth progress
 OUTSIDE = "outside the image root"
-REASONS = ("missing", OUTSIDE, "not an image", "truncated", "too large", "corrupt")
+UNREADABLE = "unreadable"  # there, but the OS will not hand it over: permission denied, a name too long, I/O error
+REASONS = ("missing", OUTSIDE, UNREADABLE, "not an image", "truncated", "too large", "corrupt")
 
 
 class ImageError(Exception):
@@ -112,6 +114,8 @@ class ImageRoot:
         self._dirs: dict[str, str] = {}
 
     def resolve(self, image: str) -> Path | None:
+        if "\0" in image:  # no file has such a name (no OS call accepts one): it names nothing, so nothing leaks
+            return Path(self._base, image)
         if os.path.isabs(image):  # fine when it lies under the root; elsewhere only when the user allows it
             target = os.path.realpath(image)
             return Path(target) if self._inside(target) else (Path(image) if self.allow_absolute else None)
@@ -136,7 +140,11 @@ def confined_path(root: str | os.PathLike[str], image: str, allow_absolute: bool
 def load_image(path: Path, size: int, max_pixels: int = 100_000_000) -> np.ndarray:
     """Decode one image to RGB uint8 (size, size, 3): upright, alpha on white, shorter side scaled, center-cropped."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()  # False for folders, devices and pipes too (an open() of a pipe would block)
+    except OSError as e:  # a name too long for the file system, a folder we may not enter
+        raise ImageError(UNREADABLE, f"{path} ({e.strerror or e})") from None
+    if not found:
         raise ImageError("missing", str(path))
     return decode_image(path, size, max_pixels)
 
@@ -144,25 +152,41 @@ def load_image(path: Path, size: int, max_pixels: int = 100_000_000) -> np.ndarr
 def decode_image(source: Path | BinaryIO, size: int, max_pixels: int = 100_000_000) -> np.ndarray:
     """``load_image`` for a file or an in-memory upload: the content decides (never the name or a content type),
     and the pixel count is checked from the header before any pixel is decoded."""
+    # PIL warns about what it tolerates in a broken file ("Truncated File Read", "Corrupt EXIF data", ...): Python
+    # would print that as two lines of library internals over the command's output, so it goes to the debug log.
+    # Our own max_pixels check is authoritative over PIL's bomb *warning*; its bomb *error* (2x its limit) still counts.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _decode(source, size, max_pixels)
+        finally:
+            for w in caught:
+                if not issubclass(w.category, Image.DecompressionBombWarning):
+                    log.debug("%s: %s: %s", source, w.category.__name__, w.message)
+
+
+def _decode(source: Path | BinaryIO, size: int, max_pixels: int) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            # Our own max_pixels check below is authoritative; PIL's bomb *error* (2x its limit) still counts.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError("too large", f"{w}x{h} pixels is more than {max_pixels}")
-                scale = size / min(w, h)
-                im.draft("RGB", (max(size, round(w * scale)), max(size, round(h * scale))))  # JPEG DCT scaling
-                im.load()  # truncation and decoder errors surface here
-                return _to_square(_to_rgb(_upright(im)), size)
+        with Image.open(source) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError("too large", f"{w}x{h} pixels is more than {max_pixels:,}")
+            scale = size / min(w, h)
+            im.draft("RGB", (max(size, round(w * scale)), max(size, round(h * scale))))  # JPEG DCT scaling
+            im.load()  # truncation and decoder errors surface here
+            return _to_square(_to_rgb(_upright(im)), size)
     except ImageError:
         raise
     except UnidentifiedImageError as e:
         raise ImageError("not an image", str(e)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError("too large", str(e)) from None
+        # PIL refuses the header before we see its size; say it in our words, with our limit, not PIL's
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        detail = f"{int(claimed[1]):,} pixels" if claimed else "its header claims too many pixels"
+        raise ImageError("too large", f"{detail} is more than {max_pixels:,}") from None
     except OSError as e:
+        if e.errno is not None:  # the OS refused the file (permission denied, an I/O error), not the decoder
+            raise ImageError(UNREADABLE, f"{source} ({e.strerror or e})") from None
         reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
         raise ImageError(reason, str(e)) from None
     except Exception as e:  # decoders raise SyntaxError, ValueError, struct.error, ... on broken files
@@ -218,7 +242,7 @@ def cache_key(
                 raise FileNotFoundError(rel)
             st = path.stat()
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the name
             stamp = "missing" if path is not None else "outside"
         h.update(json.dumps([repr(item_id), str(rel), stamp]).encode() + b"\n")
     return h.hexdigest()
@@ -272,7 +296,7 @@ def build_cache(
     if not items:
         raise UserError(str(image_root), "no images to cache: the item list is empty")
     key = cache_key(items, image_root, size, max_pixels, allow_absolute)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "image cache") as tmp:
         npy = tmp / "decoded.npy"  # one row per item; the good rows become images.npy
         np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(total, size, size, 3)).flush()
         good = np.zeros(total, dtype=bool)

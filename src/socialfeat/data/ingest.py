@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +20,25 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from socialfeat.atomic import atomic_dir, write_json, write_text
+from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, IngestConfig, dump_config, provenance
 from socialfeat.data.contract import (
     INT_ID_PATTERN,
     INTEGER_TYPES,
+    PATH_CHARS,
     Table,
     check_id_column,
+    clip,
     fetch_one,
     first_bad_row,
     id_sql,
+    is_file,
     literal,
     number_sql,
     open_table,
     quote,
-    short_error,
+    read_error,
+    stat_input,
     timestamp_sql,
 )
 from socialfeat.data.filtering import FilterResult, popularity_filter
@@ -42,8 +47,11 @@ from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
 
+GivenBy = Callable[[str, str], str]  # Config.given_by: dotted key, flag → how an error names where it was given
 MAX_EVENT_KINDS = 64
 EXAMPLES = 5  # how many missing images / unknown ids a message or stats.json lists
+TIME_FORMS = "like the column's other values (ISO 8601 such as 2024-03-01T12:00:00, or epoch seconds)"
+FLOAT_MAX = float(np.finfo(np.float32).max)  # the largest weight a dataset's float32 column holds
 
 
 @dataclass
@@ -77,12 +85,18 @@ def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], No
     say = step or (lambda _msg: None)
     if cfg.interactions is None:
         raise UserError("--interactions", "required: the log of who viewed, liked, commented on which item")
-    if cfg.image_root is not None and not cfg.image_root.is_dir():
-        raise UserError("--image-root", f"folder '{cfg.image_root}' does not exist")
+    if cfg.image_root is not None:
+        found = stat_input(cfg.image_root)
+        if found is None or not stat.S_ISDIR(found.st_mode):
+            what = "does not exist" if found is None else "is a file, expected a folder"
+            where = config.given_by("ingest.image_root", "--image-root")
+            raise UserError(where, f"folder '{clip(str(cfg.image_root), PATH_CHARS)}' {what}")
     if cfg.image_root is not None and cfg.items is None:
         raise UserError("--image-root", "given without --items; the items table says which image each item has")
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    inputs = (cfg.interactions, cfg.items, cfg.comments, cfg.image_root)
+    claim_dir(out, "dataset", inputs=inputs, flag="--out")  # before any reading: a wrong --out fails at once
+    with atomic_dir(out, "dataset", inputs=inputs) as tmp:
         spill = tmp / "_spill"
         con = _connect(cfg, spill)
         try:
@@ -123,14 +137,14 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     cfg = config.ingest
     say("reading interactions")
     assert cfg.interactions is not None
-    lg = _aggregate(con, cfg)
+    lg = _aggregate(con, cfg, config.given_by)
     user_int, item_int = _code_ids(con, lg)
     stats: dict[str, Any] = {"before": _before_stats(con, lg), "dropped": {}}
 
     usable = np.ones(_count(con, "icodes"), dtype=bool)
     if cfg.items is not None:
         say("checking items and images")
-        usable = _load_items(con, cfg, stats)
+        usable = _load_items(con, cfg, stats, config.given_by)
     _shrink_duckdb(con)  # the pairs now live in DuckDB: let it spill them while numpy holds the codes
     uc, ic = _fetch_codes(con)
 
@@ -151,7 +165,7 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     _write_entities(con, cfg, tmp)
     if cfg.comments is not None:
         say("reading comments")
-        stats["comments"] = _write_comments(con, cfg, user_int, tmp / "comments.parquet")
+        stats["comments"] = _write_comments(con, cfg, user_int, tmp / "comments.parquet", config.given_by)
     stats["after"] = _after_stats(con, lg, tmp)
     stats["event_weights"] = {e: _weight(cfg, e) for e in lg.events}
     stats["id_types"] = {"user": "integer" if user_int else "string", "item": "integer" if item_int else "string"}
@@ -169,19 +183,23 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(fetch_one(con, f"SELECT count(*) FROM {table}")[0])  # type: ignore[index]
 
 
-def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
+def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: GivenBy) -> _Log:
     """Read the log in two passes: a cheap one for the event kinds, then one GROUP BY (user, item)
     that also counts bad values, so validation costs no extra pass over the file."""
     assert cfg.interactions is not None
     t = open_table(con, cfg.interactions, cfg.format, "src_log")
     cols = cfg.columns
-    user = t.required(cols.user, "--user-col", "user id", explicit=cols.user != "user_id")
-    item = t.required(cols.item, "--item-col", "item id", explicit=cols.item != "item_id")
+    user = t.required(
+        cols.user, "--user-col", "user id", cols.user != "user_id", given_by("ingest.columns.user", "--user-col")
+    )
+    item = t.required(
+        cols.item, "--item-col", "item id", cols.item != "item_id", given_by("ingest.columns.item", "--item-col")
+    )
     for column in (user, item):
         check_id_column(con, t, column)
-    event = t.optional(cols.event, default="event", flag="--event-col")
-    value = t.optional(cols.value, default="value", flag="--value-col")
-    time = t.optional(cols.time, default="timestamp", flag="--time-col")
+    event = t.optional(cols.event, default="event", flag=given_by("ingest.columns.event", "--event-col"))
+    value = t.optional(cols.value, default="value", flag=given_by("ingest.columns.value", "--value-col"))
+    time = t.optional(cols.time, default="timestamp", flag=given_by("ingest.columns.time", "--time-col"))
     where = str(t.path)
 
     e_sql = f"CAST({quote(event)} AS VARCHAR)" if event else literal(cfg.default_event)
@@ -192,25 +210,25 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     events_before = {str(e): int(n) for e, n in kinds}
     if len(events_before) > MAX_EVENT_KINDS:
         raise UserError(
-            f"--event-col {event}",
+            given_by("ingest.columns.event", "--event-col") if cols.event else f"--event-col {event}",
             f"{len(events_before)} distinct values; expected a few event kinds (view, like, ...)",
         )
     events = list(events_before)
 
     inner = [f"{quote(user)} AS u", f"{quote(item)} AS i", f"{e_sql} AS e"]
     check_columns: list[str] = []  # validation counters, dropped from pairs once read
-    cases = " ".join(f"WHEN {literal(k)} THEN {float(w)!r}" for k, w in cfg.event_weights.items())
-    weight_sql = f"(CASE e {cases} ELSE 1.0 END)" if cases else "1.0"
     aggs = [f"count(*) FILTER (WHERE e = {literal(e)})::INTEGER AS {quote('n_' + e)}" for e in events]
-    aggs.append(f"sum({'coalesce(v, 1.0) * ' if value else ''}{weight_sql})::FLOAT AS weight")
+    combined = f"sum({'coalesce(v, 1.0) * ' if value else ''}{_weight_sql(cfg, 'e')})"
+    aggs.append(f"{_as_float(combined)} AS weight")
     if value:
         inner += [f"{number_sql(value)} AS v", f"{quote(value)} IS NOT NULL AS v_given"]
         aggs += [
             "sum(v) AS value",
             "count(*) FILTER (WHERE v_given AND v IS NULL) AS _bad_v",
+            "count(*) FILTER (WHERE NOT isfinite(v)) AS _inf_v",
             "count(*) FILTER (WHERE v < 0) AS _neg_v",
         ]
-        check_columns += ["_bad_v", "_neg_v"]
+        check_columns += ["_bad_v", "_inf_v", "_neg_v"]
     ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
     if time:
         inner += [f"{ts_sql} AS ts", f"{quote(time)} IS NOT NULL AS t_given"]
@@ -227,9 +245,11 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     )
 
     checks = ["count(*) FILTER (WHERE u IS NULL)", "count(*) FILTER (WHERE i IS NULL)"]
-    checks += ["sum(_bad_v)", "sum(_neg_v)"] if value else ["0", "0"]
+    checks += ["sum(_bad_v)", "sum(_inf_v)", "sum(_neg_v)"] if value else ["0", "0", "0"]
     checks += ["sum(_bad_t)"] if time else ["0"]
-    null_u, null_i, bad_v, neg_v, bad_t = (
+    checks += ["count(*) FILTER (WHERE NOT isfinite(weight))"]
+    checks += ["count(*) FILTER (WHERE NOT isfinite(value))"] if value else ["0"]
+    null_u, null_i, bad_v, inf_v, neg_v, bad_t, inf_w, inf_sum = (
         int(x or 0) for x in fetch_one(con, f"SELECT {', '.join(checks)} FROM pairs")
     )  # type: ignore[union-attr]
     for count, col, what in ((null_u, user, "user id"), (null_i, item, "item id")):
@@ -239,19 +259,25 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     if bad_v:
         assert value is not None
         rn, raw = first_bad_row(con, t, f"{quote(value)} IS NOT NULL AND {number_sql(value)} IS NULL", value)
-        raise UserError(where, f"row {rn}: {raw!r} in column '{value}' is not a number")
+        raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{value}' is not a number")
+    if inf_v:
+        assert value is not None
+        rn, raw = first_bad_row(con, t, f"NOT isfinite({number_sql(value)})", value)
+        raise UserError(
+            where, f"row {rn}, column '{value}': not a finite number ({_shown(raw)}); expected a count or weight"
+        )
     if neg_v:
         assert value is not None
         rn, raw = first_bad_row(con, t, f"{number_sql(value)} < 0", value)
-        raise UserError(where, f"row {rn}: {raw!r} in column '{value}' is negative; expected a count or weight ≥ 0")
+        raise UserError(
+            where, f"row {rn}: {_shown(raw)!r} in column '{value}' is negative; expected a count or weight ≥ 0"
+        )
     if bad_t:
         assert time is not None
         rn, raw = first_bad_row(con, t, f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time)
-        raise UserError(
-            where,
-            f"row {rn}: {raw!r} in column '{time}' is not a time like the column's other values "
-            "(ISO 8601 such as 2024-03-01T12:00:00, or epoch seconds)",
-        )
+        raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{time}' is not a time {TIME_FORMS}")
+    if inf_w or inf_sum:
+        _refuse_overflow(con, cfg, t, value, e_sql)
     for c in check_columns:
         con.execute(f"ALTER TABLE pairs DROP COLUMN {c}")
     return _Log(
@@ -266,26 +292,73 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig) -> _Log:
     )
 
 
+def _weight_sql(cfg: IngestConfig, event: str) -> str:
+    """The weight of one event of the kind in SQL expression ``event`` (unlisted kinds weigh 1)."""
+    cases = " ".join(f"WHEN {literal(k)} THEN {float(w)!r}" for k, w in cfg.event_weights.items())
+    return f"(CASE {event} {cases} ELSE 1.0 END)" if cases else "1.0"
+
+
+def _as_float(sql: str) -> str:
+    """``sql`` as FLOAT, or +inf where it does not fit (DuckDB's own cast would fail the whole query);
+    the infinite weight is then found and reported with its row."""
+    return f"(CASE WHEN abs({sql}) <= {FLOAT_MAX!r} THEN {sql} ELSE 'inf'::DOUBLE END)::FLOAT"
+
+
+def _shown(raw: object) -> object:
+    """A cell as echoed in a message: text clipped so that the reason stays readable."""
+    return clip(raw) if isinstance(raw, str) else raw
+
+
+def _path(image: str) -> str:
+    """An image path as echoed in a message or stats.json: clipped, since a cell may hold thousands of characters."""
+    return clip(image, PATH_CHARS)
+
+
+def _refuse_overflow(
+    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, t: Table, value: str | None, e_sql: str
+) -> None:
+    """A weight or value sum beyond float32 though every cell is finite: name the row, or the pair whose sum is."""
+    where = str(t.path)
+    if value:
+        row_weight = f"coalesce({number_sql(value)}, 1.0) * {_weight_sql(cfg, e_sql)}"
+        rn, raw = first_bad_row(con, t, f"NOT abs({row_weight}) <= {FLOAT_MAX!r}", value)
+        if rn:
+            raise UserError(
+                where,
+                f"row {rn}, column '{value}': too large ({_shown(raw)}); with its event's weight it exceeds "
+                f"{FLOAT_MAX:.3g}, the largest weight a dataset holds (float32)",
+            )
+    value_sum = " OR NOT isfinite(value)" if value else ""
+    pair = fetch_one(con, f"SELECT u, i FROM pairs WHERE NOT isfinite(weight){value_sum} LIMIT 1")
+    assert pair is not None
+    raise UserError(
+        where,
+        f"the rows of user '{pair[0]}' with item '{pair[1]}' sum to more than a dataset holds (weights up to "
+        f"{FLOAT_MAX:.3g}, float32); expected counts or weights that sum to less",
+    )
+
+
 def _read(con: duckdb.DuckDBPyConnection, t: Table, sql: str) -> list[tuple]:
     """Run a query over an input file; a parse error is the user's file's fault, so say so."""
     try:
         return con.execute(sql).fetchall()
     except duckdb.Error as exc:
-        raise UserError(str(t.path), f"cannot read as {t.format}: {short_error(exc)}") from None
+        raise UserError(str(t.path), read_error(t.path, t.format, exc)) from None
 
 
 def _time_mode(con: duckdb.DuckDBPyConnection, t: Table, column: str) -> str:
-    """Whether a text time column holds epoch seconds or ISO times, judged on its first values.
+    """Whether a text time column holds epoch seconds or ISO times, judged by the most of its first values.
 
-    Deciding once saves a failed cast per row; a later row in the other form is reported as bad.
+    Deciding once saves a failed cast per row; a row in the other form (or in neither) is reported as bad, so the
+    row named is the odd one out, not the first row of the column.
     """
     sample = fetch_one(
         con,
-        f"SELECT count(*), count(TRY_CAST(v AS DOUBLE)) FROM "
+        f"SELECT count(TRY_CAST(v AS DOUBLE)), count(TRY_CAST(v AS TIMESTAMP)) FROM "
         f"(SELECT {quote(column)} AS v FROM {t.view} WHERE {quote(column)} IS NOT NULL LIMIT 1000)",
     )
     assert sample is not None
-    return "epoch" if sample[0] and sample[0] == sample[1] else "iso"
+    return "epoch" if sample[0] > sample[1] else "iso"
 
 
 def _code_ids(con: duckdb.DuckDBPyConnection, lg: _Log) -> tuple[bool, bool]:
@@ -325,19 +398,25 @@ def _fetch_codes(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray
     return np.asarray(arrays["uc"], dtype=np.int32), np.asarray(arrays["ic"], dtype=np.int32)
 
 
-def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[str, Any]) -> np.ndarray:
+def _load_items(
+    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[str, Any], given_by: GivenBy
+) -> np.ndarray:
     """Read and check the items table; return which item codes are usable (listed, with an image)."""
     assert cfg.items is not None
     t = open_table(con, cfg.items, cfg.format, "src_items")
     ic = cfg.item_columns
     default_id = cfg.columns.item
-    id_col = t.required(ic.id or default_id, "--items-id-col", "item id", explicit=ic.id is not None)
-    image = t.required(ic.image, "--image-col", "image path", explicit=ic.image != "image")
+    id_flag, image_flag = "--items-id-col", "--image-col"
+    id_col = t.required(
+        ic.id or default_id, id_flag, "item id", ic.id is not None, given_by("ingest.item_columns.id", id_flag)
+    )
+    image = t.required(
+        ic.image, image_flag, "image path", ic.image != "image", given_by("ingest.item_columns.image", image_flag)
+    )
     check_id_column(con, t, id_col)
     mapped = {
-        "title": t.optional(ic.title, default="title", flag="--title-col"),
-        "tags": t.optional(ic.tags, default="tags", flag="--tags-col"),
-        "text": t.optional(ic.text, default="text", flag="--text-col"),
+        name: t.optional(getattr(ic, name), default=name, flag=given_by(f"ingest.item_columns.{name}", f"--{name}-col"))
+        for name in ("title", "tags", "text")
     }
     used = {id_col, image, *(c for c in mapped.values() if c)}
     reserved = {"item_id", "item_idx", "image", "title", "tags", "text", "n_users"}
@@ -345,46 +424,58 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
     select = [f"{id_sql(id_col)} AS i", f"CAST({quote(image)} AS VARCHAR) AS image"]
     select += [f"CAST({quote(c)} AS VARCHAR) AS {name}" for name, c in mapped.items() if c]
     select += [quote(c) for c in extras]
+    rn = "_row"  # the data row, kept to name a bad row; named unlike any of the file's columns
+    while rn in t.columns:
+        rn = "_" + rn
     con.execute("SET preserve_insertion_order = true")
-    con.execute(f"CREATE TEMP TABLE items_raw AS SELECT row_number() OVER () AS rn, {', '.join(select)} FROM {t.view}")
+    con.execute(
+        f"CREATE TEMP TABLE items_raw AS SELECT row_number() OVER () AS {rn}, {', '.join(select)} FROM {t.view}"
+    )
     con.execute("SET preserve_insertion_order = false")
     where = str(t.path)
-    bad = fetch_one(con, "SELECT rn FROM items_raw WHERE i IS NULL ORDER BY rn LIMIT 1")
+    bad = fetch_one(con, f"SELECT {rn} FROM items_raw WHERE i IS NULL ORDER BY {rn} LIMIT 1")
     if bad:
         raise UserError(where, f"row {bad[0]}: empty item id in column '{id_col}'")
     conflict = fetch_one(
         con,
         "SELECT i, list(DISTINCT coalesce(image, '<empty>') ORDER BY coalesce(image, '<empty>')) FROM items_raw "
-        "GROUP BY i HAVING count(DISTINCT coalesce(image, '<empty>')) > 1 ORDER BY min(rn) LIMIT 1",
+        f"GROUP BY i HAVING count(DISTINCT coalesce(image, '<empty>')) > 1 ORDER BY min({rn}) LIMIT 1",
     )
     if conflict:
-        imgs = ", ".join(conflict[1][:2])
-        raise UserError(where, f"item id '{conflict[0]}' appears more than once with different images ({imgs})")
+        imgs = ", ".join(_path(img) for img in conflict[1][:2])
+        raise UserError(where, f"item id '{_shown(conflict[0])}' appears more than once with different images ({imgs})")
     stats["dropped"]["duplicate_item_rows"] = _count(con, "items_raw") - int(
         fetch_one(con, "SELECT count(DISTINCT i) FROM items_raw")[0]  # type: ignore[index]
     )
     con.execute(
-        "CREATE TEMP TABLE items AS SELECT * EXCLUDE (rn) FROM items_raw QUALIFY row_number() OVER (PARTITION BY i ORDER BY rn) = 1"
+        f"CREATE TEMP TABLE items AS SELECT * FROM items_raw QUALIFY row_number() OVER (PARTITION BY i ORDER BY {rn}) = 1"
     )
     con.execute("DROP TABLE items_raw")
 
     root = cfg.image_root if cfg.image_root is not None else t.path.parent
-    rows = con.execute("SELECT c.code, it.image FROM icodes c JOIN items it ON c.key = it.i ORDER BY c.code").fetchall()
+    rows = con.execute(
+        f"SELECT c.code, it.image, it.i, it.{rn} FROM icodes c JOIN items it ON c.key = it.i ORDER BY c.code"
+    ).fetchall()
+    con.execute(f"ALTER TABLE items DROP COLUMN {rn}")
     n_codes = _count(con, "icodes")
     listed = np.zeros(n_codes, dtype=bool)
     has_image = np.zeros(n_codes, dtype=bool)
     missing: list[str] = []
     outside: list[str] = []  # paths that lead out of the image root: refused, never opened
+    blank: list[str] = []  # empty image cells, as "row N: item 'x'"
     image_root = ImageRoot(root, cfg.allow_absolute_images)
-    for code, img in rows:
+    for code, img, item_id, row in rows:
         listed[code] = True
-        path = image_root.resolve(img) if img else None
-        if path is not None and path.is_file():
+        if img is None or not img.strip():
+            blank.append(f"row {row}: item '{_shown(item_id)}'")
+            continue
+        path = image_root.resolve(img)
+        if path is not None and is_file(path):  # a name the OS refuses (too long, ...) is a missing image
             has_image[code] = True
-        elif img and path is None:
-            outside.append(img)
+        elif path is None:
+            outside.append(_path(img))
         else:
-            missing.append(img or "<empty>")
+            missing.append(_path(img))
     unlisted = int((~listed).sum())
     examples = con.execute(
         "SELECT key FROM icodes WHERE key NOT IN (SELECT i FROM items) ORDER BY code LIMIT ?", [EXAMPLES]
@@ -402,7 +493,13 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
         if cfg.strict:
             raise UserError(where, f"{what}; --strict forbids dropping them")
         log.warning("%s; those items are dropped", what)
-    if rows and len(missing) + len(outside) == len(rows):
+    if blank:
+        empty = f"{len(blank)} of {len(rows)} items have an empty image cell in column '{image}' (e.g. {blank[0]})"
+        if cfg.strict or len(blank) == len(rows):
+            why = "; --strict forbids dropping them" if len(blank) < len(rows) else "; expected image paths"
+            raise UserError(where, empty + why)
+        log.warning("%s; those items are dropped", empty)
+    if rows and len(missing) + len(outside) + len(blank) == len(rows):
         raise UserError(
             "--image-root",
             f"none of the {len(rows)} images exist under '{root}' (e.g. {(missing or outside)[0]}); check --image-root",
@@ -423,11 +520,14 @@ def _load_items(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[s
             ", ".join(missing[:EXAMPLES]),
         )
     stats["dropped"].update(
-        items_not_in_items_file=unlisted, items_missing_image=len(missing), items_image_outside_root=len(outside)
+        items_not_in_items_file=unlisted,
+        items_missing_image=len(missing) + len(blank),
+        items_image_outside_root=len(outside),
     )
     stats["missing_images"] = {
-        "count": len(missing),
-        "examples": missing[:EXAMPLES],
+        "count": len(missing) + len(blank),
+        "empty_cells": len(blank),
+        "examples": (missing[:EXAMPLES] + [f"{b} (empty cell)" for b in blank])[:EXAMPLES],
         "image_root": str(Path(root).absolute()),
         "allow_absolute": cfg.allow_absolute_images,
     }
@@ -489,30 +589,34 @@ def _write_entities(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, out: Path
     )
 
 
-def _write_comments(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, path: Path) -> dict[str, int]:
+def _write_comments(
+    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, user_int: bool, path: Path, given_by: GivenBy
+) -> dict[str, int]:
     """Comments of the surviving items, keyed like the other tables; the user may have been filtered out."""
     assert cfg.comments is not None
     t = open_table(con, cfg.comments, cfg.format, "src_comments")
     cc = cfg.comment_columns
-    item = t.required(
-        cc.item or cfg.columns.item, "--set ingest.comment_columns.item=", "item id", explicit=cc.item is not None
-    )
-    text = t.required(cc.text, "--set ingest.comment_columns.text=", "text", explicit=cc.text != "text")
-    user = t.optional(cc.user, default=cfg.columns.user, flag="ingest.comment_columns.user")
+    key = "ingest.comment_columns."
+    flag = f"--set {key}item="
+    item = t.required(cc.item or cfg.columns.item, flag, "item id", cc.item is not None, given_by(key + "item", flag))
+    flag = f"--set {key}text="
+    text = t.required(cc.text, flag, "text", cc.text != "text", given_by(key + "text", flag))
+    user = t.optional(cc.user, default=cfg.columns.user, flag=given_by(key + "user", key + "user"))
     for column in (item, user) if user else (item,):
         check_id_column(con, t, column)
-    time = t.optional(cc.time, default="timestamp", flag="ingest.comment_columns.time")
+    time = t.optional(cc.time, default="timestamp", flag=given_by(key + "time", key + "time"))
     bad = fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {quote(item)} IS NULL")[0]  # type: ignore[index]
     if bad:
         rn, _ = first_bad_row(con, t, f"{quote(item)} IS NULL", item)
         raise UserError(str(t.path), f"row {rn}: empty item id in column '{item}'")
+    ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""  # as interactions
     if time:
-        cond = f"{quote(time)} IS NOT NULL AND {timestamp_sql(time, t.columns[time])} IS NULL"
+        cond = f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL"
         if fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {cond}")[0]:  # type: ignore[index]
             rn, raw = first_bad_row(con, t, cond, time)
-            raise UserError(str(t.path), f"row {rn}: {raw!r} in column '{time}' is not a time")
+            raise UserError(str(t.path), f"row {rn}: {_shown(raw)!r} in column '{time}' is not a time {TIME_FORMS}")
     u_sql = id_sql(user) if user else "NULL::VARCHAR"
-    t_sql = f", {timestamp_sql(time, t.columns[time])} AS timestamp" if time else ""
+    t_sql = f", {ts_sql} AS timestamp" if time else ""
     con.execute(
         f"CREATE TEMP TABLE comments AS SELECT {id_sql(item)} AS i, {u_sql} AS u, "
         f"CAST({quote(text)} AS VARCHAR) AS text{t_sql} FROM {t.view}"

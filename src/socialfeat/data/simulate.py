@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from socialfeat.atomic import atomic_dir
+from socialfeat.atomic import atomic_dir, claim_dir
 from socialfeat.config import SimulateConfig
 from socialfeat.errors import UserError
 
@@ -460,15 +460,6 @@ def title_and_tags(values: dict[str, str], rng: np.random.Generator) -> tuple[st
 # ---------------------------------------------------------------- output
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError("--out", f"{out} is a file; expected a folder to write the demo platform into")
-    if out.is_dir() and any(out.iterdir()) and not (out / "items.csv").is_file():
-        raise UserError(
-            "--out", f"{out} is a non-empty folder that is not a previous simulate output; choose a new or empty folder"
-        )
-
-
 def _write_csv(path: Path, header: list[str], rows: Any) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -517,12 +508,12 @@ def _write_images(
 def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """Write the demo platform into `out` atomically; return a summary (counts per file and event, sizes, seed).
 
-    Refuses (UserError) a non-empty ``out`` that is not a previous simulate output, so that a typo
-    in ``--out`` cannot replace someone's folder."""
+    Refuses (UserError) an ``out`` that is neither new, empty nor a previous platform (see ``atomic.claim_dir``),
+    so that a typo in ``--out`` cannot replace someone's folder."""
     out = Path(out)
     if seed < 0:
         raise UserError("--seed", f"must be >= 0 (got {seed})")
-    _check_out(out)
+    claim_dir(out, "platform", flag="--out")  # before the minutes of simulation, not after
     items = sample_items(config.n_items, _rng(seed, S_ITEMS))
     users = sample_users(config.n_users, config.n_items, config.views_per_user, _rng(seed, S_USERS))
     view_u, view_i = sample_views(users, items, _rng(seed, S_VIEWS), progress)
@@ -541,7 +532,7 @@ def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progres
         for k, (r, u, i) in enumerate(zip(is_comment, ev["user"][is_comment], ev["item"][is_comment], strict=True))
     ]
     counts = {e: int((ev["event"] == k).sum()) for k, e in enumerate(EVENTS)}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "platform") as tmp:
         _write_images(tmp / "images", values, item_ids.tolist(), config.image_size, seed, progress)
         items_rows = ((iid, f"images/{iid}.png", t, "|".join(g)) for iid, (t, g) in zip(item_ids, titles, strict=True))
         _write_csv(tmp / "items.csv", ["item_id", "image", "title", "tags"], items_rows)
@@ -611,14 +602,11 @@ def simulate_collection(out: Path, n: int, size: int = 96, seed: int = 0, prefix
     out = Path(out)
     if n < 1:
         raise UserError("n", f"must be >= 1 (got {n})")
-    if out.exists() and not out.is_dir():
-        raise UserError(str(out), "is a file; expected a folder for the collection")
-    if out.is_dir() and any(out.iterdir()) and not (out / "labels.csv").is_file():
-        raise UserError(str(out), "is a non-empty folder that is not a previous collection; choose a new one")
+    claim_dir(out, "collection")
     items = sample_items(n, _rng(seed, S_COLLECTION))
     values = [{a: ATTR_VALUES[a][int(items[a][k])] for a in ATTR_VALUES} for k in range(n)]
     ids = _ids(prefix, n, 5).tolist()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "collection") as tmp:
         folder = tmp / "images"
         folder.mkdir()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import scipy.sparse as sp
 
+from socialfeat.artifacts import read_schema, read_table
 from socialfeat.errors import UserError
 
 
@@ -37,9 +38,9 @@ def given_tags(value: str | None, where: str = "--tags") -> list[str] | None:
 def item_tags(run: Path) -> dict[int, list[str]] | None:
     """item_idx → tags from ``dataset/items.parquet``; None when the items have no ``tags`` column."""
     path = run / "dataset" / "items.parquet"
-    if not path.is_file() or "tags" not in pq.read_schema(path).names:
+    if not path.is_file() or "tags" not in read_schema(path, run=run).names:
         return None
-    t = pq.read_table(path, columns=["item_idx", "tags"])
+    t = read_table(path, columns=["item_idx", "tags"], run=run)
     pairs = zip(t.column("item_idx").to_pylist(), t.column("tags").to_pylist(), strict=True)
     return {int(i): split_tags(v) for i, v in pairs}
 
@@ -63,3 +64,18 @@ def multi_hot(tags: Sequence[list[str]], vocab: list[str]) -> tuple[np.ndarray, 
             else:
                 unseen += 1
     return out, unseen
+
+
+def multi_hot_sparse(tags: Sequence[list[str]], vocab: list[str]) -> tuple[sp.csr_matrix, int]:
+    """:func:`multi_hot` as a CSR matrix (float32): a catalogue × 4,096-tag one-hot is mostly zeros."""
+    column = {tag: c for c, tag in enumerate(vocab)}
+    indptr, indices = [0], []
+    unseen = 0
+    for item in tags:
+        cols = sorted({column[tag] for tag in item if tag in column})
+        unseen += sum(tag not in column for tag in item)
+        indices.extend(cols)
+        indptr.append(len(indices))
+    data = np.ones(len(indices), np.float32)
+    m = sp.csr_matrix((data, np.asarray(indices, np.int32), np.asarray(indptr, np.int64)), (len(tags), len(vocab)))
+    return m, unseen

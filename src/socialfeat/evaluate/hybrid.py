@@ -21,6 +21,10 @@ GROUPS = ("single", "pair", "all")  # one source alone, two together, three or m
 NOTE = "content model: "  # every note of this module starts so (the report quotes it when the section is absent)
 VARIANT_KEYS = ("variant", "model")  # a row key naming how its sources were combined (late fusion, joint …)
 _RECALL = re.compile(r"^recall@(\d+)$")
+NO_INTERVALS = (  # what the section says while the content stage keeps no per-user scores
+    "no 95% intervals for these rows, nor for content − best without the image: content/metrics.json keeps no "
+    "per-user scores to bootstrap, and evaluate bootstraps only the rows it scores itself"
+)
 
 
 def group_of(sources: list[str]) -> str:
@@ -106,8 +110,14 @@ def content_section(run: Path, split: dict[str, int], k: int) -> tuple[dict[str,
         "model": m.get("model") if isinstance(m.get("model"), dict) else None,
         "test_items_missing_a_source": max((_int(r.get("test_items_missing_a_source")) for r in rows), default=0),
         "notes": [str(n) for n in m.get("notes", []) if n] if isinstance(m.get("notes"), list) else [],
+        "intervals": None if all(_interval(r.get("auc_ci")) for r in rows) else NO_INTERVALS,
     }
     return section, notes
+
+
+def _interval(value: Any) -> bool:
+    """A [lo, hi] pair of numbers (a row's ``auc_ci``)."""
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value)
 
 
 def _int(value: Any) -> int:

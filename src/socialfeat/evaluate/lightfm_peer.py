@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from socialfeat.artifacts import read_table
 from socialfeat.evaluate.coldstart import ColdStartData, rank_users
 
 
@@ -33,7 +33,7 @@ def lightfm_row(
     from lightfm import LightFM
 
     t0 = time.perf_counter()
-    inter = pq.read_table(run / "dataset" / "interactions.parquet", columns=["user_idx", "item_idx"])
+    inter = read_table(run / "dataset" / "interactions.parquet", columns=["user_idx", "item_idx"])
     users, items = inter.column("user_idx").to_numpy(), inter.column("item_idx").to_numpy()
     warm = np.zeros(data.n_items, dtype=bool)
     warm[data.train] = True

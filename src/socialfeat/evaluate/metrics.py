@@ -1,24 +1,36 @@
 """Pure metric functions of the evaluate stage: per-user ranking metrics on dense score matrices, audience overlap,
-ridge regression (primal and dual, one eigendecomposition for every λ) and probe accuracies.
+ridge regression (primal and dual, one Gram matrix for every λ, dense or on a standardised sparse matrix) and probe
+accuracies.
 
 Nothing here reads files or draws random numbers, so each function is checked against a naive reference in
-tests/evaluate/test_metrics.py. Scores are ``users × items``; NaN scores rank last.
+tests/evaluate/test_evaluate_metrics.py. Scores are ``users × items``; NaN scores rank last. Work stays in the
+dtype it is given (float32 in the stage): only vectors and d × d systems are float64, never an n × d matrix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
+# row chunks of a dense n × d matrix are standardised this many cells at a time (≈ 16 MB of float32)
+CHUNK_CELLS = 4_000_000
+
 
 def _clean_scores(scores: np.ndarray) -> np.ndarray:
-    """A 2-D float copy with NaN replaced by -inf, so that a missing score always ranks last."""
-    s = np.array(scores, dtype=np.float64 if np.asarray(scores).dtype == np.float64 else np.float32, copy=True)
+    """2-D float scores with NaN replaced by -inf, so that a missing score always ranks last; float32 and float64
+    keep their dtype, and the input is copied only when it has a NaN to replace."""
+    s = np.asarray(scores)
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float32)
     if s.ndim != 2:
         raise ValueError(f"scores must be 2-D (users × items), got shape {s.shape}")
-    np.copyto(s, -np.inf, where=np.isnan(s))
+    nan = np.isnan(s)
+    if nan.any():
+        s = s.copy()
+        np.copyto(s, -np.inf, where=nan)
     return s
 
 
@@ -76,11 +88,28 @@ def auc_per_user(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first; ties go to the lower item index."""
+    """Indices of the k highest scores per row, best first; ties go to the lower item index.
+
+    A partition finds each row's k-th best score t in linear time; the top k are every score above t and the
+    lowest-indexed of those equal to t, and only those k are sorted — not the whole row.
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     s = _clean_scores(scores)
-    return np.argsort(-s, axis=1, kind="stable")[:, : min(k, s.shape[1])]
+    n_rows, n = s.shape
+    if k >= n:
+        return np.argsort(-s, axis=1, kind="stable")
+    t = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th highest score
+    keep = s > t
+    equal = s == t
+    need = k - keep.sum(axis=1)  # slots left for scores equal to t: the lowest-indexed of them take them
+    crowded = np.nonzero(equal.sum(axis=1) > need)[0]  # rows where more scores tie at t than slots remain
+    keep |= equal
+    if len(crowded):
+        keep[crowded] &= ~equal[crowded] | (np.cumsum(equal[crowded], axis=1) <= need[crowded, None])
+    cols = np.nonzero(keep)[1].reshape(n_rows, k)  # row-major: ascending index within each row
+    order = np.lexsort((cols, -np.take_along_axis(s, cols, axis=1)), axis=1)  # best first, ties by index
+    return np.take_along_axis(cols, order, axis=1)
 
 
 def _hits(ranked: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -126,37 +155,108 @@ def jaccard(sets: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) per column of ``x``, std 1 where a column is constant (it then maps to 0, not to inf)."""
-    x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+def standardizer(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per column of ``x`` in float64, std 1 where a column is constant (it then maps to 0, not to inf).
+
+    A dense float32 ``x`` is never copied whole to float64: the mean accumulates in float64 and the squared
+    deviations are summed over row chunks. A sparse ``x`` uses E[x²] − mean², so a one-hot is never densified.
+    """
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float64)  # nnz-sized: scipy sums in the matrix's own dtype
+        n = max(x.shape[0], 1)
+        mean = np.asarray(x.sum(axis=0)).ravel() / n
+        square = np.asarray(x.multiply(x).sum(axis=0)).ravel() / n
+        std = np.sqrt(np.maximum(square - mean**2, 0.0))
+    else:
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        mean = x.mean(axis=0, dtype=np.float64)
+        squares = np.zeros(x.shape[1])
+        step = max(1, CHUNK_CELLS // max(x.shape[1], 1))
+        for i in range(0, len(x), step):
+            squares += ((x[i : i + step] - mean) ** 2).sum(axis=0)
+        std = np.sqrt(squares / max(len(x), 1))
     return mean, np.where(std > 1e-12, std, 1.0)
 
 
-def ridge_path(z: np.ndarray, y: np.ndarray, lambdas: Sequence[float]) -> list[np.ndarray]:
-    """W minimising ‖Z W − Y‖² + λ‖W‖² for each λ (no intercept: centre Z and Y first).
+@dataclass(frozen=True)
+class Standardized:
+    """Z = (X − mean) / std for a sparse X, never materialised (a centred one-hot is dense): the products ridge
+    needs are written with X's sparse products and the column means, in float64 (nnz-sized work)."""
+
+    x: sp.csr_matrix
+    mean: np.ndarray
+    std: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape
+
+    def _x(self) -> sp.csr_matrix:
+        return sp.csr_matrix(self.x, dtype=np.float64)
+
+    def gram(self) -> np.ndarray:
+        """ZᵀZ = D⁻¹(XᵀX − n·mean·meanᵀ)D⁻¹ (d × d, dense)."""
+        x = self._x()
+        g = (x.T @ x).toarray() - x.shape[0] * np.outer(self.mean, self.mean)
+        return g / np.outer(self.std, self.std)
+
+    def outer(self) -> np.ndarray:
+        """ZZᵀ (n × n, dense): for the dual, when the columns outnumber the rows."""
+        x = self._x()
+        scaled = x @ sp.diags(1.0 / self.std**2)
+        c = scaled @ self.mean  # X D⁻² mean, per row
+        g = (scaled @ x.T).toarray() - c[:, None] - c[None, :] + float(self.mean @ (self.mean / self.std**2))
+        return g
+
+    def t_dot(self, y: np.ndarray) -> np.ndarray:
+        """Zᵀy = D⁻¹(Xᵀy − mean·(1ᵀy))."""
+        y = np.asarray(y, dtype=np.float64)
+        return (self._x().T @ y - np.outer(self.mean, y.sum(axis=0))) / self.std[:, None]
+
+    def dot(self, w: np.ndarray) -> np.ndarray:
+        """Zw = X(D⁻¹w) − (D⁻¹mean)ᵀw."""
+        w = np.asarray(w, dtype=np.float64)
+        return self._x() @ (w / self.std[:, None]) - (self.mean / self.std) @ w
+
+
+def ridge_path(z: np.ndarray | Standardized, y: np.ndarray, lambdas: Sequence[float]) -> list[np.ndarray]:
+    """W (float64, d × f) minimising ‖Z W − Y‖² + λ‖W‖² for each λ (no intercept: centre Z and Y first).
 
     Primal W = (ZᵀZ + λI)⁻¹ZᵀY when d ≤ n; dual W = Zᵀ(ZZᵀ + λI)⁻¹Y when the features outnumber the items, so
     1,280-d features on 1,785 items or 100,000-d one-hots on 2,000 items both solve a system no bigger than
     min(n, d)². One Gram matrix serves every λ; each λ costs one Cholesky factorisation (measured faster than one
-    eigendecomposition for up to about ten λ).
+    eigendecomposition for up to about ten λ). A dense Z keeps its dtype (float32: the Gram is built in float32 and
+    only the min(n, d)² system is solved in float64); a :class:`Standardized` sparse Z is never densified.
     """
     from scipy.linalg import cho_factor, cho_solve
 
-    z = np.asarray(z, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
     if any(not lam > 0 for lam in lambdas):
         raise ValueError(f"ridge λ must be > 0, got {list(lambdas)}")
     n, d = z.shape
     dual = d > n
-    gram = z @ z.T if dual else z.T @ z
-    rhs = y if dual else z.T @ y
+    if isinstance(z, Standardized):
+        y = np.asarray(y, dtype=np.float64)
+        gram = z.outer() if dual else z.gram()
+        rhs = y if dual else z.t_dot(y)
+    else:
+        z = np.asarray(z)
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        y = np.asarray(y, dtype=z.dtype)
+        gram = np.asarray(z @ z.T if dual else z.T @ z, dtype=np.float64)
+        rhs = np.asarray(y if dual else z.T @ y, dtype=np.float64)
     eye = np.eye(len(gram))
     out = []
     for lam in lambdas:
         solution = cho_solve(cho_factor(gram + lam * eye, check_finite=False), rhs, check_finite=False)
-        out.append(z.T @ solution if dual else solution)
+        if not dual:
+            out.append(solution)
+        elif isinstance(z, Standardized):
+            out.append(z.t_dot(solution))
+        else:
+            out.append(np.asarray(z.T @ solution.astype(z.dtype), dtype=np.float64))
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from socialfeat.errors import UserError
 from socialfeat.evaluate.metrics import accuracy, majority_rate, standardizer
@@ -129,14 +130,18 @@ def few_shot_sample(labels: np.ndarray, per_class: int, rng: np.random.Generator
     return np.sort(np.concatenate(chosen))
 
 
-def probe_row(features: np.ndarray, has: np.ndarray, labels: LabelSet, few_shot: int, seed: int) -> dict[str, Any]:
+def probe_row(
+    features: np.ndarray | sp.spmatrix, has: np.ndarray, labels: LabelSet, few_shot: int, seed: int
+) -> dict[str, Any]:
     """Test accuracy with all training labels and with ``few_shot`` per class, chance, and the class count.
 
-    Features are standardised with the mean and spread of every item of the source (label-free statistics).
+    Features are standardised with the mean and spread of every item of the source (label-free statistics); a
+    sparse source is made dense only for its labelled rows.
     """
-    mean, std = standardizer(features[has])
+    mean, std = standardizer(features[has] if not np.all(has) else features)
     keep = has[labels.items]
-    x = (features[labels.items[keep]] - mean) / std
+    rows = features[labels.items[keep]]
+    x = ((rows.toarray() if sp.issparse(rows) else rows) - mean) / std
     y = labels.labels[keep]
     train = labels.train[keep]
     if train.sum() == 0 or (~train).sum() == 0:

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from socialfeat.evaluate.metrics import jaccard
+from socialfeat.artifacts import read_table
+from socialfeat.evaluate.metrics import jaccard, top_k
+
+SPARSE_CELLS = 4_000_000  # query × item similarities computed at once for a sparse source (≈ 16 MB of float32)
 
 
 @dataclass
@@ -35,7 +37,7 @@ def load_audiences(run: Path, n_items: int, cold: np.ndarray) -> Audiences:
     users, items = [], []
     for path in (run / "dataset" / "interactions.parquet", run / "factors" / "cold_interactions.parquet"):
         if path.is_file():
-            t = pq.read_table(path, columns=["user_idx", "item_idx"])
+            t = read_table(path, columns=["user_idx", "item_idx"])
             users.append(t.column("user_idx").to_numpy().astype(np.int64))
             items.append(t.column("item_idx").to_numpy().astype(np.int64))
     u = np.concatenate(users) if users else np.zeros(0, np.int64)
@@ -47,9 +49,31 @@ def load_audiences(run: Path, n_items: int, cold: np.ndarray) -> Audiences:
     return Audiences(m, np.asarray(cold, dtype=bool))
 
 
-def nearest(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def _nearest_sparse(vectors: sp.spmatrix, queries: np.ndarray, k: int) -> np.ndarray:
+    """:func:`nearest` for a sparse matrix (the metadata one-hot), never densified: exact cosine by sparse products
+    over query chunks; ties go to the lower row index."""
+    x = sp.csr_matrix(vectors, dtype=np.float32)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    x = sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x, dtype=np.float32)
+    n = x.shape[0]
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    kk = min(k, n - 1)
+    if kk < 1:
+        return out
+    step = max(1, SPARSE_CELLS // max(n, 1))
+    for start in range(0, len(queries), step):
+        q = np.asarray(queries[start : start + step])
+        sims = (x[q] @ x.T).toarray()
+        sims[np.arange(len(q)), q] = -np.inf  # never its own neighbour
+        out[start : start + len(q), :kk] = top_k(sims, kk)
+    return out
+
+
+def nearest(vectors: np.ndarray | sp.spmatrix, queries: np.ndarray, k: int) -> np.ndarray:
     """For each query row of ``vectors``, the k most cosine-similar other rows (exact inner product on unit vectors,
-    faiss IndexFlatIP); -1 pads when there are fewer than k other rows."""
+    faiss IndexFlatIP; sparse products for a sparse matrix); -1 pads when there are fewer than k other rows."""
+    if sp.issparse(vectors):
+        return _nearest_sparse(vectors, queries, k)
     import faiss
 
     x = np.ascontiguousarray(vectors, dtype=np.float32).copy()
@@ -66,11 +90,11 @@ def nearest(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def overlap_test(
-    vectors: np.ndarray, sets: sp.csr_matrix, queries: np.ndarray, k: int, rng: np.random.Generator
+    vectors: np.ndarray | sp.spmatrix, sets: sp.csr_matrix, queries: np.ndarray, k: int, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Mean Jaccard overlap of query audiences with their k nearest neighbours (among the rows of ``vectors``,
     whose audiences are the rows of ``sets``) and with k random other rows; lift = their ratio."""
-    n = len(vectors)
+    n = vectors.shape[0]
     neighbours = nearest(vectors, queries, k)
     q_rep = np.repeat(queries, k)
     nb = neighbours.ravel()
@@ -91,7 +115,7 @@ def overlap_test(
 
 
 def retrieval_row(
-    features: np.ndarray, has: np.ndarray, audiences: Audiences, k: int, max_queries: int, seed: int
+    features: np.ndarray | sp.spmatrix, has: np.ndarray, audiences: Audiences, k: int, max_queries: int, seed: int
 ) -> dict[str, Any]:
     """Overlap@k over all items (pool = items with features and an audience), and over cold queries with cold
     neighbours only: the case the features exist for, where no interaction has shaped the factors."""

@@ -1,7 +1,11 @@
 """``evaluate``: every feature source of a run on the same cold items — cold-start audience prediction, behavioural
 retrieval and linear probes — written to ``run/eval/metrics.json`` with reference rows (random scores, and a
 popularity oracle) that bracket what the numbers can mean, and, when the run has a current content model, its
-hybrid rows (item sources alone, in pairs and together; see :mod:`socialfeat.evaluate.hybrid`)."""
+hybrid rows (item sources alone, in pairs and together; see :mod:`socialfeat.evaluate.hybrid`).
+
+Every row is ranked on the same seeded sample of users (``evaluate.users``), and a paired bootstrap over those
+users (``evaluate.bootstrap`` resamples) gives each row's AUC a 95% interval and each headline difference (learned
+against ImageNet, random and metadata features) an interval that says whether it is more than noise."""
 
 from __future__ import annotations
 
@@ -16,24 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import scipy.sparse as sp
 
+from socialfeat.artifacts import read_schema
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
-from socialfeat.data.tags import item_tags, multi_hot, vocabulary
+from socialfeat.data.tags import item_tags, multi_hot_sparse, vocabulary
 from socialfeat.errors import UserError
+from socialfeat.evaluate.bootstrap import LEVEL, difference, interval, resampled_means
 from socialfeat.evaluate.coldstart import (
+    ColdStartData,
     aligned_features,
-    coldstart_row,
+    coldstart_scored,
     eligible_users,
     load_coldstart,
-    popularity_oracle,
-    random_reference,
+    popularity_scored,
+    random_scored,
+    sampled,
 )
 from socialfeat.evaluate.hybrid import content_section
 from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
 from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
+from socialfeat.freshness import check_current, feature_product
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +74,7 @@ def _feature_columns(run: Path, source: str) -> list[str] | None:
     files = files or sorted(base.glob(f"{source}.part-*-of-*.parquet"))
     if not files:
         return None
-    return [name for name in pq.read_schema(files[0]).names if name != "item_id"]
+    return [name for name in read_schema(files[0]).names if name != "item_id"]
 
 
 def _head_label(column: str) -> str:
@@ -104,11 +113,12 @@ def _width(run: Path, source: str, column: str) -> int:
     base = run / "features"
     path = base / f"{source}.parquet"
     path = path if path.is_file() else sorted(base.glob(f"{source}.part-*-of-*.parquet"))[0]
-    return int(pq.read_schema(path).field(column).type.list_size)
+    return int(read_schema(path).field(column).type.list_size)
 
 
-def tag_features(run: Path, n_items: int) -> tuple[np.ndarray, int] | None:
-    """One-hot item × tag matrix from dataset/items.parquet (None when there are no tags), and the tag count."""
+def tag_features(run: Path, n_items: int) -> tuple[sp.csr_matrix, int] | None:
+    """One-hot item × tag matrix (sparse: n_items × 4,096 dense would be 7 GB at 423K items) from
+    dataset/items.parquet (None when there are no tags), and the tag count."""
     tags = item_tags(run)
     if tags is None:
         return None
@@ -117,7 +127,7 @@ def tag_features(run: Path, n_items: int) -> tuple[np.ndarray, int] | None:
     if not vocab:
         return None
     rows = [tags.get(i, []) for i in range(n_items)]
-    return multi_hot(rows, vocab)[0], n_tags
+    return multi_hot_sparse(rows, vocab)[0], n_tags
 
 
 def _finite(obj: Any) -> Any:
@@ -144,6 +154,61 @@ def _check_sources(sources: list[str] | None, run: Path | None = None) -> list[s
     return chosen
 
 
+def user_sample(data: ColdStartData, seed: int) -> dict[str, Any]:
+    """What the cold-start numbers are averaged over: the sampled users of all eligible ones, and the seed."""
+    users, eligible = len(data.test_users), len(eligible_users(data.test_truth))
+    valid, valid_eligible = len(data.valid_users), len(eligible_users(data.valid_truth))
+    text = f"AUC over {users:,} of {eligible:,} users" + (f", seed {seed}" if users < eligible else "")
+    return {
+        "users": users,
+        "of": eligible,
+        "valid_users": valid,
+        "valid_of": valid_eligible,
+        "seed": seed,
+        "sampled": users < eligible or valid < valid_eligible,
+        "text": text,
+    }
+
+
+HEADLINE = (("imagenet", "ImageNet"), ("random", "random"), ("metadata", "metadata"))
+
+
+def _best(rows: list[dict[str, Any]], source: str) -> int | None:
+    """Index of ``source``'s row to quote: best valid AUC (selection without peeking at the test items); the first
+    (``learned · pooled``) when none has one."""
+    mine = [i for i, r in enumerate(rows) if r["source"] == source and r["coldstart"].get("auc") is not None]
+    with_valid = [i for i in mine if _number(rows[i]["coldstart"].get("valid_auc"))]
+    if with_valid:
+        return max(with_valid, key=lambda i: rows[i]["coldstart"]["valid_auc"])
+    return mine[0] if mine else None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def intervals(
+    results: list[dict[str, Any]], references: list[dict[str, Any]], per_user: np.ndarray, resamples: int, seed: int
+) -> list[dict[str, Any]]:
+    """Set each row's and reference's ``auc_ci`` from a paired bootstrap of ``per_user`` (users × (rows + refs)
+    AUCs) and return the headline differences: learned − ImageNet, learned − random, learned − metadata."""
+    entries = [*results, *references]
+    means = resampled_means(per_user, resamples, [seed, 2]) if resamples else None
+    for j, entry in enumerate(entries):
+        if means is not None:
+            entry["coldstart"]["auc_ci"] = interval(means[:, j])
+    point = [e["coldstart"]["auc"] for e in entries]
+    learned = _best(results, "learned")
+    out = []
+    for source, label in HEADLINE:
+        other = _best(results, source)
+        if learned is None or other is None:
+            continue
+        a, b = results[learned]["name"], results[other]["name"]
+        out.append({"a": a, "b": b, "label": f"learned − {label}", **difference(means, point, learned, other)})
+    return out
+
+
 def evaluate(
     config: Config,
     run: str | os.PathLike[str],
@@ -163,8 +228,11 @@ def evaluate(
     if any(not lam > 0 for lam in lambdas):
         raise UserError("evaluate.ridge_lambdas", f"every λ must be > 0, got {cfg.ridge_lambdas}")
     chosen = _check_sources(sources, run)
+    # factors/ and each source's features current with what they were made from (content/ keeps its own rule)
+    check_current(run, ["factors", *(feature_product(s) for s in chosen if s in EMBED_SOURCES)])
     say("reading factors")
-    data = load_coldstart(run)
+    data = sampled(load_coldstart(run), cfg.users, cfg.valid_users, config.seed)
+    sample = user_sample(data, config.seed)
     rows, notes = plan_rows(run, chosen, data.item_factors.shape[1])
     if not any(r.source in EMBED_SOURCES for r in rows) and set(chosen) & set(EMBED_SOURCES):
         missing = [s for s in chosen if s in EMBED_SOURCES]
@@ -180,6 +248,7 @@ def evaluate(
     audiences = load_audiences(run, data.n_items, np.isin(data.split, ["valid", "test"]))
 
     results: list[dict[str, Any]] = []
+    per_user: list[np.ndarray] = []  # per-user test AUC of each row, float32, for the bootstrap
     retrieval_cache: dict[tuple[str, str], dict[str, Any]] = {}
     probe_cache: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -202,8 +271,9 @@ def evaluate(
             "column": row.column,
             "mapping": row.mapping,
             "dim": int(features.shape[1]),
-            "coldstart": coldstart_row(features, has, row.mapping, data, lambdas, cfg.k),
         }
+        entry["coldstart"], ranked = coldstart_scored(features, has, row.mapping, data, lambdas, cfg.k)
+        per_user.append(ranked.auc.astype(np.float32))
         lam = entry["coldstart"].get("lambda")
         if lam is not None and len(lambdas) > 1 and lam in (lambdas[0], lambdas[-1]):
             notes.append(
@@ -228,28 +298,35 @@ def evaluate(
     if not results:
         raise UserError(str(run), "nothing to evaluate: " + "; ".join(notes))
     say("references")
+    random_ranked, popular_ranked = random_scored(data, cfg.k, config.seed), popularity_scored(data, cfg.k)
+    per_user += [random_ranked.auc.astype(np.float32), popular_ranked.auc.astype(np.float32)]
     references = [
         {
             "name": "random scores",
-            "coldstart": random_reference(data, cfg.k, config.seed),
+            "coldstart": random_ranked.summary(),
             "note": "uniform random scores: the floor",
         },
         {
             "name": "popularity (oracle)",
             "oracle": True,
-            "coldstart": popularity_oracle(data, cfg.k),
+            "coldstart": popular_ranked.summary(),
             "note": "test items ranked by their true number of hidden cold interactions — sees the hidden data; "
             "the ceiling of a predictor that only guesses how popular a new image will be",
         },
     ]
+    say(f"bootstrap ({cfg.bootstrap:,} resamples of {sample['users']:,} users)" if cfg.bootstrap else "differences")
+    differences = intervals(results, references, np.stack(per_user, axis=1), cfg.bootstrap, config.seed)
     split = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
     hybrid, hybrid_notes = content_section(run, split, cfg.k)
     notes.extend(hybrid_notes)
     metrics = {
         "k": cfg.k,
-        "split": {**split, "users_evaluated": len(eligible_users(data.test_truth))},
+        "split": {**split, "users_evaluated": sample["users"], "users_eligible": sample["of"]},
+        "sample": sample,
+        "bootstrap": {"resamples": cfg.bootstrap, "level": LEVEL, "paired": True, "over": "users", "seed": config.seed},
         "rows": results,
         "references": references,
+        "differences": differences,
         **({"content": hybrid} if hybrid is not None else {}),
         "notes": notes,
         "settings": {
@@ -260,11 +337,14 @@ def evaluate(
             "probe_C": PROBE_C,
             "labels": str(label_path) if label_path is not None else None,
             "sources": chosen,
+            "users": cfg.users,
+            "valid_users": cfg.valid_users,
+            "bootstrap": cfg.bootstrap,
         },
         "seconds": time.perf_counter() - started,
     }
     metrics = _finite(metrics)
-    with atomic_dir(run / "eval") as tmp:
+    with atomic_dir(run / "eval", "eval") as tmp:
         for kept in (run / "eval").glob("transfer-*.json"):  # `transfer` writes beside; its results stay current
             shutil.copy2(kept, tmp / kept.name)
         write_json(tmp / "metrics.json", metrics)

@@ -26,6 +26,7 @@ from socialfeat.errors import UserError
 from socialfeat.evaluate.metrics import majority_rate
 from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.features import MODEL_DIRS, SOURCES, embed_rows, source_model
+from socialfeat.freshness import MODEL_PRODUCTS, check_current
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runtime import pick_device, table_cache
 
@@ -161,6 +162,7 @@ def transfer(
         raise UserError("--labels", "no labelled set: give --labels TABLE --image-root DIR, or list transfer.sets")
     _check_sets(sets)
     chosen = _check_sources(sources, config, run)
+    check_current(run, [MODEL_PRODUCTS[s] for s in chosen if s in MODEL_PRODUCTS])  # no probe of a stale model
     tc = config.transfer
     if any(c <= 0 for c in tc.Cs):
         raise UserError("transfer.Cs", f"every C must be > 0, got {tc.Cs}")

@@ -32,6 +32,31 @@ class Factors:
         return self.users[user_rows] @ self.items.T
 
 
+class FitDiverged(Exception):
+    """The fit produced NaN or infinite factors (confidences too large for float32 arithmetic).
+
+    The stage turns it into a user error naming the dataset, since the data and config decide it, not the code.
+    """
+
+
+def check_confidence(confidence: sp.csr_matrix) -> None:
+    """Refuse non-finite confidences before a fit: ALS would turn them into NaN factors after minutes of work.
+
+    The stage checks the dataset first and names it; reaching this is a caller's bug, hence a plain ValueError.
+    """
+    if not np.isfinite(confidence.data).all():
+        bad = int((~np.isfinite(confidence.data)).sum())
+        raise ValueError(f"{bad} of {confidence.nnz} confidences are not finite; ALS needs finite confidences")
+
+
+def check_factors(factors: Factors) -> Factors:
+    """The fitted factors, or :class:`FitDiverged` when any is NaN or infinite."""
+    for name, array in (("user", factors.users), ("item", factors.items)):
+        if not np.isfinite(array).all():
+            raise FitDiverged(f"{name} factors hold NaN or infinite values")
+    return factors
+
+
 class Factorizer(ABC):
     """Fits implicit-feedback matrix factorization (Hu, Koren & Volinsky 2008):
 

@@ -9,7 +9,14 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from socialfeat.factorize.base import Factorizer, Factors, IterationCallback
+from socialfeat.factorize.base import (
+    Factorizer,
+    Factors,
+    FitDiverged,
+    IterationCallback,
+    check_confidence,
+    check_factors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +37,15 @@ class LocalALS(Factorizer):
     name = "local"
 
     def fit(self, confidence: sp.csr_matrix, callback: IterationCallback | None = None) -> Factors:
+        check_confidence(confidence)
         cfg = self.config
         use_gpu = gpu_available() if cfg.use_gpu is None else cfg.use_gpu
         if use_gpu:
             from implicit.gpu.als import AlternatingLeastSquares
         else:
             from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.recommender_base import ModelFitError
+
         kwargs = {
             "factors": cfg.factors,
             "regularization": cfg.regularization,
@@ -51,11 +61,16 @@ class LocalALS(Factorizer):
             model = AlternatingLeastSquares(**kwargs)
             if not use_gpu:
                 model.cg_steps = cfg.cg_steps  # an attribute, not a constructor argument, in implicit 0.7
-            model.fit(confidence.astype(np.float32, copy=False), show_progress=False, callback=callback)
+            try:
+                model.fit(confidence.astype(np.float32, copy=False), show_progress=False, callback=callback)
+            except ModelFitError as exc:  # NaN factors: float32 overflowed on confidences this large
+                raise FitDiverged(str(exc)) from exc
         log.info("local ALS fit in %.1f s (%s)", time.perf_counter() - started, "gpu" if use_gpu else "cpu")
         if use_gpu:
             model = model.to_cpu()
-        return Factors(
-            users=np.ascontiguousarray(model.user_factors, dtype=np.float32),
-            items=np.ascontiguousarray(model.item_factors, dtype=np.float32),
+        return check_factors(
+            Factors(
+                users=np.ascontiguousarray(model.user_factors, dtype=np.float32),
+                items=np.ascontiguousarray(model.item_factors, dtype=np.float32),
+            )
         )

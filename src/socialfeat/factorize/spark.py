@@ -50,7 +50,7 @@ import scipy.sparse as sp
 
 from socialfeat.config import FactorizeConfig
 from socialfeat.errors import UserError
-from socialfeat.factorize.base import Factorizer, Factors, IterationCallback
+from socialfeat.factorize.base import Factorizer, Factors, IterationCallback, check_confidence, check_factors
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -289,6 +289,7 @@ class SparkALS(Factorizer):
         Spark has no per-iteration hook: ``callback`` is called once, at the end, with
         ``(iterations - 1, total seconds, None)``.
         """
+        check_confidence(confidence)
         _import_pyspark()
         from pyspark.ml.recommendation import ALS
 
@@ -338,4 +339,4 @@ class SparkALS(Factorizer):
                 pass
         if callback is not None:
             callback(self.config.iterations - 1, time.perf_counter() - start, None)
-        return Factors(users=users, items=items)
+        return check_factors(Factors(users=users, items=items))

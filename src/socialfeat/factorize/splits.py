@@ -123,10 +123,10 @@ def leave_k_out(
 def read_split(run: Path) -> dict[object, str]:
     """item id → train | valid | test as factorize wrote it (valid and test are the cold items); empty before
     factorize has run."""
-    import pyarrow.parquet as pq
+    from socialfeat.artifacts import read_table
 
     path = Path(run) / "factors" / "item_split.parquet"
     if not path.is_file():
         return {}
-    table = pq.read_table(path, columns=["item_id", "split"])
+    table = read_table(path, columns=["item_id", "split"], run=run)
     return dict(zip(table.column("item_id").to_pylist(), table.column("split").to_pylist(), strict=True))

@@ -21,12 +21,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from pydantic import ValidationError
 
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, FactorizeConfig, SplitConfig, dump_config, provenance
 from socialfeat.errors import UserError
 from socialfeat.factorize import create_factorizer
-from socialfeat.factorize.base import Factors
+from socialfeat.factorize.base import Factors, FitDiverged
 from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
 from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
 
@@ -54,6 +55,7 @@ class Interactions:
     times: np.ndarray | None
     user_ids: pa.Array
     item_ids: pa.Array
+    source: str = "dataset/interactions.parquet"  # the file the weights came from: errors about them name it
 
     def times_of(self, rows: np.ndarray) -> np.ndarray | None:
         """Timestamps of the given pairs, or None when the log had none."""
@@ -69,9 +71,26 @@ class FactorizeResult:
 def confidence(weight: np.ndarray, cfg: FactorizeConfig) -> np.ndarray:
     """c = 1 + α·w (linear) or 1 + α·log(1 + w/ε) (log): confidence grows with the interaction weight."""
     w = weight.astype(np.float32)
-    if cfg.confidence == "log":
-        return (1.0 + cfg.alpha * np.log1p(w / cfg.epsilon)).astype(np.float32)
-    return (1.0 + cfg.alpha * w).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked by checked_confidence
+        if cfg.confidence == "log":
+            return (1.0 + cfg.alpha * np.log1p(w / cfg.epsilon)).astype(np.float32)
+        return (1.0 + cfg.alpha * w).astype(np.float32)
+
+
+def checked_confidence(weight: np.ndarray, cfg: FactorizeConfig, source: str) -> np.ndarray:
+    """:func:`confidence`, refused with the dataset named when any is not finite: float32 overflows past 3.4e38
+    (a huge weight times α), and a log confidence of a weight below −ε is not a number."""
+    c = confidence(weight, cfg)
+    bad = ~np.isfinite(c)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise UserError(
+            source,
+            f"{int(bad.sum())} weights give a confidence that is not finite (weight {float(weight[first]):g} → "
+            f"{c[first]} with factorize.confidence={cfg.confidence}, alpha={cfg.alpha:g}); lower factorize.alpha "
+            "or the event weights",
+        )
+    return c
 
 
 def read_dataset(run: Path) -> Interactions:
@@ -83,6 +102,15 @@ def read_dataset(run: Path) -> Interactions:
     schema = pq.read_schema(dataset / "interactions.parquet")
     columns = ["user_idx", "item_idx", "weight"] + (["last_ts"] if "last_ts" in schema.names else [])
     table = pq.read_table(dataset / "interactions.parquet", columns=columns)
+    weight = table.column("weight").to_numpy().astype(np.float32, copy=False)
+    source = str(dataset / "interactions.parquet")
+    if not np.isfinite(weight).all():  # ingest refuses them; a dataset made before it did, or edited, may hold some
+        row = int(np.flatnonzero(~np.isfinite(weight))[0])
+        raise UserError(
+            source,
+            f"row {row + 1}, column 'weight': not a finite number ({weight[row]}); ALS needs finite weights: "
+            "ingest the log again (ingest now refuses non-finite values)",
+        )
     times = None
     if "last_ts" in columns:
         ts = table.column("last_ts").to_numpy(zero_copy_only=False).astype("datetime64[us]")
@@ -91,10 +119,11 @@ def read_dataset(run: Path) -> Interactions:
     return Interactions(
         users=table.column("user_idx").to_numpy().astype(np.int32, copy=False),
         items=table.column("item_idx").to_numpy().astype(np.int32, copy=False),
-        weight=table.column("weight").to_numpy().astype(np.float32, copy=False),
+        weight=weight,
         times=times,
         user_ids=pq.read_table(dataset / "users.parquet", columns=["user_id"]).column("user_id").combine_chunks(),
         item_ids=pq.read_table(dataset / "items.parquet", columns=["item_id"]).column("item_id").combine_chunks(),
+        source=source,
     )
 
 
@@ -116,9 +145,17 @@ def matrix(users: np.ndarray, items: np.ndarray, values: np.ndarray, shape: tupl
 
 
 def fit(
-    cfg: FactorizeConfig, seed: int, conf: sp.csr_matrix, label: str, progress: Progress | None
+    cfg: FactorizeConfig,
+    seed: int,
+    conf: sp.csr_matrix,
+    label: str,
+    progress: Progress | None,
+    source: str = "dataset/interactions.parquet",
 ) -> tuple[Factors, float]:
-    """Fit one model, reporting each iteration; returns the factors and the seconds it took."""
+    """Fit one model, reporting each iteration; returns the factors and the seconds it took.
+
+    A fit that diverges (NaN factors) is a user error naming ``source``, the dataset whose weights caused it.
+    """
     factorizer = create_factorizer(cfg, seed)
     if progress:
         progress(label, 0, cfg.iterations, None)
@@ -128,7 +165,15 @@ def fit(
             progress(label, iteration + 1, cfg.iterations, loss)
 
     started = time.perf_counter()
-    factors = factorizer.fit(conf, callback=on_iteration)
+    try:
+        factors = factorizer.fit(conf, callback=on_iteration)
+    except FitDiverged:
+        top = float(conf.data.max()) if conf.nnz else 0.0
+        raise UserError(
+            source,
+            f"ALS diverged (NaN factors) on confidences up to {top:.3g}; lower factorize.alpha, set "
+            "factorize.confidence=log, or raise factorize.regularization",
+        ) from None
     return factors, time.perf_counter() - started
 
 
@@ -167,11 +212,36 @@ def parse_sweep(terms: list[str]) -> dict[str, list[float]]:
             raise UserError(f"--sweep {term}", f"expected NAME=V1,V2,... with NAME one of {', '.join(SWEEP_KEYS)}")
         try:
             grid[key] = [SWEEP_KEYS[key](float(v)) for v in values.split(",") if v.strip()]
-        except ValueError:
-            raise UserError(f"--sweep {term}", "values must be numbers separated by commas") from None
+        except (ValueError, OverflowError):  # int(float("inf")) overflows
+            raise UserError(f"--sweep {term}", "values must be finite numbers separated by commas") from None
         if not grid[key]:
             raise UserError(f"--sweep {term}", "give at least one value")
     return grid
+
+
+def sweep_trials(cfg: FactorizeConfig) -> tuple[list[str], list[FactorizeConfig]]:
+    """The swept keys and one validated config per grid point, checked before any fit: an unknown key or a value
+    out of range (``alpha=0``) is a user error naming ``factorize.sweep``, not a failure after the first fits."""
+    grid: dict[str, list[float]] = {}
+    for key, values in cfg.sweep.items():
+        name = "regularization" if key == "reg" else key
+        if name not in SWEEP_KEYS:
+            raise UserError("factorize.sweep", f"unknown key '{key}'; expected one of {', '.join(SWEEP_KEYS)}")
+        try:
+            grid[name] = [SWEEP_KEYS[name](x) for x in values]
+        except (ValueError, OverflowError):
+            raise UserError("factorize.sweep", f"{key}: {values} are not all finite numbers") from None
+    keys = list(grid)
+    trials = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        setting = dict(zip(keys, values, strict=True))
+        try:
+            trials.append(FactorizeConfig.model_validate({**cfg.model_dump(), **setting}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            bad = ".".join(str(p) for p in err["loc"])
+            raise UserError("factorize.sweep", f"{bad}={err.get('input')!r}: {err['msg'].lower()}") from None
+    return keys, trials
 
 
 def sweep(
@@ -186,9 +256,7 @@ def sweep(
 
     Returns the config with the best setting, every trial's metrics, and the best setting itself.
     """
-    grid = {
-        (name := "regularization" if k == "reg" else k): [SWEEP_KEYS[name](x) for x in v] for k, v in cfg.sweep.items()
-    }
+    keys, trials = sweep_trials(cfg)
     idx = np.flatnonzero(train_mask)
     valid = leave_k_out(
         data.users[idx], data.items[idx], data.times_of(idx), SplitConfig(leave_out=1, min_train=2), seed + 17
@@ -197,12 +265,12 @@ def sweep(
     test = matrix(data.users[valid_idx], data.items[valid_idx], np.ones(len(valid_idx), np.float32), shape)
     users = _eval_users(test, cfg, seed)  # the same users judge every setting
     rows: list[dict[str, Any]] = []
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        trial = FactorizeConfig.model_validate({**cfg.model_dump(), **dict(zip(keys, values, strict=True))})
-        conf = matrix(data.users[fit_idx], data.items[fit_idx], confidence(data.weight[fit_idx], trial), shape)
+    for trial in trials:
+        values = [getattr(trial, k) for k in keys]
+        conf_values = checked_confidence(data.weight[fit_idx], trial, data.source)
+        conf = matrix(data.users[fit_idx], data.items[fit_idx], conf_values, shape)
         label = "sweep " + " ".join(f"{k}={v:g}" for k, v in zip(keys, values, strict=True))
-        factors, seconds = fit(trial, seed, conf, label, progress)
+        factors, seconds = fit(trial, seed, conf, label, progress, data.source)
         scores = evaluate_ranking(factors.scores, conf, test, cfg.k, users, eval_batch_size(shape[1]))
         rows.append({**dict(zip(keys, values, strict=True)), **scores, "seconds": seconds})
     best = max(rows, key=lambda r: (r["ndcg"], r["recall"]))
@@ -242,9 +310,10 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
         train_mask[test_idx] = False
         if cfg.sweep:
             cfg, metrics["sweep"], metrics["sweep_best"] = sweep(cfg, seed, data, train_mask, shape, progress)
-        train = matrix(data.users[train_mask], data.items[train_mask], confidence(data.weight[train_mask], cfg), shape)
+        train_conf = checked_confidence(data.weight[train_mask], cfg, data.source)
+        train = matrix(data.users[train_mask], data.items[train_mask], train_conf, shape)
         test = matrix(data.users[test_idx], data.items[test_idx], np.ones(len(test_idx), np.float32), shape)
-        factors, seconds = fit(cfg, seed, train, "held-out fit", progress)
+        factors, seconds = fit(cfg, seed, train, "held-out fit", progress, data.source)
         metrics["heldout"] = {
             "k": cfg.k,
             "held_out_pairs": len(test_idx),
@@ -253,14 +322,14 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
         metrics["heldout"]["fit_seconds"] = seconds
         del train, test, factors, train_mask  # free the held-out model before the final fit
 
-    conf = matrix(data.users[warm], data.items[warm], confidence(data.weight[warm], cfg), shape)
-    factors, seconds = fit(cfg, seed, conf, "final fit", progress)
+    conf = matrix(data.users[warm], data.items[warm], checked_confidence(data.weight[warm], cfg, data.source), shape)
+    factors, seconds = fit(cfg, seed, conf, "final fit", progress, data.source)
     metrics["fit_seconds"] = seconds
     metrics["backend"] = cfg.backend
     metrics["params"] = {
         k: getattr(cfg, k) for k in ("factors", "regularization", "iterations", "confidence", "alpha", "epsilon")
     }
-    with atomic_dir(run / "factors") as tmp:
+    with atomic_dir(run / "factors", "factors") as tmp:
         _write_factors(tmp, data, factors, conf, split_codes)
         metrics["seconds"] = time.perf_counter() - started
         write_json(tmp / "metrics.json", metrics)

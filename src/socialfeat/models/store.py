@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from socialfeat.artifacts import damaged, missing, read_json, read_safetensors
 from socialfeat.errors import UserError
 from socialfeat.models.backbones import create_backbone
 from socialfeat.models.heads import FeatureModel
@@ -31,17 +31,22 @@ def build_model(meta: dict[str, Any]) -> FeatureModel:
 
 
 def load_model(model_dir: Path) -> tuple[FeatureModel, dict[str, Any]]:
-    """A trained model in eval mode, and its description. Refuses a missing or incomplete model folder."""
+    """A trained model in eval mode, and its description. Refuses a missing, incomplete or damaged model folder
+    with one line naming the file and the ``train`` command that rewrites it."""
     model_dir = Path(model_dir)
     meta_path, weights = model_dir / "model.json", model_dir / "weights.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        run = model_dir.parent
-        how = " --meta-class" if model_dir.name == "meta-class" else ""
-        raise UserError(str(run), f"no trained model in {model_dir}; run `socialfeat train {run}{how}` first")
+    if not model_dir.is_dir():
+        raise missing(meta_path)
+    meta = read_json(meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
         model = build_model(meta)
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise UserError(str(model_dir), f"cannot load the trained model ({type(e).__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise damaged(meta_path, f"not a model description: {type(e).__name__} {e}") from None
+    except UserError as e:  # an unknown backbone name: the description, not the user's flag, is at fault
+        raise damaged(meta_path, e.message) from None
+    state = read_safetensors(weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise damaged(weights, f"does not fit model.json: {' '.join(str(e).split())[:160]}") from None
     return model.eval(), meta

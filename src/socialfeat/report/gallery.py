@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
+from socialfeat.artifacts import read_json, read_schema, read_table
 from socialfeat.config import Config
 from socialfeat.data.images import ImageCache, ImageError, ImageRoot, load_image
+from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
 from socialfeat.features import read_features
 
@@ -46,7 +46,7 @@ class Thumbnails:
     def __init__(self, run: Path, size: int, max_pixels: int = 100_000_000) -> None:
         self.run, self.size, self.max_pixels = run, size, max_pixels
         dataset = run / "dataset"
-        table = pq.read_table(dataset / "items.parquet")
+        table = read_table(dataset / "items.parquet", run=run)
         ids = table.column("item_id").to_pylist()
         images = table.column("image").to_pylist() if "image" in table.column_names else [None] * len(ids)
         titles = table.column("title").to_pylist() if "title" in table.column_names else [None] * len(ids)
@@ -124,7 +124,7 @@ def feature_columns(run: Path, source: str) -> list[str]:
     files = files or sorted(base.glob(f"{source}.part-*-of-*.parquet"))
     if not files:
         return []
-    return [name for name in pq.read_schema(files[0]).names if name != "item_id"]
+    return [name for name in read_schema(files[0], run=run).names if name != "item_id"]
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
@@ -220,7 +220,7 @@ def cluster_gallery(config: Config, run: Path, thumbs: Thumbnails) -> list[dict[
     path = run / "targets" / "clusters.json"
     if not path.is_file():
         raise Missing(f"no targets/clusters.json; run `socialfeat targets {run}`")
-    described = json.loads(path.read_text())
+    described = read_json(path, run=run)
     if not described:
         raise Missing(f"targets/clusters.json describes no clusters; run `socialfeat targets {run}`")
     n = config.report.cluster_images
@@ -263,9 +263,9 @@ def _members(path: Path) -> dict[int, list]:
     if not path.is_file():
         return {}
     try:
-        table = pq.read_table(path, columns=["item_id", "cluster"])
-    except (OSError, pa.ArrowException) as e:
-        log.warning("cannot read %s: %s", path, e)
+        table = read_table(path, columns=["item_id", "cluster"])
+    except UserError as e:  # the gallery still shows the clusters' words: name the file and go on
+        log.warning("%s", e)
         return {}
     members: dict[int, list] = {}
     for item, c in zip(table.column("item_id").to_pylist(), table.column("cluster").to_pylist(), strict=True):

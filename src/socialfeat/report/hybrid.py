@@ -79,6 +79,7 @@ def hybrid_section(run: Path) -> dict[str, Any]:
     k = section.get("k", 20)
     split = section.get("split") or {}
     groups = {g: sorted((r for r in section["rows"] if r.get("group") == g), key=lambda r: -r["auc"]) for g in GROUPS}
+    with_ci = any(_is_ci(r.get("auc_ci")) for r in section["rows"])  # once the content stage bootstraps its rows
     body = []
     for g, rows in groups.items():
         for i, r in enumerate(rows):
@@ -90,6 +91,7 @@ def hybrid_section(run: Path) -> dict[str, Any]:
                     cell(" · ".join(f"{_name(s)} {v:.2f}".replace(" 0.00", " 0") for s, v in w.items()) if w else ""),
                     cell(r.get("valid_auc")),
                     cell(r["auc"]),
+                    *([_ci_cell(r.get("auc_ci"))] if with_ci else []),
                     cell(r.get(f"recall@{k}")),
                     cell(r.get(f"ndcg@{k}")),
                     cell(r.get("test_items_missing_a_source"), "{:,}"),
@@ -101,7 +103,8 @@ def hybrid_section(run: Path) -> dict[str, Any]:
         name = str(peer.get("name", "peer"))
         body.append(
             [{**cell("peer"), "reference": True}, cell(name), cell("")]
-            + [cell(None), cell(peer["auc"]), cell(peer.get(f"recall@{k}")), cell(peer.get(f"ndcg@{k}")), cell(None)]
+            + [cell(None), cell(peer["auc"]), *([_ci_cell(peer.get("auc_ci"))] if with_ci else [])]
+            + [cell(peer.get(f"recall@{k}")), cell(peer.get(f"ndcg@{k}")), cell(None)]
         )
     test = split.get("test")
     caption = (
@@ -111,18 +114,29 @@ def hybrid_section(run: Path) -> dict[str, Any]:
         f"the source dropout chosen on valid. Best test AUC, recall@{k} and NDCG@{k} in bold"
         + ("; the peer (italics) is not a candidate." if ran else ".")
     )
-    head = ["", "sources", "fusion weights", "valid AUC", "test AUC", f"recall@{k}", f"NDCG@{k}", "missing a source"]
+    head = ["", "sources", "fusion weights", "valid AUC", "test AUC", *(["95% interval"] if with_ci else [])]
+    head += [f"recall@{k}", f"NDCG@{k}", "missing a source"]
     notes = [str(n) for n in section.get("notes", [])]
+    notes += [str(section["intervals"])] if section.get("intervals") else []
     notes += [str(n).removeprefix(NOTE) for n in (m or {}).get("notes", []) if str(n).startswith(NOTE)]
     if peer is not None and not ran and peer.get("skipped"):
         notes = [n for n in notes if not n.startswith("LightFM row skipped")]
         notes.append(f"{peer.get('name', 'the peer')}: not run ({peer['skipped']}).")
     return {
-        "table": table(head, body, caption, best={3: "max", 4: "max", 5: "max", 6: "max"}),
+        "table": table(head, body, caption, best={i: "max" for i in (3, 4, 5 + int(with_ci), 6 + int(with_ci))}),
         "chart": _chart(groups, peer if ran else None),
         "chart_caption": _chart_caption(section, peer if ran else None),
         "notes": notes,
     }
+
+
+def _is_ci(ci: Any) -> bool:
+    return isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)
+
+
+def _ci_cell(ci: Any) -> dict[str, Any]:
+    """A row's 95% interval as text (never a best-value candidate), "–" without one."""
+    return cell(f"{ci[0]:.4f}–{ci[1]:.4f}" if _is_ci(ci) else None)
 
 
 def _chart(groups: dict[str, list[dict[str, Any]]], peer: dict[str, Any] | None) -> str:

@@ -25,9 +25,11 @@ import pyarrow as pa
 from markupsafe import Markup, escape
 
 from socialfeat import __version__
-from socialfeat.atomic import write_text
+from socialfeat.artifacts import ingest_command, read_json
+from socialfeat.atomic import claim_file, write_text
 from socialfeat.config import Config, dump_config
 from socialfeat.errors import UserError
+from socialfeat.freshness import check_current
 from socialfeat.report import sections
 from socialfeat.report.gallery import (
     Missing,
@@ -41,6 +43,7 @@ from socialfeat.report.hybrid import hybrid_section
 
 log = logging.getLogger(__name__)
 
+GENERATOR = '<meta name="generator" content="socialfeat">'
 STAGES = ("dataset", "factors", "targets", "model", "features", "eval")
 COLUMN_NAMES = {"features": "pooled", "head_factors": "factors head", "head_factor_clusters": "clusters head"}
 TITLES = {
@@ -65,15 +68,24 @@ def report(config: Config, run: str | os.PathLike[str], out: str | os.PathLike[s
     if not run.is_dir():
         raise UserError(str(run), "no such run folder; run `socialfeat run` (or the stages one by one) first")
     if not any((run / stage).is_dir() for stage in STAGES):
-        raise UserError(
-            str(run), f"nothing to report: no stage output here; start with `socialfeat ingest --out {run}/dataset`"
-        )
+        raise UserError(str(run), f"nothing to report: no stage output here; start with: {ingest_command(run)}")
+    check_current(run, ["eval"])  # the evaluation and everything it was made from: no report of stale results
     target = Path(out) if out is not None else run / "report.html"
-    if target.is_dir():
-        raise UserError(str(target), "is a folder; give a file name such as report.html")
+    claim_file(target, "report", suffixes=(".html", ".htm"), ours=is_report, flag="--out" if out is not None else None)
     html = render(build(config, run))
     write_text(target, html)
     return target
+
+
+def is_report(path: Path) -> bool:
+    """A report this package wrote (its generator tag, or the title every report has had), so ``--out`` may
+    replace it; any other file at that path is the user's."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head or b"<title>socialfeat report" in head
 
 
 def build(config: Config, run: Path) -> dict[str, Any]:
@@ -98,18 +110,25 @@ def build(config: Config, run: Path) -> dict[str, Any]:
         "version": __version__,
         "thumb": config.report.thumbnail,
         "strip": strip_size(config.report.thumbnail),
-        "sections": [{"id": sid, "title": TITLES[sid], **_part(build_one)} for sid, build_one in builders.items()],
+        "sections": [
+            {"id": sid, "title": TITLES[sid], **_part(build_one, TITLES[sid])} for sid, build_one in builders.items()
+        ],
     }
 
 
-def _part(build_one: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A section's content, or ``missing`` saying why it is not there: a broken input never sinks the report."""
+def _part(build_one: Callable[[], dict[str, Any]], title: str = "") -> dict[str, Any]:
+    """A section's content, or ``missing`` saying why it is not there: a broken input never sinks the report. A
+    damaged file is named, with the command that rewrites it (:mod:`socialfeat.artifacts`), in the warning and
+    in the section's place."""
     try:
         return {"missing": None, **build_one()}
     except Missing as e:
         return {"missing": str(e)}
-    except (UserError, OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as e:
-        log.warning("report section skipped: %s: %s", type(e).__name__, e)
+    except UserError as e:
+        log.warning("report section %s skipped: %s", repr(title) if title else "", e)
+        return {"missing": f"could not read its inputs ({e})"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as e:
+        log.warning("report section %s skipped: %s: %s", repr(title) if title else "", type(e).__name__, e)
         return {"missing": f"could not read its inputs ({type(e).__name__}: {e})"}
 
 
@@ -123,8 +142,7 @@ class _LazyThumbnails:
     def get(self) -> Thumbnails:
         if self.thumbs is None:
             if not (self.run / "dataset" / "items.parquet").is_file():
-                dataset = self.run / "dataset"
-                raise Missing(f"no dataset/items.parquet (the images); run `socialfeat ingest --out {dataset} …`")
+                raise Missing(f"no dataset/items.parquet (the images); run `{ingest_command(self.run)}`")
             self.thumbs = Thumbnails(self.run, self.config.report.thumbnail, self.config.train.max_pixels)
         return self.thumbs
 
@@ -145,8 +163,8 @@ def _learned_column(run: Path) -> tuple[str, str]:
     path = run / "eval" / "metrics.json"
     if path.is_file():
         try:
-            rows = json.loads(path.read_text()).get("rows", [])
-        except ValueError:
+            rows = read_json(path).get("rows", [])
+        except (UserError, AttributeError):  # the evaluation section names the damaged file
             rows = []
         scored = [
             r
@@ -166,21 +184,31 @@ def _glance(run: Path) -> dict[str, Any]:
     facts: dict[str, str] = {}
     stats_path = run / "dataset" / "stats.json"
     if stats_path.is_file():
-        a = json.loads(stats_path.read_text()).get("after", {})
+        a = _fact_source(stats_path).get("after", {})
         if {"users", "items", "interactions"} <= a.keys():
             facts["data"] = f"{a['users']:,} users, {a['items']:,} items, {a['interactions']:,} interactions"
     metrics_path = run / "factors" / "metrics.json"
     if metrics_path.is_file():
-        items = json.loads(metrics_path.read_text()).get("items", {})
+        items = _fact_source(metrics_path).get("items", {})
         cold = items.get("valid", 0) + items.get("test", 0)
         if items.get("train") is not None:
             facts["split"] = f"{items['train']:,} warm items to learn from, {cold:,} cold items held back as new images"
     model_path = run / "model" / "model.json"
     if model_path.is_file():
-        meta = json.loads(model_path.read_text())
+        meta = _fact_source(model_path)
         heads = ", ".join(meta.get("heads", {}))
         facts["model"] = f"{meta.get('backbone')} from {meta.get('init')} weights, heads: {heads}"
     return {"facts": facts}
+
+
+def _fact_source(path: Path) -> dict[str, Any]:
+    """A JSON file the summary takes a fact from; a damaged one is named in a warning and gives no fact."""
+    try:
+        data = read_json(path)
+    except UserError as e:
+        log.warning("report summary: %s", e)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -4,11 +4,11 @@ the best value per metric column marked) and charts (PNG data URIs). A section w
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from socialfeat import artifacts
 from socialfeat.report import plots
 from socialfeat.report.gallery import Missing
 
@@ -61,15 +61,17 @@ def _count(n: Any, noun: str) -> str:
 
 
 def read_json(path: Path, command: str) -> Any:
+    """A stage's JSON output: Missing (naming ``command``) when absent; a damaged file is a UserError naming it and
+    its rerun, which the report shows in the section's place."""
     if not path.is_file():
         raise Missing(f"no {path.parent.name}/{path.name}; run `{command}`")
-    return json.loads(path.read_text())
+    return artifacts.read_json(path)
 
 
 # ------------------------------------------------------------------------------------------------ dataset
 def dataset(run: Path) -> dict[str, Any]:
     """The data set before and after popularity filtering (the seed paper's table 1), and what was dropped."""
-    stats = read_json(run / "dataset" / "stats.json", f"socialfeat ingest --out {run / 'dataset'} …")
+    stats = read_json(run / "dataset" / "stats.json", artifacts.ingest_command(run))
     before, after = stats["before"], stats["after"]
     rows = []
 
@@ -194,7 +196,7 @@ def training(run: Path) -> dict[str, Any]:
         raise Missing(f"no model/; run `socialfeat train {run}`")
     out: dict[str, Any] = {"model": None, "chart": None, "epochs": None, "no_win": None}
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = artifacts.read_json(meta_path)
         p = meta.get("parameters", {})
         heads = meta.get("heads", {})
         facts = {
@@ -218,7 +220,7 @@ def training(run: Path) -> dict[str, Any]:
                 "the model kept is the starting network, so training bought nothing here."
             )
     if metrics_path.is_file():
-        epochs = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        epochs = artifacts.read_json_lines(metrics_path)
         if epochs:
             out.update(_curves(epochs))
     return out
@@ -294,6 +296,31 @@ def _pick(rows: list[dict[str, Any]], source: str) -> dict[str, Any] | None:
     return max(mine, key=lambda r: _coldstart(r)[key])
 
 
+def _signed(value: float) -> str:
+    return f"{value:+.4f}".replace("-", "−")
+
+
+def difference_text(entry: dict[str, Any]) -> str | None:
+    """``learned − ImageNet: +0.0057 (95% interval −0.0021 to +0.0135), which contains 0: not distinguishable from
+    noise``; None for an entry that is not a difference."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("diff"), int | float):
+        return None
+    label = str(entry.get("label") or f"{entry.get('a')} − {entry.get('b')}")
+    text = f"{label}: {_signed(entry['diff'])}"
+    ci = entry.get("ci")
+    if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)):
+        return text + " (no interval: evaluate.bootstrap = 0)"
+    text += f" (95% interval {_signed(ci[0])} to {_signed(ci[1])})"
+    if entry.get("contains_zero"):
+        return text + ", which contains 0: not distinguishable from noise"
+    better = entry.get("a") if entry["diff"] > 0 else entry.get("b")
+    return text + f", which excludes 0: {better} is better beyond the bootstrap's noise"
+
+
+def _differences(m: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d for d in m.get("differences") or [] if difference_text(d)]
+
+
 def evaluation_summary(run: Path) -> dict[str, Any]:
     """The headline: learned against ImageNet features on cold-start AUC, and one line per feature source."""
     m = read_json(run / "eval" / "metrics.json", f"socialfeat evaluate {run}")
@@ -309,6 +336,12 @@ def evaluation_summary(run: Path) -> dict[str, Any]:
         headline = f"Learned features: cold-start AUC {a:.2f} vs {b:.2f} for ImageNet features"
         if f"{a:.2f}" == f"{b:.2f}":
             headline = f"Learned features: cold-start AUC {a:.3f} vs {b:.3f} for ImageNet features"
+        pair = (learned.get("name"), imagenet.get("name"))
+        said = next((d for d in _differences(m) if (d.get("a"), d.get("b")) == pair), None)
+        if said is not None and said.get("ci"):
+            lo, hi = said["ci"]
+            headline += f" (difference {_signed(said['diff'])}, 95% interval {_signed(lo)} to {_signed(hi)}"
+            headline += ": not distinguishable from noise)" if said.get("contains_zero") else ")"
     else:
         s, r = max(picked, key=lambda sr: _coldstart(sr[1])["auc"])
         headline = f"Best cold-start AUC: {_coldstart(r)['auc']:.2f} with {SOURCE_LABELS.get(s, s)} features"
@@ -355,26 +388,29 @@ def evaluation(run: Path) -> dict[str, Any]:
     if not rows:
         raise Missing(f"eval/metrics.json lists no feature rows; run `socialfeat evaluate {run}`")
     cold_lift = any("cold_lift" in (r.get("retrieval") or {}) for r in rows)
+    with_ci = any(_interval(_coldstart(r).get("auc_ci")) for r in [*rows, *refs])
     body = []
     for r in rows:
         c, rt = _coldstart(r), r.get("retrieval") or {}
         line = [cell(r.get("name")), cell(r.get("mapping")), cell(r.get("dim"), "{:,}")]
-        line += [cell(c.get("auc")), cell(c.get(f"recall@{k}")), cell(c.get(f"ndcg@{k}"))]
+        line += [cell(c.get("auc")), *([_ci_cell(c.get("auc_ci"))] if with_ci else [])]
+        line += [cell(c.get(f"recall@{k}")), cell(c.get(f"ndcg@{k}"))]
         line += [cell(rt.get("overlap")), cell(rt.get("lift"), "{:.2f}×")]
         body.append(line + ([cell(rt.get("cold_lift"), "{:.2f}×")] if cold_lift else []))
     for ref in refs:
         c = ref.get("coldstart") or {}
         line = [{**cell(ref.get("name")), "reference": True}, cell(None), cell(None)]
-        line += [cell(c.get("auc")), cell(c.get(f"recall@{k}")), cell(c.get(f"ndcg@{k}"))]
+        line += [cell(c.get("auc")), *([_ci_cell(c.get("auc_ci"))] if with_ci else [])]
+        line += [cell(c.get(f"recall@{k}")), cell(c.get(f"ndcg@{k}"))]
         body.append(line + [cell(None)] * (3 if cold_lift else 2))
     split = m.get("split") or {}
     users = split.get("users_evaluated") or next(
         (_coldstart(r)["users"] for r in rows if _coldstart(r).get("users")), None
     )
+    sample = m.get("sample") if isinstance(m.get("sample"), dict) else {}
+    who = str(sample["text"]) if sample.get("text") else f"{users:,} users" if isinstance(users, int) else None
     items = [f"{split[key]:,} {name}" for key, name in SPLIT_NAMES.items() if isinstance(split.get(key), int)]
-    scope = "; ".join(
-        [*([f"{users:,} users"] if isinstance(users, int) else []), *([", ".join(items)] if items else [])]
-    )
+    scope = "; ".join([*([who] if who else []), *([", ".join(items)] if items else [])])
     caption = (
         "Cold start: a mapping from features to user factors (fitted on warm items) scores each cold item for every "
         f"user; AUC, recall@{k} and NDCG@{k} of the users who really engaged with it"
@@ -387,13 +423,25 @@ def evaluation(run: Path) -> dict[str, Any]:
             else ""
         )
         + ". Best value per column in bold; references (italics) excluded."
+        + (
+            f" 95% interval: paired bootstrap over the same users ({_resamples(m)} resamples), percentiles."
+            if with_ci
+            else ""
+        )
     )
-    head = ["features", "mapping", "dim", "cold-start AUC", f"recall@{k}", f"NDCG@{k}", "audience overlap", "lift"]
+    head = ["features", "mapping", "dim", "cold-start AUC", *(["95% interval"] if with_ci else [])]
+    head += [f"recall@{k}", f"NDCG@{k}", "audience overlap", "lift"]
     head += ["cold lift"] if cold_lift else []
     notes = [str(n) for n in m.get("notes", [])]
     notes += [f"{ref['name']}: {ref['note']}" for ref in refs if ref.get("note") and ref.get("name")]
+    differences = [difference_text(d) for d in _differences(m)]
     out: dict[str, Any] = {
         "table": table(head, body, caption, best={i: "max" for i in range(3, len(head))}),
+        "differences": (
+            "Differences the headline states, paired over the same users: " + "; ".join(differences) + "."
+            if differences
+            else None
+        ),
         "notes": notes,
         "auc_chart": None,
         "probes": None,
@@ -418,6 +466,20 @@ def evaluation(run: Path) -> dict[str, Any]:
         )
     out.update(_probes(rows))
     return out
+
+
+def _interval(ci: Any) -> bool:
+    return isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)
+
+
+def _ci_cell(ci: Any) -> dict[str, Any]:
+    """``0.641–0.668``: a row's 95% interval (text: never a best-value candidate)."""
+    return cell(f"{ci[0]:.4f}–{ci[1]:.4f}" if _interval(ci) else None)
+
+
+def _resamples(m: dict[str, Any]) -> str:
+    n = (m.get("bootstrap") or {}).get("resamples")
+    return f"{n:,}" if isinstance(n, int) else "?"
 
 
 def _probes(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -476,7 +538,7 @@ def transfer(run: Path) -> dict[str, Any]:
         )
     out = []
     for path in paths:
-        m = json.loads(path.read_text())
+        m = artifacts.read_json(path)
         shots = [str(n) for n in m.get("settings", {}).get("few_shot", [])]
         folds = m.get("settings", {}).get("folds", "k")
         rows = m.get("rows", [])

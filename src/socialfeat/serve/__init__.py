@@ -3,8 +3,10 @@ ImageNet features, uploading new images and seeing who they would reach."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,15 +32,20 @@ def serve(
     run = Path(run)
     if not run.is_dir():
         raise UserError(str(run), "no such run folder")
+    host, port = config.serve.host, config.serve.port
+    sock = listen(host, port)  # a taken port is said before the run is loaded and before any URL is printed
     if config.serve.torch_threads:
         import torch
 
         # Measured (bench/serve.py --server-set serve.torch_threads=0, 2 cores): one thread per forward pass halves
         # upload latency under load — requests already run in parallel; more threads per pass oversubscribe the cores.
         torch.set_num_threads(config.serve.torch_threads)
-    explorer = Explorer(config, run)
+    try:
+        explorer = Explorer(config, run)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(explorer)
-    host, port = config.serve.host, config.serve.port
     if ready is not None:
         ready(f"http://{host if ':' not in host else f'[{host}]'}:{port}/", explorer.load_seconds)
     server = uvicorn.Server(
@@ -53,6 +60,21 @@ def serve(
         )
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` now, so that a taken port or an address this machine does not have is one
+    line before anything else happens; uvicorn then serves on this very socket (no window for another process)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UserError(f"--host {host}", f"not an address of this machine ({e.strerror})") from None
+    family, _, _, _, address = infos[0]
+    try:
+        return socket.create_server(address, family=family, backlog=2048)
     except OSError as e:
-        raise UserError(f"{host}:{port}", f"cannot listen there ({e.strerror or e})") from None
+        reason = "the port is taken (is another server running?)" if e.errno == errno.EADDRINUSE else e.strerror
+        raise UserError(f"{host}:{port}", f"cannot listen there: {reason}; choose another --port") from None

@@ -69,10 +69,15 @@ class BodyLimit:
 
 
 def _one_line(exc: RequestValidationError) -> str:
+    """The request's faults as one line a client's user can act on, not as the validator words them."""
     parts = []
     for e in exc.errors():
         loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path", "body"))
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg", "invalid")))
+        msg = str(e.get("msg", "invalid"))
+        if "Expected UploadFile" in msg:  # a text form field (or a part without a filename) where a file belongs
+            parts.append(f"field '{loc}' must be a file upload (a multipart/form-data part with a filename), not text")
+        else:
+            parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
 
 

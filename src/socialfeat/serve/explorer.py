@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from socialfeat.artifacts import read_schema, read_table
 from socialfeat.config import Config
 from socialfeat.data.images import ImageError, decode_image
 from socialfeat.data.tags import given_tags
@@ -99,8 +99,8 @@ class Explorer:
 
     # ----------------------------------------------------------------------------------------------- loading
     def _load_items(self, path: Path) -> None:
-        names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=[c for c in ("item_id", "title", "tags", "n_users") if c in names])
+        names = read_schema(path).names
+        table = read_table(path, columns=[c for c in ("item_id", "title", "tags", "n_users") if c in names])
         ids = table.column("item_id").to_pylist()
         n = len(ids)
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from socialfeat.artifacts import read_table
 from socialfeat.config import TargetsConfig
 from socialfeat.errors import UserError
 from socialfeat.models.text import text_model
@@ -101,7 +101,7 @@ def read_comments(dataset: Path, item_idx: np.ndarray, cap: int) -> list[list[st
     path = dataset / "comments.parquet"
     if not path.is_file():
         return [[] for _ in item_idx]
-    table = pq.read_table(path)
+    table = read_table(path, run=dataset.parent)
     keep = pc.and_(
         pc.is_in(table.column("item_idx"), pa.array(item_idx, type=table.schema.field("item_idx").type)),
         pc.not_equal(pc.utf8_trim_whitespace(table.column("text")), ""),
@@ -137,7 +137,7 @@ def engagement_target(run: Path, item_idx: np.ndarray, cfg: TargetsConfig, seed:
             f"{k} engagement clusters need at least {k} items with comments; there are {n_with}",
         )
     emb, has = comment_embeddings(texts, cfg.text_batch_size)
-    interactions = pq.read_table(dataset / "interactions.parquet")
+    interactions = read_table(dataset / "interactions.parquet", run=run)
     _, names = stat_columns(interactions)
     stats = engagement_stats(interactions, item_idx[has])
     scale = cfg.stats_weight / np.sqrt(max(stats.shape[1], 1))

@@ -14,10 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from socialfeat.artifacts import read_table
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot, vocabulary
 from socialfeat.errors import UserError
+from socialfeat.freshness import check_inputs
 from socialfeat.targets.collaborative import kmeans, normalize_factors, representatives
 from socialfeat.targets.describe import distinctive_words, tokens
 from socialfeat.targets.engagement import engagement_target
@@ -36,7 +38,7 @@ def read_item_factors(run: Path) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     path = run / "factors" / "item_factors.parquet"
     if not path.is_file():
         raise UserError(str(run), f"no factors/item_factors.parquet; run `socialfeat factorize {run}` first")
-    table = pq.read_table(path)
+    table = read_table(path, columns=["item_id", "item_idx", "factors"], run=run)
     vectors = table.column("factors").combine_chunks()
     width = vectors.type.list_size
     matrix = vectors.flatten().to_numpy().reshape(len(table), width)
@@ -47,13 +49,13 @@ def item_words(run: Path, item_idx: np.ndarray) -> list[set[str]]:
     """Words of each item: its title, tags and text from the dataset, and its comments."""
     dataset = run / "dataset"
     words: dict[int, set[str]] = defaultdict(set)
-    items = pq.read_table(dataset / "items.parquet")
+    items = read_table(dataset / "items.parquet", run=run)
     for col in TEXT_COLUMNS:
         if col in items.column_names:
             for idx, text in zip(items.column("item_idx").to_pylist(), items.column(col).to_pylist(), strict=True):
                 words[idx].update(tokens(text))
     if (dataset / "comments.parquet").is_file():
-        comments = pq.read_table(dataset / "comments.parquet", columns=["item_idx", "text"])
+        comments = read_table(dataset / "comments.parquet", columns=["item_idx", "text"], run=run)
         for idx, text in zip(comments.column("item_idx").to_pylist(), comments.column("text").to_pylist(), strict=True):
             words[idx].update(tokens(text))
     return [words.get(int(i), set()) for i in item_idx]
@@ -64,10 +66,11 @@ def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
     (cluster -1 = an item without comments, masked), plus ``clusters.json``."""
     run = Path(run)
     cfg = config.targets
+    check_inputs(run, "targets")  # factors/ current with dataset/: no targets from an older factorization
     ids, idx, factors = read_item_factors(run)
     summary: dict[str, Any] = {"items": len(ids), "targets": list(cfg.targets)}
     clusters: dict[str, Any] = {}
-    with atomic_dir(run / "targets") as tmp:
+    with atomic_dir(run / "targets", "targets") as tmp:
         normalized = normalize_factors(factors, cfg.normalize)
         if "factors" in cfg.targets:
             target = pa.FixedSizeListArray.from_arrays(pa.array(normalized.ravel()), normalized.shape[1])
