@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -195,7 +196,10 @@ def main() -> None:
                         + (f"  bootstrap {got['bootstrap_seconds']:.2f} s" if got.get("bootstrap_seconds") else ""),
                         flush=True,
                     )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
+        f"Load average when done: {load} (other processes share the cores; seconds are wall time).",
+        "",
         f"Planted cold-start problem (64-d latent taste; 10 cold interactions per user; 80/10/10 warm/valid/test). "
         f"λ grid of 7; `evaluate.users` = {args.users:,}, `evaluate.valid_users` = {args.valid_users:,}; "
         f"bootstrap: {args.bootstrap:,} resamples of a 10-row table. *before*: the code at {BEFORE[:7]} (every "

@@ -35,6 +35,22 @@ def test_top_k_by_partition_equals_the_full_sort_with_ties() -> None:
     assert top_k(continuous, 20).dtype.kind == "i" and top_k(np.ones((2, 5)), 3).tolist() == [[0, 1, 2]] * 2
 
 
+@pytest.mark.parametrize("count", [0, 3, 1000], ids=["sorting", "both", "counting"])
+def test_auc_by_counting_equals_auc_by_sorting(count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(11)
+    scores = rng.integers(0, 5, (60, 30)).astype(np.float32)  # ties everywhere
+    scores[rng.random(scores.shape) < 0.05] = np.nan  # NaN ranks last
+    positives = rng.random(scores.shape) < rng.random((60, 1)) * 0.5
+    positives[0], positives[1] = False, True  # no positive, no negative: NaN
+    pairs = []
+    for s, p in zip(np.where(np.isnan(scores), -np.inf, scores), positives, strict=True):
+        pos, neg = s[p], s[~p]
+        wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        pairs.append(wins / (len(pos) * len(neg)) if len(pos) and len(neg) else np.nan)
+    monkeypatch.setattr(metrics, "COUNT_POSITIVES", count)
+    np.testing.assert_allclose(metrics.auc_per_user(scores, positives), pairs, equal_nan=True, rtol=1e-12)
+
+
 def test_standardizer_float32_chunked_and_sparse(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     x = (rng.random((500, 30)) < 0.1).astype(np.float32) * rng.normal(3.0, 1.0, (500, 30)).astype(np.float32)

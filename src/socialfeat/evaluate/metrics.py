@@ -53,34 +53,71 @@ def _sorted_average_ranks(sv: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _sort_rows(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = _clean_scores(scores)
-    order = np.argsort(s, axis=1)  # tie order is irrelevant: tied scores share their average rank
-    return order, np.take_along_axis(s, order, axis=1)
-
-
 def average_ranks(scores: np.ndarray) -> np.ndarray:
     """Per row, 1-based ascending ranks of the scores with ties given their average rank (like scipy's rankdata)."""
-    order, sv = _sort_rows(scores)
+    s = _clean_scores(scores)
+    order = np.argsort(s, axis=1)
+    sv = np.take_along_axis(s, order, axis=1)
     ranks = np.empty(sv.shape)
     np.put_along_axis(ranks, order, _sorted_average_ranks(sv), axis=1)
     return ranks
+
+
+def _rank_sums_by_sorting(s: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per row, the sum of the positives' average ranks, from a sort of the row."""
+    order = np.argsort(s, axis=1)  # tie order is irrelevant: tied scores share their average rank
+    sv = np.take_along_axis(s, order, axis=1)
+    return (_sorted_average_ranks(sv) * np.take_along_axis(pos, order, axis=1)).sum(axis=1)
+
+
+def _rank_sums_by_counting(s: np.ndarray, pos: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
+    """Per row, the sum of the positives' average ranks, by counting: a positive scored p has average rank
+    #(< p) + (#(= p) + 1) / 2. Rows are taken most positives first, so pass j reads only the leading rows that
+    have a j-th positive: the work is (positives × items), linear, where a sort is n log n per row."""
+    order = np.argsort(-n_pos, kind="stable")
+    s, pos, n_pos = s[order], pos[order], n_pos[order]
+    r, c = np.nonzero(pos)
+    slot = np.arange(len(r)) - (np.cumsum(n_pos) - n_pos)[r]  # j-th positive of its row
+    width = int(n_pos[0]) if len(n_pos) else 0
+    scored = np.zeros((len(s), width), s.dtype)
+    scored[r, slot] = s[r, c]
+    total = np.zeros(len(s))
+    for j in range(width):
+        m = int(np.count_nonzero(n_pos > j))  # a prefix: rows are in descending order of positives
+        rows, p = s[:m], scored[:m, j : j + 1]
+        total[:m] += np.count_nonzero(rows < p, axis=1) + (np.count_nonzero(rows == p, axis=1) + 1) / 2.0
+    out = np.empty(len(s))
+    out[order] = total
+    return out
+
+
+# Up to this many positives, a row's AUC is counted (one pass per positive); more, and a sort is cheaper. A sort of a
+# 42,000-item row costs about as much as 25 counting passes (measured on 100 rows of 42,000 float32 scores).
+COUNT_POSITIVES = 16
 
 
 def auc_per_user(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """Per row: P(score of a positive > score of a negative), ties counting ½; negatives = every other item.
 
     ``positives`` is a bool matrix of the same shape. NaN for a row without a positive or without a negative.
-    Computed from average ranks (Mann–Whitney U), so the cost is a sort per row, not n_pos × n_neg comparisons.
+    Computed from the positives' average ranks (Mann–Whitney U): counted in linear passes for a row with few
+    positives (the usual user), from a sort for the rest — never n_pos × n_neg comparisons.
     """
     pos = np.asarray(positives, dtype=bool)
     if pos.shape != np.shape(scores):
         raise ValueError(f"positives {pos.shape} and scores {np.shape(scores)} differ in shape")
-    order, sv = _sort_rows(scores)
-    pos_sorted = np.take_along_axis(pos, order, axis=1)
-    n_pos = pos.sum(axis=1).astype(np.float64)
+    s = _clean_scores(scores)
+    n_pos = pos.sum(axis=1)
     n_neg = pos.shape[1] - n_pos
-    u = (_sorted_average_ranks(sv) * pos_sorted).sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    rank_sums = np.zeros(len(pos))
+    few = n_pos <= COUNT_POSITIVES
+    if few.all():
+        rank_sums = _rank_sums_by_counting(s, pos, n_pos)
+    elif few.any():
+        rank_sums[few] = _rank_sums_by_counting(s[few], pos[few], n_pos[few])
+    if not few.all():
+        rank_sums[~few] = _rank_sums_by_sorting(s[~few], pos[~few])
+    u = rank_sums - n_pos * (n_pos + 1) / 2.0
     out = np.full(len(pos), np.nan)
     ok = (n_pos > 0) & (n_neg > 0)
     out[ok] = u[ok] / (n_pos[ok] * n_neg[ok])
