@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     except _click.ClickException as exc:
         err.print(one_line(f"error: {exc.format_message()}"), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except _click.Abort:
+    except typer.Abort:
         err.print("aborted", markup=False)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

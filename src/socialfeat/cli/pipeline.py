@@ -91,7 +91,8 @@ def headline_table(metrics: dict[str, Any]) -> Table:
 
     split = metrics.get("split", {})
     table = Table(
-        title=f"cold start: {split.get('test', 0):,} images nobody has seen, {split.get('users_evaluated', 0):,} users",
+        title=f"cold start: {split.get('test', 0):,} images nobody has seen, "
+        f"{metrics.get('sample', {}).get('text') or format(split.get('users_evaluated', 0), ',') + ' users'}",
         title_justify="left",
         caption="AUC: who engages with a new image, predicted from its features · lift: audience overlap of nearest "
         "neighbours ÷ random pairs · taste probe: linear-probe accuracy on palette, texture, composition",
@@ -129,7 +130,12 @@ def demo(
         result = pipeline.demo(out_dir, small, set_ or [], force, on_stage=on_stage, progress=progress)
     metrics_path = result.run / "eval" / "metrics.json"
     if metrics_path.is_file():
-        out.print(headline_table(json.loads(metrics_path.read_text())))
+        from socialfeat.evaluate.bootstrap import describe
+
+        metrics = json.loads(metrics_path.read_text())
+        out.print(headline_table(metrics))
+        for entry in metrics.get("differences", []):  # each difference with its 95% interval
+            out.print(describe(entry), highlight=False, soft_wrap=True)
     for path in sorted((result.run / "eval").glob("transfer-*.json")):  # images nobody engaged with: transfer
         out.print(transfer_table(json.loads(path.read_text())))
     out.print(f"report: {result.report}", highlight=False, soft_wrap=True)
