@@ -25,7 +25,7 @@ from _results import record  # noqa: E402
 
 from socialfeat.config import load_config  # noqa: E402
 from socialfeat.content import JointFitter, image_block, item_blocks  # noqa: E402
-from socialfeat.evaluate.coldstart import fit_ridge_map, load_coldstart  # noqa: E402
+from socialfeat.evaluate.coldstart import fit_ridge_map, load_coldstart, sampled  # noqa: E402
 
 
 def _spin(seconds: float) -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     cfg = load_config(str(args.config), [])
-    data = load_coldstart(args.run)
+    data = sampled(load_coldstart(args.run), cfg.evaluate.users, cfg.evaluate.valid_users, cfg.seed)  # as the stage
     blocks, _ = item_blocks(cfg, args.run, data, lambda _m: None)
     learned = image_block(args.run, "learned", data)
     if learned is None:

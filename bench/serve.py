@@ -2,10 +2,12 @@
 
 The index size is what matters for lookups, so the 100k items carry synthetic features (a mixture of 1,000 clusters,
 the dimensions of the real run); uploads go through the real trained model and ImageNet model of a demo run and
-real photos (../shared/data/imagenet-sample, JPEGs of a few hundred KB). Six clients ask for neighbours by id
-(learned or ImageNet, k=12) and two upload photos (neighbours under both sources + predicted audience), each
-client sending its next request as soon as the last one answered. The clients run in this process, on the same
-2 cores as the server: the figures include that contention.
+real photos (../shared/data/imagenet-sample, JPEGs of a few hundred KB). Five clients ask for neighbours by id
+(learned or ImageNet, k=12), two upload photos (neighbours under both sources + predicted audience) and one
+searches titles (a word of a title or a piece of an id, one page of 60), each client sending its next request as
+soon as the last one answered. The clients run in this process, on the same 2 cores as the server: the figures
+include that contention. ``--users`` plants that many users (random factors, a log of ``--interactions``) instead
+of the demo's own, for the seed paper's scale (issue 23: 423K items, 309K users).
 
 Each runtime in ``--runtime`` (default torch,onnx: ``serve.runtime``) gets its own server, one after the other in the
 same run, and every upload's answer says where its time went (decode, forward and search per source, audience); the
@@ -15,6 +17,7 @@ Targets (issues 7 and 17): p99 < 50 ms by id, < 300 ms per upload, zero errors. 
 
     python bench/serve.py --run runs/demo            # a run from `make demo` supplies the model; recorded
     python bench/serve.py --run runs/demo --items 20000 --seconds 10 --no-record   # a quick look
+    python bench/serve.py --run runs/demo --items 423000 --users 309000 --runtime onnx   # the seed's size
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -45,24 +49,38 @@ from socialfeat.features import vectors_column  # noqa: E402
 from socialfeat.index import build_index  # noqa: E402
 
 PHOTOS = HERE.parent.parent / "shared" / "data" / "imagenet-sample"
-TARGETS_MS = {"by id": 50.0, "upload": 300.0}
+TARGETS_MS = {"by id": 50.0, "upload": 300.0, "title search": 50.0}
 
 
 def _width(path: Path, column: str) -> int:
     return pq.read_schema(path).field(column).type.list_size
 
 
-def synthetic_run(demo: Path, out: Path, n: int, seed: int = 0) -> dict[str, float]:
-    """A run of ``n`` items with clustered synthetic features of the demo's widths, the demo's model, users and
-    images (cycled) — big enough to load the index like a real platform would. Returns build seconds."""
+def synthetic_run(
+    demo: Path, out: Path, n: int, users: int | None = None, interactions: int | None = None, seed: int = 0
+) -> dict[str, float]:
+    """A run of ``n`` items with clustered synthetic features of the demo's widths, the demo's model and images
+    (cycled), and the demo's users or ``users`` planted ones with random factors — big enough to load the index
+    and the log like a real platform would. Returns build seconds."""
     rng = np.random.default_rng(seed)
     for part in ("model", "factors"):
         (out / part).mkdir(parents=True, exist_ok=True)
-    shutil.copytree(demo / "model", out / "model", dirs_exist_ok=True)
-    shutil.copy(demo / "factors" / "user_factors.parquet", out / "factors" / "user_factors.parquet")
     (out / "dataset").mkdir(parents=True, exist_ok=True)
     (out / "features").mkdir(parents=True, exist_ok=True)
-    shutil.copy(demo / "dataset" / "users.parquet", out / "dataset" / "users.parquet")
+    factors = _width(demo / "factors" / "item_factors.parquet", "factors")
+    if users is None:
+        shutil.copy(demo / "dataset" / "users.parquet", out / "dataset" / "users.parquet")
+    else:
+        pq.write_table(
+            pa.table(
+                {
+                    "user_id": [f"v{u:07d}" for u in range(users)],
+                    "user_idx": pa.array(np.arange(users), pa.int32()),
+                    "n_items": pa.array(np.full(users, 1), pa.int32()),
+                }
+            ),
+            out / "dataset" / "users.parquet",
+        )
     stats = json.loads((demo / "dataset" / "stats.json").read_text())
     (out / "dataset" / "stats.json").write_text(json.dumps(stats))
     demo_items = pq.read_table(demo / "dataset" / "items.parquet", columns=["image", "title", "tags"]).to_pylist()
@@ -81,24 +99,37 @@ def synthetic_run(demo: Path, out: Path, n: int, seed: int = 0) -> dict[str, flo
         ),
         out / "dataset" / "items.parquet",
     )
-    users = pq.read_table(out / "dataset" / "users.parquet", columns=["user_idx"]).column("user_idx").to_numpy()
-    pairs = 20 * n // 10
+    user_idx = pq.read_table(out / "dataset" / "users.parquet", columns=["user_idx"]).column("user_idx").to_numpy()
+    pairs = interactions or 20 * n // 10
+    log_users = np.sort(rng.choice(user_idx, pairs))  # ingest writes the log sorted by user
     pq.write_table(
         pa.table(
             {
-                "user_idx": pa.array(rng.choice(users, pairs), pa.int32()),
+                "user_idx": pa.array(log_users, pa.int32()),
                 "item_idx": pa.array(rng.integers(0, n, pairs), pa.int32()),
                 "weight": pa.array(np.ones(pairs, np.float32)),
             }
         ),
         out / "dataset" / "interactions.parquet",
     )
+    if users is None:
+        shutil.copy(demo / "factors" / "user_factors.parquet", out / "factors" / "user_factors.parquet")
+    else:
+        pq.write_table(
+            pa.table(
+                {
+                    "user_id": [f"v{u:07d}" for u in range(users)],
+                    "user_idx": pa.array(np.arange(users), pa.int32()),
+                    "factors": vectors_column(rng.normal(0, 0.3, (users, factors)).astype(np.float32)),
+                }
+            ),
+            out / "factors" / "user_factors.parquet",
+        )
     split = np.where(rng.random(n) < 0.2, "test", "train")
     pq.write_table(
         pa.table({"item_id": ids, "item_idx": pa.array(np.arange(n), pa.int32()), "split": split}),
         out / "factors" / "item_split.parquet",
     )
-    factors = _width(demo / "factors" / "item_factors.parquet", "factors")
     warm = np.flatnonzero(split == "train")
     pq.write_table(
         pa.table(
@@ -110,6 +141,10 @@ def synthetic_run(demo: Path, out: Path, n: int, seed: int = 0) -> dict[str, flo
         ),
         out / "factors" / "item_factors.parquet",
     )
+    # the model after the factors it was trained on, the features after the model: the run is current
+    shutil.copytree(demo / "model", out / "model", dirs_exist_ok=True)
+    for path in (out / "model").rglob("*"):
+        path.touch()
     seconds = {}
     for name in ("learned", "imagenet"):
         path = demo / "features" / f"{name}.parquet"
@@ -128,6 +163,23 @@ def synthetic_run(demo: Path, out: Path, n: int, seed: int = 0) -> dict[str, flo
         build_index(load_config(None, []), out, name, "features")
         seconds[name] = time.perf_counter() - t0
     return seconds
+
+
+def peak_rss_gb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM), in GB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def search_words(run: Path, ids: list[str], seed: int = 0) -> list[str]:
+    """What the title-search client types: words of the catalogue's titles and pieces of its ids (a few match
+    thousands of items, most a handful, some none)."""
+    rng = random.Random(seed)
+    titles = pq.read_table(run / "dataset" / "items.parquet", columns=["title"]).column("title").to_pylist()
+    words = sorted({w for t in titles[:5000] for w in (t or "").lower().split()})
+    return words + [rng.choice(ids)[: rng.randint(3, 7)] for _ in range(len(words))] + ["zzz-nothing"]
 
 
 def free_port() -> int:
@@ -166,9 +218,9 @@ def _multipart(data: bytes, boundary: str = "socialfeat-bench-boundary") -> tupl
     return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
+def client(args: tuple[int, int, str, list[str], list[str], list[str], float]) -> dict:
     """One client process: requests back to back over one keep-alive connection until the deadline."""
-    n, port, kind, ids, photos, deadline = args
+    n, port, kind, ids, words, photos, deadline = args
     rng = random.Random(n)
     bodies = [_multipart(Path(p).read_bytes()) for p in photos]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -181,6 +233,8 @@ def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
             if kind == "upload":
                 body, ctype = rng.choice(bodies)
                 conn.request("POST", "/api/upload?k=12&source=learned&source=imagenet", body, {"Content-Type": ctype})
+            elif kind == "title search":
+                conn.request("GET", f"/api/items?q={quote(rng.choice(words))}&limit=60")
             else:
                 source = rng.choice(("learned", "imagenet"))
                 conn.request("GET", f"/api/items/{rng.choice(ids)}/similar?k=12&source={source}")
@@ -202,17 +256,29 @@ def client(args: tuple[int, int, str, list[str], list[str], float]) -> dict:
     return {"kind": kind, "latencies": latencies, "errors": errors, "steps": steps}
 
 
-def load(port: int, ids: list[str], photos: list[Path], clients: int, uploaders: int, seconds: float) -> dict:
-    """``clients`` concurrent client processes for ``seconds``; the first ``uploaders`` of them upload photos.
-    Processes, not threads or asyncio: a client must not share an interpreter lock with the others' parsing."""
+def load(
+    port: int,
+    ids: list[str],
+    words: list[str],
+    photos: list[Path],
+    clients: int,
+    uploaders: int,
+    searchers: int,
+    seconds: float,
+) -> dict:
+    """``clients`` concurrent client processes for ``seconds``; the first ``uploaders`` of them upload photos, the
+    next ``searchers`` search titles. Processes, not threads or asyncio: a client must not share an interpreter
+    lock with the others' parsing."""
     deadline = time.time() + seconds + 1.0  # the extra second covers the processes' start
-    jobs = [
-        (n, port, "upload" if n < uploaders else "by id", ids, [str(p) for p in photos], deadline)
-        for n in range(clients)
-    ]
+
+    def kind(n: int) -> str:
+        return "upload" if n < uploaders else "title search" if n < uploaders + searchers else "by id"
+
+    jobs = [(n, port, kind(n), ids, words, [str(p) for p in photos], deadline) for n in range(clients)]
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         parts = pool.map(client, jobs)
-    result: dict = {"latencies": {"by id": [], "upload": []}, "errors": {"by id": [], "upload": []}, "steps": []}
+    kinds = ("by id", "upload", "title search")
+    result: dict = {"latencies": {k: [] for k in kinds}, "errors": {k: [] for k in kinds}, "steps": []}
     for part in parts:
         result["latencies"][part["kind"]] += part["latencies"]
         result["errors"][part["kind"]] += part["errors"]
@@ -237,6 +303,8 @@ def step_table(by_runtime: dict[str, dict]) -> list[str]:
 def summarize(result: dict, seconds: float) -> list[dict]:
     rows = []
     for kind, values in result["latencies"].items():
+        if not values and not result["errors"][kind]:
+            continue  # no client of this kind
         ms = np.array(values) if values else np.array([np.nan])
         rows.append(
             {
@@ -259,7 +327,11 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a finished run (make demo) [runs/demo]")
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--uploaders", type=int, default=2, help="clients that upload; the rest ask by id")
+    parser.add_argument("--uploaders", type=int, default=2, help="clients that upload")
+    parser.add_argument("--searchers", type=int, default=1, help="clients that search titles; the rest ask by id")
+    parser.add_argument("--users", type=int, default=None, help="plant this many users [the run's own]")
+    parser.add_argument("--interactions", type=int, default=None, help="log size [2 per item]")
+    parser.add_argument("--keep", type=Path, default=None, help="build the synthetic run here, or reuse it")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
         "--server-set", action="append", default=[], metavar="KEY=VALUE",
@@ -280,12 +352,18 @@ def main() -> None:
     runtimes = [r for r in args.runtime.split(",") if r]
     results: dict[str, dict] = {}
     starts: dict[str, float] = {}
+    rss: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="socialfeat-serve-bench-") as tmp:
-        run = Path(tmp) / "run"
+        run = args.keep or Path(tmp) / "run"
         t0 = time.perf_counter()
-        index_s = synthetic_run(args.run, run, args.items)
+        if (run / "features" / "imagenet.faiss").is_file():
+            index_s = {"reused": 0.0}
+        else:
+            index_s = synthetic_run(args.run, run, args.items, args.users, args.interactions)
         print(f"synthetic run of {args.items:,} items in {time.perf_counter() - t0:.0f} s "
               f"(indexes: {', '.join(f'{k} {v:.0f} s' for k, v in index_s.items())})")  # fmt: skip
+        ids = [f"s{i:06d}" for i in range(args.items)]
+        words = search_words(run, ids)
         for runtime in runtimes:  # one after the other on the same machine, in one run
             port = free_port()
             engine, *own = runtime.split("@")
@@ -295,21 +373,30 @@ def main() -> None:
                 health = json.loads(__import__("httpx").get(f"{base}/api/health").text)
                 if health.get("runtime") != engine:
                     raise SystemExit(f"asked for {engine}, the server runs {health.get('runtime')}")
-                ids = [f"s{i:06d}" for i in range(args.items)]
-                load(port, ids, photos[:2], 2, 1, 3.0)  # warm-up: first-touch costs are not latency
-                results[runtime] = load(port, ids, photos, args.clients, args.uploaders, args.seconds)
+                started_rss = peak_rss_gb(proc.pid)
+                load(port, ids, words, photos[:2], 3, 1, 1, 3.0)  # warm-up: first-touch costs are not latency
+                results[runtime] = load(
+                    port, ids, words, photos, args.clients, args.uploaders, args.searchers, args.seconds
+                )
+                rss[runtime] = (started_rss, peak_rss_gb(proc.pid))
             finally:
                 proc.terminate()
                 proc.wait(30)
             print(f"{runtime}: {len(results[runtime]['latencies']['upload'])} uploads", flush=True)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
     lines = [
-        f"`python bench/serve.py --run {args.run} --runtime {args.runtime}{''.join(f' --server-set {x}' for x in args.server_set)}` — {args.items:,} items ({kinds}), the models of {args.run} "
+        f"`python bench/serve.py --run {args.run} --runtime {args.runtime} --items {args.items}"
+        f"{f' --users {args.users}' if args.users else ''}{f' --interactions {args.interactions}' if args.interactions else ''}"
+        f"{''.join(f' --server-set {x}' for x in args.server_set)} --seconds {args.seconds:g}` — {args.items:,} items ({kinds}), "
+        f"{health['users']:,} users, the models of {args.run} "
         f"for uploads ({health['sources']['learned']['image_size']} px), "
-        f"{args.clients} concurrent clients for {args.seconds:.0f} s per runtime ({args.clients - args.uploaders} by id, "
+        f"{args.clients} concurrent clients for {args.seconds:.0f} s per runtime "
+        f"({args.clients - args.uploaders - args.searchers} by id, {args.searchers} searching titles, "
         f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"
         f" each); server start-up {', '.join(f'{k} {v:.1f} s' for k, v in starts.items())} (onnx: includes a first "
-        f"export when the run had none), index build {sum(index_s.values()):.0f} s. Runtimes measured one after the "
+        f"export when the run had none), server peak RSS at start-up / after the load "
+        f"{', '.join(f'{k} {a:.2f} / {b:.2f} GB' for k, (a, b) in rss.items())}, "
+        f"index build {sum(index_s.values()):.0f} s. Runtimes measured one after the "
         "other in this run, on the same machine.",
         "",
         "| runtime | request | requests | per s | p50 ms | p90 ms | p99 ms | max ms | errors | p99 target | p99 / target |",

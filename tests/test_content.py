@@ -193,7 +193,11 @@ def test_the_joint_ridge_is_the_expected_loss_over_source_dropout() -> None:
     fitter = JointFitter([Block("a", a, has, {}), Block("b", b, has, {}), Block("c", b[:, :1], has, {})], data)
     p, lams = 0.25, {"a": 2.0, "b": 7.0}
     m = fitter.fit(["a", "b"], lams, p)
-    za, zb = fitter.z["a"][:30], fitter.z["b"][:30]
+
+    def z(name: str, x: np.ndarray) -> np.ndarray:  # the fitter keeps no standardised rows: its mean and std
+        return (x - fitter.mean_x[name]) / fitter.std_x[name]
+
+    za, zb = z("a", a[:30]), z("b", b[:30])
     yc = y[:30] - y[:30].mean(axis=0)
     rows, targets = [], []
     for keep_a in (0, 1):
@@ -208,7 +212,7 @@ def test_the_joint_ridge_is_the_expected_loss_over_source_dropout() -> None:
     # without fallbacks a source missing at prediction adds nothing; the rest is the same map
     full = m.predict({"a": a[:5], "b": b[:5]})
     only_a = m.predict({"a": a[:5]})
-    assert only_a == pytest.approx(full - (fitter.z["b"][:5] @ m.weight["b"]).astype(np.float32), abs=1e-5)
+    assert only_a == pytest.approx(full - (z("b", b[:5]) @ m.weight["b"]).astype(np.float32), abs=1e-5)
     assert m.predict({"a": a[:5]}, {"a": np.zeros(5, dtype=bool)}) == pytest.approx(np.tile(m.mean_v, (5, 1)))
     # with them, an item missing one source is scored by the map fit on the others alone
     fitter.with_fallbacks(m)
@@ -222,7 +226,7 @@ def test_the_joint_ridge_is_the_expected_loss_over_source_dropout() -> None:
     assert (
         three.predict({"c": b[:5, :1]})
         == pytest.approx(  # two missing: no fallback, the main map's term
-            three.mean_v + fitter.z["c"][:5] @ three.weight["c"], abs=1e-5
+            three.mean_v + z("c", b[:5, :1]) @ three.weight["c"], abs=1e-5
         )
     )
 
@@ -300,3 +304,20 @@ def test_the_content_command_prints_every_row_and_the_model(
     assert f"{m['rows'][0]['auc']:.3f}" in printed
     kind = "joint ridge over" if m["model"]["kind"] == "joint" else "late fusion:"
     assert f"wrote {dest / 'content'} (model: {kind}" in printed
+
+
+def test_rows_are_on_evaluates_user_sample_with_intervals_and_the_headline_differences(run: tuple[Path, dict]) -> None:
+    path, m = run
+    sample, cfg = m["sample"], load_config(None, [])
+    assert sample["users"] == min(cfg.evaluate.users or sample["of"], sample["of"]) and sample["seed"] == cfg.seed
+    assert m["bootstrap"]["resamples"] == cfg.evaluate.bootstrap and m["bootstrap"]["paired"]
+    for r in m["rows"]:  # every row on the same users, with its interval around its AUC
+        assert r["users"] == sample["users"]
+        lo, hi = r["auc_ci"]
+        assert lo <= r["auc"] <= hi
+    labels = [d["label"] for d in m["differences"]]
+    assert labels[:2] == ["full model − best without the image", "learned − ImageNet (full models)"]
+    for d in m["differences"]:
+        assert d["contains_zero"] == (d["ci"][0] <= 0 <= d["ci"][1])
+    chosen = " + ".join(m["model"]["sources"])
+    assert m["differences"][0]["a"].startswith(chosen)

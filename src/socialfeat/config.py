@@ -392,6 +392,7 @@ class ContentConfig(StrictModel):
         description="also fit the joint ridge (a λ per source, source dropout) beside late fusion; valid picks the model",
     )
     lightfm: bool = Field(True, description="add the LightFM peer row (when the optional lightfm package is there)")
+    lightfm_threads: int = Field(0, ge=0, description="threads LightFM fits with; 0 = every core")
 
 
 class Config(StrictModel):

@@ -12,8 +12,9 @@ import json
 import logging
 import math
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
-from socialfeat.artifacts import read_faiss, read_json, read_schema, read_table
+from socialfeat.artifacts import read_faiss, read_json, read_schema, read_table, reading
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, IndexConfig, load_config
 from socialfeat.data.images import ImageError, ImageRoot, load_image
@@ -43,6 +45,7 @@ SMALL = 20_000  # indexed on one thread below this size (2 shared cores: 60-300x
 # 3x at 5,000, 2.5x slower at 50,000 — thread spin-up dominates small jobs, worse beside torch's OpenMP)
 MIN_IVFPQ = 64  # fewer items cannot train the coarse lists and the PQ codebooks (and need no compression)
 TRAIN_SAMPLE = 100_000  # IVF-PQ trains on at most this many vectors (or 50 per list, if more)
+BATCH_BYTES = 64 << 20  # vectors read, normalised and added at a time: the index holds the only full copy
 
 
 @dataclass
@@ -110,6 +113,45 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return x
 
 
+def feature_shape(run: Path, files: list[Path], column: str) -> tuple[int, int]:
+    """(rows, width) of a feature column, from the files' metadata alone; rank parts must all be there."""
+    parts = re.fullmatch(r".+\.part-\d+-of-(\d+)\.parquet", files[0].name)
+    if parts:
+        world = int(parts.group(1))
+        if len(files) != world:
+            raise UserError(str(files[0].parent), f"{len(files)} of {world} rank parts present; rerun embed")
+    n = 0
+    for f in files:
+        with reading(f, "Parquet", run):
+            n += pq.ParquetFile(f).metadata.num_rows
+    return n, int(read_schema(files[0], run=run).field(column).type.list_size)
+
+
+def vector_batches(run: Path, files: list[Path], column: str, dim: int) -> Iterator[np.ndarray]:
+    """A feature column in file order as L2-normalised float32 batches of about ``BATCH_BYTES``, each its own
+    writable array normalised in place: an index is filled (or a flat search made) without a second copy of the
+    whole matrix beside it."""
+    rows = max(1, BATCH_BYTES // (4 * dim))
+    for f in files:
+        with reading(f, "Parquet", run):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=rows, columns=[column]):
+                values = batch.column(0).flatten().to_numpy(zero_copy_only=False)
+                x = np.array(values.reshape(len(batch), dim), dtype=np.float32, order="C", copy=True)
+                faiss.normalize_L2(x)
+                yield x
+
+
+def _gather(batches: Iterable[np.ndarray], rows: np.ndarray, dim: int) -> np.ndarray:
+    """The given rows (ascending) of a stream of batches, as one matrix."""
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    start = 0
+    for x in batches:
+        lo, hi = np.searchsorted(rows, [start, start + len(x)])
+        out[lo:hi] = x[rows[lo:hi] - start]
+        start += len(x)
+    return out
+
+
 def choose_kind(cfg: IndexConfig, n: int) -> str:
     """``auto``: exact search while it is cheap, HNSW while the graph fits comfortably, IVF-PQ beyond."""
     if cfg.kind != "auto":
@@ -125,11 +167,14 @@ def pq_subquantizers(dim: int, pq_bytes: int) -> int:
     return min(divisors, key=lambda m: (abs(m - pq_bytes), m))
 
 
-def make_index(vectors: np.ndarray, kind: str, cfg: IndexConfig, seed: int = 0) -> tuple[faiss.Index, dict[str, Any]]:
-    """A filled faiss index of ``kind`` over already normalised vectors, and the parameters it was built with."""
-    n, dim = vectors.shape
+def make_index(
+    batches: Callable[[], Iterable[np.ndarray]], n: int, dim: int, kind: str, cfg: IndexConfig, seed: int = 0
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """A faiss index of ``kind`` filled from ``batches()`` (each call a fresh pass over the ``n`` normalised
+    vectors, in order), and the parameters it was built with. IVF-PQ passes twice: once for its training sample,
+    once to add every vector."""
     with _threads(1 if n < SMALL else None):
-        return _make_index(vectors, kind, cfg, seed)
+        return _make_index(batches, n, dim, kind, cfg, seed)
 
 
 @contextlib.contextmanager
@@ -145,8 +190,9 @@ def _threads(count: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _make_index(vectors: np.ndarray, kind: str, cfg: IndexConfig, seed: int) -> tuple[faiss.Index, dict[str, Any]]:
-    n, dim = vectors.shape
+def _make_index(
+    batches: Callable[[], Iterable[np.ndarray]], n: int, dim: int, kind: str, cfg: IndexConfig, seed: int
+) -> tuple[faiss.Index, dict[str, Any]]:
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
         params: dict[str, Any] = {}
@@ -166,12 +212,13 @@ def _make_index(vectors: np.ndarray, kind: str, cfg: IndexConfig, seed: int) -> 
         index.cp.min_points_per_centroid = 5
         index.pq.cp.min_points_per_centroid = 5
         rows = np.random.default_rng(seed).choice(n, sample, replace=False) if sample < n else np.arange(n)
-        index.train(vectors[np.sort(rows)])
+        index.train(_gather(batches(), np.sort(rows), dim))
         index.nprobe = min(cfg.nprobe, nlist)
         params = {"nlist": nlist, "pq_m": m, "pq_nbits": nbits, "nprobe": index.nprobe, "trained_on": int(sample)}
     else:
         raise UserError("--kind", f"expected auto, {', '.join(KINDS)}, got '{kind}'")
-    index.add(vectors)
+    for x in batches():
+        index.add(x)
     return index, params
 
 
@@ -186,16 +233,15 @@ def build_index(
     check_column(run, source, column)
     files = feature_files(run, source)
     stamp = _fingerprint(files)
-    ids, matrix = read_features(run, source, column)
-    if not ids:
+    n, dim = feature_shape(run, files, column)
+    if not n:
         raise UserError(str(files[0]), "no items to index")
     t0 = time.perf_counter()
-    vectors = normalize(matrix)
-    kind = choose_kind(config.index, len(ids))
-    if kind == "ivfpq" and len(ids) < MIN_IVFPQ:
-        log.warning("%d items are too few to train IVF-PQ; building an exact index instead", len(ids))
+    kind = choose_kind(config.index, n)
+    if kind == "ivfpq" and n < MIN_IVFPQ:
+        log.warning("%d items are too few to train IVF-PQ; building an exact index instead", n)
         kind = "flat"
-    index, params = make_index(vectors, kind, config.index, config.seed)
+    index, params = make_index(lambda: vector_batches(run, files, column, dim), n, dim, kind, config.index, config.seed)
     seconds = time.perf_counter() - t0
     path = index_path(run, source, column)
     with atomic_file(path, "wb") as fh:
@@ -206,9 +252,9 @@ def build_index(
         "column": column,
         "kind": kind,
         "faiss": type(index).__name__,
-        "n": len(ids),
-        "items": len(ids),
-        "dim": int(vectors.shape[1]),
+        "n": n,
+        "items": n,
+        "dim": dim,
         "metric": METRIC,
         "params": params,
         "build_seconds": seconds,
@@ -217,7 +263,7 @@ def build_index(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(sidecar_path(path), meta)
-    log.info("indexed %d items of %s/%s (%s) in %.1f s", len(ids), source, column, kind, seconds)
+    log.info("indexed %d items of %s/%s (%s) in %.1f s", n, source, column, kind, seconds)
     return IndexResult(path, meta)
 
 
@@ -240,9 +286,75 @@ def _stale_reason(path: Path, files: list[Path]) -> str | None:
     return None
 
 
-def _read_ids(run: Path, files: list[Path]) -> list:
+def read_ids(run: Path, files: list[Path]) -> list:
+    """The item id of each row of a source's feature files, in order."""
     tables = [read_table(f, columns=["item_id"], run=run) for f in files]
     return pa.concat_tables(tables).column("item_id").to_pylist()
+
+
+def current_index(run: Path, source: str, column: str, ids: list, config: Config | None = None) -> ItemIndex | None:
+    """The run's index of a column when it is current with the feature files (rows ``ids``), else None: for
+    readers such as the report, which search an index that is there but never write one."""
+    path = index_path(run, source, column)
+    if _stale_reason(path, feature_files(run, source)) is not None:
+        return None
+    index = read_faiss(path, run=run)
+    if index.ntotal != len(ids):
+        return None
+    if config is not None and isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(config.index.nprobe, index.nlist)
+    return ItemIndex(index, ids, read_json(sidecar_path(path), run=run), path)
+
+
+def read_rows(run: Path, files: list[Path], column: str, rows: list[int]) -> np.ndarray:
+    """Some rows of a feature column, by position and in the order given, as float32: only the row groups that
+    hold them are read."""
+    wanted = np.asarray(rows, dtype=np.int64)
+    out = np.zeros((len(wanted), feature_shape(run, files, column)[1]), dtype=np.float32)
+    start = 0
+    for f in files:
+        with reading(f, "Parquet", run):
+            parquet = pq.ParquetFile(f)
+            for group in range(parquet.metadata.num_row_groups):
+                size = parquet.metadata.row_group(group).num_rows
+                inside = np.flatnonzero((wanted >= start) & (wanted < start + size))
+                if len(inside):
+                    col = parquet.read_row_group(group, columns=[column]).column(0).combine_chunks()
+                    picked = col.take(pa.array(wanted[inside] - start)).flatten().to_numpy(zero_copy_only=False)
+                    out[inside] = picked.reshape(len(inside), -1)
+                start += size
+    return out
+
+
+def exact_search(
+    run: Path, files: list[Path], column: str, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cosines) of each query's k nearest rows, best first and ties by row, by exact search in one pass
+    over the feature files: a batch and each query's running best are all that is held."""
+    q = normalize(queries)
+    dim = q.shape[1]
+    if k <= 0:
+        return np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
+    best = [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in q]
+    start = 0
+    for x in vector_batches(run, files, column, dim):
+        scores = q @ x.T
+        rows = np.arange(start, start + len(x))
+        best = [
+            _best(np.concatenate([b[0], s]), np.concatenate([b[1], rows]), k) for b, s in zip(best, scores, strict=True)
+        ]
+        start += len(x)
+    return np.array([b[1] for b in best]), np.array([b[0] for b in best])
+
+
+def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest scores and their rows, best first; ties go to the lower row (a stable sort's order)."""
+    if len(scores) > k:
+        cut = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= cut  # every tie at the cut, so the order below is well defined
+        scores, rows = scores[keep], rows[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    return scores[order], rows[order]
 
 
 def load_index(
@@ -259,7 +371,7 @@ def load_index(
         build_index(config or load_config(), run, source, column)
     meta = read_json(sidecar_path(path), run=run)
     index = read_faiss(path, run=run)
-    ids = _read_ids(run, files)
+    ids = read_ids(run, files)
     if len(ids) != index.ntotal:  # only if the feature files changed in the meantime
         log.info("index %s holds %d items, features %d; rebuilding it", path, index.ntotal, len(ids))
         build_index(config or load_config(), run, source, column)

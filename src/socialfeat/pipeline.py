@@ -54,8 +54,10 @@ RUN_STAGES = tuple(s for s in STAGES[1:] if s not in OPTIONAL)  # `run` never si
 HELDOUT = "heldout"  # the demo's labelled collection of new images (RUN/heldout), for transfer
 MARKERS = ".pipeline"
 
-# The config sections each stage reads; its hash also chains the previous stage's hash, so e.g. the targets
-# section reaches train, and the seed (factorize onwards) reaches every later stage.
+# The config sections (or single ``section.key`` settings) each stage reads; its hash also chains the previous
+# stage's hash, so e.g. the targets section reaches train, and the seed (factorize onwards) reaches every later stage.
+# content scores on evaluate's user samples with its λ grid, k and bootstrap, so those settings are content's too.
+CONTENT_READS = ("evaluate.users", "evaluate.valid_users", "evaluate.ridge_lambdas", "evaluate.k", "evaluate.bootstrap")
 SECTIONS: dict[str, tuple[str, ...]] = {
     "simulate": ("seed", "simulate"),
     "ingest": ("ingest", "filter"),
@@ -64,7 +66,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "embed": ("embed",),
     "index": ("index",),
-    "content": ("content",),
+    "content": ("content", *CONTENT_READS),
     "evaluate": ("evaluate",),
     "transfer": ("transfer",),
     "report": ("report",),
@@ -135,7 +137,11 @@ def default_run_dir(config: Config) -> Path:
 # ---------------------------------------------------------------------------------------------------- caching
 def stage_config(config: Config, stage: str) -> dict[str, Any]:
     dumped = config.model_dump(mode="json")
-    return {key: dumped[key] for key in SECTIONS[stage]}
+    out = {}
+    for key in SECTIONS[stage]:
+        section, _, name = key.partition(".")
+        out[key] = dumped[section][name] if name else dumped[section]
+    return out
 
 
 def _digest(obj: Any) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from socialfeat.artifacts import missing, rerun_command
+from socialfeat.artifacts import missing, reading, rerun_command
 from socialfeat.config import Config
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FACTORS = "head_factors"  # the learned source's column holding the predicted item factors
+LOG_BATCH = 1 << 20  # interactions read per batch when the log is indexed: the columns are the only full copy
 
 
 @dataclass
@@ -203,10 +205,14 @@ def cold_factors(run: Path) -> tuple[list, np.ndarray, str]:
 class Recommender:
     """What ranking items for a user needs, loaded once: user factors, every item's factor vector (warm: true,
     cold: predicted — by the content model when the run has one, else by the learned model's ``factors`` head)
-    and where each of the dataset's items sits among them. Who saw what is read per user, from the dataset as it
-    is now. The web explorer keeps one."""
+    and where each of the dataset's items sits among them.
 
-    def __init__(self, run: str | os.PathLike[str]) -> None:
+    Who saw what comes from the dataset's interactions in one of two ways. By default each call reads that one
+    user's rows (a filtered read: ``recommend --user`` answers one user and never loads the log). With
+    ``index_log`` the log's two integer columns are read once into a CSR (user row → item rows), so a server
+    answers every user from memory: the web explorer keeps one of those, as of its start-up."""
+
+    def __init__(self, run: str | os.PathLike[str], index_log: bool = False) -> None:
         run = Path(run)
         check_current(run, ["factors"])  # factors of an older dataset would offer items the user engaged with since
         self.run = run
@@ -221,6 +227,7 @@ class Recommender:
         self.vectors = np.concatenate([_matrix(warm, "factors"), predicted[cold].astype(np.float32, copy=False)])
         self.is_warm = np.arange(len(self.item_ids)) < len(warm_ids)
         self._idx_to_row, self.in_dataset = self._dataset_rows(run)
+        self._log = self._index_log(run) if index_log else None
 
     def _dataset_rows(self, run: Path) -> tuple[np.ndarray, np.ndarray]:
         """(the row of ``item_ids`` of each dataset item_idx, -1 for none; which rows the dataset holds)."""
@@ -234,9 +241,45 @@ class Recommender:
         in_dataset[rows[rows >= 0]] = True
         return idx_to_row, in_dataset
 
+    def _index_log(self, run: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr per user row, rows of ``item_ids``): the log's user_idx and item_idx columns read in batches
+        into two int32 arrays, interactions of users or items the rankings do not hold left out. Sorting is
+        needed only when the log is not in user order (ingest writes it sorted by user_idx)."""
+        dataset = run / "dataset"
+        users = pq.read_table(_need(dataset / "users.parquet", run), columns=["user_id", "user_idx"])
+        uidx = users.column("user_idx").to_numpy()
+        to_user = np.full(int(uidx.max()) + 1 if len(uidx) else 0, -1, dtype=np.int32)
+        to_user[uidx] = [self._user_rows.get(str(u), -1) for u in users.column("user_id").to_pylist()]
+        to_item = self._idx_to_row.astype(np.int32)
+        path = _need(dataset / "interactions.parquet", run)
+        with reading(path, "Parquet", run):
+            size = pq.ParquetFile(path).metadata.num_rows
+        user_rows = np.empty(size, dtype=np.int32)
+        item_rows = np.empty(size, dtype=np.int32)
+        filled = 0
+        for user_idx, item_idx in _log_batches(path, run):
+            u, i = _lookup(to_user, user_idx), _lookup(to_item, item_idx)
+            keep = (u >= 0) & (i >= 0)
+            count = int(keep.sum())
+            user_rows[filled : filled + count] = u[keep]
+            item_rows[filled : filled + count] = i[keep]
+            filled += count
+        if filled < len(item_rows):  # rows left out: keep a compact copy, not a view of the longer array
+            user_rows, item_rows = user_rows[:filled].copy(), item_rows[:filled].copy()
+        if filled and np.any(user_rows[1:] < user_rows[:-1]):
+            order = np.argsort(user_rows, kind="stable")
+            user_rows, item_rows = user_rows[order], item_rows[order]
+        indptr = np.zeros(len(self.user_ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(user_rows, minlength=len(self.user_ids)), out=indptr[1:])
+        return indptr, item_rows
+
     def seen(self, row: int) -> np.ndarray:
-        """Rows of ``item_ids`` the user at ``row`` interacted with (cold items' interactions too), from that user's
-        rows of the dataset's interactions alone (a filtered read: the log is sorted by user)."""
+        """Rows of ``item_ids`` the user at ``row`` interacted with (cold items' interactions too): from the indexed
+        log, else from that user's rows of the dataset's interactions alone (a filtered read: the log is sorted by
+        user)."""
+        if self._log is not None:
+            indptr, items = self._log
+            return items[indptr[row] : indptr[row + 1]].astype(np.int64)
         dataset = self.run / "dataset"
         users = pq.read_table(
             _need(dataset / "users.parquet", self.run),
@@ -278,6 +321,21 @@ class Recommender:
             }
             for i in best
         ]
+
+
+def _log_batches(path: Path, run: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The log's (user_idx, item_idx) columns, ``LOG_BATCH`` rows at a time; a damaged file is one line."""
+    with reading(path, "Parquet", run):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=LOG_BATCH, columns=["user_idx", "item_idx"]):
+            yield batch.column("user_idx").to_numpy(), batch.column("item_idx").to_numpy()
+
+
+def _lookup(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``table[keys]``, with -1 for keys outside the table."""
+    out = np.full(len(keys), -1, dtype=table.dtype)
+    inside = (keys >= 0) & (keys < len(table))
+    out[inside] = table[keys[inside]]
+    return out
 
 
 def for_user(

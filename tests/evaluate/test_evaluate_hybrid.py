@@ -71,6 +71,14 @@ def test_every_single_pair_and_full_row_is_in_the_evaluation(run: Path) -> None:
         mine = scored[tuple(r["sources"])]
         for key in ("auc", "valid_auc", "weights", "test_items_missing_a_source", "recall@20", "ndcg@20", "users"):
             assert r[key] == pytest.approx(mine[key]), key
+        assert r["auc_ci"] == mine["auc_ci"] and r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1]
+    # on evaluate's user sample, with the differences the content stage's headline states: no "no intervals" note
+    assert section["sample"] == theirs["sample"] and section["sample"]["users"] == m["sample"]["users"]
+    assert section["differences"] == theirs["differences"] and section["intervals"] is None
+    assert [d["label"] for d in section["differences"]][:2] == [
+        "full model − best without the image",
+        "learned − ImageNet (full models)",
+    ]
     for group in ("single", "pair", "all"):  # best first within each group
         aucs = [r["auc"] for r in section["rows"] if r["group"] == group]
         assert aucs == sorted(aucs, reverse=True)
@@ -90,12 +98,18 @@ def test_every_single_pair_and_full_row_is_in_the_evaluation(run: Path) -> None:
         shown = (
             " + ".join(f"{s} {short(r['weights'][s])}" for s in r["sources"]) if len(r["sources"]) > 1 else r["name"]
         )
-        scores = rf"{r['valid_auc']:.3f} +{r['auc']:.3f} +{r['recall@20']:.3f} +{r['ndcg@20']:.3f}"
+        ci = rf"\[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}\]"  # the 95% interval beside each test AUC
+        scores = rf"{r['valid_auc']:.3f} +{r['auc']:.3f} +{ci} +{r['recall@20']:.3f} +{r['ndcg@20']:.3f}"
         line = re.search(rf"^ ?{re.escape(shown)} .*?{scores} +{r['test_items_missing_a_source']} *$", table, re.M)
         assert line, shown
         positions.append(line.start())
     assert positions == sorted(positions)
     assert "LightFM (WARP), item features" in table
+    assert "95% CI: paired bootstrap over the users (1,000 resamples)" in " ".join(table.split())
+    said = " ".join(text.split())
+    for d in section["differences"]:  # printed under the table, saying whether the interval contains 0
+        assert f"{d['label']}: " in said
+    assert "not distinguishable from noise" in said or "better beyond the bootstrap's noise" in said
 
 
 def short(weight: float) -> str:
@@ -184,3 +198,27 @@ def test_unknown_keys_pass_through_and_variants_name_the_rows(tmp_path: Path) ->
     assert section["rows"][2]["item_factors"] == "content/item_factors.parquet"
     assert section["test_items_missing_a_source"] == 4 and section["k"] == 20
     assert any("1 row(s)" in n for n in notes) and any("@20" in n and "not @10" in n for n in notes)
+
+
+def test_intervals_and_differences_come_along_and_another_user_sample_is_said(tmp_path: Path) -> None:
+    sample = {"users": 250, "of": 400, "valid_users": 100, "valid_of": 380, "seed": 0}
+    sample["text"] = "AUC over 250 of 400 users, seed 0"
+    diff = {"a": "learned + tags · late fusion", "b": "tags", "label": "full model − best without the image"}
+    diff |= {"diff": 0.04, "ci": [0.01, 0.07], "contains_zero": False}
+    rows = [row(["tags"], 0.62, auc_ci=[0.6, 0.64]), row(["learned", "tags"], 0.66, auc_ci=[0.64, 0.68])]
+    write(tmp_path, {"split": SPLIT, "rows": rows, "differences": [diff], "sample": sample})
+    section, notes = content_section(tmp_path, SPLIT, 20, sample)
+    assert section is not None and not notes
+    assert section["intervals"] is None and section["differences"] == [diff] and section["sample"] == sample
+    assert [r["auc_ci"] for r in section["rows"]] == [[0.6, 0.64], [0.64, 0.68]]
+    # scored on other users than this evaluation: the rows stay, said to be unpaired with these
+    section, notes = content_section(tmp_path, SPLIT, 20, sample | {"users": 300, "text": "AUC over 300 of 400"})
+    assert section is not None and len(section["rows"]) == 2
+    (note,) = notes
+    assert "another user sample" in note and "AUC over 250 of 400 users" in note and "not paired" in note
+    # a row without an interval (written before the bootstrap, or with evaluate.bootstrap = 0): said why
+    rows[0].pop("auc_ci")
+    write(tmp_path, {"split": SPLIT, "rows": rows, "differences": [], "sample": sample})
+    section, _ = content_section(tmp_path, SPLIT, 20, sample)
+    assert section is not None and "no 95% intervals" in section["intervals"]
+    assert f"socialfeat content {tmp_path}" in section["intervals"]

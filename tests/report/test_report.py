@@ -415,3 +415,67 @@ def test_training_section_says_when_no_epoch_beat_the_start(tmp_path: Path) -> N
     meta |= {"selected_epoch": 1, "valid_cold_auc": 0.63}
     (model / "model.json").write_text(json.dumps(meta))
     assert training(tmp_path)["no_win"] is None
+
+
+# ------------------------------------------------------------------------------------------------ gallery at scale
+def old_gallery(run: Path, source: str, column: str, queries: list, k: int) -> list[list[tuple[str, float]]]:
+    """The gallery's search before issue 23: the whole matrix, unit rows, a full stable sort per query."""
+    ids, matrix = read_features(run, source, column)
+    unit = matrix.astype(np.float32) / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    out = []
+    for q in queries:
+        r = ids.index(q)
+        sims = unit @ unit[r]
+        sims[r] = -np.inf
+        out.append([(str(ids[j]), float(sims[j])) for j in np.argsort(-sims, kind="stable")[:k]])
+    return out
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_gallery_equals_the_full_sort_and_reads_only_the_query_rows(
+    full_run: Path, indexed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the run's (current, flat) indexes, or with none and feature files of many row groups: the same
+    neighbours as the old full sort, and no feature matrix read whole (only ids, the queries' row groups, and a
+    batched pass when there is no index)."""
+    from socialfeat.config import load_config
+    from socialfeat.index import build_index
+    from socialfeat.report.gallery import Thumbnails, neighbour_gallery
+
+    config = load_config(None, ["report.gallery_queries=5", "report.gallery_neighbours=6"])
+    sources = [("learned", "head_factors", "learned"), ("imagenet", "features", "ImageNet")]
+    for path in full_run.glob("features/*.faiss*"):
+        path.unlink()
+    if indexed:
+        for source, column, _ in sources:
+            assert build_index(config, full_run, source, column).meta["kind"] == "flat"
+    else:
+        for source, _, _ in sources:
+            path = full_run / "features" / f"{source}.parquet"
+            pq.write_table(pq.read_table(path), path, row_group_size=40)
+    row_groups: list[int] = []
+    whole: list[str] = []
+    real_group, real_table = pq.ParquetFile.read_row_group, pq.read_table
+
+    def read_row_group(self: pq.ParquetFile, i: int, *args: object, **kwargs: object) -> object:
+        row_groups.append(i)
+        return real_group(self, i, *args, **kwargs)
+
+    def read_table(path: object, *args: object, columns: list | None = None, **kwargs: object) -> object:
+        if "features" in Path(str(path)).parts and columns != ["item_id"]:
+            whole.append(str(path))
+        return real_table(path, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", read_row_group)
+    monkeypatch.setattr(pq, "read_table", read_table)
+    gallery = neighbour_gallery(config, full_run, Thumbnails(full_run, 32), sources)
+    monkeypatch.undo()
+    assert not whole and len(row_groups) <= 2 * 5
+    queries = [b["id"] for b in gallery["queries"]]
+    assert len(queries) == 5
+    for n, (source, column, _) in enumerate(sources):
+        want = old_gallery(full_run, source, column, queries, 6)
+        for block, expected in zip(gallery["queries"], want, strict=True):
+            got = block["rows"][n]["neighbours"]
+            assert [g["id"] for g in got] == [i for i, _ in expected], (source, block["id"])
+            np.testing.assert_allclose([g["score"] for g in got], [s for _, s in expected], atol=1e-5)

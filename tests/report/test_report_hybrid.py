@@ -163,3 +163,34 @@ def test_a_joint_fit_is_split_by_its_variance_shares(tmp_path: Path, monkeypatch
         ("learned", pytest.approx(0.0425)),
         ("tags", pytest.approx(0.1275)),
     ]
+
+
+def test_intervals_and_the_differences_are_stated_plainly(tmp_path: Path) -> None:
+    content = section()
+    for r in content["rows"]:
+        r["auc_ci"] = [r["auc"] - 0.02, r["auc"] + 0.02]
+    PEER_CI = [0.59, 0.63]  # noqa: N806
+    content["peer"] = PEER | {"auc_ci": PEER_CI}
+    content["sample"] = {"users": 250, "of": 900, "text": "AUC over 250 of 900 users, seed 0"}
+    content["bootstrap"] = {"resamples": 1000}
+    content["differences"] = [
+        {"a": "learned + text + tags · late fusion", "b": "tags", "label": "full model − best without the image"}
+        | {"diff": 0.06, "ci": [0.03, 0.09], "contains_zero": False},
+        {"a": "learned + text + tags · late fusion", "b": "imagenet + text + tags · late fusion"}
+        | {"label": "learned − ImageNet (full models)", "diff": 0.004, "ci": [-0.003, 0.011], "contains_zero": True},
+    ]
+    shown = hybrid_module.hybrid_section(make_run(tmp_path, content))
+    assert shown["table"]["head"][4:6] == ["test AUC", "95% interval"]
+    cells = {r[1]["text"]: r for r in shown["table"]["rows"]}
+    assert cells["learned + text + tags"][5]["text"] == "0.7000–0.7400"
+    assert cells[PEER["name"]][5]["text"] == "0.5900–0.6300"  # LightFM on the same users: its interval too
+    assert "AUC over 250 of 900 users, seed 0" in shown["table"]["caption"]
+    assert "paired bootstrap over the same users (1,000 resamples)" in shown["table"]["caption"]
+    said = shown["differences"]
+    assert "full model − best without the image: +0.0600 (95% interval +0.0300 to +0.0900), which excludes 0" in said
+    assert (
+        "learned − ImageNet (full models): +0.0040 (95% interval −0.0030 to +0.0110), which contains 0: not "
+        "distinguishable from noise" in said
+    )
+    text = text_of(hybrid_html(tmp_path / "run"))
+    assert "which contains 0: not distinguishable from noise" in text

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
-from socialfeat.cli.tables import hybrid_table
+from socialfeat.cli.tables import hybrid_differences, hybrid_table
 from socialfeat.config import load_config
 
 commands = Commands()
@@ -39,6 +39,8 @@ def content(
     section, notes = content_section(run, result.metrics["split"], cfg.evaluate.k)  # the table evaluate prints
     if section is not None:
         out.print(hybrid_table(section))
+        for line in hybrid_differences(section):
+            out.print(line, highlight=False, soft_wrap=True)
     for note in [*notes, *result.metrics["notes"]]:
         out.print(f"note: {note}", highlight=False, soft_wrap=True)
     model = result.metrics["model"]

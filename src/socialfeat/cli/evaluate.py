@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
-from socialfeat.cli.tables import ci_text, fmt, hybrid_table
+from socialfeat.cli.tables import ci_text, fmt, hybrid_differences, hybrid_table
 from socialfeat.config import load_config
 
 commands = Commands()
@@ -123,6 +123,8 @@ def evaluate(
     hybrid = result.metrics.get("content")
     if hybrid:
         out.print(hybrid_table(hybrid))
+        for line in hybrid_differences(hybrid):
+            out.print(line, highlight=False, soft_wrap=True)
     for note in result.metrics["notes"]:
         out.print(f"note: {note}", highlight=False, soft_wrap=True)
     for note in (hybrid or {}).get("notes", []):

@@ -21,9 +21,13 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def ci_text(ci: Any, digits: int = 3) -> str:
     """``[0.641, 0.668]``: a 95% interval, "–" when there is none."""
-    if not isinstance(ci, list | tuple) or len(ci) != 2 or any(not isinstance(v, int | float) for v in ci):
+    if not _is_ci(ci):
         return "–"
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _is_ci(ci: Any) -> bool:
+    return isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)
 
 
 def _mean(p: dict[str, Any] | None) -> str:
@@ -79,16 +83,42 @@ def _fit(row: dict[str, Any]) -> str:
     return name.removeprefix(joined).removeprefix(" · ") if name != joined else ""
 
 
+def _hybrid_scope(section: dict[str, Any]) -> str:
+    """``AUC over 20,000 of 309,000 users, seed 0 (choices on 5,000 of 29,000)``: the users the content rows were
+    scored on (evaluate's sample); ``× N users`` for a content model written before it stated one."""
+    sample = section.get("sample")
+    if not isinstance(sample, dict) or not sample.get("text"):
+        users = max((r.get("users") or 0 for r in section["rows"]), default=0)
+        return f" × {users:,} users"
+    text = f"; {sample['text']}"
+    valid, of = sample.get("valid_users"), sample.get("valid_of")
+    if isinstance(valid, int) and isinstance(of, int) and valid < of:
+        text += f" (λ and weights chosen on {valid:,} of {of:,})"
+    return text
+
+
+def hybrid_differences(section: dict[str, Any]) -> list[str]:
+    """One line per difference the content rows' headline states, with its interval and whether it contains 0."""
+    from socialfeat.evaluate.bootstrap import describe
+
+    entries = section.get("differences") or []
+    return [describe(d) for d in entries if isinstance(d, dict) and isinstance(d.get("diff"), int | float)]
+
+
 def hybrid_table(section: dict[str, Any]) -> Table:
     """The content model's rows: each source alone, each pair, all together (best test AUC first within each), with
-    the fusion weights and the test items that lack one of the row's sources; the LightFM peer below."""
+    the fusion weights, each test AUC's 95% interval and the test items that lack one of the row's sources; the
+    LightFM peer below."""
     k, split = section.get("k", 20), section.get("split", {})
-    users = max((r.get("users") or 0 for r in section["rows"]), default=0)
+    with_ci = any(_is_ci(r.get("auc_ci")) for r in section["rows"])
     caption = "late fusion: each source's weight, chosen on valid; missing: test items lacking a source of the row "
     caption += "(scored from the others)"
+    if with_ci:
+        resamples = (section.get("bootstrap") or {}).get("resamples")
+        caption += "; 95% CI: paired bootstrap over the users" + (f" ({resamples:,} resamples)" if resamples else "")
     table = Table(
-        title=f"hybrid cold start on {split.get('test', 0):,} new items × {users:,} users: the content model's "
-        "sources alone, in pairs and together",
+        title=f"hybrid cold start on {split.get('test', 0):,} new items{_hybrid_scope(section)}: the content "
+        "model's sources alone, in pairs and together",
         title_justify="left",
         caption=caption,
         caption_justify="left",
@@ -100,8 +130,15 @@ def hybrid_table(section: dict[str, Any]) -> Table:
     table.add_column("sources (fusion weights)", min_width=32 if not any(fits.values()) else 26, max_width=44)
     if any(fits.values()):  # the content stage fit some sources two ways (late fusion, joint): say which row is which
         table.add_column("fit")
-    for name in ("valid\nAUC", "test\nAUC", f"recall\n@{k}", f"NDCG\n@{k}", "missing"):
-        table.add_column(name, justify="right")
+    for name in (
+        "valid\nAUC",
+        "test\nAUC",
+        *(["95% CI"] if with_ci else []),
+        f"recall\n@{k}",
+        f"NDCG\n@{k}",
+        "missing",
+    ):
+        table.add_column(name, justify="right", no_wrap=name == "95% CI")
     for group in ("single", "pair", "all"):
         rows = sorted((r for r in section["rows"] if r.get("group") == group), key=lambda r: -r["auc"])
         for r in rows:
@@ -111,6 +148,7 @@ def hybrid_table(section: dict[str, Any]) -> Table:
                 *([fits[id(r)]] if any(fits.values()) else []),
                 fmt(r.get("valid_auc")),
                 fmt(r["auc"]),
+                *([ci_text(r.get("auc_ci"))] if with_ci else []),
                 fmt(r.get(f"recall@{k}")),
                 fmt(r.get(f"ndcg@{k}")),
                 f"{missing:,}" if isinstance(missing, int) else "–",
@@ -121,8 +159,9 @@ def hybrid_table(section: dict[str, Any]) -> Table:
     if peer:
         name = str(peer.get("name") or "peer")
         if isinstance(peer.get("auc"), int | float):
-            metrics = [fmt(peer["auc"]), fmt(peer.get(f"recall@{k}")), fmt(peer.get(f"ndcg@{k}"))]
-            table.add_row(name, *[""] * (len(table.columns) - 5), *metrics, "", style="dim")
+            metrics = [fmt(peer["auc"]), *([ci_text(peer.get("auc_ci"))] if with_ci else [])]
+            metrics += [fmt(peer.get(f"recall@{k}")), fmt(peer.get(f"ndcg@{k}"))]
+            table.add_row(name, *[""] * (len(table.columns) - len(metrics) - 2), *metrics, "", style="dim")
         else:
             table.add_row(f"{name}: skipped", *[""] * (len(table.columns) - 1), style="dim")
     return table

@@ -179,6 +179,22 @@ def sampled(data: ColdStartData, users: int, valid_users: int, seed: int) -> Col
     )
 
 
+def user_sample(data: ColdStartData, seed: int) -> dict[str, Any]:
+    """What the cold-start numbers are averaged over: the sampled users of all eligible ones, and the seed."""
+    users, eligible = len(data.test_users), len(eligible_users(data.test_truth))
+    valid, valid_eligible = len(data.valid_users), len(eligible_users(data.valid_truth))
+    text = f"AUC over {users:,} of {eligible:,} users" + (f", seed {seed}" if users < eligible else "")
+    return {
+        "users": users,
+        "of": eligible,
+        "valid_users": valid,
+        "valid_of": valid_eligible,
+        "seed": seed,
+        "sampled": users < eligible or valid < valid_eligible,
+        "text": text,
+    }
+
+
 def _chunks(rows: np.ndarray, n_items: int) -> list[np.ndarray]:
     size = max(1, CHUNK_CELLS // max(n_items, 1))
     return [rows[i : i + size] for i in range(0, len(rows), size)]

@@ -3,8 +3,11 @@ source alone, each pair and all together, read from ``content/metrics.json`` —
 the content stage (stages share files, not modules).
 
 The rows are trusted only when they are on this evaluation's items and factors: the content stage's train/valid/test
-counts equal ours and nothing in ``content/`` is older than ``factors/`` or the features of a source it scored. Otherwise they are left out with a one-line
-note saying to rerun ``socialfeat content RUN``, so a stale model never sits beside fresh image rows.
+counts equal ours and nothing in ``content/`` is older than ``factors/`` or the features of a source it scored.
+Otherwise they are left out with a one-line note saying to rerun ``socialfeat content RUN``, so a stale model never
+sits beside fresh image rows. The content stage scores the same seeded user sample as ``evaluate`` and bootstraps its
+rows with the same resamples; each row's ``auc_ci`` and the differences its headline states come along, and a
+content model scored on another sample keeps its rows with a note that they are not paired with these.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ GROUPS = ("single", "pair", "all")  # one source alone, two together, three or m
 NOTE = "content model: "  # every note of this module starts so (the report quotes it when the section is absent)
 VARIANT_KEYS = ("variant", "model")  # a row key naming how its sources were combined (late fusion, joint …)
 _RECALL = re.compile(r"^recall@(\d+)$")
-NO_INTERVALS = (  # what the section says while the content stage keeps no per-user scores
-    "no 95% intervals for these rows, nor for content − best without the image: content/metrics.json keeps no "
-    "per-user scores to bootstrap, and evaluate bootstraps only the rows it scores itself"
+NO_INTERVALS = (  # what the section says when content/metrics.json has rows without an interval
+    "no 95% intervals for some of these rows, nor for the differences the headline states: content/metrics.json "
+    "was written with evaluate.bootstrap = 0 or before the content stage bootstrapped its rows; rerun "
+    "`socialfeat content RUN`"
 )
 
 
@@ -56,9 +60,13 @@ def _k(rows: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def content_section(run: Path, split: dict[str, int], k: int) -> tuple[dict[str, Any] | None, list[str]]:
+def content_section(
+    run: Path, split: dict[str, int], k: int, sample: dict[str, Any] | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     """The ``content`` section of ``eval/metrics.json`` and notes; (None, []) for a run without a content model,
-    (None, [why]) when its metrics are unreadable or on another split / older factors than this evaluation."""
+    (None, [why]) when its metrics are unreadable or on another split / older factors than this evaluation. With
+    ``sample`` (this evaluation's users), a content model scored on other users keeps its rows, with a note that
+    they are not paired with the evaluation's."""
     folder = run / "content"
     path = folder / "metrics.json"
     rerun = f"rerun `socialfeat content {run}` to include its rows"
@@ -101,6 +109,16 @@ def content_section(run: Path, split: dict[str, int], k: int) -> tuple[dict[str,
     if theirs_k is not None and theirs_k != k:
         notes.append(f"{NOTE}its recall and NDCG are @{theirs_k} (the content stage's evaluate.k), not @{k}")
     peer = m.get("peer") if isinstance(m.get("peer"), dict) else None
+    theirs_sample = m.get("sample") if isinstance(m.get("sample"), dict) else None
+    if sample is not None and theirs_sample is not None and _users(theirs_sample) != _users(sample):
+        notes.append(
+            f"{NOTE}scored on another user sample ({theirs_sample.get('text', '?')}; λ on "
+            f"{theirs_sample.get('valid_users', '?')} users) than this evaluation ({sample.get('text', '?')}; λ on "
+            f"{sample.get('valid_users', '?')} users), so its rows are not paired with these; {rerun}"
+        )
+    differences = [
+        d for d in m.get("differences") or [] if isinstance(d, dict) and isinstance(d.get("diff"), int | float)
+    ]
     section = {
         "from": "content/metrics.json",
         "k": theirs_k if theirs_k is not None else k,
@@ -110,9 +128,17 @@ def content_section(run: Path, split: dict[str, int], k: int) -> tuple[dict[str,
         "model": m.get("model") if isinstance(m.get("model"), dict) else None,
         "test_items_missing_a_source": max((_int(r.get("test_items_missing_a_source")) for r in rows), default=0),
         "notes": [str(n) for n in m.get("notes", []) if n] if isinstance(m.get("notes"), list) else [],
-        "intervals": None if all(_interval(r.get("auc_ci")) for r in rows) else NO_INTERVALS,
+        "sample": theirs_sample,
+        "bootstrap": m.get("bootstrap") if isinstance(m.get("bootstrap"), dict) else None,
+        "differences": differences,
+        "intervals": None if all(_interval(r.get("auc_ci")) for r in rows) else NO_INTERVALS.replace("RUN", str(run)),
     }
     return section, notes
+
+
+def _users(sample: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two user samples the same: how many test and valid users, of how many, and the seed."""
+    return tuple(sample.get(key) for key in ("users", "of", "valid_users", "valid_of", "seed"))
 
 
 def _interval(value: Any) -> bool:

@@ -1,5 +1,6 @@
 """The peer a practitioner would reach for: LightFM (WARP) with the items' content as item features, trained on
-the warm items' interactions and scored on the same cold test items with the same per-user AUC.
+the warm items' interactions and scored on the same cold test items, over the same sampled users, with the same
+per-user AUC — so its row pairs with the content rows in the bootstrap.
 
 Optional (the ``lightfm`` package; see the README for its build): without it the row says why.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialfeat.artifacts import read_table
-from socialfeat.evaluate.coldstart import ColdStartData, rank_users
+from socialfeat.evaluate.coldstart import ColdStartData, score_users
 
 
 def lightfm_missing() -> str | None:
@@ -25,11 +26,29 @@ def lightfm_missing() -> str | None:
     return None
 
 
+def item_features(features: np.ndarray | sp.spmatrix) -> sp.csr_matrix:
+    """``features`` as LightFM's item features: each column scaled to a largest magnitude of 1 (LightFM sums the
+    feature embeddings, so weights stay ≤ 1), float32 CSR without explicit zeros."""
+    x = sp.csr_matrix(features, dtype=np.float32)
+    scale = np.maximum(np.asarray(abs(x).max(axis=0).todense()).ravel(), 1e-12)
+    x = sp.csr_matrix(x @ sp.diags((1.0 / scale).astype(np.float32)), dtype=np.float32)
+    x.eliminate_zeros()
+    return x
+
+
 def lightfm_row(
-    run: Path, data: ColdStartData, features: np.ndarray, k: int, seed: int, epochs: int = 10, components: int = 64
-) -> dict[str, Any]:
-    """LightFM with ``features`` (n_items × d, by item_idx: the content blocks side by side) as its only item
-    features, so a cold item is as representable as a warm one; users by identity. Per-user AUC on the test items."""
+    run: Path,
+    data: ColdStartData,
+    features: np.ndarray | sp.spmatrix,
+    k: int,
+    seed: int,
+    epochs: int = 10,
+    components: int = 64,
+    threads: int = 2,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """LightFM with ``features`` (n_items × d, by item_idx: the content blocks side by side, dense or sparse) as its
+    only item features, so a cold item is as representable as a warm one; users by identity, fit on ``threads``.
+    The metrics on the test items over ``data.test_users`` (every eligible user when None), and the per-user AUCs."""
     from lightfm import LightFM
 
     t0 = time.perf_counter()
@@ -42,17 +61,17 @@ def lightfm_row(
     matrix = sp.coo_matrix(
         (np.ones(int(keep.sum()), np.float32), (users[keep], items[keep])), shape=(n_users, data.n_items)
     )
-    scale = np.maximum(np.abs(features).max(axis=0), 1e-12)  # LightFM sums feature embeddings: keep weights ≤ 1
-    item_features = sp.csr_matrix((features / scale).astype(np.float32))
-    item_features.eliminate_zeros()
+    side = item_features(features)
     model = LightFM(loss="warp", no_components=components, random_state=seed)
-    model.fit(matrix, item_features=item_features, epochs=epochs, num_threads=2)
-    item_bias, item_emb = model.get_item_representations(item_features)
+    model.fit(matrix, item_features=side, epochs=epochs, num_threads=max(1, threads))
+    item_bias, item_emb = model.get_item_representations(side)
     user_bias, user_emb = model.get_user_representations()
-    test_emb, test_bias = item_emb[data.test], item_bias[data.test]
+    test_emb = np.ascontiguousarray(item_emb[data.test].T, dtype=np.float32)
+    test_bias = item_bias[data.test].astype(np.float32)
 
     def score(rows: np.ndarray) -> np.ndarray:
-        return user_emb[rows] @ test_emb.T + test_bias[None, :] + user_bias[rows, None]
+        return user_emb[rows] @ test_emb + test_bias[None, :] + user_bias[rows, None]
 
-    result = rank_users(score, data.test_truth, k)
-    return {**result, "epochs": epochs, "components": components, "seconds": time.perf_counter() - t0}
+    ranked = score_users(score, data.test_truth, k, data.test_users)
+    result = {**ranked.summary(), "epochs": epochs, "components": components, "threads": max(1, threads)}
+    return result | {"seconds": time.perf_counter() - t0}, ranked.auc.astype(np.float32)

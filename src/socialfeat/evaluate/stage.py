@@ -29,14 +29,13 @@ from socialfeat.data.tags import item_tags, multi_hot_sparse, vocabulary
 from socialfeat.errors import UserError
 from socialfeat.evaluate.bootstrap import LEVEL, difference, interval, resampled_means
 from socialfeat.evaluate.coldstart import (
-    ColdStartData,
     aligned_features,
     coldstart_scored,
-    eligible_users,
     load_coldstart,
     popularity_scored,
     random_scored,
     sampled,
+    user_sample,
 )
 from socialfeat.evaluate.hybrid import content_section
 from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
@@ -152,22 +151,6 @@ def _check_sources(sources: list[str] | None, run: Path | None = None) -> list[s
         if s not in SOURCES:
             raise UserError("--source", f"expected one of {', '.join(SOURCES)}, got '{s}'")
     return chosen
-
-
-def user_sample(data: ColdStartData, seed: int) -> dict[str, Any]:
-    """What the cold-start numbers are averaged over: the sampled users of all eligible ones, and the seed."""
-    users, eligible = len(data.test_users), len(eligible_users(data.test_truth))
-    valid, valid_eligible = len(data.valid_users), len(eligible_users(data.valid_truth))
-    text = f"AUC over {users:,} of {eligible:,} users" + (f", seed {seed}" if users < eligible else "")
-    return {
-        "users": users,
-        "of": eligible,
-        "valid_users": valid,
-        "valid_of": valid_eligible,
-        "seed": seed,
-        "sampled": users < eligible or valid < valid_eligible,
-        "text": text,
-    }
 
 
 HEADLINE = (("imagenet", "ImageNet"), ("random", "random"), ("metadata", "metadata"))
@@ -317,7 +300,7 @@ def evaluate(
     say(f"bootstrap ({cfg.bootstrap:,} resamples of {sample['users']:,} users)" if cfg.bootstrap else "differences")
     differences = intervals(results, references, np.stack(per_user, axis=1), cfg.bootstrap, config.seed)
     split = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
-    hybrid, hybrid_notes = content_section(run, split, cfg.k)
+    hybrid, hybrid_notes = content_section(run, split, cfg.k, sample)
     notes.extend(hybrid_notes)
     metrics = {
         "k": cfg.k,

@@ -19,7 +19,7 @@ from socialfeat.config import Config
 from socialfeat.data.images import ImageCache, ImageError, ImageRoot, load_image
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
-from socialfeat.features import read_features
+from socialfeat.index import current_index, exact_search, feature_files, read_ids, read_rows, search
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,6 @@ def feature_columns(run: Path, source: str) -> list[str]:
     return [name for name in read_schema(files[0], run=run).names if name != "item_id"]
 
 
-def _unit(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
-
-
 def choose_queries(candidates: list, splits: dict[Any, str], n: int, seed: int, thumbs: Thumbnails) -> list:
     """``n`` query items with a thumbnail: a seeded draw among the cold test items first, then cold validation
     items, then the rest — the same queries for every feature source."""
@@ -153,7 +147,8 @@ def choose_queries(candidates: list, splits: dict[Any, str], n: int, seed: int, 
 def neighbour_gallery(
     config: Config, run: Path, thumbs: Thumbnails, sources: list[tuple[str, str, str]]
 ) -> dict[str, Any]:
-    """Query images and their top neighbours by cosine similarity under each (source, column, label) given.
+    """Query images and their top neighbours by cosine similarity under each (source, column, label) given: the
+    queries' own vectors are the only rows read, and their neighbours come from a search (:func:`_nearest`).
 
     Raises Missing when the first source (the learned features) is not there; a missing later source is noted.
     """
@@ -167,8 +162,9 @@ def neighbour_gallery(
                 raise Missing(message)
             notes.append(message)
             continue
-        ids, matrix = read_features(run, source, column)
-        loaded.append(_Space(source, column, label, ids, {i: r for r, i in enumerate(ids)}, _unit(matrix)))
+        files = feature_files(run, source)
+        ids = read_ids(run, files)
+        loaded.append(_Space(source, column, label, files, ids, {i: r for r, i in enumerate(ids)}))
     common = [i for i in loaded[0].ids if all(i in space.rows for space in loaded[1:])]
     splits = read_split(run)
     queries = choose_queries(common, splits, cfg.gallery_queries, config.seed, thumbs)
@@ -176,15 +172,12 @@ def neighbour_gallery(
         where = thumbs.root or "the recorded image root"
         raise Missing(f"no item image could be read (from {where} or the run's image cache under {run / 'cache'})")
     k = cfg.gallery_neighbours
+    found = [_nearest(config, run, space, queries, k) for space in loaded]
     blocks = []
-    for q in queries:
+    for n, q in enumerate(queries):
         rows = []
-        for space in loaded:
-            r = space.rows[q]
-            sims = space.unit @ space.unit[r]
-            sims[r] = -np.inf  # the query itself is not its own neighbour
-            top = np.argsort(-sims, kind="stable")[:k]
-            neighbours = [_item(thumbs, space.ids[j], splits, float(sims[j])) for j in top]
+        for space, near in zip(loaded, found, strict=True):
+            neighbours = [_item(thumbs, item, splits, score) for item, score in near[n]]
             rows.append(
                 {"source": space.source, "label": space.label, "column": space.column, "neighbours": neighbours}
             )
@@ -192,16 +185,36 @@ def neighbour_gallery(
     return {"queries": blocks, "k": k, "notes": notes, "sources": [space.label for space in loaded]}
 
 
+def _nearest(config: Config, run: Path, space: _Space, queries: list, k: int) -> list[list[tuple[Any, float]]]:
+    """Each query's k nearest items (id, cosine), itself left out: from the run's index of the column when it is
+    current, else by an exact search streamed over the feature file (ties to the earlier row). Only the queries'
+    rows are read as vectors, never the whole matrix."""
+    rows = [space.rows[q] for q in queries]
+    vectors = read_rows(run, space.files, space.column, rows)
+    index = current_index(run, space.source, space.column, space.ids, config)
+    if index is not None:
+        ids, scores = search(index, vectors, k + 1)
+        return [
+            [(i, s) for i, s in zip(found, cos, strict=True) if i != q][:k]
+            for q, found, cos in zip(queries, ids, scores, strict=True)
+        ]
+    top, cosines = exact_search(run, space.files, space.column, vectors, k + 1)
+    return [
+        [(space.ids[j], float(s)) for j, s in zip(t, c, strict=True) if j != r][:k]
+        for r, t, c in zip(rows, top, cosines, strict=True)
+    ]
+
+
 @dataclass
 class _Space:
-    """One feature source loaded for the gallery: ids, id → row, and unit-length vectors."""
+    """One feature source for the gallery: its files, the item id of each row, and id → row (no vectors)."""
 
     source: str
     column: str
     label: str
+    files: list[Path]
     ids: list
     rows: dict[Any, int]
-    unit: np.ndarray
 
 
 def _item(thumbs: Thumbnails, item: Any, splits: dict[Any, str], score: float | None) -> dict[str, Any]:

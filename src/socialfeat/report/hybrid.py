@@ -1,8 +1,9 @@
 """The report's "Hybrid cold start" section: what a new item's title, text, tags and numeric columns add to its
 image, from the ``content`` section of ``eval/metrics.json`` (``evaluate`` copies the content model's rows there
 only when they are on the same split and factors, so the report shows nothing stale). A table of every source
-alone, each pair and all together, and a stacked chart: each bar's gain over chance split by source in proportion
-to the fusion weights."""
+alone, each pair and all together with each test AUC's 95% interval, a sentence per difference the headline states
+(saying plainly when its interval contains 0), and a stacked chart: each bar's gain over chance split by source in
+proportion to the fusion weights."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from socialfeat.report import plots
 from socialfeat.report.gallery import Missing
-from socialfeat.report.sections import cell, read_json, table
+from socialfeat.report.sections import cell, difference_text, read_json, table
 
 IMAGE_SOURCES = ("learned", "imagenet")
 SOURCES = {  # colour and name per content source, in legend order (the image ones match the evaluation chart)
@@ -107,13 +108,23 @@ def hybrid_section(run: Path) -> dict[str, Any]:
             + [cell(peer.get(f"recall@{k}")), cell(peer.get(f"ndcg@{k}")), cell(None)]
         )
     test = split.get("test")
+    sample = section.get("sample") if isinstance(section.get("sample"), dict) else {}
+    users = f" ({sample['text']})" if sample.get("text") else ""
+    resamples = (section.get("bootstrap") or {}).get("resamples")
     caption = (
-        f"The content model on the evaluation's {_n(test)} cold test items and users. Late fusion: one ridge map per "
+        f"The content model on the evaluation's {_n(test)} cold test items and users{users}. Late fusion: one ridge "
+        "map per "
         "source to the item factors (λ chosen on the valid cold items), fused with weights chosen on valid (forward "
         "selection; a source given weight 0 adds nothing). Joint: one ridge over every source, a λ per source and "
         f"the source dropout chosen on valid. Best test AUC, recall@{k} and NDCG@{k} in bold"
         + ("; the peer (italics) is not a candidate." if ran else ".")
+        + (
+            f" 95% interval: paired bootstrap over the same users ({resamples:,} resamples), percentiles."
+            if with_ci and isinstance(resamples, int)
+            else ""
+        )
     )
+    said = [t for t in (difference_text(d) for d in section.get("differences") or []) if t]
     head = ["", "sources", "fusion weights", "valid AUC", "test AUC", *(["95% interval"] if with_ci else [])]
     head += [f"recall@{k}", f"NDCG@{k}", "missing a source"]
     notes = [str(n) for n in section.get("notes", [])]
@@ -124,6 +135,9 @@ def hybrid_section(run: Path) -> dict[str, Any]:
         notes.append(f"{peer.get('name', 'the peer')}: not run ({peer['skipped']}).")
     return {
         "table": table(head, body, caption, best={i: "max" for i in (3, 4, 5 + int(with_ci), 6 + int(with_ci))}),
+        "differences": (
+            "Differences the headline states, paired over the same users: " + "; ".join(said) + "." if said else None
+        ),
         "chart": _chart(groups, peer if ran else None),
         "chart_caption": _chart_caption(section, peer if ran else None),
         "notes": notes,

@@ -29,10 +29,11 @@ from socialfeat.data.tags import given_tags
 from socialfeat.errors import UserError
 from socialfeat.export import encoder_for
 from socialfeat.factorize.splits import read_split
-from socialfeat.features import Encoder, read_features
-from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, nearest, normalize, search
+from socialfeat.features import Encoder
+from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, nearest, search
 from socialfeat.recommend import FACTORS, Recommender, audience_of, content_score
 from socialfeat.report.gallery import Thumbnails
+from socialfeat.serve.search import SubstringIndex
 
 if TYPE_CHECKING:
     from socialfeat.content import ContentModel
@@ -72,7 +73,11 @@ class Space:
     encoder: Encoder  # the PyTorch model or its ONNX export (``serve.runtime``)
     runtime: str
     image_size: int
-    vectors: np.ndarray | None  # only when the index cannot give back its own vectors
+
+    def vector(self, row: int) -> np.ndarray:
+        """The indexed vector of one row, from the index itself: exact for flat and HNSW indexes, decoded from its
+        code for IVF-PQ — as approximate as that index's search, and no float matrix of the catalogue is held."""
+        return self.index.index.reconstruct(row)
 
 
 class Explorer:
@@ -92,6 +97,8 @@ class Explorer:
             raise UserError(str(self.run), f"no features; run `socialfeat embed {self.run} --source learned` first")
         self.recommender, self.no_audience = self._load_recommender()
         self.rec_rows = {str(i): r for r, i in enumerate(self.recommender.item_ids)} if self.recommender else {}
+        user_ids = self.recommender.user_ids if self.recommender else []
+        self.user_search = SubstringIndex(str(u).lower() for u in user_ids)  # /api/users: built once
         self.content = self._load_content()
         self.thumbs = Thumbnails(self.run, 160, config.train.max_pixels)
         self.load_seconds = time.perf_counter() - t0
@@ -99,6 +106,8 @@ class Explorer:
 
     # ----------------------------------------------------------------------------------------------- loading
     def _load_items(self, path: Path) -> None:
+        """Items as the pages show them, plus what filters them without a loop per request: a substring index of
+        the lowercase id and title, and the rows of each split."""
         names = read_schema(path).names
         table = read_table(path, columns=[c for c in ("item_id", "title", "tags", "n_users") if c in names])
         ids = table.column("item_id").to_pylist()
@@ -111,12 +120,15 @@ class Explorer:
         self.keys = [str(i) for i in ids]
         self.row_of = {k: r for r, k in enumerate(self.keys)}
         self.titles = [t or k for t, k in zip(column("title"), self.keys, strict=True)]
-        self.tags = [[t.strip() for t in tags.split("|") if t.strip()] if tags else [] for tags in column("tags")]
+        self.tags = column("tags")  # as stored ("a|b"); split into a list when an item is shown
         self.n_users = [int(v) if v is not None else None for v in column("n_users")]
         splits = read_split(self.run) if (self.run / "factors" / "item_split.parquet").is_file() else {}
         self.split = [SPLIT_NAMES.get(splits.get(i, ""), None) for i in ids]
         self.split_counts = Counter(self.split)
-        self.haystack = [f"{k}\n{t}".lower() for k, t in zip(self.keys, self.titles, strict=True)]
+        split = np.array([s or "" for s in self.split], dtype=object)
+        self.split_rows = {s: np.flatnonzero(split == s) for s in ("warm", "cold")}
+        self.is_split = {s: split == s for s in ("warm", "cold")}
+        self.title_search = SubstringIndex(f"{k}\n{t}".lower() for k, t in zip(self.keys, self.titles, strict=True))
 
     def _has_features(self, source: str) -> bool:
         base = self.run / "features"
@@ -127,17 +139,16 @@ class Explorer:
         index = load_index(self.run, source, column, self.config)
         found = encoder_for(self.config, self.run, source, threads=self.config.serve.torch_threads)
         encoder, size, runtime = found.encoder, found.image_size, found.runtime
-        vectors = None
         if isinstance(index.index, faiss.IndexIVF):
-            # IVF-PQ keeps only compressed codes: a query from them would be approximate, so keep the exact vectors
-            vectors = normalize(read_features(self.run, source, column)[1])
+            index.index.make_direct_map()  # so a known item's vector is decoded from its code (Space.vector)
         rows = {str(i): r for r, i in enumerate(index.ids)}
-        return Space(source, column, index, rows, encoder, runtime, size, vectors)
+        return Space(source, column, index, rows, encoder, runtime, size)
 
     def _load_recommender(self) -> tuple[Recommender | None, str | None]:
-        """User factors and item vectors; without them the explorer still browses, but predicts no audience."""
+        """User factors, item vectors and who engaged with what (read once, as arrays); without them the explorer
+        still browses, but predicts no audience."""
         try:
-            return Recommender(self.run), None
+            return Recommender(self.run, index_log=True), None
         except UserError as e:
             log.warning("no audiences or recommendations: %s", e)
             return None, str(e)
@@ -209,27 +220,30 @@ class Explorer:
         return row
 
     def item(self, row: int) -> dict[str, Any]:
+        tags = self.tags[row]
         return {
             "id": self.keys[row],
             "title": self.titles[row],
-            "tags": self.tags[row],
+            "tags": [t.strip() for t in tags.split("|") if t.strip()] if tags else [],
             "split": self.split[row],
             "n_users": self.n_users[row],
         }
 
     def items(self, query: str = "", split: str = "all", offset: int = 0, limit: int = 60) -> dict[str, Any]:
-        """A page of items whose id or title contains ``query`` (case-insensitive), optionally warm or cold only."""
+        """A page of items whose id or title contains ``query`` (case-insensitive), optionally warm or cold only, in
+        catalogue order: the substring index and the split's rows answer it, and only the page is materialised."""
         q = query.strip().lower()
-        rows = range(len(self.keys))
+        rows: np.ndarray | range = range(len(self.keys))
         if q:
-            rows = [r for r in rows if q in self.haystack[r]]
-        if split in ("warm", "cold"):
-            rows = [r for r in rows if self.split[r] == split]
-        rows = list(rows)
+            rows = self.title_search.find(q)
+            if split in self.is_split:
+                rows = rows[self.is_split[split][rows]]
+        elif split in self.split_rows:
+            rows = self.split_rows[split]
         return {
             "total": len(rows),
             "offset": offset,
-            "items": [self.item(r) for r in rows[offset : offset + limit]],
+            "items": [self.item(int(r)) for r in rows[offset : offset + limit]],
         }
 
     def space(self, source: str) -> Space:
@@ -252,8 +266,7 @@ class Explorer:
         index_row = space.rows.get(item_id)
         if index_row is None:
             raise NotFound(f"item '{item_id}' has no {source} features (its image could not be read)")
-        vector = space.index.index.reconstruct(index_row) if space.vectors is None else space.vectors[index_row]
-        return self._ranked(*nearest(space.index, vector, k, exclude=space.index.ids[index_row]))
+        return self._ranked(*nearest(space.index, space.vector(index_row), k, exclude=space.index.ids[index_row]))
 
     def predicted_audience(self, item_id: str, k: int) -> list[dict[str, Any]] | None:
         """For a cold item: the users its predicted factors reach (what the platform would do on upload day)."""
@@ -394,17 +407,11 @@ class Explorer:
         return rows
 
     def users(self, query: str = "", limit: int = 20) -> list[str]:
-        """User ids containing ``query``, for the page's suggestions."""
+        """The first ``limit`` user ids containing ``query`` (case-insensitive), for the page's suggestions."""
         if self.recommender is None:
             return []
-        q = query.strip().lower()
-        out = []
-        for u in self.recommender.user_ids:
-            if q in str(u).lower():
-                out.append(str(u))
-                if len(out) >= limit:
-                    break
-        return out
+        rows = self.user_search.find(query.strip().lower())[:limit]
+        return [str(self.recommender.user_ids[r]) for r in rows]
 
     def thumbnail(self, item_id: str, size: int) -> bytes:
         """A square JPEG of an item, from the run's own image table (never from a path given in a request)."""
