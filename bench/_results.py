@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -47,3 +48,8 @@ def record(heading: str, body: str) -> None:
     text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text.rstrip("\n") + "\n")
     print(f"recorded in {RESULTS}")
+
+
+def exponent(a: float, b: float, size_a: int, size_b: int) -> float:
+    """Growth exponent between two sizes: time or memory ∝ size^exponent (1 = linear)."""
+    return math.log(b / a) / math.log(size_b / size_a)

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import record, run_measured  # noqa: E402
+from _results import exponent, record, run_measured  # noqa: E402
 
 LAMBDAS = [0.1, 1, 10, 100, 1_000, 10_000, 100_000]  # evaluate.ridge_lambdas' default
 F, D, FACETS, PER_FACET, TAGS_PER_ITEM = 64, 1280, 40, 50, 8
@@ -219,10 +219,6 @@ def child(folder: Path, impl: str, users: int, valid_users: int, resamples: int)
         split[kind] = split.get(kind, 0.0) + nxt - t
     out |= {"seconds": seconds, "bootstrap_seconds": boot, "phases": split}
     (folder / f"content-{impl}.json").write_text(json.dumps(out))
-
-
-def exponent(a: float, b: float, size_a: int, size_b: int) -> float:
-    return math.log(b / a) / math.log(size_b / size_a)
 
 
 def main() -> None:
