@@ -1,0 +1,450 @@
+"""Every stage after the images at the seed paper's size: seconds and peak RSS of ingest, factorize, targets,
+index, content, evaluate, report and serve start-up on a simulated platform, at one or more sizes, and the growth
+exponent of each between sizes (issue 23, part 1).
+
+    python bench/scale.py --items 30000                   # users 0.73 × items, interactions 31M/423K per item
+    python bench/scale.py --items 30000 --users 21900 --interactions 2000000
+    python bench/scale.py --sizes 30000,100000            # several sizes; growth exponents between them
+    python bench/scale.py --items 30000 --no-record       # print only
+
+The platform is made fast, vectorised, on the simulator's taste model (socialfeat.data.simulate): items get its
+attributes (palette, texture, composition, object) and log-normal popularity, users its sparse Dirichlet tastes and
+power-law activity; a view picks a taste class (palette × texture × composition) with probability ∝ affinity³ ×
+the class's popularity mass (20% exploring by popularity alone), then an item of that class ∝ popularity — the
+simulator's distribution, drawn with replacement and de-duplicated instead of by a Gumbel top-k over every item.
+A view is liked with the simulator's sigmoid of affinity and popularity. No bots, comments or shares.
+
+Images: every item's path is a hard link to one 8×8 PNG, so ingest keeps the items (it drops an item whose image
+file is missing) at the cost of one directory entry each. Features: no CNN — ``features/{learned,imagenet,random}
+.parquet`` (1,280-d, embed's schema: item_id, features) and their .json sidecars are drawn from the items' latent
+attributes (learned: a strong noisy linear image of them; ImageNet: weaker; random: nearly none), written after
+ingest so freshness accepts them. Each stage then runs as ``python -m socialfeat <stage>`` in a fresh process
+(peak RSS from wait4); serve start-up is ``Explorer(config, run)`` in a fresh process. A stage that fails is
+reported with its error and the others still run where they can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import exponent, hardware, record  # noqa: E402
+
+SEED_ITEMS, SEED_INTERACTIONS = 423_000, 31_000_000
+USERS_PER_ITEM = 0.73
+D = 1280  # EfficientNet-Lite0's pooled width, what embed writes for every source
+# serve start-up: the first, which also exports each source's encoder to ONNX (cached in RUN/export/); the
+# restart: the same with the export cached — what grows with the catalogue
+STAGES = ("ingest", "factorize", "targets", "index", "content", "evaluate", "report", "serve start-up", "serve restart")
+EMBEDDED = ("learned", "imagenet", "random")
+EVAL_SOURCES = (*EMBEDDED, "metadata")
+
+
+# ---------------------------------------------------------------------------------------------- the platform
+def make_platform(folder: Path, n_items: int, n_users: int, n_interactions: int, seed: int = 0) -> dict:
+    """interactions.parquet, items.csv, images/ (hard links) and latent.npz (item attributes) in ``folder``."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from socialfeat.data import simulate as sim
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    items = sim.sample_items(n_items, rng)
+    attrs = list(sim.TASTE_WEIGHT)  # palette, texture, composition: what taste is about
+    sizes = [len(sim.ATTR_VALUES[a]) for a in attrs]
+    n_class = int(np.prod(sizes))
+    cls = np.ravel_multi_index(tuple(items[a] for a in attrs), sizes)  # item → taste class
+    pop = items["popularity"]
+    # affinity of every user to every class, as simulate.affinity (users × 120)
+    taste = {a: rng.dirichlet([sim.TASTE_ALPHA[a]] * len(sim.ATTR_VALUES[a]), n_users) for a in attrs}
+    grid = np.unravel_index(np.arange(n_class), sizes)
+    aff = sum((sim.TASTE_WEIGHT[a] * k) * taste[a][:, g] for a, k, g in zip(attrs, sizes, grid, strict=True))
+    aff = aff.astype(np.float32)
+    mass = np.bincount(cls, weights=pop, minlength=n_class)  # popularity mass of each class
+    weighted = aff**sim.TASTE_SHARPNESS * mass
+    q = (1 - sim.EXPLORE) * weighted / weighted.sum(1, keepdims=True) + sim.EXPLORE * mass / mass.sum()
+    cum_q = np.cumsum(q, axis=1)
+    cum_q /= cum_q[:, -1:]
+    # items by class, cumulative popularity: an item of class c ∝ popularity is a searchsorted in c's span
+    order = np.argsort(cls, kind="stable")
+    cum_pop = np.cumsum(pop[order])
+    ends = np.cumsum(np.bincount(cls, minlength=n_class))
+    lo = np.r_[0.0, cum_pop][ends - np.bincount(cls, minlength=n_class)]
+    hi = cum_pop[ends - 1]
+    logpop = np.log(pop)
+    zpop = (logpop - logpop.mean()) / max(float(logpop.std()), 1e-9)
+
+    def p_like(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(sim.LIKE_SLOPE * (aff[u, cls[i]] - sim.LIKE_MID) + 0.4 * zpop[i])))
+
+    def draw(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        users = np.repeat(np.arange(n_users), counts)
+        out = np.empty(len(users), np.int64)
+        for s in range(0, len(users), 1 << 20):
+            u = users[s : s + (1 << 20)]
+            r = rng.random(len(u))[:, None]
+            c = np.minimum((cum_q[u] < r).sum(1), n_class - 1)
+            x = lo[c] + rng.random(len(u)) * (hi[c] - lo[c])
+            out[s : s + len(u)] = order[np.minimum(np.searchsorted(cum_pop, x, side="right"), n_items - 1)]
+        return users, out
+
+    # views so that views + likes ≈ n_interactions: the like rate from a pilot sample
+    pilot_u = rng.integers(0, n_users, 100_000)
+    _, pilot_i = draw(np.bincount(pilot_u, minlength=n_users))
+    like_rate = float(p_like(np.repeat(np.arange(n_users), np.bincount(pilot_u, minlength=n_users)), pilot_i).mean())
+    target_views = round(n_interactions / (1 + like_rate))
+    activity = rng.pareto(1.6, n_users) + 1.0
+    cap = max(1, min(n_items // 2, int(25 * target_views / n_users)))
+    counts = sim._scale_to_mean(activity, target_views / n_users, cap)
+    pairs = np.empty(0, np.int64)
+    for _ in range(4):  # top up what de-duplication took
+        short = target_views - len(pairs)
+        if short <= 0.01 * target_views:
+            break
+        scale = short / counts.sum()
+        extra = rng.binomial(counts, min(1.0, scale * 1.05)) if scale < 1 else counts
+        u, i = draw(extra)
+        pairs = np.unique(np.concatenate([pairs, u * n_items + i]))
+    pairs = pairs[rng.permutation(len(pairs))[:target_views]]
+    vu, vi = pairs // n_items, pairs % n_items
+    liked = rng.random(len(vu)) < p_like(vu, vi)
+    t_view = 1_709_251_200 + rng.integers(0, sim.HORIZON_S, len(vu))
+    t_like = t_view[liked] + 1 + np.floor(rng.exponential(8.0, int(liked.sum()))).astype(np.int64)
+    table = pa.table(
+        {
+            "user_id": np.concatenate([vu, vu[liked]]),
+            "item_id": np.concatenate([vi, vi[liked]]),
+            "event": pa.DictionaryArray.from_arrays(
+                np.r_[np.zeros(len(vu), np.int8), np.ones(int(liked.sum()), np.int8)], ["view", "like"]
+            ),
+            "timestamp": np.concatenate([t_view, t_like]),
+        }
+    )
+    pq.write_table(table, folder / "interactions.parquet")
+    # items: image (a hard link to one PNG), title, tags correlated with the taste class, a year
+    images = folder / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (128, 128, 128)).save(folder / "blank.png")
+    for k in range(n_items):
+        os.link(folder / "blank.png", images / f"{k}.png")
+    words = {a: [sim.VOCAB[a][v] for v in sim.ATTR_VALUES[a]] for a in attrs}
+    pick = {a: rng.integers(0, 5, n_items) for a in attrs}
+    topic = cls * 30 + rng.integers(0, 30, n_items)  # 3,600 class-correlated tags
+    noise = rng.integers(0, 500, n_items)
+    objects = sim.ATTR_VALUES["object"]
+    tags = [
+        f"{words['palette'][p][a]}|{words['texture'][t][b]}|{words['composition'][c][d]}|{objects[o]}|t{tp}|n{nz}"
+        for p, a, t, b, c, d, o, tp, nz in zip(
+            items["palette"], pick["palette"], items["texture"], pick["texture"], items["composition"],
+            pick["composition"], items["object"], topic, noise, strict=True,
+        )
+    ]  # fmt: skip
+    adj, noun = rng.integers(0, len(sim.TITLE_ADJ), n_items), rng.integers(0, len(sim.TITLE_NOUN), n_items)
+    titles = [f"{sim.TITLE_ADJ[a]} {sim.TITLE_NOUN[b]} {k}" for k, (a, b) in enumerate(zip(adj, noun, strict=True))]
+    year = np.round(1990 + 3.0 * items["palette"] + rng.normal(0, 3, n_items))
+    year[rng.random(n_items) < 0.05] = np.nan
+    items_table = pa.table(
+        {
+            "item_id": np.arange(n_items),
+            "image": [f"images/{k}.png" for k in range(n_items)],
+            "title": titles,
+            "tags": tags,
+            "year": pa.array(year, mask=np.isnan(year)),
+        }
+    )
+    pcsv.write_csv(items_table, folder / "items.csv")
+    np.savez(folder / "latent.npz", **{a: items[a] for a in sim.ATTR_VALUES}, popularity=pop)
+    return {"views": len(vu), "likes": int(liked.sum()), "seconds": time.perf_counter() - t0}
+
+
+def write_features(platform: Path, run: Path, config_path: Path, seed: int = 0) -> float:
+    """features/{learned,imagenet,random}.parquet and .json for the run's items, from their latent attributes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from socialfeat.config import load_config, provenance
+    from socialfeat.data import simulate as sim
+    from socialfeat.features import vectors_column
+
+    t0 = time.perf_counter()
+    config = load_config(config_path)
+    items = pq.read_table(run / "dataset" / "items.parquet", columns=["item_id", "item_idx"])
+    idx = items.column("item_idx").to_numpy()
+    ids = np.asarray(items.column("item_id").to_pylist())[np.argsort(idx)]
+    raw = ids.astype(np.int64)  # the platform's item ids are 0..n-1
+    latent = np.load(platform / "latent.npz")
+    one_hot = [np.eye(len(v), dtype=np.float32)[latent[a][raw]] for a, v in sim.ATTR_VALUES.items()]
+    z = np.concatenate([*one_hot, np.log(latent["popularity"][raw])[:, None].astype(np.float32)], axis=1)
+    (run / "features").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for source, signal, noise in (("learned", 1.0, 0.5), ("imagenet", 0.35, 1.0), ("random", 0.05, 1.0)):
+        mix = rng.normal(size=(z.shape[1], D)).astype(np.float32)
+        matrix = np.empty((len(z), D), np.float32)
+        for s in range(0, len(z), 16384):
+            block = z[s : s + 16384]
+            matrix[s : s + 16384] = np.maximum(
+                signal * block @ mix + rng.normal(0, noise, (len(block), D)).astype(np.float32) + 1.0, 0
+            )
+        pq.write_table(pa.table({"item_id": pa.array(ids.tolist()), "features": vectors_column(matrix)}),
+                       run / "features" / f"{source}.parquet")  # fmt: skip
+        backbone = "tf_efficientnet_lite0"
+        summary = {
+            "source": source, "model": backbone, "init": {"learned": "trained from imagenet"}.get(source, source),
+            "items": len(ids), "without_image": 0, "dimension": D, "heads": [], "seconds": 0.0, "images_per_s": 0.0,
+            "rank": 0, "world": 1, "image_size": config.train.image_size, "bench": "bench/scale.py: drawn from latent",
+        }  # fmt: skip
+        (run / "features" / f"{source}.json").write_text(
+            json.dumps({**summary, "provenance": provenance(config, "embed")})
+        )
+    return time.perf_counter() - t0
+
+
+def write_model(run: Path, config_path: Path) -> None:
+    """model/: an untrained EfficientNet-Lite0 (random init, no heads) in train's layout, so that serve has an
+    encoder for the learned space (for uploads); the features do not come from it."""
+    from socialfeat.atomic import atomic_dir, write_json
+    from socialfeat.config import load_config, provenance
+    from socialfeat.models.backbones import create_backbone
+    from socialfeat.models.heads import FeatureModel
+    from socialfeat.models.store import save_weights
+
+    config = load_config(config_path)
+    cfg = config.train
+    model = FeatureModel(create_backbone(cfg.backbone, "random"), {})
+    meta = {
+        "backbone": cfg.backbone, "init": "random (bench/scale.py: a stand-in, untrained)", "heads": {},
+        "targets": [], "image_size": cfg.image_size, "num_features": model.num_features, "dropout": cfg.dropout,
+        "finetune": cfg.finetune, "regression_loss": cfg.regression_loss, "preprocess": "(x - 127) / 128",
+    }  # fmt: skip
+    with atomic_dir(run / "model", "model") as tmp:
+        save_weights(tmp / "weights.safetensors", model)
+        write_json(tmp / "model.json", meta)
+        write_json(tmp / "manifest.json", provenance(config, "train"))
+
+
+def write_config(folder: Path, run: Path, threads: int) -> Path:
+    """The run's config: the platform's files, tags and a numeric year for content (LightFM peer off)."""
+    path = folder / "config.yaml"
+    path.write_text(
+        f"""name: scale
+seed: 0
+ingest:
+  interactions: {folder / "interactions.parquet"}
+  items: {folder / "items.csv"}
+  image_root: {folder}
+  item_columns: {{title: title, tags: tags}}
+split:
+  cold_fraction: 0.2
+factorize:
+  threads: {threads}
+targets:
+  targets: [factors, factor-clusters]
+content:
+  sources: [learned, tags, numeric]
+  numeric: [year]
+  lightfm: false
+"""
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+SERVE = """
+import sys, time
+from socialfeat.config import load_config
+from socialfeat.serve.explorer import Explorer
+t0 = time.perf_counter()
+ex = Explorer(load_config(sys.argv[1]), sys.argv[2])
+print(f"items {len(ex.keys)} sources {list(ex.spaces)} load {ex.load_seconds:.2f}s total {time.perf_counter()-t0:.2f}s")
+"""
+
+
+def measure(cmd: list[str], log: Path) -> tuple[float, float, str | None]:
+    """Wall seconds, peak RSS (GB) and, on failure, the error's tail, of one child process."""
+    started = time.perf_counter()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    error = None if code == 0 else f"exit {code}: " + log.read_text(errors="replace").strip()[-1500:]
+    return wall, usage.ru_maxrss / 1024**2, error
+
+
+def stage_commands(run: Path, cfg: Path) -> dict[str, list[str]]:
+    sf = [sys.executable, "-m", "socialfeat"]
+    evaluate = [*sf, "evaluate", str(run), "-c", str(cfg)]
+    for source in EVAL_SOURCES:
+        evaluate += ["--source", source]
+    return {
+        "ingest": [*sf, "ingest", "-c", str(cfg), "--out", str(run / "dataset")],
+        "factorize": [*sf, "factorize", str(run), "-c", str(cfg)],
+        "targets": [*sf, "targets", str(run), "-c", str(cfg)],
+        "index": [
+            "sh",
+            "-c",
+            " && ".join(  # every space serve opens, so start-up does not build one
+                shlex.join([*sf, "index", str(run), "--source", source, "-c", str(cfg)]) for source in EMBEDDED
+            ),
+        ],
+        "content": [*sf, "content", str(run), "-c", str(cfg)],
+        "evaluate": evaluate,
+        "report": [*sf, "report", str(run), "-c", str(cfg)],
+        "serve start-up": [sys.executable, "-c", SERVE, str(cfg), str(run)],
+        "serve restart": [sys.executable, "-c", SERVE, str(cfg), str(run)],
+    }
+
+
+def one_size(tmp: Path, n_items: int, n_users: int, n_interactions: int, threads: int, skip: set[str]) -> dict:
+    folder = tmp / f"platform-{n_items}"
+    folder.mkdir()
+    run = tmp / f"run-{n_items}"
+    # generation runs in children: a child's peak RSS starts at its parent's size at the fork, so this process
+    # stays small
+    me = [sys.executable, str(Path(__file__).resolve())]
+    _, _, error = measure(
+        [*me, "--make", str(folder), str(n_items), str(n_users), str(n_interactions)], tmp / "make.log"
+    )
+    if error:
+        raise SystemExit(f"making the platform failed: {error}")
+    made = json.loads((folder / "made.json").read_text())
+    rows = made["views"] + made["likes"]
+    print(f"\n{n_items:,} items × {n_users:,} users: {rows:,} interactions ({made['views']:,} views, "
+          f"{made['likes']:,} likes) made in {made['seconds']:.0f} s", flush=True)  # fmt: skip
+    cfg = write_config(folder, run, threads)
+    commands = stage_commands(run, cfg)
+    results: dict[str, dict] = {}
+    for stage in STAGES:
+        if stage in skip:
+            continue
+        failed = [s for s in ("ingest", "factorize", "targets") if results.get(s, {}).get("error")]
+        if failed and stage != "ingest":
+            results[stage] = {"seconds": 0.0, "rss": 0.0, "error": f"skipped: {failed[0]} failed"}
+            continue
+        wall, rss, error = measure(commands[stage], tmp / f"{stage.replace(' ', '-')}-{n_items}.log")
+        results[stage] = {"seconds": wall, "rss": rss, "error": error}
+        status = "" if error is None else "  FAILED: " + error.splitlines()[-1][:200]
+        print(f"  {stage:15s} {wall:8.1f} s  peak RSS {rss:6.2f} GB{status}", flush=True)
+        if stage == "ingest" and error is None:
+            stats = json.loads((run / "dataset" / "stats.json").read_text())
+            print(f"  (dataset: {json.dumps(stats.get('after', stats))[:300]})", flush=True)
+        if stage == "targets":  # model/ is made from targets/, features/learned from model/: in that order
+            _, _, error = measure([*me, "--features", str(folder), str(run), str(cfg)], tmp / "features.log")
+            if error:
+                raise SystemExit(f"writing the features failed: {error}")
+            seconds = json.loads((folder / "features_made.json").read_text())["seconds"]
+            print(f"  model stand-in and features written in {seconds:.0f} s (learned, imagenet, random; {D}-d; "
+                  "not timed)", flush=True)  # fmt: skip
+    if (run / "eval" / "metrics.json").is_file():
+        show = "import json,sys; from socialfeat.pipeline import headline; "
+        show += (
+            "[print(f\"  headline {r['name']}: AUC {r['auc']:.4f}\") for r in headline(json.load(open(sys.argv[1])))]"
+        )
+        subprocess.run([sys.executable, "-c", show, str(run / "eval" / "metrics.json")], check=False)
+    return {"items": n_items, "users": n_users, "interactions": rows, "made": made["seconds"], "stages": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, help="one size: items")
+    parser.add_argument("--users", type=int, help="users (default 0.73 × items)")
+    parser.add_argument(
+        "--interactions", type=int, help=f"event rows (default {SEED_INTERACTIONS:,}/{SEED_ITEMS:,} per item)"
+    )
+    parser.add_argument("--sizes", help="several sizes: comma list of item counts (users and interactions scaled)")
+    parser.add_argument("--threads", type=int, default=0, help="factorize.threads (0 = all)")
+    parser.add_argument("--skip", default="", help="comma list of stages to leave out")
+    parser.add_argument("--keep", action="store_true", help="keep the platform and run folders")
+    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--make", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--features", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.make:
+        folder = Path(args.make[0])
+        made = make_platform(folder, *map(int, args.make[1:]))
+        (folder / "made.json").write_text(json.dumps(made))
+        return
+    if args.features:
+        platform, run, cfg = map(Path, args.features)
+        t0 = time.perf_counter()
+        write_model(run, cfg)
+        write_features(platform, run, cfg)
+        (platform / "features_made.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+        return
+    if args.sizes:
+        sizes = [
+            (n, round(USERS_PER_ITEM * n), round(SEED_INTERACTIONS / SEED_ITEMS * n))
+            for n in map(int, args.sizes.split(","))
+        ]
+    elif args.items:
+        sizes = [(args.items, args.users or round(USERS_PER_ITEM * args.items),
+                  args.interactions or round(SEED_INTERACTIONS / SEED_ITEMS * args.items))]  # fmt: skip
+    else:
+        parser.error("give --items or --sizes")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    print(hardware())
+    tmp = Path(tempfile.mkdtemp(prefix="socialfeat-scale-"))
+    results = []
+    try:
+        for n_items, n_users, n_interactions in sizes:
+            results.append(one_size(tmp, n_items, n_users, n_interactions, args.threads, skip))
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    lines = [
+        f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (seconds are wall time of a "
+        "fresh process per stage, imports included; peak RSS from wait4).",
+        "",
+        "Simulated platform on the simulator's taste model (bench/scale.py): views and likes; images one shared 8×8 "
+        "PNG; learned/ImageNet/random features (1,280-d) drawn from the latent attributes, no CNN. content: learned "
+        "+ tags (~4K) + numeric (year), LightFM off; evaluate: learned, ImageNet, random, metadata; "
+        "index: learned, ImageNet, random (what serve opens); model/: an untrained stand-in for serve's upload encoder.",
+        "",
+    ]
+    for r in results:
+        lines += [
+            f"**{r['items']:,} items × {r['users']:,} users × {r['interactions']:,} interactions** "
+            f"(made in {r['made']:.0f} s)",
+            "",
+            "| stage | seconds | peak RSS | |",
+            "|---|---:|---:|---|",
+        ]
+        for stage, s in r["stages"].items():
+            err = "" if s["error"] is None else "failed: " + s["error"].strip().splitlines()[-1][:160].replace("|", "/")
+            lines.append(f"| {stage} | {s['seconds']:.1f} | {s['rss']:.2f} GB | {err} |")
+        lines.append("")
+    for a, b in zip(results, results[1:], strict=False):
+        lines += [f"Growth exponents from {a['items']:,} to {b['items']:,} items (time, memory):", ""]
+        for stage in STAGES:
+            sa, sb = a["stages"].get(stage), b["stages"].get(stage)
+            if sa and sb and not sa["error"] and not sb["error"]:
+                lines.append(
+                    f"- {stage}: time {exponent(sa['seconds'], sb['seconds'], a['items'], b['items']):.2f}, "
+                    f"peak RSS {exponent(sa['rss'], sb['rss'], a['items'], b['items']):.2f}"
+                )
+        lines.append("")
+    print("\n" + "\n".join(lines))
+    if not args.no_record:
+        record("Every stage at scale (bench/scale.py)", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
