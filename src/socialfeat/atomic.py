@@ -46,8 +46,8 @@ _LEGACY_FILES = {
     "image cache": ("meta.json", "index.parquet"),
     "checkpoint": ("position.json",),
 }
-# A run root holds these stage folders; a folder given where one of them was meant gets a hint.
-RUN_FOLDERS = {"dataset": "dataset", "factors": "factors", "targets": "targets", "model": "model", "eval": "eval"}
+# A run root holds these stage folders, each named after its kind; a run root given where one was meant gets a hint.
+RUN_FOLDERS = ("dataset", "factors", "targets", "model", "eval")
 
 
 # ---------------------------------------------------------------------------------------------------- the rule
@@ -79,7 +79,7 @@ def output_kind(path: Path) -> str | None:
     kind = own_kind(path)
     if kind is not None:
         return kind
-    if (path / ".pipeline").is_dir() or any(own_kind(path / f) == k for f, k in RUN_FOLDERS.items()):
+    if (path / ".pipeline").is_dir() or any(own_kind(path / kind) == kind for kind in RUN_FOLDERS):
         return "run"
     return None
 
@@ -145,7 +145,7 @@ def claim_dir(
     if found == kind:
         return target
     if found == "run" and kind in RUN_FOLDERS:
-        hint = f"; did you mean {target / RUN_FOLDERS[kind]}?"
+        hint = f"; did you mean {target / kind}?"
         raise UserError(where, f"{target} is a run folder, not a {kind}; it was left untouched{hint}")
     what = (
         f"holds a socialfeat {found}"
