@@ -140,9 +140,12 @@ def make_platform(folder: Path, n_items: int, n_users: int, n_interactions: int,
     images.mkdir()
     from PIL import Image
 
-    Image.new("RGB", (8, 8), (128, 128, 128)).save(folder / "blank.png")
+    links = 60_000  # ext4 allows 65,000 links to one inode: a fresh copy of the PNG for every 60,000 items
     for k in range(n_items):
-        os.link(folder / "blank.png", images / f"{k}.png")
+        blank = folder / f"blank-{k // links}.png"
+        if k % links == 0:
+            Image.new("RGB", (8, 8), (128, 128, 128)).save(blank)
+        os.link(blank, images / f"{k}.png")
     words = {a: [sim.VOCAB[a][v] for v in sim.ATTR_VALUES[a]] for a in attrs}
     pick = {a: rng.integers(0, 5, n_items) for a in attrs}
     topic = cls * 30 + rng.integers(0, 30, n_items)  # 3,600 class-correlated tags

@@ -230,6 +230,21 @@ class TrainConfig(StrictModel):
     select_items: int = Field(
         1000, ge=2, description="warm items (a seeded sub-sample) the selection's ridge is fit on, to stay cheap"
     )
+    select_users: int = Field(
+        5000,
+        ge=0,
+        description="users (a seeded sample) the selection ranks valid cold items for; 0 = all. With "
+        "select_valid_items it keeps each selection's cost the same at any catalogue size",
+    )
+    select_valid_items: int = Field(
+        2000, ge=0, description="valid cold items (a seeded sample) the selection scores; 0 = all"
+    )
+    dist_timeout_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="under torchrun: how long a rank waits for the others at a collective before the job fails "
+        "(torch's own default is 10 min for NCCL, 30 for gloo)",
+    )
     head_init: Literal["random", "ridge"] = Field(
         "random",
         description="ridge: the factors head starts as the selection's ridge map (λ chosen on valid) on the "
@@ -265,7 +280,17 @@ class EmbedConfig(StrictModel):
     """Feature extraction for every item (cold ones included) or any table of images."""
 
     batch_size: int = Field(128, ge=1)
-    workers: int = Field(0, ge=0, description="DataLoader workers: on CPU they compete with the model")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader workers; default 0 on CPU (they would compete with the model), up to 8 per GPU",
+    )
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="what runs embed's forward passes on CPU: onnx (ONNX Runtime on the run's export, made once and "
+        "cached in RUN/export/), torch, or auto (onnx when the export extra is installed and the model exports, "
+        "else torch). GPU and torchrun always use PyTorch",
+    )
     block_stats: int = Field(
         0,
         ge=0,

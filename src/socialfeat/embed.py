@@ -23,7 +23,7 @@ from socialfeat.config import Config, provenance
 from socialfeat.features import Progress, embed_rows, feature_path, source_model, vectors_column
 from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import head_key
-from socialfeat.runtime import Dist, barrier, setup_distributed, shared_image_cache
+from socialfeat.runtime import Dist, barrier, default_workers, setup_distributed, shared_image_cache
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,14 @@ def embed(
     run = Path(run)
     check_inputs(run, feature_product(source))  # e.g. learned: model/ current with targets/, factors/, dataset/
     model, desc = source_model(run, config, source)
-    d: Dist = setup_distributed(config.train.device)
+    d: Dist = setup_distributed(config.train.device, config.train.dist_timeout_minutes)
     size = int(desc.get("image_size", config.train.image_size))
     cache = shared_image_cache(d, run, config.train, size)
     rows = np.arange(d.rank, len(cache.item_ids), d.world)
     t0 = time.perf_counter()
-    out = embed_rows(model, cache.path, rows, config.embed.batch_size, config.embed.workers, d.device, progress)
+    out = embed_rows(
+        model, cache.path, rows, config.embed.batch_size, default_workers(config.embed.workers, d), d.device, progress
+    )
     seconds = time.perf_counter() - t0
     columns: dict[str, Any] = {"item_id": pa.array([cache.item_ids[r] for r in rows])}
     columns["features"] = vectors_column(out.pop("features"))

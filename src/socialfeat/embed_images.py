@@ -27,7 +27,7 @@ from socialfeat.export import encoder_for
 from socialfeat.features import Progress, embed_rows, vectors_column
 from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import head_key
-from socialfeat.runtime import barrier, setup_distributed, table_cache
+from socialfeat.runtime import barrier, default_workers, setup_distributed, table_cache
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def embed_images(
         flag="--out",
     )
     table = load_image_table(Path(images), root, image_column, allow_absolute=config.ingest.allow_absolute_images)
-    d = setup_distributed(config.train.device)
+    d = setup_distributed(config.train.device, config.train.dist_timeout_minutes)
     # one CPU process: ONNX Runtime where serve.runtime allows it; GPUs and torchrun ranks keep PyTorch
     one_cpu = d.world == 1 and d.device.type == "cpu"
     found = encoder_for(config, run, source, threads=0, runtime=None if one_cpu else "torch")
@@ -91,7 +91,9 @@ def embed_images(
     input_rows = np.asarray(cache.item_ids, dtype=np.int64)  # usable input rows, in table order
     mine = np.arange(d.rank, len(input_rows), d.world)
     t0 = time.perf_counter()
-    vectors = embed_rows(model, cache.path, mine, config.embed.batch_size, config.embed.workers, d.device, progress)
+    vectors = embed_rows(
+        model, cache.path, mine, config.embed.batch_size, default_workers(config.embed.workers, d), d.device, progress
+    )
     seconds = time.perf_counter() - t0
     rows = input_rows[mine]
     columns: dict[str, Any] = {"image": pa.array([table.images[r] for r in rows], pa.string())}

@@ -5,6 +5,7 @@ embedding and transfer import these from here; none of them imports another stag
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Callable
@@ -44,8 +45,11 @@ def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
 
 
-def setup_distributed(device: str = "auto") -> Dist:
-    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if there is one."""
+def setup_distributed(device: str = "auto", timeout_minutes: float | None = None) -> Dist:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if there is one.
+
+    ``timeout_minutes`` (``train.dist_timeout_minutes``) bounds every collective: a rank that waits longer fails
+    the job. torch's own default (10 min for NCCL) is shorter than a long cache build or selection at scale."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local)
@@ -53,8 +57,17 @@ def setup_distributed(device: str = "auto") -> Dist:
     if cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        timeout = None if timeout_minutes is None else datetime.timedelta(minutes=timeout_minutes)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     return Dist(rank, world, local, dev)
+
+
+def default_workers(workers: int | None, d: Dist) -> int:
+    """``train.workers`` / ``embed.workers``: the configured count, else none on CPU (decoding in workers steals the
+    model's cores) and up to 8 per GPU (a GPU wants workers feeding it)."""
+    if workers is not None:
+        return workers
+    return min(8, max(1, (os.cpu_count() or 1) // d.world)) if d.device.type == "cuda" else 0
 
 
 def barrier(d: Dist) -> None:

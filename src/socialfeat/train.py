@@ -49,7 +49,7 @@ from socialfeat.models.losses import (
 )
 from socialfeat.models.store import save_weights, state_tensors
 from socialfeat.preservation import StartingPoint, Teacher
-from socialfeat.runtime import Dist, barrier, batch_loader, setup_distributed, shared_image_cache
+from socialfeat.runtime import Dist, barrier, batch_loader, default_workers, setup_distributed, shared_image_cache
 from socialfeat.selection import METRIC, Selector, best_epoch, make_selector, ridge_head
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,7 @@ def validate(model: FeatureModel, ds: CachedImages, cfg: TrainConfig, d: Dist) -
 def loader_workers(cfg: TrainConfig, d: Dist) -> int:
     """Measured (bench/train.py): on CPU, worker processes steal cores from the model (0.84 vs 0.92 of model-only
     throughput on 2 cores), so decode in-process; a GPU wants workers feeding it."""
-    if cfg.workers is not None:
-        return cfg.workers
-    return min(8, max(1, (os.cpu_count() or 1) // d.world)) if d.device.type == "cuda" else 0
+    return default_workers(cfg.workers, d)
 
 
 def _autocast(d: Dist, cfg: TrainConfig) -> torch.autocast:
@@ -422,7 +420,7 @@ def _train(
     if not cfg.targets:
         raise UserError("train.targets", "select at least one target: factors, factor-clusters, engagement")
     check_inputs(run, name)  # targets/ and factors/ current: never train on targets of an older factorization
-    d = setup_distributed(cfg.device)
+    d = setup_distributed(cfg.device, cfg.dist_timeout_minutes)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:

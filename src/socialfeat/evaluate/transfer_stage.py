@@ -28,7 +28,7 @@ from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.features import MODEL_DIRS, SOURCES, embed_rows, source_model
 from socialfeat.freshness import MODEL_PRODUCTS, check_current
 from socialfeat.models.heads import FeatureModel, head_key
-from socialfeat.runtime import pick_device, table_cache
+from socialfeat.runtime import Dist, default_workers, pick_device, table_cache
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class _Embedder:
                 cache.path,
                 rows,
                 self.config.embed.batch_size,
-                self.config.embed.workers,
+                default_workers(self.config.embed.workers, Dist(device=self.device)),
                 self.device,
                 lambda d, n, rate: self.say(f"embedding {source} {d:,}/{n:,} ({rate:.0f} img/s)"),
             )
