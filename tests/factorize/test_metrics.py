@@ -172,11 +172,9 @@ def test_metrics_on_a_subset_of_rows_in_float32(seed: int) -> None:
     np.testing.assert_allclose(auc(sub, test, None, rows), expected_auc)
 
 
-@pytest.mark.parametrize("compare_per_log2", [0.0, 1e9])
-def test_auc_sorting_and_direct_comparison_paths_agree(
-    monkeypatch: pytest.MonkeyPatch, compare_per_log2: float
-) -> None:
-    monkeypatch.setattr(metrics, "_AUC_COMPARE_PER_LOG2", compare_per_log2)
+@pytest.mark.parametrize("count_positives", [0, 10**9])
+def test_auc_sorting_and_counting_paths_agree(monkeypatch: pytest.MonkeyPatch, count_positives: int) -> None:
+    monkeypatch.setattr(metrics, "_COUNT_POSITIVES", count_positives)
     rng = np.random.default_rng(9)
     scores = rng.integers(0, 8, size=(12, 50)).astype(np.float32)
     test = sp.csr_matrix(rng.random((12, 50)) < 0.5)  # many positives per row

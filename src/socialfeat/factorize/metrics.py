@@ -7,16 +7,14 @@ batches so that memory stays about ``batch_size × n_items`` floats. NaN scores 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
-
-# AUC compares positives with negatives directly (cost ∝ n_pos·n_neg) while n_pos <= this × log2(n_neg),
-# and sorts the negatives otherwise (cost ∝ n_neg·log2 n_neg); measured crossover is about 6.
-_AUC_COMPARE_PER_LOG2 = 4.0
 
 
 def _as_float_scores(scores: np.ndarray) -> np.ndarray:
@@ -78,18 +76,30 @@ def top_k(
     if n == 0 or n_items == 0:
         return out
     work[~valid] = -np.inf
+    return _top_k_of(work, valid, k)
+
+
+def _top_k_of(work: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+    """top_k on prepared scores: ``work`` holds -inf where ``valid`` is False (modified: nothing else reads it)."""
+    n, n_items = work.shape
+    out = np.full((n, k), -1, dtype=np.int64)
+    if n == 0 or n_items == 0:
+        return out
     kk = min(k, n_items)
     # t = the kk-th largest score per row; take everything above t, then items equal to t by index
     t = np.partition(work, n_items - kk, axis=1)[:, n_items - kk][:, None]
     above = work > t
     at = (work == t) & valid
     need = kk - above.sum(axis=1)
-    take = at
-    crowded = at.sum(axis=1) > need  # ties straddle the k-th place: keep only the lowest indices
-    if crowded.any():
-        take = at.copy()
-        take[crowded] &= np.cumsum(at[crowded], axis=1) <= need[crowded, None]
-    r, c = np.nonzero(above | take)
+    crowded = np.flatnonzero(at.sum(axis=1) > need)  # ties straddle the k-th place: keep only the lowest indices
+    if len(crowded):
+        # the lowest-indexed `need` of each crowded row's ties, by position among its tied columns (nonzero is
+        # row-major); a cumulative sum over the whole row cost 8 bytes per item and dominated popularity's ranking
+        r, c = np.nonzero(at[crowded])
+        starts = np.searchsorted(r, np.arange(len(crowded)))
+        drop = (np.arange(len(r)) - starts[r]) >= need[crowded][r]
+        at[crowded[r[drop]], c[drop]] = False
+    r, c = np.nonzero(above | at)
     order = np.lexsort((c, -work[r, c], r))  # by row, then score descending, then index ascending
     r, c = r[order], c[order]
     starts = np.searchsorted(r, np.arange(n))
@@ -148,20 +158,51 @@ def auc(scores: np.ndarray, relevant: sp.csr_matrix, exclude: sp.csr_matrix | No
     n, n_items = work.shape
     rows = _default_rows(rows, n)
     pos = _row_mask(relevant, rows, n_items)
-    neg = ~pos
-    if exclude is not None:
-        neg &= ~_row_mask(exclude, rows, n_items)
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    out_of_play = None if exclude is None else _row_mask(exclude, rows, n_items) & ~pos
+    return _auc_of(work, pos, out_of_play)
+
+
+# Up to this many positives a row's AUC is counted in linear passes over the row (one per positive); more, and the
+# row's negatives are sorted once and every positive binary-searched.
+_COUNT_POSITIVES = 16
+
+
+def _auc_of(work: np.ndarray, pos: np.ndarray, out_of_play: np.ndarray | None) -> np.ndarray:
+    """auc on prepared scores (no NaN; not modified): ``pos`` the positives, ``out_of_play``
+    the excluded items that are not positives (neither positive nor negative).
+
+    From the positives' ranks (Mann–Whitney U): with the items out of play set to NaN, which compares neither below
+    nor equal, a positive scored p ranks #(< p) + (#(= p) + 1)/2 among positives and negatives, and U = Σ ranks −
+    n_pos(n_pos + 1)/2 counts exactly the (positive, negative) pairs won plus half the ties. Rows are taken most
+    positives first, so pass j reads only the rows that have a j-th positive: cost ∝ positives × items."""
+    n, n_items = work.shape
+    n_pos = pos.sum(axis=1)
+    n_neg = n_items - n_pos - (0 if out_of_play is None else out_of_play.sum(axis=1))
     out = np.full(n, np.nan)
-    for i in np.flatnonzero((n_pos > 0) & (n_neg > 0)):
-        s, negatives = work[i, pos[i]], work[i, neg[i]]
-        if n_pos[i] <= _AUC_COMPARE_PER_LOG2 * np.log2(n_neg[i] + 1):  # few positives: compare directly
-            lower = np.count_nonzero(negatives < s[:, None])
-            tied = np.count_nonzero(negatives == s[:, None])
-        else:  # many positives: sort the negatives once and binary-search every positive
-            negatives.sort()
-            left = np.searchsorted(negatives, s, side="left")
-            lower, tied = left.sum(), (np.searchsorted(negatives, s, side="right") - left).sum()
+    ok = np.flatnonzero((n_pos > 0) & (n_neg > 0))
+    few = ok[n_pos[ok] <= _COUNT_POSITIVES]
+    if len(few):
+        few = few[np.argsort(-n_pos[few], kind="stable")]
+        w = work[few]  # one copy, rows in descending order of positives; the items out of play become NaN
+        if out_of_play is not None:
+            w[out_of_play[few]] = np.nan
+        r, c = np.nonzero(pos[few])
+        counts = n_pos[few]
+        slot = np.arange(len(r)) - (np.cumsum(counts) - counts)[r]
+        scored = np.zeros((len(few), int(counts[0])), w.dtype)
+        scored[r, slot] = w[r, c]
+        rank_sums = np.zeros(len(few))
+        for j in range(scored.shape[1]):
+            m = int(np.count_nonzero(counts > j))  # a prefix: rows in descending order of positives
+            block, p = w[:m], scored[:m, j : j + 1]
+            rank_sums[:m] += np.count_nonzero(block < p, axis=1) + (np.count_nonzero(block == p, axis=1) + 1) / 2.0
+        u = rank_sums - counts * (counts + 1) / 2.0
+        out[few] = u / (counts.astype(np.float64) * n_neg[few])
+    for i in ok[n_pos[ok] > _COUNT_POSITIVES]:  # many positives: sort the negatives once, binary-search each one
+        neg = ~pos[i] if out_of_play is None else ~(pos[i] | out_of_play[i])
+        s, negatives = work[i, pos[i]], np.sort(work[i, neg])
+        left = np.searchsorted(negatives, s, side="left")
+        lower, tied = left.sum(), (np.searchsorted(negatives, s, side="right") - left).sum()
         out[i] = (lower + 0.5 * tied) / (float(n_pos[i]) * float(n_neg[i]))
     return out
 
@@ -203,22 +244,38 @@ def evaluate_ranking(
     users = np.arange(n_users) if users is None else np.asarray(users, dtype=np.int64).ravel()
     n_test = np.diff(test.indptr)
     users = users[n_test[users] > 0]
-    parts: dict[str, list[np.ndarray]] = {m: [] for m in ("recall", "precision", "ndcg", "map", "auc")}
-    seen = np.zeros(n_items, dtype=bool)
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
+    batches = [users[start : start + batch_size] for start in range(0, len(users), batch_size)]
+
+    def one(batch: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         scores = np.asarray(score_fn(batch))
         if scores.shape != (len(batch), n_items):
             raise ValueError(f"score_fn returned shape {scores.shape}, expected {(len(batch), n_items)}")
-        ranked = top_k(scores, k, train, batch)
-        h = hits(ranked, test, batch)
+        work = _as_float_scores(scores)
+        del scores
+        excluded = _row_mask(train, batch, n_items)
+        relevant = _row_mask(test, batch, n_items)
+        out_of_play = excluded & ~relevant
+        aucs = _auc_of(work, relevant, out_of_play)
+        work[excluded] = -np.inf
+        ranked = _top_k_of(work, ~excluded, k)
+        h = np.take_along_axis(relevant, np.where(ranked >= 0, ranked, 0), axis=1) & (ranked >= 0)
         n_rel = n_test[batch]
-        parts["recall"].append(recall_at_k(h, n_rel))
-        parts["precision"].append(precision_at_k(h, k))
-        parts["ndcg"].append(ndcg_at_k(h, n_rel))
-        parts["map"].append(average_precision_at_k(h, n_rel))
-        parts["auc"].append(auc(scores, test, train, batch))
-        seen[ranked[ranked >= 0]] = True
+        return {
+            "recall": recall_at_k(h, n_rel),
+            "precision": precision_at_k(h, k),
+            "ndcg": ndcg_at_k(h, n_rel),
+            "map": average_precision_at_k(h, n_rel),
+            "auc": aucs,
+        }, ranked
+
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in ("recall", "precision", "ndcg", "map", "auc")}
+    seen = np.zeros(n_items, dtype=bool)
+    # batches on up to two threads (numpy releases the GIL in the heavy passes); results are taken in order
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        for values, ranked in pool.map(one, batches):
+            for name, v in values.items():
+                parts[name].append(v)
+            seen[ranked[ranked >= 0]] = True
     result: dict[str, float] = {}
     for name, chunks in parts.items():
         values = np.concatenate(chunks) if chunks else np.empty(0)
