@@ -6,6 +6,8 @@ exponent of each between sizes (issue 23, part 1).
     python bench/scale.py --items 30000 --users 21900 --interactions 2000000
     python bench/scale.py --sizes 30000,100000            # several sizes; growth exponents between them
     python bench/scale.py --items 30000 --no-record       # print only
+    python bench/scale.py --sizes 100000,423000 --keep     # keeps the platforms (prints where)
+    python bench/scale.py --sizes 100000,423000 --reuse /tmp/socialfeat-scale-x   # every stage again on them
 
 The platform is made fast, vectorised, on the simulator's taste model (socialfeat.data.simulate): items get its
 attributes (palette, texture, composition, object) and log-normal popularity, users its sparse Dirichlet tastes and
@@ -183,7 +185,7 @@ def write_features(platform: Path, run: Path, config_path: Path, seed: int = 0) 
 
     from socialfeat.config import load_config, provenance
     from socialfeat.data import simulate as sim
-    from socialfeat.features import vectors_column
+    from socialfeat.features import BATCH_ROWS, vectors_column
 
     t0 = time.perf_counter()
     config = load_config(config_path)
@@ -205,7 +207,7 @@ def write_features(platform: Path, run: Path, config_path: Path, seed: int = 0) 
                 signal * block @ mix + rng.normal(0, noise, (len(block), D)).astype(np.float32) + 1.0, 0
             )
         pq.write_table(pa.table({"item_id": pa.array(ids.tolist()), "features": vectors_column(matrix)}),
-                       run / "features" / f"{source}.parquet")  # fmt: skip
+                       run / "features" / f"{source}.parquet", row_group_size=BATCH_ROWS)  # as embed writes  # fmt: skip
         backbone = "tf_efficientnet_lite0"
         summary = {
             "source": source, "model": backbone, "init": {"learned": "trained from imagenet"}.get(source, source),
@@ -316,16 +318,17 @@ def stage_commands(run: Path, cfg: Path) -> dict[str, list[str]]:
 
 def one_size(tmp: Path, n_items: int, n_users: int, n_interactions: int, threads: int, skip: set[str]) -> dict:
     folder = tmp / f"platform-{n_items}"
-    folder.mkdir()
     run = tmp / f"run-{n_items}"
     # generation runs in children: a child's peak RSS starts at its parent's size at the fork, so this process
     # stays small
     me = [sys.executable, str(Path(__file__).resolve())]
-    _, _, error = measure(
-        [*me, "--make", str(folder), str(n_items), str(n_users), str(n_interactions)], tmp / "make.log"
-    )
-    if error:
-        raise SystemExit(f"making the platform failed: {error}")
+    if not (folder / "made.json").is_file():  # --reuse: a kept platform of this size is used as it is
+        folder.mkdir()
+        _, _, error = measure(
+            [*me, "--make", str(folder), str(n_items), str(n_users), str(n_interactions)], tmp / "make.log"
+        )
+        if error:
+            raise SystemExit(f"making the platform failed: {error}")
     made = json.loads((folder / "made.json").read_text())
     rows = made["views"] + made["likes"]
     print(f"\n{n_items:,} items × {n_users:,} users: {rows:,} interactions ({made['views']:,} views, "
@@ -374,6 +377,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="factorize.threads (0 = all)")
     parser.add_argument("--skip", default="", help="comma list of stages to leave out")
     parser.add_argument("--keep", action="store_true", help="keep the platform and run folders")
+    parser.add_argument(
+        "--reuse", type=Path, help="a folder kept by --keep: its platforms are reused (every stage reruns); kept"
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--make", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--features", nargs=3, help=argparse.SUPPRESS)
@@ -402,7 +408,8 @@ def main() -> None:
         parser.error("give --items or --sizes")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     print(hardware())
-    tmp = Path(tempfile.mkdtemp(prefix="socialfeat-scale-"))
+    tmp = args.reuse or Path(tempfile.mkdtemp(prefix="socialfeat-scale-"))
+    args.keep = args.keep or args.reuse is not None
     results = []
     try:
         for n_items, n_users, n_interactions in sizes:

@@ -34,7 +34,7 @@ from socialfeat.evaluate.metrics import (
     standardizer,
     top_k,
 )
-from socialfeat.features import read_features
+from socialfeat.features import feature_batches, read_features
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +142,22 @@ def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -
     """(n_items × d matrix by item_idx, bool mask of items that have a vector) for one feature column of
     ``features/<source>.parquet``: how every source (evaluate's rows, the content model's image blocks) meets the
     cold-start protocol's items."""
-    ids, matrix = read_features(run, source, column)
     position = {str(item): idx for idx, item in enumerate(data.item_ids)}
-    rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
-    found = rows >= 0
-    if not found.all():
-        log.warning("%s: %d feature rows match no item of the run; ignored", source, int((~found).sum()))
-    features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
+    features: np.ndarray | None = None
     has = np.zeros(data.n_items, dtype=bool)
-    features[rows[found]] = matrix[found]
-    has[rows[found]] = True
+    unmatched = 0
+    for ids, matrix in feature_batches(run, source, column):  # streamed: the matrix and one batch in memory
+        if features is None:
+            features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
+        rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
+        found = rows >= 0
+        unmatched += int((~found).sum())
+        features[rows[found]] = matrix[found] if not found.all() else matrix
+        has[rows[found]] = True
+    if unmatched:
+        log.warning("%s: %d feature rows match no item of the run; ignored", source, unmatched)
+    if features is None:  # an empty file: its width from the schema
+        features = np.zeros((data.n_items, read_features(run, source, column)[1].shape[1]), np.float32)
     return features, has
 
 

@@ -275,6 +275,7 @@ def evaluate(
                 }
             entry["probes"] = probe_cache[key]
         entry["seconds"] = time.perf_counter() - t0
+        del features  # before the next row's matrix is read: one catalogue-sized matrix at a time
         results.append(entry)
         log.info("%s: AUC %.4f (%.1f s)", row.name, entry["coldstart"]["auc"], entry["seconds"])
 
