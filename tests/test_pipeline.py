@@ -20,9 +20,8 @@ from socialfeat.cli import main, out
 from socialfeat.config import load_config
 
 STAGES = list(pipeline.RUN_STAGES)
-LINE = re.compile(
-    r"^([✓▶✗]) (\w+) +(skipped|ran in [\d.]+ s|would run|failed after [\d.]+ s)(?: \((.*)\))?(?: \[.*\])?$"
-)
+LINE = re.compile(r"^([✓▶✗]) (\w+) +(up to date|[\d.]+ s|would run|failed after [\d.]+ s)(?: \((.*)\))?(?: \[.*\])?$")
+ACTIONS = {"up to date": "skipped", "would run": "would run"}  # else "N s" (ran) or "failed after N s"
 CONFIG = {
     "name": "t",
     "ingest": {
@@ -77,8 +76,23 @@ def stage_lines(text: str) -> dict[str, tuple[str, str]]:
     for line in text.splitlines():
         m = LINE.match(line.rstrip())
         if m:
-            found[m[2]] = (m[3].split(" in ")[0].split(" after ")[0], m[4] or "")
+            action = ACTIONS.get(m[3]) or ("failed" if m[3].startswith("failed") else "ran")
+            found[m[2]] = (action, m[4] or "")
     return found
+
+
+def test_a_stage_line_says_what_happened_and_why_only_on_a_rerun() -> None:
+    line = pipeline.stage_line
+    assert line(pipeline.StageOutcome("simulate", "ran", "not run yet", 9.62)) == "▶ simulate   9.6 s"
+    assert line(pipeline.StageOutcome("ingest", "skipped", "up to date")) == "✓ ingest     up to date"
+    rerun = pipeline.StageOutcome("train", "ran", "train.epochs: 3 → 2", 12.1)
+    assert line(rerun) == "▶ train      12.1 s (train.epochs: 3 → 2)"
+    embed = pipeline.StageOutcome("embed", "ran", "after train", 33.6, {"learned": 9.1, "imagenet": 20.3})
+    assert line(embed) == "▶ embed      33.6 s (after train) [learned 9.1 s · imagenet 20.3 s]"
+    assert line(pipeline.StageOutcome("index", "would run", "not run yet")) == "▶ index      would run (not run yet)"
+    assert line(pipeline.StageOutcome("evaluate", "failed", "--force", 3.04)) == "✗ evaluate   failed after 3.0 s"
+    for o in (rerun, embed):
+        assert stage_lines(line(o)) == {o.stage: ("ran", o.reason)}
 
 
 def snapshot(run: Path) -> dict[str, int]:
@@ -113,7 +127,7 @@ def test_a_first_run_runs_every_stage_and_writes_every_artifact(base: tuple[Path
     work, text = base
     lines = stage_lines(text)
     assert list(lines) == STAGES
-    assert all(action == "ran" and reason == "not run yet" for action, reason in lines.values())
+    assert all(action == "ran" and reason == "" for action, reason in lines.values())  # a first run: the time only
     run = work / "runs" / "t"
     for rel in ARTIFACTS:
         assert (run / rel).is_file(), rel

@@ -265,6 +265,30 @@ def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> 
         assert torch.allclose(a[key], b[key], atol=1e-4), key
 
 
+@pytest.mark.distributed
+def test_ddp_ranks_share_the_selection(warm_run: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes selecting by valid AUC, the head started from the selection's ridge: every
+    rank takes part in each selection (its collectives would hang if one skipped them), and the start scores what
+    one process scores (tests/test_selection.py checks the shares and the gather themselves)."""
+    args = [*TINY, "--epochs", "1", "--targets", "factors", "--set", "train.select=valid-auc"]
+    args += ["--set", "train.head_init=ridge", "--set", "train.select_users=120", "--set", "train.dropout=0"]
+    one = fresh(warm_run, tmp_path / "one")
+    r = cli("train", str(one), *args)
+    assert r.returncode == 0, r.stderr
+    two = fresh(warm_run, tmp_path / "two")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    r = subprocess.run(
+        [*torchrun, "-m", "socialfeat", "train", str(two), *args], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [[json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
+    assert [h["epoch"] for h in runs[1]] == [-1, 0] and all(0.0 <= h["valid_cold_auc"] <= 1.0 for h in runs[1])
+    assert runs[1][0]["valid_cold_auc"] == pytest.approx(runs[0][0]["valid_cold_auc"], abs=1e-6)
+    assert runs[1][0]["select_lambda"] == runs[0][0]["select_lambda"]
+    model = json.loads((two / "model" / "model.json").read_text())
+    assert model["world"] == 2 and model["select_users"] == 120 and model["selection"] == "valid-auc"
+
+
 def test_selection_keeps_the_start_when_training_only_hurts(
     warm_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -275,7 +299,7 @@ def test_selection_keeps_the_start_when_training_only_hurts(
 
     seen: list[dict[str, torch.Tensor]] = []
 
-    def planted(self: Selector, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    def planted(self: Selector, model: torch.nn.Module, device: torch.device, d: object = None) -> dict[str, float]:
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"valid_cold_auc": 0.7 - 0.05 * len(seen), "select_lambda": 1.0, "select_seconds": 0.0}
 

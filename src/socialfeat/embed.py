@@ -3,6 +3,10 @@
 with the packaged ImageNet weights: the baseline to beat), ``random`` (the trained architecture at random
 init: the floor) and ``meta-class`` (the same recipe taught by the items' tags alone, when trained). Under
 torchrun each rank embeds its share and writes its own part file.
+
+One CPU process runs the forward passes through ONNX Runtime on the run's export (``embed.runtime``; made once and
+cached in ``RUN/export/``, remade when the model or the image size changed): several times PyTorch eager's img/s on
+CPU (see ``bench/embed.py``). GPUs and torchrun ranks keep PyTorch.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import pyarrow.parquet as pq
 
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, provenance
-from socialfeat.features import Progress, embed_rows, feature_path, source_model, vectors_column
+from socialfeat.export import Inference, runtime_for
+from socialfeat.features import BATCH_ROWS, Progress, embed_rows, feature_path, source_model, vectors_column
 from socialfeat.freshness import check_inputs, feature_product
-from socialfeat.models.heads import head_key
+from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runtime import Dist, barrier, default_workers, setup_distributed, shared_image_cache
 
 log = logging.getLogger(__name__)
@@ -40,17 +45,19 @@ def embed(
     """Write ``run/features/<source>.parquet``: item_id, ``features`` (pooled) and, for ``learned``, one column
     per head (``head_factors``, ``head_factor_clusters``, …)."""
     run = Path(run)
+    # every rank sees the run folder (shared, or a copy on each node), else all stop at once in one line
+    d: Dist = setup_distributed(config.train.device, config.train.dist_timeout_minutes, run)
     check_inputs(run, feature_product(source))  # e.g. learned: model/ current with targets/, factors/, dataset/
     model, desc = source_model(run, config, source)
-    d: Dist = setup_distributed(config.train.device, config.train.dist_timeout_minutes)
     size = int(desc.get("image_size", config.train.image_size))
     cache = shared_image_cache(d, run, config.train, size)
     rows = np.arange(d.rank, len(cache.item_ids), d.world)
     t0 = time.perf_counter()
-    out = embed_rows(
-        model, cache.path, rows, config.embed.batch_size, default_workers(config.embed.workers, d), d.device, progress
-    )
-    seconds = time.perf_counter() - t0
+    found = _runtime(model, size, desc, config, run, source, d)  # the export, made once (~20 s) or reused
+    t1 = time.perf_counter()
+    workers = default_workers(config.embed.workers, d)
+    out = embed_rows(found.encoder, cache.path, rows, config.embed.batch_size, workers, d.device, progress)
+    seconds = time.perf_counter() - t1
     columns: dict[str, Any] = {"item_id": pa.array([cache.item_ids[r] for r in rows])}
     columns["features"] = vectors_column(out.pop("features"))
     for target, matrix in out.items():
@@ -59,7 +66,7 @@ def embed(
     if d.world > 1 and d.main:
         (run / "features" / f"{source}.parquet").unlink(missing_ok=True)  # parts replace a single file
     with atomic_file(path, "wb") as fh:
-        pq.write_table(pa.table(columns), fh)
+        pq.write_table(pa.table(columns), fh, row_group_size=BATCH_ROWS)  # readers stream it a group at a time
     summary = {
         "source": source,
         "model": desc.get("backbone"),
@@ -73,8 +80,29 @@ def embed(
         "rank": d.rank,
         "world": d.world,
         "image_size": size,
+        "runtime": found.runtime,
+        "runtime_seconds": t1 - t0,
+        "threads": cpu_threads(config) if found.runtime == "onnx" else None,
     }
     if d.main:
         write_json(run / "features" / f"{source}.json", {**summary, "provenance": provenance(config, "embed")})
     barrier(d)
     return EmbedResult(path, summary)
+
+
+def cpu_threads(config: Config) -> int:
+    """ONNX Runtime's intra-op threads: ``train.threads`` when set, else every core."""
+    return config.train.threads or os.cpu_count() or 1
+
+
+def _runtime(
+    model: FeatureModel, size: int, desc: dict[str, Any], config: Config, run: Path, source: str, d: Dist
+) -> Inference:
+    """ONNX Runtime or PyTorch, by ``embed.runtime``, for one CPU process; PyTorch on a GPU and under torchrun (each
+    rank's share is small there, and the GPU runs the model itself)."""
+    runtime = config.embed.runtime
+    if d.world > 1 or d.device.type != "cpu":
+        if runtime == "onnx" and d.main:
+            log.info("embed.runtime=onnx applies to one CPU process; PyTorch on %s, world %d", d.device, d.world)
+        runtime = "torch"
+    return runtime_for(model, size, desc, config, run, source, runtime, cpu_threads(config), "embed.runtime")

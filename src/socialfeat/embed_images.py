@@ -24,7 +24,7 @@ from socialfeat.atomic import atomic_file, claim_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.data.image_tables import load_image_table, problem_summary
 from socialfeat.export import encoder_for
-from socialfeat.features import Progress, embed_rows, vectors_column
+from socialfeat.features import BATCH_ROWS, Progress, embed_rows, vectors_column
 from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import head_key
 from socialfeat.runtime import barrier, default_workers, setup_distributed, table_cache
@@ -110,7 +110,7 @@ def embed_images(
     if d.world > 1 and d.main:
         out.unlink(missing_ok=True)  # parts replace a single file
     with atomic_file(path, "wb") as fh:
-        pq.write_table(pa.table(columns), fh)
+        pq.write_table(pa.table(columns), fh, row_group_size=BATCH_ROWS)  # readers stream it a group at a time
     problems = problem_summary(table, cache)
     summary = {
         "source": source,

@@ -275,18 +275,33 @@ class Inference:
 
 
 def encoder_for(config: Config, run: Path, source: str, threads: int = 1, runtime: str | None = None) -> Inference:
-    """The encoder of new images for ``source``, by ``serve.runtime`` (or ``runtime``): ``onnx`` uses the run's
-    export, made (or remade, when stale) once and cached in ``RUN/export/``; ``torch`` the PyTorch model; ``auto``
-    ONNX when the export extra is installed and the backbone exports, else PyTorch, saying why. ``threads``: ONNX
-    Runtime's threads per forward pass (0: all cores)."""
-    runtime = runtime or config.serve.runtime
+    """The encoder of new images for ``source``, by ``serve.runtime`` (or ``runtime``): see :func:`runtime_for`.
+    The model is the source as ``embed`` last used it (its image size and block statistics)."""
     model, size, desc = prepared_model(config, Path(run), source)
+    return runtime_for(model, size, desc, config, Path(run), source, runtime or config.serve.runtime, threads)
+
+
+def runtime_for(
+    model: FeatureModel,
+    size: int,
+    desc: dict[str, Any],
+    config: Config,
+    run: Path,
+    source: str,
+    runtime: str,
+    threads: int = 1,
+    key: str = "serve.runtime",
+) -> Inference:
+    """What runs ``model`` at ``size``: ``onnx`` the run's export, made (or remade, when stale) once and cached in
+    ``RUN/export/``; ``torch`` the PyTorch model; ``auto`` ONNX when the export extra is installed and the backbone
+    exports, else PyTorch, saying why. ``threads``: ONNX Runtime's threads per forward pass (0: all cores); ``key``:
+    the setting a refusal names (``serve.runtime``, ``embed.runtime``)."""
     if runtime == "torch":
         return Inference(model, size, "torch", desc)
     missing = onnxruntime_available()
     if missing:
         if runtime == "onnx":
-            raise UserError("serve.runtime", f"onnx: {missing}")
+            raise UserError(key, f"onnx: {missing}")
         log.info("%s: PyTorch runtime (%s)", source, missing)
         return Inference(model, size, "torch", desc)
     path = export_path(Path(run), source)

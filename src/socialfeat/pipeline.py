@@ -53,6 +53,7 @@ OPTIONAL = ("content", "transfer")  # run only when configured (content.sources,
 RUN_STAGES = tuple(s for s in STAGES[1:] if s not in OPTIONAL)  # `run` never simulates; transfer joins when configured
 HELDOUT = "heldout"  # the demo's labelled collection of new images (RUN/heldout), for transfer
 MARKERS = ".pipeline"
+FIRST_RUN = "not run yet"  # the reason of a stage with no earlier output: its line shows only the time
 
 # The config sections (or single ``section.key`` settings) each stage reads; its hash also chains the previous
 # stage's hash, so e.g. the targets section reaches train, and the seed (factorize onwards) reaches every later stage.
@@ -117,17 +118,19 @@ class RunResult:
 
 
 def stage_line(o: StageOutcome) -> str:
-    """``✓ factorize  skipped (up to date)`` / ``▶ train      ran in 41.2 s (train.epochs: 3 → 2)``; embed adds
+    """What happened to a stage, in one line: ``▶ simulate   9.6 s`` on a first run (no reason: there was nothing
+    before), ``▶ train      12.1 s (train.epochs: 3 → 2)`` on a rerun, ``✓ ingest     up to date``; embed adds
     ``[learned 9.1 s · imagenet 20.3 s · random 4.2 s]``."""
     name = f"{o.stage:<{max(map(len, STAGES))}}"
     if o.action == "skipped":
-        return f"✓ {name}  skipped (up to date)"
+        return f"✓ {name}  up to date"
     if o.action == "would run":
         return f"▶ {name}  would run ({o.reason})"
     if o.action == "failed":
         return f"✗ {name}  failed after {o.seconds:.1f} s"
+    reason = f" ({o.reason})" if o.reason and o.reason != FIRST_RUN else ""
     steps = " · ".join(f"{k} {v:.1f} s" for k, v in o.steps.items())
-    return f"▶ {name}  ran in {o.seconds:.1f} s ({o.reason}){f' [{steps}]' if steps else ''}"
+    return f"▶ {name}  {o.seconds:.1f} s{reason}{f' [{steps}]' if steps else ''}"
 
 
 def default_run_dir(config: Config) -> Path:
@@ -221,7 +224,7 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
     try:
         marker = json.loads(marker_path(run, stage).read_text())
     except FileNotFoundError:
-        return "not run yet" if not any(p.exists() for p in stage_outputs(config, run, stage)) else "no record"
+        return FIRST_RUN if not any(p.exists() for p in stage_outputs(config, run, stage)) else "no record"
     except (OSError, ValueError):
         return "unreadable record"
     if marker.get("hash") != digest:
@@ -404,7 +407,7 @@ def run(
         if force:
             reason: str | None = "--force"
         elif rerun_from is not None:
-            reason = "not run yet" if not marker_path(run_path, stage).exists() else f"after {rerun_from}"
+            reason = FIRST_RUN if not marker_path(run_path, stage).exists() else f"after {rerun_from}"
         elif from_stage is not None and i >= stages.index(from_stage):
             reason = f"--from {from_stage}"
         else:

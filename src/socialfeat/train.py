@@ -18,7 +18,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from socialfeat.models.losses import (
 from socialfeat.models.store import save_weights, state_tensors
 from socialfeat.preservation import StartingPoint, Teacher
 from socialfeat.runtime import Dist, barrier, batch_loader, default_workers, setup_distributed, shared_image_cache
-from socialfeat.selection import METRIC, Selector, best_epoch, make_selector, ridge_head
+from socialfeat.selection import Selector, best_epoch, from_rank0, keep_best, make_selector, ridge_init
 
 log = logging.getLogger(__name__)
 
@@ -334,47 +334,6 @@ def ranking_loss(cfg: TrainConfig, pred: torch.Tensor, teacher: torch.Tensor, us
     return listwise_kl_loss(pred, teacher, sample, tau)
 
 
-def _ridge_init(model: FeatureModel, selector: Selector, data: TrainingData, lam: float) -> None:
-    """Set the factors head to the ridge map the selection fit on the starting features (its fit items' training
-    targets, so a normalisation of the targets is respected)."""
-    position = {item: i for i, item in enumerate(data.item_ids)}
-    ids = [selector.data.item_ids[i] for i in selector.data.train]
-    keep = np.array([i in position for i in ids], dtype=bool)
-    targets = data.targets["factors"][[position[i] for i, k in zip(ids, keep, strict=True) if k]]
-    assert selector.fit_features is not None
-    weight, bias = ridge_head(selector.fit_features[keep], targets, lam)
-    head = model.heads[head_key("factors")]
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(weight))
-        head.bias.copy_(torch.from_numpy(bias))
-
-
-def _select(
-    model: FeatureModel, selector: Selector | None, best: dict[str, torch.Tensor] | None, history: list[dict]
-) -> dict[str, Any]:
-    """Load the best epoch's weights into ``model`` and describe the choice; one line when the start won."""
-    if selector is None:
-        return {"selection": "last", "selected_epoch": len([h for h in history if h["epoch"] >= 0])}
-    chosen = best_epoch(history)
-    assert chosen is not None and best is not None
-    model.load_state_dict(best)
-    selected = int(chosen["epoch"]) + 1
-    start = next(h for h in history if h["epoch"] < 0)[METRIC]
-    if selected == 0:
-        log.info(
-            "no epoch beat the untrained start on valid cold-start AUC (%.4f): run/model is the starting network, "
-            "no win from training",
-            start,
-        )
-    return {
-        "selection": "valid-auc",
-        "selected_epoch": selected,
-        METRIC: chosen[METRIC],
-        f"{METRIC}_start": start,
-        **selector.summary,
-    }
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:
@@ -394,14 +353,18 @@ def train(
     ``meta-class`` for the baseline of :func:`train_meta_class`). Ctrl-C ends in :class:`Interrupted`, which says
     whether a checkpoint was kept for ``--resume``."""
     try:
-        return _train(config, run, resume, progress, name)
+        return _train(config, Path(run), resume, progress, name)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_note(Path(run), name)) from None
 
 
+def _work_dir(run: Path, name: str) -> Path:
+    return run / (".train" if name == "model" else f".train-{name}")
+
+
 def interrupted_note(run: Path, name: str = "model") -> str:
     """What an interrupted training kept: the last checkpoint (and the command that continues it), or nothing."""
-    work = run / (".train" if name == "model" else f".train-{name}")
+    work = _work_dir(run, name)
     try:
         position = json.loads((work / "checkpoint" / "position.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -413,71 +376,95 @@ def interrupted_note(run: Path, name: str = "model") -> str:
     )
 
 
-def _train(
-    config: Config, run: str | os.PathLike[str], resume: bool, progress: Progress | None, name: str
-) -> TrainResult:
-    run, cfg = Path(run), config.train
+def _train(config: Config, run: Path, resume: bool, progress: Progress | None, name: str) -> TrainResult:
+    """The loop in its named steps: set up, restore or start afresh, score the start, then per epoch train, select
+    and checkpoint, and finally keep the best epoch."""
+    t = _setup(config, run, name, progress)
+    if resume:
+        _restore(t)
+    else:
+        _start_afresh(t)
+    _begin(t)
+    _select_start(t, resume)
+    t.model.train()
+    for epoch in range(t.start, t.cfg.epochs):
+        record = _run_epoch(t, epoch)
+        _select_epoch(t, record)
+        _checkpoint(t, record)
+    return _conclude(t)
+
+
+@dataclass
+class Training:
+    """One training between its steps: what setup built, and where the loop stands (epoch, step, history, best)."""
+
+    config: Config
+    run: Path
+    work: Path
+    out_dir: Path
+    d: Dist
+    note: Progress
+    began: float
+    data: TrainingData
+    model: FeatureModel
+    counts: dict[str, int]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    order: EpochBatches
+    train_ds: CachedImages
+    valid_ds: CachedImages
+    selector: Selector | None
+    teacher: Teacher | None = None  # distillation from the start
+    anchor: StartingPoint | None = None  # L2-SP's pull to the start
+    users: torch.Tensor | None = None  # the ranking loss's ALS users
+    net: torch.nn.Module | None = None  # the model, DDP-wrapped under torchrun
+    start: int = 0  # the epoch to begin with, the steps of it already done, the global step
+    skip: int = 0
+    step: int = 0
+    partial: dict[str, Any] = field(default_factory=dict)  # a resumed epoch's running loss sums
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, torch.Tensor] | None = None  # the best epoch's weights so far (selecting)
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.config.train
+
+    @property
+    def extras(self) -> list[str]:
+        """The losses the recipe adds to the targets' own."""
+        return [
+            k for k, on in (("distill", self.teacher), ("l2sp", self.anchor), ("rank", self.users)) if on is not None
+        ]
+
+
+def _setup(config: Config, run: Path, name: str, progress: Progress | None) -> Training:
+    """The process group, the image cache, the training data, the model and its optimizer, the selector."""
+    cfg = config.train
     if not cfg.targets:
         raise UserError("train.targets", "select at least one target: factors, factor-clusters, engagement")
+    # every rank sees the run folder (shared, or a copy on each node), else all stop at once in one line
+    d = setup_distributed(cfg.device, cfg.dist_timeout_minutes, run)
     check_inputs(run, name)  # targets/ and factors/ current: never train on targets of an older factorization
-    d = setup_distributed(cfg.device, cfg.dist_timeout_minutes)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    work = run / (".train" if name == "model" else f".train-{name}")
     out_dir = claim_dir(run / name, "model")  # a folder socialfeat did not write fails now, not after training
     note = progress or (lambda _: None)
     began = time.perf_counter()
-
     cache = shared_image_cache(
         d, run, cfg, cfg.image_size, lambda done, total: note({"event": "cache", "done": done, "total": total})
     )
     check_targets(run, cfg)
     data = training_data(run, cfg, cache.rows, config.seed)
-
+    if data.user_root is not None:
+        data.user_root = data.user_root.to(d.device)
     seed_everything(config.seed + d.rank)
-    backbone = create_backbone(cfg.backbone, cfg.weights)
-    model = FeatureModel(backbone, data.dims, cfg.dropout)
-    model.frozen_batchnorm = cfg.batchnorm == "frozen"
-    counts = apply_finetune(model, cfg.finetune)
-    model.to(d.device)
-    if d.device.type == "cuda" and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-
-    head_params = [p for p in model.heads.parameters() if p.requires_grad]
-    body_params = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups = [{"params": head_params, "lr": cfg.lr}]
-    if body_params and cfg.backbone_lr_scale > 0:
-        # L2-SP replaces decay toward zero on the backbone: a pull to the start and a pull to zero would fight
-        groups.append(
-            {
-                "params": body_params,
-                "lr": cfg.lr * cfg.backbone_lr_scale,
-                **({"weight_decay": 0.0} if cfg.l2sp > 0 else {}),
-            }
-        )
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    # the start, captured before a checkpoint's weights are loaded on top of it
-    teacher = Teacher(model, cache=not cfg.augment).to(d.device) if cfg.distill > 0 else None
-    anchor = StartingPoint(body_params) if cfg.l2sp > 0 and body_params else None
+    model, counts, opt, teacher, anchor = _build_model(cfg, data, d)
     users = _ranking_users(run, cfg, d.device)
-    selector = (
-        make_selector(
-            run,
-            cfg.select,
-            cache.path,
-            cache.rows,
-            cfg.select_items,
-            config.evaluate.ridge_lambdas,
-            config.embed.batch_size,
-            config.seed,
-        )
-        if d.main
-        else None
-    )
-    extras = [name for name, on in (("distill", teacher), ("l2sp", anchor), ("rank", users)) if on is not None]
-    if cfg.head_init == "ridge" and ("factors" not in cfg.targets or (d.main and selector is None)):
+    lambdas, batch = config.evaluate.ridge_lambdas, config.embed.batch_size
+    selector = make_selector(run, cfg, cache.path, cache.rows, lambdas, batch, config.seed)  # the same on every rank
+    if cfg.head_init == "ridge" and ("factors" not in cfg.targets or selector is None):
         raise UserError(
             "train.head_init",
             "ridge starts the factors head from the selection's ridge map: it needs "
@@ -487,177 +474,230 @@ def _train(
     if cfg.batch_size % d.world:
         log.warning("batch %d does not split evenly over %d ranks; each takes %d", cfg.batch_size, d.world, per_rank)
     order = EpochBatches(len(data.train), per_rank, d.rank, d.world, config.seed)
-    steps_per_epoch = order.steps_per_epoch()
-    total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, min(cfg.warmup_steps, total_steps // 2)))
-
-    start, skip, step = 0, 0, 0
-    partial: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    best: dict[str, torch.Tensor] | None = None
-    if resume:
-        state = load_checkpoint(work, config)
-        best = state.get("best_weights")
-        model.load_state_dict(state["weights"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, skip, step = int(state["epoch"]), int(state["step_in_epoch"]), int(state["step"])
-        partial = {"sums": state.get("sums", {}), "n": state.get("n", 0)}
-        rng = state["rng"]
-        if len(rng) == d.world:
-            _set_rng_state(rng[d.rank])
-        else:
-            log.warning("checkpoint has %d ranks' RNG states, this run %d: reseeding", len(rng), d.world)
-        if (work / "metrics.jsonl").is_file():
-            history = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            history = [h for h in history if h["epoch"] < start]
-    elif d.main:
-        if (work / "checkpoint").exists():
-            log.warning("starting afresh: the checkpoint in %s is discarded (use --resume to continue it)", work)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-    barrier(d)
-
-    net: torch.nn.Module = model
-    if d.world > 1:
-        net = DistributedDataParallel(
-            model,
-            device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-            find_unused_parameters=cfg.head_epochs > 0,  # the backbone gets no gradients while it is held
-        )
-    train_ds = CachedImages(
-        cache.path,
-        data.rows[data.train],
-        {t: a[data.train] for t, a in data.targets.items()},
-        augment=cfg.augment,
-        seed=config.seed,
-    )
+    total = order.steps_per_epoch() * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(cfg.warmup_steps, total // 2)))
+    subset = {t: a[data.train] for t, a in data.targets.items()}
+    train_ds = CachedImages(cache.path, data.rows[data.train], subset, augment=cfg.augment, seed=config.seed)
     valid_ds = CachedImages(cache.path, data.rows[data.valid], {t: a[data.valid] for t, a in data.targets.items()})
-    weights = {t: cfg.loss_weights.get(t, 1.0) for t in cfg.targets}
-    user_root = data.user_root.to(d.device) if data.user_root is not None else None
-    kill_at = int(os.environ.get(KILL_ENV, "0"))
-    note(
+    return Training(
+        config, run, _work_dir(run, name), out_dir, d, note, began, data, model, counts, opt, sched, order,
+        train_ds, valid_ds, selector, teacher, anchor, users,
+    )  # fmt: skip
+
+
+def _build_model(
+    cfg: TrainConfig, data: TrainingData, d: Dist
+) -> tuple[FeatureModel, dict[str, int], torch.optim.Optimizer, Teacher | None, StartingPoint | None]:
+    """The network with its heads on the device, AdamW over the trainable parts, and the start's teacher and
+    anchor — captured now, before a checkpoint's weights are loaded on top of them."""
+    model = FeatureModel(create_backbone(cfg.backbone, cfg.weights), data.dims, cfg.dropout)
+    model.frozen_batchnorm = cfg.batchnorm == "frozen"
+    counts = apply_finetune(model, cfg.finetune)
+    model.to(d.device)
+    if d.device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    head_params = [p for p in model.heads.parameters() if p.requires_grad]
+    body_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head_params, "lr": cfg.lr}]
+    if body_params and cfg.backbone_lr_scale > 0:
+        # L2-SP replaces decay toward zero on the backbone: a pull to the start and a pull to zero would fight
+        body = {"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale}
+        groups.append({**body, **({"weight_decay": 0.0} if cfg.l2sp > 0 else {})})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    teacher = Teacher(model, cache=not cfg.augment).to(d.device) if cfg.distill > 0 else None
+    anchor = StartingPoint(body_params) if cfg.l2sp > 0 and body_params else None
+    return model, counts, opt, teacher, anchor
+
+
+def _restore(t: Training) -> None:
+    """Continue from the checkpoint: weights, optimizer, schedule, position, RNG states, history, best epoch."""
+    state = load_checkpoint(t.work, t.config)
+    t.best = state.get("best_weights")
+    t.model.load_state_dict(state["weights"])
+    t.opt.load_state_dict(state["optimizer"])
+    t.sched.load_state_dict(state["scheduler"])
+    t.start, t.skip, t.step = int(state["epoch"]), int(state["step_in_epoch"]), int(state["step"])
+    t.partial = {"sums": state.get("sums", {}), "n": state.get("n", 0)}
+    rng = state["rng"]
+    if len(rng) == t.d.world:
+        _set_rng_state(rng[t.d.rank])
+    else:
+        log.warning("checkpoint has %d ranks' RNG states, this run %d: reseeding", len(rng), t.d.world)
+    metrics = t.work / "metrics.jsonl"
+    if metrics.is_file():
+        history = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+        t.history = [h for h in history if h["epoch"] < t.start]
+    t.history = from_rank0(t.history, t.d)  # every rank agrees whether the start is still to be scored
+
+
+def _start_afresh(t: Training) -> None:
+    """An empty work folder (rank 0); a checkpoint left there is discarded, with a warning."""
+    if t.d.main:
+        if (t.work / "checkpoint").exists():
+            log.warning("starting afresh: the checkpoint in %s is discarded (use --resume to continue it)", t.work)
+        shutil.rmtree(t.work, ignore_errors=True)
+        t.work.mkdir(parents=True)
+
+
+def _begin(t: Training) -> None:
+    """Every rank ready: wrap the model for DDP and say what is about to be trained."""
+    barrier(t.d)
+    t.net = t.model
+    if t.d.world > 1:
+        t.net = DistributedDataParallel(
+            t.model,
+            device_ids=[t.d.local_rank] if t.d.device.type == "cuda" else None,
+            find_unused_parameters=t.cfg.head_epochs > 0,  # the backbone gets no gradients while it is held
+        )
+    total = t.order.steps_per_epoch() * t.cfg.epochs
+    d, data = t.d, t.data
+    t.note(
         {
-            "event": "start",
-            "total": total_steps,
-            "step": step,
-            "epochs": cfg.epochs,
-            "items": len(data.item_ids),
-            "train": len(data.train),
-            "valid": len(data.valid),
-            "parameters": counts,
-            "world": d.world,
+            "event": "start", "total": total, "step": t.step, "epochs": t.cfg.epochs, "items": len(data.item_ids),
+            "train": len(data.train), "valid": len(data.valid), "parameters": t.counts, "world": d.world,
             "device": str(d.device),
         }
-    )
-    if selector is not None and not any(h["epoch"] < 0 for h in history):
-        # epoch 0: the untrained start is a candidate like any epoch — a model no epoch improves on is no win
-        note({"event": "select", "epoch": -1, **selector.summary})
-        record = {"epoch": -1, "step": 0, **selector.score(model, d.device)}
-        history.append(record)
-        if cfg.head_init == "ridge":
-            _ridge_init(model, selector, data, record["select_lambda"])
-        best = state_tensors(model)
-        write_text(work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-        note({"event": "epoch", **record})
-    if cfg.head_init == "ridge" and not resume and d.world > 1:
-        for p in model.heads.parameters():  # rank 0 fit it: every rank starts from the same head
-            dist.broadcast(p.data, 0)
-    model.train()
-    for epoch in range(start, cfg.epochs):
-        model.hold_backbone(epoch < cfg.head_epochs)
-        keys = list(order.epoch(epoch, skip))
-        t0, seen, sums, n = time.perf_counter(), 0, {t: 0.0 for t in ["loss", *cfg.targets, *extras]}, 0
-        if skip:  # resumed mid-epoch: the epoch's running loss sums come back with the checkpoint
-            sums, n = dict(partial["sums"]), int(partial["n"])
-        for i, batch in enumerate(
-            batch_loader(train_ds, keys, loader_workers(cfg, d), config.seed + epoch, d.device.type == "cuda")
-        ):
-            images = batch["images"].to(d.device, non_blocking=True)
-            with _autocast(d, cfg):
-                pooled, heads = net(images)
-            truth = {t: batch[t].to(d.device) for t in cfg.targets}
-            losses = step_losses(cfg, heads, truth, user_root)
-            loss = sum(weights[t] * losses[t] for t in cfg.targets)
-            if teacher is not None:
-                losses["distill"] = teacher.loss(pooled, images, batch["index"])
-                loss = loss + cfg.distill * losses["distill"]
-            if anchor is not None:
-                losses["l2sp"] = anchor.penalty()
-                loss = loss + cfg.l2sp * losses["l2sp"]
-            if users is not None:
-                losses["rank"] = ranking_loss(cfg, heads["factors"], truth["factors"], users)
-                loss = loss + cfg.rank_weight * losses["rank"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            logged = torch.stack(
-                [loss.detach().float(), *(losses[t].detach().float() for t in [*cfg.targets, *extras])]
-            )
-            logged = logged.cpu()
-            if d.world > 1:
-                dist.all_reduce(logged)
-                logged /= d.world
-            for name, value in zip(sums, logged.tolist(), strict=True):
-                sums[name] += value
-            n += 1
-            seen += len(images) * d.world
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            note({"event": "step", "step": step, "epoch": epoch, "loss": logged[0].item(), "images_per_s": rate})
-            position = {"epoch": epoch, "step_in_epoch": skip + i + 1, "step": step, "sums": sums, "n": n}
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and skip + i + 1 < steps_per_epoch:
-                rng = _gather_rng(d)
-                if d.main:
-                    save_checkpoint(work, model, opt, sched, position, rng, config, best)
-            if kill_at and step == kill_at:
-                os.kill(os.getpid(), getattr(signal, f"SIG{os.environ.get(SIGNAL_ENV, 'KILL')}"))
-        skip = 0
-        seconds = time.perf_counter() - t0
-        valid = validate(model, valid_ds, cfg, d) if d.main else {}
-        scored = {}
-        if selector is not None:
-            note({"event": "select", "epoch": epoch, **selector.summary})
-            scored = selector.score(model, d.device)
-        record = {
-            "epoch": epoch,
-            "step": step,
-            **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
-            **{f"valid_{k}": v for k, v in valid.items()},
-            "images_per_s": seen / max(seconds, 1e-9),
-            "seconds": seconds,
-            "lr": sched.get_last_lr()[0],
-            **scored,
-        }
-        history.append(record)
-        if selector is not None and best_epoch(history) is record:
-            best = state_tensors(model)
-        rng = _gather_rng(d)
-        if d.main:
-            write_text(work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            save_checkpoint(
-                work, model, opt, sched, {"epoch": epoch + 1, "step_in_epoch": 0, "step": step}, rng, config, best
-            )
-        note({"event": "epoch", **record})
-        barrier(d)
+    )  # fmt: skip
 
+
+def _select_start(t: Training, resume: bool) -> None:
+    """Epoch 0: the untrained start is a candidate like any epoch — a model no epoch improves on is no win. With
+    ``head_init: ridge`` the factors head starts as the ridge this selection fit."""
+    if t.selector is None or any(h["epoch"] < 0 for h in t.history):
+        return
+    t.note({"event": "select", "epoch": -1, **t.selector.summary})
+    record = {"epoch": -1, "step": 0, **t.selector.score(t.model, t.d.device, t.d)}
+    t.history.append(record)
+    if t.cfg.head_init == "ridge":
+        if t.d.main:
+            ridge_init(t.model, t.selector, t.data.item_ids, t.data.targets["factors"], record["select_lambda"])
+        if t.d.world > 1 and not resume:
+            for p in t.model.heads.parameters():  # rank 0 fit it: every rank starts from the same head
+                dist.broadcast(p.data, 0)
+    t.best = state_tensors(t.model)
+    if t.d.main:
+        write_text(t.work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in t.history))
+    t.note({"event": "epoch", **record})
+
+
+def _run_epoch(t: Training, epoch: int) -> dict[str, Any]:
+    """One pass over this rank's share of the training items (from the resume point), then the held-out warm
+    items' validation: the epoch's record."""
+    cfg, d = t.cfg, t.d
+    t.model.hold_backbone(epoch < cfg.head_epochs)
+    keys = list(t.order.epoch(epoch, t.skip))
+    t0, seen, sums, n = time.perf_counter(), 0, {k: 0.0 for k in ["loss", *cfg.targets, *t.extras]}, 0
+    if t.skip:  # resumed mid-epoch: the epoch's running loss sums come back with the checkpoint
+        sums, n = dict(t.partial["sums"]), int(t.partial["n"])
+    loader = batch_loader(t.train_ds, keys, loader_workers(cfg, d), t.config.seed + epoch, d.device.type == "cuda")
+    for i, batch in enumerate(loader):
+        logged = _step(t, batch)
+        for key, value in zip(sums, logged.tolist(), strict=True):
+            sums[key] += value
+        n += 1
+        seen += len(batch["images"]) * d.world
+        rate = seen / max(time.perf_counter() - t0, 1e-9)
+        t.note({"event": "step", "step": t.step, "epoch": epoch, "loss": logged[0].item(), "images_per_s": rate})
+        _checkpoint_within(t, {"epoch": epoch, "step_in_epoch": t.skip + i + 1, "step": t.step, "sums": sums, "n": n})
+    t.skip = 0
+    seconds = time.perf_counter() - t0
+    valid = validate(t.model, t.valid_ds, cfg, d) if d.main else {}
+    return {
+        "epoch": epoch,
+        "step": t.step,
+        **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+        **{f"valid_{k}": v for k, v in valid.items()},
+        "images_per_s": seen / max(seconds, 1e-9),
+        "seconds": seconds,
+        "lr": t.sched.get_last_lr()[0],
+    }
+
+
+def _step(t: Training, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One optimizer step on one batch; the step's losses (total first), averaged over the ranks, on the CPU."""
+    cfg, d = t.cfg, t.d
+    images = batch["images"].to(d.device, non_blocking=True)
+    assert t.net is not None
+    with _autocast(d, cfg):
+        pooled, heads = t.net(images)
+    truth = {k: batch[k].to(d.device) for k in cfg.targets}
+    losses = step_losses(cfg, heads, truth, t.data.user_root)
+    loss = sum(cfg.loss_weights.get(k, 1.0) * losses[k] for k in cfg.targets)
+    if t.teacher is not None:
+        losses["distill"] = t.teacher.loss(pooled, images, batch["index"])
+        loss = loss + cfg.distill * losses["distill"]
+    if t.anchor is not None:
+        losses["l2sp"] = t.anchor.penalty()
+        loss = loss + cfg.l2sp * losses["l2sp"]
+    if t.users is not None:
+        losses["rank"] = ranking_loss(cfg, heads["factors"], truth["factors"], t.users)
+        loss = loss + cfg.rank_weight * losses["rank"]
+    t.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    t.opt.step()
+    t.sched.step()
+    t.step += 1
+    logged = torch.stack([loss.detach().float(), *(losses[k].detach().float() for k in [*cfg.targets, *t.extras])])
+    logged = logged.cpu()
+    if d.world > 1:
+        dist.all_reduce(logged)
+        logged /= d.world
+    return logged
+
+
+def _checkpoint_within(t: Training, position: dict[str, Any]) -> None:
+    """The checkpoint every ``checkpoint_every`` steps inside an epoch (its end has its own), and the test's fault
+    injection: SIGKILL (or the signal SOCIALFEAT_TEST_SIGNAL names) after step SOCIALFEAT_TEST_KILL_AT_STEP."""
+    every = t.cfg.checkpoint_every
+    if every and t.step % every == 0 and position["step_in_epoch"] < t.order.steps_per_epoch():
+        rng = _gather_rng(t.d)
+        if t.d.main:
+            save_checkpoint(t.work, t.model, t.opt, t.sched, position, rng, t.config, t.best)
+    kill_at = int(os.environ.get(KILL_ENV, "0"))
+    if kill_at and t.step == kill_at:
+        os.kill(os.getpid(), getattr(signal, f"SIG{os.environ.get(SIGNAL_ENV, 'KILL')}"))
+
+
+def _select_epoch(t: Training, record: dict[str, Any]) -> None:
+    """Score the epoch's model for selection (every rank takes part) and keep its weights when it is the best."""
+    if t.selector is not None:
+        t.note({"event": "select", "epoch": record["epoch"], **t.selector.summary})
+        record.update(t.selector.score(t.model, t.d.device, t.d))
+    t.history.append(record)
+    if t.selector is not None and best_epoch(t.history) is record:
+        t.best = state_tensors(t.model)
+
+
+def _checkpoint(t: Training, record: dict[str, Any]) -> None:
+    """The end of an epoch: metrics.jsonl and an atomic checkpoint (rank 0), then every rank in step."""
+    rng = _gather_rng(t.d)
+    if t.d.main:
+        write_text(t.work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in t.history))
+        position = {"epoch": record["epoch"] + 1, "step_in_epoch": 0, "step": t.step}
+        save_checkpoint(t.work, t.model, t.opt, t.sched, position, rng, t.config, t.best)
+    t.note({"event": "epoch", **record})
+    barrier(t.d)
+
+
+def _conclude(t: Training) -> TrainResult:
+    """Keep the best epoch (rank 0 writes ``run/<name>`` and drops the work folder)."""
+    d, data = t.d, t.data
     summary = {
         "items": len(data.item_ids),
         "train": len(data.train),
         "valid": len(data.valid),
         "without_image": data.without_image,
-        "parameters": counts,
+        "parameters": t.counts,
         "world": d.world,
         "device": str(d.device),
-        "steps": step,
-        "train_seconds": time.perf_counter() - began,
+        "steps": t.step,
+        "train_seconds": time.perf_counter() - t.began,
     }
     if d.main:
-        summary.update(_select(model, selector, best, history))
-        _finish(out_dir, work, model, data, history, summary, config)
+        summary.update(keep_best(t.model, t.selector, t.best, t.history))
+        _finish(t.out_dir, t.work, t.model, data, t.history, summary, t.config)
     barrier(d)
-    return TrainResult(out_dir, history, summary)
+    return TrainResult(t.out_dir, t.history, summary)
 
 
 def _finish(

@@ -168,7 +168,9 @@ def embed(
         str, typer.Option(help="learned (the trained model), imagenet, random or meta-class.")
     ] = "learned",
     batch_size: Annotated[int | None, typer.Option(help="Images per batch [128].")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes [0; more pays off on GPU].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader worker processes [0 on CPU, up to 8 per GPU].")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
     images: Annotated[
         Path | None, typer.Option(help="Embed the images of this table (CSV/TSV/Parquet/JSONL) instead of the run's.")
@@ -228,7 +230,7 @@ def embed(
     missing = f"; {s['without_image']:,} items without a usable image" if s["without_image"] else ""
     out.print(
         f"wrote {result.out}: {s['items']:,} items × {s['dimension']:,} ({s['model']}, {s['init']}), "
-        f"{s['images_per_s']:.0f} img/s{missing}",
+        f"{s['images_per_s']:.0f} img/s on {s['runtime']}{missing}",
         highlight=False,
     )
 

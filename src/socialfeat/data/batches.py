@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler
 
 from socialfeat.artifacts import missing, read_json, read_table
-from socialfeat.data.images import ImageCache, build_cache, cache_key
+from socialfeat.data.images import SOLO, ImageCache, Team, build_cache, cache_key, together
 from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,26 +51,22 @@ def run_image_cache(
     max_pixels: int = 100_000_000,
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    team: Team = SOLO,
 ) -> ImageCache:
     """The run's image cache at ``size`` (``run/cache/images-<size>``), built once and rebuilt only when the
-    images, their files or the settings changed."""
+    images, their files or the settings changed. With a ``team`` (the ranks that share the run folder's file
+    system) its first member checks the cache, and all of them build it together when it has to be built."""
     items, root, allow_absolute = dataset_images(run)
     out = run / "cache" / f"images-{size}"
-    key = cache_key(items, root, size, max_pixels, allow_absolute)
-    meta = out / "meta.json"
-    if meta.is_file():
-        try:
-            if json.loads(meta.read_text()).get("cache_key") == key:
-                cache = ImageCache.open(out)
-                if strict and sum(cache.problem_counts.values()):
-                    first = cache.problems[0] if cache.problems else None
-                    where = str(root / first.path) if first else str(out)
-                    raise UserError(where, f"{first.reason if first else 'bad image'}; strict forbids skipping images")
-                return cache
-        except (OSError, ValueError, UserError) as e:  # a damaged cache is rebuilt, not reported
-            if isinstance(e, UserError) and e.where != str(out):
-                raise
-            log.warning("image cache %s is damaged (%s); building it again", out, e)
+    found: list[ImageCache] = []
+
+    def current() -> bool:
+        if team.rank == 0:
+            found.extend(_current_cache(out, items, root, size, strict, max_pixels, allow_absolute))
+        return bool(found)
+
+    if together(team, current)[0]:
+        return found[0] if found else ImageCache.open(out)
     return build_cache(
         items,
         root,
@@ -81,7 +77,38 @@ def run_image_cache(
         progress=progress,
         max_pixels=max_pixels,
         allow_absolute=allow_absolute,
+        team=team,
     )
+
+
+def _current_cache(
+    out: Path,
+    items: list[tuple[object, str]],
+    root: Path,
+    size: int,
+    strict: bool,
+    max_pixels: int,
+    allow_absolute: bool,
+) -> list[ImageCache]:
+    """The cache at ``out`` when it was built from exactly these files and settings, else nothing."""
+    meta = out / "meta.json"
+    if not meta.is_file():
+        return []
+    key = cache_key(items, root, size, max_pixels, allow_absolute)
+    try:
+        if json.loads(meta.read_text()).get("cache_key") != key:
+            return []
+        cache = ImageCache.open(out)
+    except (OSError, ValueError, UserError) as e:  # a damaged cache is rebuilt, not reported
+        if isinstance(e, UserError) and e.where != str(out):
+            raise
+        log.warning("image cache %s is damaged (%s); building it again", out, e)
+        return []
+    if strict and sum(cache.problem_counts.values()):
+        first = cache.problems[0] if cache.problems else None
+        where = str(root / first.path) if first else str(out)
+        raise UserError(where, f"{first.reason if first else 'bad image'}; strict forbids skipping images")
+    return [cache]
 
 
 def augment(image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:

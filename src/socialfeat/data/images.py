@@ -2,23 +2,31 @@
 
 Images come from users and public data sets, so decoding is defensive: every failure is classified
 (missing, not an image, truncated, too large, corrupt) and skipped or, with ``strict``, reported.
+
+At scale the cache is the biggest file a run writes (size² × 3 bytes an image: 64 GB for 423K images at 224 px), so
+its disk is checked before anything is decoded, the file is allocated whole, skipped images are compacted in place,
+and under torchrun the ranks that share its file system decode it together (a :class:`Team`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
 import os
 import re
+import shutil
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from socialfeat.atomic import atomic_dir, atomic_file, write_json
-from socialfeat.errors import UserError
+from socialfeat.errors import UserError, fixable_os_error
 
 log = logging.getLogger(__name__)
 
@@ -248,35 +256,170 @@ def cache_key(
     return h.hexdigest()
 
 
-# Worker state: each process opens the temp array once and writes decoded rows straight into it,
-# so no image travels through a pipe and memory stays bounded whatever the order of completion.
+T = TypeVar("T")
+NPY_MAGIC = b"\x93NUMPY\x01\x00"  # .npy format 1.0: a 2-byte header length follows
+
+
+class Team(Protocol):
+    """The processes that build one cache together: under torchrun, the ranks that share its file system; alone,
+    :data:`SOLO`. ``gather`` is a collective: every member calls it with a value and gets every member's, in order."""
+
+    rank: int
+    size: int
+
+    def gather(self, value: Any) -> list[Any]: ...
+
+    def label(self, member: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class Solo:
+    """One process building alone: nothing to gather, nobody to wait for."""
+
+    rank: int = 0
+    size: int = 1
+
+    def gather(self, value: Any) -> list[Any]:
+        return [value]
+
+    def label(self, member: int) -> str:
+        return "this process"
+
+
+SOLO = Solo()
+
+
+def together(team: Team, step: Callable[[], T]) -> list[T]:
+    """Run ``step`` on every member and gather the results. When a member fails, every member raises at once: that
+    member its own exception, the others its one-line UserError (or a RuntimeError naming it), so that no member
+    goes on into a later collective to wait for one that has stopped."""
+    if team.size == 1:
+        return [step()]
+    error: Exception | None = None
+    try:
+        mine: tuple[Any, ...] = ("ok", step())
+    except UserError as e:
+        mine, error = ("user", e.where, e.message), e
+    except Exception as e:  # a bug or a fault keeps its traceback on the member it happened on
+        user = fixable_os_error(e)
+        mine, error = (("user", user.where, user.message) if user else ("fail", f"{type(e).__name__}: {e}")), e
+    outcomes = team.gather(mine)
+    if error is not None:
+        raise error
+    for member, outcome in enumerate(outcomes):
+        if outcome[0] == "user":
+            raise UserError(outcome[1], outcome[2])
+        if outcome[0] == "fail":
+            raise RuntimeError(f"{team.label(member)} failed: {outcome[1]}")
+    return [outcome[1] for outcome in outcomes]
+
+
+def cache_bytes(count: int, size: int) -> int:
+    """The disk a cache of ``count`` images at ``size`` px takes: size² × 3 bytes per image, plus its index and the
+    small files beside it."""
+    return count * size * size * 3 + count * 64 + (1 << 18)
+
+
+def human_bytes(n: float) -> str:
+    """Bytes as people read them on a disk's label (decimal units)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_space(out: Path, count: int, size: int) -> None:
+    """Refuse a cache its file system cannot hold, in one line and before anything is written or decoded.
+
+    An earlier cache at ``out`` stays until the new one replaces it, so the new one needs its own whole size free,
+    and no more: skipped images are compacted in place, never into a second copy."""
+    need = cache_bytes(count, size)
+    folder = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # nothing to measure: the allocation itself will say
+        return
+    if need > free:
+        raise UserError(
+            str(out.parent),
+            f"cache needs {human_bytes(need)} for {count:,} images at {size} px, {human_bytes(free)} free; "
+            "lower train.image_size or free space",
+        )
+
+
+def _npy_header(shape: tuple[int, ...], length: int = 0) -> bytes:
+    """A .npy (1.0) header for a uint8 array of ``shape``, padded to ``length`` bytes (else to a multiple of 64)."""
+    text = repr({"descr": "|u1", "fortran_order": False, "shape": tuple(int(n) for n in shape)}).encode("latin1")
+    bare = len(NPY_MAGIC) + 2 + len(text) + 1
+    length = length or -(-bare // 64) * 64
+    if not bare <= length <= 65535:
+        raise ValueError(f"a .npy header of {bare} bytes does not fit in {length}")
+    body = text.ljust(length - len(NPY_MAGIC) - 3) + b"\n"
+    return NPY_MAGIC + struct.pack("<H", len(body)) + body
+
+
+def _allocate(npy: Path, shape: tuple[int, ...]) -> int:
+    """Create the .npy file at its full size with its blocks reserved (``posix_fallocate``) and return the offset of
+    its first row: a disk that fills up fails here, as one ENOSPC, and never as a SIGBUS in a decoder writing into a
+    hole. A file system that cannot reserve blocks gets a sparse file instead."""
+    header = _npy_header(shape)
+    total = len(header) + int(np.prod(shape, dtype=np.int64))
+    with open(npy, "wb") as fh:
+        fh.write(header)
+        fh.flush()
+        try:
+            os.posix_fallocate(fh.fileno(), 0, total)
+        except (AttributeError, OSError) as e:  # AttributeError: no posix_fallocate on this OS
+            if isinstance(e, OSError) and e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            log.debug("%s: blocks not reserved (%s); the file is sparse", npy, e)
+            fh.truncate(total)
+    return len(header)
+
+
+# Worker state: each process opens the file once and writes decoded rows straight into it, at the row's offset
+# (pwrite): no image travels through a pipe, memory stays bounded whatever the order of completion, and a rank on
+# another machine of a shared file system writes only its rows' bytes, never a page it shares with a neighbour.
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(npy: str, root: str, size: int, max_pixels: int, allow_absolute: bool) -> None:
-    state = {"root": ImageRoot(root, allow_absolute), "size": size, "max_pixels": max_pixels}
-    _STATE.update(out=np.load(npy, mmap_mode="r+"), **state)
+def _init_worker(npy: str, offset: int, root: str, size: int, max_pixels: int, allow_absolute: bool) -> None:
+    state = {"root": ImageRoot(root, allow_absolute), "size": size, "max_pixels": max_pixels, "offset": offset}
+    _STATE.update(fd=os.open(npy, os.O_WRONLY), **state)
+
+
+def _close_worker() -> None:
+    fd = _STATE.pop("fd", None)
+    if fd is not None:
+        os.close(fd)
+    _STATE.clear()
 
 
 def _decode_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, str | None]]:
-    """Decode a few images into their rows of the temp array; return (index, failure reason or None)."""
-    out, done = _STATE["out"], []
+    """Decode a few images into their rows of the file; return (index, failure reason or None)."""
+    fd, size, done = _STATE["fd"], _STATE["size"], []
     for i, rel in chunk:
         try:
             path = _STATE["root"].resolve(rel)
             if path is None:
                 raise ImageError(OUTSIDE, rel)
-            out[i] = load_image(path, _STATE["size"], _STATE["max_pixels"])
+            pixels = load_image(path, size, _STATE["max_pixels"])
+            _write_at(fd, memoryview(np.ascontiguousarray(pixels)).cast("B"), _STATE["offset"] + i * size * size * 3)
             done.append((i, None))
         except ImageError as e:
             done.append((i, e.reason))
-    out.flush()
     return done
 
 
-def _chunks(items: list[tuple[object, str]]) -> Iterator[list[tuple[int, str]]]:
-    for start in range(0, len(items), CHUNK):
-        yield [(i, str(items[i][1])) for i in range(start, min(start + CHUNK, len(items)))]
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _chunks(items: list[tuple[object, str]], indices: np.ndarray) -> Iterator[list[tuple[int, str]]]:
+    for start in range(0, len(indices), CHUNK):
+        yield [(int(i), str(items[i][1])) for i in indices[start : start + CHUNK]]
 
 
 def build_cache(
@@ -289,42 +432,105 @@ def build_cache(
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int = 100_000_000,
     allow_absolute: bool = False,
+    team: Team = SOLO,
 ) -> ImageCache:
     """Decode every (item_id, relative path) once into ``out`` (atomically); bad images are skipped and counted,
-    and so is a path that leads outside ``image_root`` (see :func:`confined_path`), which is never opened."""
+    and so is a path that leads outside ``image_root`` (see :func:`confined_path`), which is never opened.
+
+    The disk the cache needs is checked first and the file allocated whole before any image is decoded. With a
+    ``team`` (the ranks that share the cache's file system), each member decodes its share of the rows into that
+    one file, then the first member finishes it; a failure of any member stops every member at once."""
     image_root, out, total = Path(image_root), Path(out), len(items)
     if not items:
         raise UserError(str(image_root), "no images to cache: the item list is empty")
-    key = cache_key(items, image_root, size, max_pixels, allow_absolute)
-    with atomic_dir(out, "image cache") as tmp:
-        npy = tmp / "decoded.npy"  # one row per item; the good rows become images.npy
-        np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(total, size, size, 3)).flush()
-        good = np.zeros(total, dtype=bool)
-        failed: list[tuple[int, str]] = []
-        decoded = contextlib.closing(
-            _decode_all(items, npy, image_root, size, max_pixels, allow_absolute, workers, progress)
-        )
-        with decoded as results:  # closing stops the worker pool at once when strict raises
-            for i, reason in results:
-                if reason is None:
-                    good[i] = True
-                elif strict:
-                    raise UserError(f"{image_root / items[i][1]}", f"{reason}; --strict forbids skipping images")
-                else:
-                    failed.append((i, reason))
-        problems = [ImageProblem(items[i][0], str(items[i][1]), reason) for i, reason in sorted(failed)]
-        counts = dict(Counter(p.reason for p in problems))
-        if not good.any():
-            summary = ", ".join(f"{n} {r}" for r, n in counts.items()) or "no items"
-            raise UserError(str(image_root), f"none of the {total} images could be used ({summary})")
-        rows = np.flatnonzero(good)
-        _compact(npy, tmp / "images.npy", rows, (size, size, 3))
-        ids = [items[i][0] for i in rows]
-        _write_index(tmp / "index.parquet", ids)
-        examples = [{"item_id": p.item_id, "path": p.path, "reason": p.reason} for p in problems[:EXAMPLES]]
-        write_json(tmp / "problems.json", {"total": len(problems), "counts": counts, "examples": examples})
-        meta = {"version": VERSION, "size": size, "count": len(ids), "items": total, "cache_key": key}
-        write_json(tmp / "meta.json", meta)
+    share = np.array_split(np.arange(total), team.size)[team.rank]
+    report = None
+    if progress is not None:  # this member's share, scaled to the whole: every member decodes at about one pace
+        report = lambda done, _: progress(min(total, done * total // max(1, len(share))), total)  # noqa: E731
+    key, built = [], []
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> tuple[str, int] | None:
+            if team.rank:
+                return None
+            key.append(cache_key(items, image_root, size, max_pixels, allow_absolute))
+            check_space(out, total, size)
+            tmp = stack.enter_context(atomic_dir(out, "image cache"))
+            try:
+                return str(tmp), _allocate(tmp / "decoded.npy", (total, size, size, 3))
+            except OSError as e:
+                raise (fixable_os_error(e, out) or e) from e
+
+        folder, offset = together(team, prepare)[0]
+        npy = Path(folder) / "decoded.npy"
+        args = (items, share, npy, offset, image_root, size, max_pixels, allow_absolute, strict, workers, report)
+        failed = sorted(itertools.chain.from_iterable(together(team, lambda: _decode_share(*args))))
+
+        def finish() -> None:
+            if team.rank == 0:
+                built.append(_finish(out, npy, items, failed, size, key[0], image_root, offset))
+                stack.close()  # the new folder replaces out
+
+        together(team, finish)
+    return built[0] if built else ImageCache.open(out)
+
+
+def _decode_share(
+    items: list[tuple[object, str]],
+    share: np.ndarray,
+    npy: Path,
+    offset: int,
+    root: Path,
+    size: int,
+    max_pixels: int,
+    allow_absolute: bool,
+    strict: bool,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[int, str]]:
+    """Decode the rows ``share`` into the file; return the (index, reason) of each image that could not be used."""
+    failed: list[tuple[int, str]] = []
+    decoded = contextlib.closing(
+        _decode_all(items, share, npy, offset, root, size, max_pixels, allow_absolute, workers, progress)
+    )
+    with decoded as results:  # closing stops the worker pool at once when strict raises
+        for i, reason in results:
+            if reason is None:
+                continue
+            if strict:
+                raise UserError(f"{root / items[i][1]}", f"{reason}; --strict forbids skipping images")
+            failed.append((i, reason))
+    return failed
+
+
+def _finish(
+    out: Path,
+    npy: Path,
+    items: list[tuple[object, str]],
+    failed: list[tuple[int, str]],
+    size: int,
+    key: str,
+    image_root: Path,
+    offset: int,
+) -> ImageCache:
+    """Keep the good rows, write the index, problems and meta beside them; return the cache as it will be at ``out``."""
+    tmp, total = npy.parent, len(items)
+    problems = [ImageProblem(items[i][0], str(items[i][1]), reason) for i, reason in failed]
+    counts = dict(Counter(p.reason for p in problems))
+    if len(failed) == total:
+        summary = ", ".join(f"{n} {r}" for r, n in counts.items()) or "no items"
+        raise UserError(str(image_root), f"none of the {total} images could be used ({summary})")
+    good = np.ones(total, dtype=bool)
+    good[[i for i, _ in failed]] = False
+    rows = np.flatnonzero(good)
+    _compact(npy, tmp / "images.npy", rows, offset)
+    ids = [items[i][0] for i in rows]
+    _write_index(tmp / "index.parquet", ids)
+    examples = [{"item_id": p.item_id, "path": p.path, "reason": p.reason} for p in problems[:EXAMPLES]]
+    write_json(tmp / "problems.json", {"total": len(problems), "counts": counts, "examples": examples})
+    write_json(
+        tmp / "meta.json", {"version": VERSION, "size": size, "count": len(ids), "items": total, "cache_key": key}
+    )
     if problems:
         names = ", ".join(p.path for p in problems[:3])
         summary = ", ".join(f"{n} {r}" for r, n in counts.items())
@@ -334,7 +540,9 @@ def build_cache(
 
 def _decode_all(
     items: list[tuple[object, str]],
+    indices: np.ndarray,
     npy: Path,
+    offset: int,
     root: Path,
     size: int,
     max_pixels: int,
@@ -342,43 +550,48 @@ def _decode_all(
     workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> Iterator[tuple[int, str | None]]:
-    """Yield (index, failure reason or None) as images finish; several processes unless one suffices."""
-    workers = min(workers or os.cpu_count() or 1, -(-len(items) // CHUNK))
-    init = (str(npy), str(root), size, max_pixels, allow_absolute)
+    """Yield (index, failure reason or None) as the images ``indices`` finish; several processes unless one
+    suffices."""
+    workers = min(workers or os.cpu_count() or 1, -(-len(indices) // CHUNK))
+    init = (str(npy), offset, str(root), size, max_pixels, allow_absolute)
     done = 0
     if workers <= 1:
         _init_worker(*init)
         try:
-            results: Iterator[list[tuple[int, str | None]]] = map(_decode_chunk, _chunks(items))
+            results: Iterator[list[tuple[int, str | None]]] = map(_decode_chunk, _chunks(items, indices))
             for chunk in results:
                 done += len(chunk)
                 if progress is not None:
-                    progress(done, len(items))
+                    progress(done, len(indices))
                 yield from chunk
         finally:
-            _STATE.clear()
+            _close_worker()
         return
     with multiprocessing.Pool(workers, initializer=_init_worker, initargs=init) as pool:
-        for chunk in pool.imap_unordered(_decode_chunk, _chunks(items)):
+        for chunk in pool.imap_unordered(_decode_chunk, _chunks(items, indices)):
             done += len(chunk)
             if progress is not None:
-                progress(done, len(items))
+                progress(done, len(indices))
             yield from chunk
 
 
-def _compact(decoded: Path, final: Path, rows: np.ndarray, shape: tuple[int, int, int]) -> None:
-    """Keep only the good rows: rename when nothing was skipped, else copy them in chunks (bounded memory)."""
-    src = np.load(decoded, mmap_mode="r")
-    if len(rows) == len(src):
-        del src
-        os.replace(decoded, final)
-        return
-    dst = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(rows), *shape))
-    for start in range(0, len(rows), 1024):
-        dst[start : start + 1024] = src[rows[start : start + 1024]]
-    dst.flush()
-    del src, dst
-    decoded.unlink()
+def _compact(npy: Path, final: Path, rows: np.ndarray, offset: int) -> None:
+    """Keep only the good rows, in the same file: move each down to its place (rows ascend, so every row is read
+    before anything is written over it), rewrite the header's count and cut the file short. The disk never holds a
+    second copy of the cache."""
+    shape = np.load(npy, mmap_mode="r").shape
+    if len(rows) < shape[0]:
+        arr = np.memmap(npy, dtype=np.uint8, mode="r+", offset=offset, shape=shape)
+        moved = np.flatnonzero(rows != np.arange(len(rows)))  # the rows before the first skipped image stay put
+        for start in range(int(moved[0]) if len(moved) else len(rows), len(rows), 1024):
+            part = rows[start : start + 1024]
+            arr[start : start + len(part)] = arr[part]
+        arr.flush()
+        del arr
+        with open(npy, "r+b") as fh:
+            fh.write(_npy_header((len(rows), *shape[1:]), offset))
+            fh.truncate(offset + len(rows) * int(np.prod(shape[1:])))
+    os.replace(npy, final)
 
 
 def _write_index(path: Path, ids: list) -> None:
