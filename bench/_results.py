@@ -45,7 +45,12 @@ def record(heading: str, body: str) -> None:
     section = f"{title}\n\nMeasured {time.strftime('%Y-%m-%d')} on {hardware()}.\n\n{body}"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(title) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    # a function, not a string: the section's own backslashes stay as written; "\n" keeps the blank line before the
+    # next heading
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text.rstrip("\n") + "\n")
     print(f"recorded in {RESULTS}")
 
