@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import fails
+from filesystems import tmpfs
 
 
 @contextlib.contextmanager
@@ -32,18 +33,6 @@ def immutable(folder: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=False)
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 def ingest_args(platform: Path, out: Path) -> list[str]:

@@ -4,34 +4,19 @@ images are compacted in place, so a rebuild never holds more than the new cache 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filesystems import tmpfs
 from PIL import Image
 
 from socialfeat.data import images
 from socialfeat.data.images import ImageCache, build_cache, cache_bytes, human_bytes, load_image
 from socialfeat.errors import UserError
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    """A small file system of its own (root only; skipped where mounting is not allowed)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 def _pictures(root: Path, n: int, missing: tuple[int, ...] = ()) -> list[tuple[object, str]]:
