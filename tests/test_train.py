@@ -239,11 +239,8 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
-@pytest.mark.distributed
-def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> None:
-    """torchrun with 2 CPU processes (gloo) and the same global batch: same losses, same weights."""
-    args = [*TINY, "--epochs", "2", "--targets", "factors,factor-clusters", "--set", "train.dropout=0"]
-    args += ["--set", "train.select=last"]  # the same training, compared weight by weight: no near-tie to break
+def one_process_and_torchrun(warm_run: Path, tmp_path: Path, args: list[str]) -> tuple[Path, Path]:
+    """The same ``train`` in one process (run ``one``) and under torchrun with 2 CPU processes (run ``two``)."""
     one = fresh(warm_run, tmp_path / "one")
     r = cli("train", str(one), *args)
     assert r.returncode == 0, r.stderr
@@ -253,6 +250,15 @@ def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> 
         [*torchrun, "-m", "socialfeat", "train", str(two), *args], capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    return one, two
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes_match_one_process(warm_run: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) and the same global batch: same losses, same weights."""
+    args = [*TINY, "--epochs", "2", "--targets", "factors,factor-clusters", "--set", "train.dropout=0"]
+    args += ["--set", "train.select=last"]  # the same training, compared weight by weight: no near-tie to break
+    one, two = one_process_and_torchrun(warm_run, tmp_path, args)
     losses = [
         [json.loads(x)["train_loss"] for x in (run / "model" / "metrics.jsonl").read_text().splitlines()]
         for run in (one, two)
@@ -272,15 +278,7 @@ def test_ddp_ranks_share_the_selection(warm_run: Path, tmp_path: Path) -> None:
     one process scores (tests/test_selection.py checks the shares and the gather themselves)."""
     args = [*TINY, "--epochs", "1", "--targets", "factors", "--set", "train.select=valid-auc"]
     args += ["--set", "train.head_init=ridge", "--set", "train.select_users=120", "--set", "train.dropout=0"]
-    one = fresh(warm_run, tmp_path / "one")
-    r = cli("train", str(one), *args)
-    assert r.returncode == 0, r.stderr
-    two = fresh(warm_run, tmp_path / "two")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    r = subprocess.run(
-        [*torchrun, "-m", "socialfeat", "train", str(two), *args], capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = one_process_and_torchrun(warm_run, tmp_path, args)
     runs = [[json.loads(x) for x in (run / "model" / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
     assert [h["epoch"] for h in runs[1]] == [-1, 0] and all(0.0 <= h["valid_cold_auc"] <= 1.0 for h in runs[1])
     assert runs[1][0]["valid_cold_auc"] == pytest.approx(runs[0][0]["valid_cold_auc"], abs=1e-6)

@@ -48,3 +48,37 @@ def test_a_taken_port_is_said_before_any_url(served_run: Path, capsys: pytest.Ca
         f"error: 127.0.0.1:{port}: cannot listen there: the port is taken (is another server running?); "
         "choose another --port"
     ]
+
+
+def test_the_listening_socket_says_tcp_so_responses_are_not_held_back() -> None:
+    """asyncio turns Nagle off (TCP_NODELAY) only on connections of a socket whose proto is IPPROTO_TCP; with the
+    proto left 0 every response waited for the client's delayed ACK (~40 ms each, measured with bench/serve.py)."""
+    import asyncio
+    import socket
+
+    from socialfeat.serve import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+
+        async def nodelay_of_an_accepted_connection() -> int:
+            seen: list[int] = []
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                writer.close()
+
+            server = await asyncio.start_server(handle, sock=sock)
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+            server.close()
+            return seen[0]
+
+        assert asyncio.run(nodelay_of_an_accepted_connection()) != 0
+    finally:
+        sock.close()
