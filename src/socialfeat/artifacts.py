@@ -240,11 +240,19 @@ def read_table(
 
     with reading(path, "Parquet", run) as p:
         if columns is not None:
-            names = pq.read_schema(p).names
-            absent = [c for c in columns if c not in names]
-            if absent:
-                raise damaged(p, f"no column {', '.join(repr(c) for c in absent)}", run)
+            require_columns(p, columns, run)
         return pq.read_table(p, columns=columns, **kwargs)
+
+
+def require_columns(path: Path, columns: list[str], run: str | os.PathLike[str] | None = None) -> None:
+    """A run's Parquet file without one of ``columns`` is damaged (written by another version, or not by
+    socialfeat); call inside :func:`reading`."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    absent = [c for c in columns if c not in names]
+    if absent:
+        raise damaged(path, f"no column {', '.join(repr(c) for c in absent)}", run)
 
 
 def read_schema(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = None) -> Any:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from socialfeat.artifacts import damaged, read_json, read_table, reading
+from socialfeat.artifacts import damaged, read_json, read_table, reading, require_columns
 from socialfeat.config import Config
 from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import UserError
@@ -146,12 +146,8 @@ def feature_batches(
     import pyarrow.parquet as pq
 
     for f in source_files(run, source):
-        needed = [column, "item_id"]
         with reading(f, "Parquet", run) as p:
-            names = pq.read_schema(p).names
-            absent = [c for c in needed if c not in names]
-            if absent:
-                raise damaged(p, f"no column {', '.join(repr(c) for c in absent)}", run)
+            require_columns(p, ["item_id", column], run)
             for batch in pq.ParquetFile(p).iter_batches(batch_size=rows, columns=["item_id", column]):
                 col = batch.column(1)
                 width = col.type.list_size

@@ -112,9 +112,13 @@ def hits(ranked: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> np.nd
     ranked = np.asarray(ranked)
     if ranked.ndim != 2:
         raise ValueError(f"ranked must be 2-D, got shape {ranked.shape}")
-    mask = _row_mask(relevant, _default_rows(rows, ranked.shape[0]), relevant.shape[1])
+    return _hits_of(ranked, _row_mask(relevant, _default_rows(rows, ranked.shape[0]), relevant.shape[1]))
+
+
+def _hits_of(ranked: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """hits on a prepared dense mask of the relevant items, one row per ranked row."""
     present = ranked >= 0
-    return np.take_along_axis(mask, np.where(present, ranked, 0), axis=1) & present
+    return np.take_along_axis(relevant, np.where(present, ranked, 0), axis=1) & present
 
 
 def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
@@ -258,7 +262,7 @@ def evaluate_ranking(
         aucs = _auc_of(work, relevant, out_of_play)
         work[excluded] = -np.inf
         ranked = _top_k_of(work, ~excluded, k)
-        h = np.take_along_axis(relevant, np.where(ranked >= 0, ranked, 0), axis=1) & (ranked >= 0)
+        h = _hits_of(ranked, relevant)
         n_rel = n_test[batch]
         return {
             "recall": recall_at_k(h, n_rel),
