@@ -359,3 +359,21 @@ def test_popularity_scores_rank_by_train_counts() -> None:
     np.testing.assert_array_equal(scores, np.tile([2.0, 0.0, 3.0, 1.0, 2.0], (3, 1)))
     np.testing.assert_array_equal(top_k(scores[:1], 5), [[2, 0, 4, 3, 1]])
     np.testing.assert_array_equal(top_k(fn(np.array([3])), 3, train, np.array([3])), [[2, 4, 3]])
+
+
+def test_a_score_functions_own_array_is_ranked_in_place_and_a_view_is_never_touched() -> None:
+    """The batch's scores are not copied when they are the score function's fresh float array (NaN set to -inf in
+    place), and a function that hands out a view of an array it keeps finds that array as it was."""
+    fresh = np.array([[1.0, np.nan], [np.nan, 2.0]], dtype=np.float32)
+    assert metrics._prepared_scores(fresh) is fresh
+    np.testing.assert_array_equal(fresh, [[1.0, -np.inf], [-np.inf, 2.0]])
+    ints = np.array([[1, 2]])
+    assert metrics._prepared_scores(ints).dtype == np.float64 and ints.dtype.kind == "i"
+
+    train, test = disjoint_case(8)
+    kept = np.random.default_rng(3).random((30, 40))
+    kept[:, ::7] = np.nan
+    before = kept.copy()
+    sliced = evaluate_ranking(lambda u: kept[u[0] : u[0] + 1], train, test, 5, batch_size=1)  # a view: not its own
+    np.testing.assert_array_equal(kept, before)
+    assert sliced == evaluate_ranking(lambda u: kept[u], train, test, 5, batch_size=3)  # fancy indexing: fresh
