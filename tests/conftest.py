@@ -59,6 +59,34 @@ def copy_run(run: Path, dest: Path) -> Path:
     return dest
 
 
+def _factorized_copy(demo_dataset: Path, dest: Path) -> Path:
+    """A copy of the small platform's dataset with ALS factors and 20% cold items (half valid, half test)."""
+    from socialfeat.config import load_config
+    from socialfeat.factorize.stage import factorize
+
+    run = copy_run(demo_dataset, dest)
+    overrides = ["factorize.factors=16", "factorize.alpha=1", "factorize.evaluate=false", "split.cold_fraction=0.2"]
+    factorize(load_config(None, overrides), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def cold_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small simulated platform with ALS factors and 20% cold items, one per test module."""
+    return _factorized_copy(demo_dataset, tmp_path_factory.mktemp("cold") / "run")
+
+
+@pytest.fixture(scope="module")
+def warm_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cold_run's platform with factor targets too: ready to train (one per test module, its own folder)."""
+    from socialfeat.config import load_config
+    from socialfeat.targets.stage import targets
+
+    run = _factorized_copy(demo_dataset, tmp_path_factory.mktemp("warm") / "run")
+    targets(load_config(None, ["targets.clusters=6"]), run)
+    return run
+
+
 @pytest.fixture(scope="session")
 def embedded_run(demo_dataset: Path, platform: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small platform carried through factorize → targets → train (tiny net, CPU) → embed learned/imagenet/

@@ -188,20 +188,6 @@ def test_together_stops_every_member_when_one_fails() -> None:
 
 
 # ------------------------------------------------------------------------------------ two nodes on one machine
-@pytest.fixture(scope="module")
-def warm_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small simulated platform with factors and factor targets: ready to train."""
-    from socialfeat.factorize.stage import factorize
-    from socialfeat.targets.stage import targets
-
-    run = tmp_path_factory.mktemp("nodes") / "run"
-    shutil.copytree(demo_dataset / "dataset", run / "dataset")
-    overrides = ["factorize.factors=16", "factorize.alpha=1", "factorize.evaluate=false", "split.cold_fraction=0.2"]
-    factorize(load_config(None, overrides), run)
-    targets(load_config(None, ["targets.clusters=6"]), run)
-    return run
-
-
 def _agents(runs: list[Path], *args: str) -> list[subprocess.CompletedProcess[str]]:
     """Two torchrun agents on localhost, as two nodes of one process each, each given its own run folder."""
     port = free_port()

@@ -5,7 +5,6 @@ embedding."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from socialfeat.config import TrainConfig, load_config
+from socialfeat.config import TrainConfig
 from socialfeat.evaluate.coldstart import ColdStartData, load_coldstart, ridge_predictions
-from socialfeat.factorize.stage import factorize
 from socialfeat.selection import METRIC, Selector, best_epoch, make_selector
 
 LAMBDAS = [0.1, 1.0, 10.0, 100.0, 1000.0]
-
-
-@pytest.fixture(scope="module")
-def cold_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small simulated platform with ALS factors and 20% cold items (half valid, half test)."""
-    run = tmp_path_factory.mktemp("selection") / "run"
-    shutil.copytree(demo_dataset / "dataset", run / "dataset")
-    overrides = ["factorize.factors=16", "factorize.alpha=1", "factorize.evaluate=false", "split.cold_fraction=0.2"]
-    factorize(load_config(None, overrides), run)
-    return run
 
 
 def cache_rows(data: ColdStartData) -> dict:

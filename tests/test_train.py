@@ -19,7 +19,6 @@ from safetensors.torch import load_file
 
 from socialfeat.cli import main
 from socialfeat.config import load_config
-from socialfeat.factorize.stage import factorize
 from socialfeat.targets.stage import targets
 from socialfeat.train import KILL_ENV, lr_lambda
 
@@ -27,17 +26,6 @@ TINY = [
     "--backbone", "socialfeat_tiny", "--weights", "random", "--image-size", "32", "--workers", "0",
     "--batch-size", "32", "--set", "train.threads=1",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def warm_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small simulated platform with factors (20% cold items) and factor targets: ready to train."""
-    run = tmp_path_factory.mktemp("train") / "run"
-    shutil.copytree(demo_dataset / "dataset", run / "dataset")
-    overrides = ["factorize.factors=16", "factorize.alpha=1", "factorize.evaluate=false", "split.cold_fraction=0.2"]
-    factorize(load_config(None, overrides), run)
-    targets(load_config(None, ["targets.clusters=6"]), run)
-    return run
 
 
 def fresh(run: Path, dest: Path) -> Path:

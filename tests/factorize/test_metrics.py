@@ -365,10 +365,10 @@ def test_a_score_functions_own_array_is_ranked_in_place_and_a_view_is_never_touc
     """The batch's scores are not copied when they are the score function's fresh float array (NaN set to -inf in
     place), and a function that hands out a view of an array it keeps finds that array as it was."""
     fresh = np.array([[1.0, np.nan], [np.nan, 2.0]], dtype=np.float32)
-    assert metrics._prepared_scores(fresh) is fresh
+    assert metrics._as_float_scores(fresh, reuse=True) is fresh
     np.testing.assert_array_equal(fresh, [[1.0, -np.inf], [-np.inf, 2.0]])
     ints = np.array([[1, 2]])
-    assert metrics._prepared_scores(ints).dtype == np.float64 and ints.dtype.kind == "i"
+    assert metrics._as_float_scores(ints, reuse=True).dtype == np.float64 and ints.dtype.kind == "i"
 
     train, test = disjoint_case(8)
     kept = np.random.default_rng(3).random((30, 40))

@@ -18,26 +18,19 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 """``score_fn(user_rows)``: a fresh dense rows × items array of scores; :func:`evaluate_ranking` may overwrite it."""
 
 
-def _as_float_scores(scores: np.ndarray) -> np.ndarray:
-    """A 2-D float copy of ``scores`` with NaN replaced by -inf, so that NaN always ranks last."""
+def _as_float_scores(scores: np.ndarray, reuse: bool = False) -> np.ndarray:
+    """A 2-D float copy of ``scores`` with NaN replaced by -inf, so that NaN always ranks last. With ``reuse``, a
+    float array that owns its data (a score function's fresh result) is changed in place instead of copied: at
+    ~100M scores per batch the copy had been the one part of the ranking whose cost per score grew with the
+    catalogue."""
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (users × items), got shape {scores.shape}")
-    dtype = scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64
-    work = scores.astype(dtype, copy=True)
+    floating = np.issubdtype(scores.dtype, np.floating)
+    own = reuse and floating and scores.flags.owndata and scores.flags.writeable and scores.flags.c_contiguous
+    work = scores if own else scores.astype(scores.dtype if floating else np.float64, copy=True)
     np.copyto(work, -np.inf, where=np.isnan(work))
     return work
-
-
-def _prepared_scores(scores: np.ndarray) -> np.ndarray:
-    """``scores`` ready to rank: NaN set to -inf in place when it is a float array of its own (a score function's
-    fresh result), else a copy. At 423K items a batch is ~100M scores: the copy had cost more than ranking them."""
-    scores = np.asarray(scores)
-    own = scores.flags.owndata and scores.flags.writeable and scores.flags.c_contiguous
-    if scores.ndim != 2 or not own or not np.issubdtype(scores.dtype, np.floating):
-        return _as_float_scores(scores)
-    np.copyto(scores, -np.inf, where=np.isnan(scores))
-    return scores
 
 
 def _row_mask(matrix: sp.spmatrix | sp.sparray, rows: np.ndarray, n_cols: int) -> np.ndarray:
@@ -266,7 +259,7 @@ def evaluate_ranking(
         scores = np.asarray(score_fn(batch))
         if scores.shape != (len(batch), n_items):
             raise ValueError(f"score_fn returned shape {scores.shape}, expected {(len(batch), n_items)}")
-        work = _prepared_scores(scores)  # the score function's own array, overwritten from here on
+        work = _as_float_scores(scores, reuse=True)  # the score function's own array, overwritten from here on
         del scores
         excluded = _row_mask(train, batch, n_items)
         relevant = _row_mask(test, batch, n_items)
