@@ -258,12 +258,17 @@ def size_point(n: int, work: Path, gpu: bool) -> dict[str, Any]:
 
 
 def _ratio(points: list[dict[str, Any]], step_name: str, key: str) -> str:
-    if step_name.startswith("selection"):  # its target is seconds per call: the ratio of seconds (and CPU seconds)
-        key = "seconds" if key == "images_per_s" else "cpu_seconds"
-        for p in points:
-            p[step_name]["cpu_seconds"] = p[step_name]["images"] / p[step_name]["images_per_cpu_s"]
-    base = points[0][step_name][key]
-    return " / ".join(f"{p[step_name][key] / base:.2f}" for p in points[1:])
+    """Each larger size's ``key`` ÷ the smallest's; for a selection, whose target is seconds per call, the ratio
+    of seconds (``images_per_s``) or of CPU seconds (``images_per_cpu_s``) instead."""
+
+    def value(p: dict[str, Any]) -> float:
+        got = p[step_name]
+        if not step_name.startswith("selection"):
+            return got[key]
+        return got["seconds"] if key == "images_per_s" else got["images"] / got["images_per_cpu_s"]
+
+    base = value(points[0])
+    return " / ".join(f"{value(p) / base:.2f}" for p in points[1:])
 
 
 def table(points: list[dict[str, Any]]) -> str:
