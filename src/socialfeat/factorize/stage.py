@@ -200,7 +200,7 @@ def heldout_metrics(
 def eval_batch_size(n_items: int, budget: int = 16_000_000) -> int:
     """Users scored at once: about ``budget`` scores per batch (~128 MB in float64) whatever the catalogue size.
     At 100M scores (0.8 GB per array, on two threads) factorize peaked at 5.7 GB at 423K items; at 16M, 2.2 GB,
-    in the same time."""
+    and the ranking there took 192 s instead of 225 s (bench/scale_diagnose.py ranking-batch; the same at 100K)."""
     return max(1, min(256, budget // max(n_items, 1)))
 
 
