@@ -2,12 +2,16 @@
 
     python bench/scale.py --sizes 100000,423000 --keep --skip targets,index,content,evaluate,report,"serve start-up","serve restart"
     python bench/scale_diagnose.py ingest-limits DIR              # ingest at 1GB and 4GB, alternating, 2 rounds
+    python bench/scale_diagnose.py ingest-limits DIR --limits 1GB --trees /old/src,/new/src   # an A/B of two checkouts
+    python bench/scale_diagnose.py ingest-phases DIR --limits 1GB # ingest() in-process: its phases and slow statements
     python bench/scale_diagnose.py ranking-parts DIR              # the held-out ranking's parts, ns per score
     python bench/scale_diagnose.py ranking-batch DIR --sizes 100000   # factorize's ranking at 16M vs 100M scores a batch
 
 DIR holds platform-100000/ and platform-423000/ (with run-N/dataset from the kept run for the ranking modes).
 - ingest-limits: `socialfeat ingest` in a fresh process per run, seconds and peak RSS (wait4), sizes and memory
   limits alternating so that load falls on each alike;
+- ingest-phases: `ingest()` in a fresh process without the CLI's start-up, when each phase starts and each DuckDB
+  statement over 0.15 s (the first of --limits);
 - ranking-parts: factorize's ranking steps (scoring, the float copy, masks, AUC, exclusion, top-k, hits) timed one by
   one on one thread, batches of 256 users, for the model (random 64-d factors), popularity and random scores;
 - ranking-batch: the factorize stage with one ALS iteration at both batch budgets, alternating; seconds outside the
@@ -31,30 +35,68 @@ import numpy as np
 SIZES = ("100000", "423000")
 
 
-def ingest_limits(root: Path, limits: list[str], rounds: int) -> None:
+def ingest_limits(root: Path, limits: list[str], rounds: int, sizes: list[str], trees: list[str]) -> None:
+    """``trees``: source folders put first on PYTHONPATH in turn (an A/B of two checkouts); "" = as installed."""
     for r in range(rounds):
-        for n in SIZES:
+        for n in sizes:
             for limit in limits:
-                with tempfile.TemporaryDirectory() as tmp:
-                    cmd = [
-                        sys.executable,
-                        "-m",
-                        "socialfeat",
-                        "ingest",
-                        "-c",
-                        str(root / f"platform-{n}" / "config.yaml"),
-                    ]
-                    cmd += ["--out", f"{tmp}/dataset", "--set", f"ingest.memory_limit={limit}"]
-                    t0 = time.perf_counter()
-                    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    _, status, usage = os.wait4(proc.pid, 0)
-                    if os.waitstatus_to_exitcode(status):
-                        raise SystemExit(f"failed: {' '.join(cmd)}")
-                    wall = time.perf_counter() - t0
-                print(
-                    f"round {r}  {n:>6} items  limit {limit:>4}  {wall:6.1f} s  {usage.ru_maxrss / 1024**2:.2f} GB",
-                    flush=True,
-                )
+                for tree in trees:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        cmd = [
+                            sys.executable,
+                            "-m",
+                            "socialfeat",
+                            "ingest",
+                            "-c",
+                            str(root / f"platform-{n}" / "config.yaml"),
+                        ]
+                        cmd += ["--out", f"{tmp}/dataset", "--set", f"ingest.memory_limit={limit}"]
+                        env = {**os.environ, "PYTHONPATH": tree} if tree else None
+                        t0 = time.perf_counter()
+                        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                        _, status, usage = os.wait4(proc.pid, 0)
+                        if os.waitstatus_to_exitcode(status):
+                            raise SystemExit(f"failed: {' '.join(cmd)}")
+                        wall = time.perf_counter() - t0
+                    label = f"  {tree}" if tree else ""
+                    print(
+                        f"round {r}  {n:>6} items  limit {limit:>4}  {wall:6.1f} s  {usage.ru_maxrss / 1024**2:.2f} GB"
+                        f"{label}",
+                        flush=True,
+                    )
+
+
+PHASES = """
+import sys, time, tempfile
+import socialfeat.data.ingest as I
+from socialfeat.config import load_config
+config = load_config(sys.argv[1], [f"ingest.memory_limit={sys.argv[2]}"])
+class Timed:  # DuckDB's connection, timing each statement
+    def __init__(self, con): self._con = con
+    def execute(self, sql, *args):
+        t = time.perf_counter(); result = self._con.execute(sql, *args); took = time.perf_counter() - t
+        if took > 0.15: print(f"      {took:6.2f} s  {' '.join(sql.split())[:90]}", flush=True)
+        return result
+    def __getattr__(self, name): return getattr(self._con, name)
+connect = I._connect
+I._connect = lambda cfg, spill: Timed(connect(cfg, spill))
+t0 = time.perf_counter()
+with tempfile.TemporaryDirectory() as tmp:
+    I.ingest(config, f"{tmp}/ds", step=lambda phase: print(f"    {time.perf_counter() - t0:6.2f} s  {phase}", flush=True))
+print(f"    {time.perf_counter() - t0:6.2f} s  done", flush=True)
+"""
+
+
+def ingest_phases(root: Path, limit: str, rounds: int, sizes: list[str], trees: list[str]) -> None:
+    """``ingest()`` in a fresh process without the CLI's start-up: when each phase starts, and every DuckDB
+    statement over 0.15 s."""
+    for r in range(rounds):
+        for n in sizes:
+            for tree in trees:
+                print(f"round {r}  {n:>6} items  limit {limit}  {tree or 'installed'}", flush=True)
+                env = {**os.environ, "PYTHONPATH": tree} if tree else None
+                cmd = [sys.executable, "-c", PHASES, str(root / f"platform-{n}" / "config.yaml"), limit]
+                subprocess.run(cmd, check=True, env=env, stderr=subprocess.DEVNULL)
 
 
 def _ranking_problem(root: Path, n: str, batches: int) -> tuple:
@@ -136,15 +178,18 @@ def ranking_batch(root: Path, rounds: int, sizes: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["ingest-limits", "ranking-parts", "ranking-batch"])
+    parser.add_argument("mode", choices=["ingest-limits", "ingest-phases", "ranking-parts", "ranking-batch"])
     parser.add_argument("dir", type=Path, help="the folder bench/scale.py --keep printed")
     parser.add_argument("--limits", default="1GB,4GB", help="ingest.memory_limit values (ingest-limits)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batches", type=int, default=4, help="batches of 256 users (ranking-parts)")
-    parser.add_argument("--sizes", default=",".join(SIZES), help="platform sizes (ranking-batch)")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="platform sizes (ingest-limits, ranking-batch)")
+    parser.add_argument("--trees", default="", help="ingest modes: comma list of src folders to A/B, in turn")
     args = parser.parse_args()
     if args.mode == "ingest-limits":
-        ingest_limits(args.dir, args.limits.split(","), args.rounds)
+        ingest_limits(args.dir, args.limits.split(","), args.rounds, args.sizes.split(","), args.trees.split(","))
+    elif args.mode == "ingest-phases":
+        ingest_phases(args.dir, args.limits.split(",")[0], args.rounds, args.sizes.split(","), args.trees.split(","))
     elif args.mode == "ranking-parts":
         ranking_parts(args.dir, args.batches)
     else:

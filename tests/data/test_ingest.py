@@ -14,6 +14,7 @@ import pytest
 
 from socialfeat.config import load_config
 from socialfeat.data.ingest import ingest
+from socialfeat.errors import UserError
 
 NO_FILTER = ["filter.min_user_interactions=1", "filter.min_item_interactions=1", "filter.drop_top_users=0"]
 
@@ -231,3 +232,43 @@ def test_movielens_true_counts(movielens: Path, tmp_path: Path, capsys: pytest.C
     assert stats["missing_images"]["count"] == 0 and stats["id_types"] == {"user": "integer", "item": "integer"}
     items = pq.read_table(tmp_path / "ds" / "items.parquet")
     assert items.column("title")[0].as_py() == "Toy Story (1995)"
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600K rows, ~590K pairs: the aggregation's hash table (~100 B a pair) outgrows 48 MB."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 600_000
+    log = pa.table(
+        {
+            "user_id": pa.array([f"user-{k}" for k in rng.integers(0, 60_000, n)]),
+            "item_id": rng.integers(0, 40_000, n),
+            "event": rng.choice(["view", "like", "share"], n),
+            "timestamp": rng.integers(1_600_000_000, 1_700_000_000, n),
+            "code": rng.random(n),  # named like a column of the id-code tables: an extra column, ignored
+        }
+    )
+    path = tmp_path_factory.mktemp("big") / "log.parquet"
+    pq.write_table(log, path)
+    return path
+
+
+def test_a_log_that_spills_gives_the_same_dataset_as_one_that_fits(big_log: Path, tmp_path: Path) -> None:
+    """Under a small ``memory_limit`` DuckDB spills the aggregation to disk: the dataset must come out byte for
+    byte the same as with room to spare."""
+    small = run(tmp_path / "small", interactions=big_log, memory_limit="48MB")
+    roomy = run(tmp_path / "roomy", interactions=big_log, memory_limit="4GB")
+    assert small[0] == roomy[0] and small[0]["before"]["pairs"] > 550_000
+    for name in ("interactions", "users", "items"):
+        assert (tmp_path / "small" / f"{name}.parquet").read_bytes() == (
+            tmp_path / "roomy" / f"{name}.parquet"
+        ).read_bytes()
+
+
+def test_a_memory_limit_too_small_for_the_log_names_the_setting_not_the_file(big_log: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        run(tmp_path / "ds", interactions=big_log, memory_limit="16MB")
+    assert err.value.where == "ingest.memory_limit" and "'16MB' is too little memory" in err.value.message
+    assert "--set ingest.memory_limit=" in err.value.message and not (tmp_path / "ds").exists()

@@ -122,12 +122,16 @@ def open_table(con: duckdb.DuckDBPyConnection, path: Path, fmt: str | None, view
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {reader}")
         described = con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
+    except duckdb.OutOfMemoryException:
+        raise  # the memory limit's fault, not the file's: the caller names its setting
     except duckdb.Error as exc:
         raise UserError(str(path), read_error(path, fmt, exc)) from None
     columns = {row[0]: str(row[1]) for row in described}
     table = Table(path=path, view=view, format=fmt, columns=columns)
     try:
         has_rows = fetch_one(con, f"SELECT 1 FROM {view} LIMIT 1") is not None
+    except duckdb.OutOfMemoryException:
+        raise
     except duckdb.Error as exc:
         raise UserError(str(path), read_error(path, fmt, exc)) from None
     if not has_rows:

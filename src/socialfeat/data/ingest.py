@@ -74,6 +74,8 @@ class _Log:
     has_time: bool
     rows: int
     events_before: dict[str, int]
+    user_int: bool  # every id reads as an integer (output keeps integers)
+    item_int: bool
 
 
 def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], None] | None = None) -> IngestResult:
@@ -101,6 +103,13 @@ def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], No
         con = _connect(cfg, spill)
         try:
             stats = _run(con, config, tmp, say)
+        except duckdb.OutOfMemoryException as exc:  # the limit is the user's setting, not a fault of their files
+            reason = str(exc).splitlines()[0].removeprefix("Out of Memory Error: ")
+            raise UserError(
+                "ingest.memory_limit",
+                f"'{cfg.memory_limit}' is too little memory for DuckDB to ingest this log ({reason}); "
+                "raise it, e.g. --set ingest.memory_limit=2GB",
+            ) from None
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
@@ -138,7 +147,6 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     say("reading interactions")
     assert cfg.interactions is not None
     lg = _aggregate(con, cfg, config.given_by)
-    user_int, item_int = _code_ids(con, lg)
     stats: dict[str, Any] = {"before": _before_stats(con, lg), "dropped": {}}
 
     usable = np.ones(_count(con, "icodes"), dtype=bool)
@@ -165,10 +173,10 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     _write_entities(con, cfg, tmp)
     if cfg.comments is not None:
         say("reading comments")
-        stats["comments"] = _write_comments(con, cfg, user_int, tmp / "comments.parquet", config.given_by)
+        stats["comments"] = _write_comments(con, cfg, lg.user_int, tmp / "comments.parquet", config.given_by)
     stats["after"] = _after_stats(con, lg, tmp)
     stats["event_weights"] = {e: _weight(cfg, e) for e in lg.events}
-    stats["id_types"] = {"user": "integer" if user_int else "string", "item": "integer" if item_int else "string"}
+    stats["id_types"] = {"user": "integer" if lg.user_int else "string", "item": "integer" if lg.item_int else "string"}
     stats["inputs"] = {
         name: str(path) for name in ("interactions", "items", "comments", "image_root") if (path := getattr(cfg, name))
     }
@@ -184,8 +192,14 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
 
 
 def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: GivenBy) -> _Log:
-    """Read the log in two passes: a cheap one for the event kinds, then one GROUP BY (user, item)
-    that also counts bad values, so validation costs no extra pass over the file."""
+    """Read the log in cheap passes, then aggregate it once to one row per (user, item).
+
+    The cheap passes group by a few keys only: the event kinds, which also count the rows whose value or time
+    breaks the contract, and the distinct user and item ids, which get their dense codes there. So the big
+    aggregation groups on two int32 codes rather than on the ids as given (text or int64) and carries no
+    validation counters: a narrower hash table that spills less once it outgrows ``memory_limit``, and no second
+    copy of every pair to swap ids for codes afterwards. A bad file fails before the big aggregation starts.
+    """
     assert cfg.interactions is not None
     t = open_table(con, cfg.interactions, cfg.format, "src_log")
     cols = cfg.columns
@@ -203,83 +217,53 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
     where = str(t.path)
 
     e_sql = f"CAST({quote(event)} AS VARCHAR)" if event else literal(cfg.default_event)
-    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n FROM {t.view} GROUP BY e ORDER BY n DESC, e")
-    if event and any(e is None for e, _ in kinds):
+    ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
+    bad_when: dict[str, str] = {}  # rows that break the contract, counted per event kind in the kinds pass
+    if value:
+        bad_when["value"] = f"{quote(value)} IS NOT NULL AND {number_sql(value)} IS NULL"
+        bad_when["infinite"] = f"NOT isfinite({number_sql(value)})"
+        bad_when["negative"] = f"{number_sql(value)} < 0"
+    if time:
+        bad_when["time"] = f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL"
+    counted = "".join(f", count(*) FILTER (WHERE {cond})" for cond in bad_when.values())
+    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n{counted} FROM {t.view} GROUP BY e ORDER BY n DESC, e")
+    if event and any(row[0] is None for row in kinds):
         rn, _ = first_bad_row(con, t, f"{quote(event)} IS NULL", event)
         raise UserError(where, f"row {rn}: empty event in column '{event}'")
-    events_before = {str(e): int(n) for e, n in kinds}
+    events_before = {str(row[0]): int(row[1]) for row in kinds}
     if len(events_before) > MAX_EVENT_KINDS:
         raise UserError(
             given_by("ingest.columns.event", "--event-col") if cols.event else f"--event-col {event}",
             f"{len(events_before)} distinct values; expected a few event kinds (view, like, ...)",
         )
     events = list(events_before)
+    bad = {name: sum(int(row[2 + k]) for row in kinds) for k, name in enumerate(bad_when)}
+    user_int, item_int = _code_ids(con, t, user, item)  # refuses an empty id: before a bad value, as ever
+    for name, cond in bad_when.items():
+        if bad[name]:
+            _refuse_row(con, t, name, cond, value if name != "time" else time)
 
     inner = [f"{quote(user)} AS u", f"{quote(item)} AS i", f"{e_sql} AS e"]
-    check_columns: list[str] = []  # validation counters, dropped from pairs once read
     aggs = [f"count(*) FILTER (WHERE e = {literal(e)})::INTEGER AS {quote('n_' + e)}" for e in events]
     combined = f"sum({'coalesce(v, 1.0) * ' if value else ''}{_weight_sql(cfg, 'e')})"
     aggs.append(f"{_as_float(combined)} AS weight")
     if value:
-        inner += [f"{number_sql(value)} AS v", f"{quote(value)} IS NOT NULL AS v_given"]
-        aggs += [
-            "sum(v) AS value",
-            "count(*) FILTER (WHERE v_given AND v IS NULL) AS _bad_v",
-            "count(*) FILTER (WHERE NOT isfinite(v)) AS _inf_v",
-            "count(*) FILTER (WHERE v < 0) AS _neg_v",
-        ]
-        check_columns += ["_bad_v", "_inf_v", "_neg_v"]
-    ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
+        inner.append(f"{number_sql(value)} AS v")
+        aggs.append("sum(v) AS value")
     if time:
-        inner += [f"{ts_sql} AS ts", f"{quote(time)} IS NOT NULL AS t_given"]
-        aggs += [
-            "min(ts) AS first_ts",
-            "max(ts) AS last_ts",
-            "count(*) FILTER (WHERE t_given AND ts IS NULL) AS _bad_t",
-        ]
-        check_columns.append("_bad_t")
+        inner.append(f"{ts_sql} AS ts")
+        aggs += ["min(ts) AS first_ts", "max(ts) AS last_ts"]
     _read(
         con,
         t,
-        f"CREATE TEMP TABLE pairs AS SELECT u, i, {', '.join(aggs)} FROM (SELECT {', '.join(inner)} FROM {t.view}) GROUP BY u, i",
+        f"CREATE TEMP TABLE pairs_c AS SELECT uc.code AS uc, ic.code AS ic, {', '.join(aggs)} "
+        f"FROM (SELECT {', '.join(inner)} FROM {t.view}) r "
+        "JOIN (SELECT raw, code FROM ucodes) uc ON r.u = uc.raw JOIN (SELECT raw, code FROM icodes) ic ON r.i = ic.raw "
+        "GROUP BY uc.code, ic.code",
     )
-
-    checks = ["count(*) FILTER (WHERE u IS NULL)", "count(*) FILTER (WHERE i IS NULL)"]
-    checks += ["sum(_bad_v)", "sum(_inf_v)", "sum(_neg_v)"] if value else ["0", "0", "0"]
-    checks += ["sum(_bad_t)"] if time else ["0"]
-    checks += ["count(*) FILTER (WHERE NOT isfinite(weight))"]
-    checks += ["count(*) FILTER (WHERE NOT isfinite(value))"] if value else ["0"]
-    null_u, null_i, bad_v, inf_v, neg_v, bad_t, inf_w, inf_sum = (
-        int(x or 0) for x in fetch_one(con, f"SELECT {', '.join(checks)} FROM pairs")
-    )  # type: ignore[union-attr]
-    for count, col, what in ((null_u, user, "user id"), (null_i, item, "item id")):
-        if count:
-            rn, _ = first_bad_row(con, t, f"{quote(col)} IS NULL", col)
-            raise UserError(where, f"row {rn}: empty {what} in column '{col}'")
-    if bad_v:
-        assert value is not None
-        rn, raw = first_bad_row(con, t, f"{quote(value)} IS NOT NULL AND {number_sql(value)} IS NULL", value)
-        raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{value}' is not a number")
-    if inf_v:
-        assert value is not None
-        rn, raw = first_bad_row(con, t, f"NOT isfinite({number_sql(value)})", value)
-        raise UserError(
-            where, f"row {rn}, column '{value}': not a finite number ({_shown(raw)}); expected a count or weight"
-        )
-    if neg_v:
-        assert value is not None
-        rn, raw = first_bad_row(con, t, f"{number_sql(value)} < 0", value)
-        raise UserError(
-            where, f"row {rn}: {_shown(raw)!r} in column '{value}' is negative; expected a count or weight ≥ 0"
-        )
-    if bad_t:
-        assert time is not None
-        rn, raw = first_bad_row(con, t, f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time)
-        raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{time}' is not a time {TIME_FORMS}")
-    if inf_w or inf_sum:
+    value_sum = " OR NOT isfinite(value)" if value else ""
+    if fetch_one(con, f"SELECT 1 FROM pairs_c WHERE NOT isfinite(weight){value_sum} LIMIT 1") is not None:
         _refuse_overflow(con, cfg, t, value, e_sql)
-    for c in check_columns:
-        con.execute(f"ALTER TABLE pairs DROP COLUMN {c}")
     return _Log(
         table=t,
         user_col=user,
@@ -289,7 +273,27 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
         has_time=bool(time),
         rows=sum(events_before.values()),
         events_before=events_before,
+        user_int=user_int,
+        item_int=item_int,
     )
+
+
+def _refuse_row(con: duckdb.DuckDBPyConnection, t: Table, name: str, cond: str, column: str | None) -> None:
+    """Name the first row where a value or time cell breaks the contract (``name``: which check of the kinds pass)."""
+    assert column is not None
+    where = str(t.path)
+    rn, raw = first_bad_row(con, t, cond, column)
+    if name == "value":
+        raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{column}' is not a number")
+    if name == "infinite":
+        raise UserError(
+            where, f"row {rn}, column '{column}': not a finite number ({_shown(raw)}); expected a count or weight"
+        )
+    if name == "negative":
+        raise UserError(
+            where, f"row {rn}: {_shown(raw)!r} in column '{column}' is negative; expected a count or weight ≥ 0"
+        )
+    raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{column}' is not a time {TIME_FORMS}")
 
 
 def _weight_sql(cfg: IngestConfig, event: str) -> str:
@@ -329,7 +333,11 @@ def _refuse_overflow(
                 f"{FLOAT_MAX:.3g}, the largest weight a dataset holds (float32)",
             )
     value_sum = " OR NOT isfinite(value)" if value else ""
-    pair = fetch_one(con, f"SELECT u, i FROM pairs WHERE NOT isfinite(weight){value_sum} LIMIT 1")
+    pair = fetch_one(
+        con,
+        "SELECT uc.raw, ic.raw FROM pairs_c p JOIN ucodes uc ON p.uc = uc.code JOIN icodes ic ON p.ic = ic.code "
+        f"WHERE NOT isfinite(weight){value_sum} LIMIT 1",
+    )
     assert pair is not None
     raise UserError(
         where,
@@ -342,6 +350,8 @@ def _read(con: duckdb.DuckDBPyConnection, t: Table, sql: str) -> list[tuple]:
     """Run a query over an input file; a parse error is the user's file's fault, so say so."""
     try:
         return con.execute(sql).fetchall()
+    except duckdb.OutOfMemoryException:
+        raise  # ingest() names the memory limit; the file is not at fault
     except duckdb.Error as exc:
         raise UserError(str(t.path), read_error(t.path, t.format, exc)) from None
 
@@ -361,19 +371,23 @@ def _time_mode(con: duckdb.DuckDBPyConnection, t: Table, column: str) -> str:
     return "epoch" if sample[0] > sample[1] else "iso"
 
 
-def _code_ids(con: duckdb.DuckDBPyConnection, lg: _Log) -> tuple[bool, bool]:
+def _code_ids(con: duckdb.DuckDBPyConnection, t: Table, user: str, item: str) -> tuple[bool, bool]:
     """Dense integer codes for every user and item in the log, in id order; say which ids are integers.
 
-    Ids are grouped as read; text ids from CSV/TSV become integers only if every distinct one reads as
-    an integer exactly (``007`` keeps the column as text), checked on the distinct ids, not every row.
+    One pass per column over the log, each a hash table of distinct ids only. Text ids from CSV/TSV become
+    integers only if every distinct one reads as an integer exactly (``007`` keeps the column as text),
+    checked on the distinct ids, not every row. An empty id is refused here, with its row.
     """
     flags = []
-    for key, table, col in (("u", "ucodes", lg.user_col), ("i", "icodes", lg.item_col)):
-        con.execute(f"CREATE TEMP TABLE {table}_raw AS SELECT DISTINCT {key} AS raw FROM pairs")
-        native = lg.table.columns[col].upper()
+    for key, table, col, what in (("u", "ucodes", user, "user id"), ("i", "icodes", item, "item id")):
+        _read(con, t, f"CREATE TEMP TABLE {table}_raw AS SELECT DISTINCT {quote(col)} AS raw FROM {t.view}")
+        if fetch_one(con, f"SELECT 1 FROM {table}_raw WHERE raw IS NULL") is not None:
+            rn, _ = first_bad_row(con, t, f"{quote(col)} IS NULL", col)
+            raise UserError(str(t.path), f"row {rn}: empty {what} in column '{col}'")
+        native = t.columns[col].upper()
         if native in INTEGER_TYPES:
             is_int = True
-        elif lg.table.typed:
+        elif t.typed:
             is_int = False
         else:
             row = fetch_one(con, f"SELECT bool_and(regexp_full_match(raw, '{INT_ID_PATTERN}')) FROM {table}_raw")
@@ -385,11 +399,6 @@ def _code_ids(con: duckdb.DuckDBPyConnection, lg: _Log) -> tuple[bool, bool]:
         )
         con.execute(f"DROP TABLE {table}_raw")
         flags.append(is_int)
-    con.execute(
-        "CREATE TEMP TABLE pairs_c AS SELECT uc.code AS uc, ic.code AS ic, p.* EXCLUDE (u, i) "
-        "FROM pairs p JOIN ucodes uc ON p.u = uc.raw JOIN icodes ic ON p.i = ic.raw"
-    )
-    con.execute("DROP TABLE pairs")
     return flags[0], flags[1]
 
 
