@@ -137,16 +137,19 @@ def _rank_worker(rank: int, run: str, cache: str, store: str, out: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        d = Dist(rank, 2)
-        sel = _cache_selector(Path(run), Path(cache))
-        model = _tiny_model()
-        share = np.array_split(sel.rows, 2)[rank]
-        gathered = gather_rows(embed_rows(model, sel.cache_path, share, 16, 0, torch.device("cpu"))["features"], d)
-        scored = sel.score(model, torch.device("cpu"), d)
-        np.savez(f"{out}-{rank}.npz", gathered=gathered, fit=sel.fit_features, share=len(share), **scored)
-    finally:
-        dist.destroy_process_group()
+    d = Dist(rank, 2)
+    sel = _cache_selector(Path(run), Path(cache))
+    model = _tiny_model()
+    share = np.array_split(sel.rows, 2)[rank]
+    gathered = gather_rows(embed_rows(model, sel.cache_path, share, 16, 0, torch.device("cpu"))["features"], d)
+    scored = sel.score(model, torch.device("cpu"), d)
+    np.savez(f"{out}-{rank}.npz", gathered=gathered, fit=sel.fit_features, share=len(share), **scored)
+    # Tear down together: rank 0 often finishes first, and a gloo group torn down (or freed at exit) while the
+    # other rank still uses it aborted rank 0 about once in 15 runs ("terminate called without an active
+    # exception"). Both ranks meet, the subgroups the run made die with the group, not at interpreter exit.
+    dist.barrier()
+    del d, sel
+    dist.destroy_process_group()
 
 
 def _cache_selector(run: Path, cache: Path) -> Selector:
