@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import subprocess
@@ -35,35 +36,26 @@ import numpy as np
 SIZES = ("100000", "423000")
 
 
+def _tree_env(tree: str) -> dict[str, str] | None:
+    """A checkout's src folder first on PYTHONPATH (an A/B of two checkouts); "" = socialfeat as installed."""
+    return {**os.environ, "PYTHONPATH": tree} if tree else None
+
+
 def ingest_limits(root: Path, limits: list[str], rounds: int, sizes: list[str], trees: list[str]) -> None:
-    """``trees``: source folders put first on PYTHONPATH in turn (an A/B of two checkouts); "" = as installed."""
-    for r in range(rounds):
-        for n in sizes:
-            for limit in limits:
-                for tree in trees:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        cmd = [
-                            sys.executable,
-                            "-m",
-                            "socialfeat",
-                            "ingest",
-                            "-c",
-                            str(root / f"platform-{n}" / "config.yaml"),
-                        ]
-                        cmd += ["--out", f"{tmp}/dataset", "--set", f"ingest.memory_limit={limit}"]
-                        env = {**os.environ, "PYTHONPATH": tree} if tree else None
-                        t0 = time.perf_counter()
-                        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-                        _, status, usage = os.wait4(proc.pid, 0)
-                        if os.waitstatus_to_exitcode(status):
-                            raise SystemExit(f"failed: {' '.join(cmd)}")
-                        wall = time.perf_counter() - t0
-                    label = f"  {tree}" if tree else ""
-                    print(
-                        f"round {r}  {n:>6} items  limit {limit:>4}  {wall:6.1f} s  {usage.ru_maxrss / 1024**2:.2f} GB"
-                        f"{label}",
-                        flush=True,
-                    )
+    """``socialfeat ingest`` in a fresh process per run: sizes, limits and ``trees`` alternating, round by round."""
+    for r, n, limit, tree in itertools.product(range(rounds), sizes, limits, trees):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "socialfeat", "ingest", "-c", str(root / f"platform-{n}" / "config.yaml")]
+            cmd += ["--out", f"{tmp}/dataset", "--set", f"ingest.memory_limit={limit}"]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_tree_env(tree))
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status):
+                raise SystemExit(f"failed: {' '.join(cmd)}")
+            wall = time.perf_counter() - t0
+        label = f"  {tree}" if tree else ""
+        gb = usage.ru_maxrss / 1024**2
+        print(f"round {r}  {n:>6} items  limit {limit:>4}  {wall:6.1f} s  {gb:.2f} GB{label}", flush=True)
 
 
 PHASES = """
@@ -90,13 +82,10 @@ print(f"    {time.perf_counter() - t0:6.2f} s  done", flush=True)
 def ingest_phases(root: Path, limit: str, rounds: int, sizes: list[str], trees: list[str]) -> None:
     """``ingest()`` in a fresh process without the CLI's start-up: when each phase starts, and every DuckDB
     statement over 0.15 s."""
-    for r in range(rounds):
-        for n in sizes:
-            for tree in trees:
-                print(f"round {r}  {n:>6} items  limit {limit}  {tree or 'installed'}", flush=True)
-                env = {**os.environ, "PYTHONPATH": tree} if tree else None
-                cmd = [sys.executable, "-c", PHASES, str(root / f"platform-{n}" / "config.yaml"), limit]
-                subprocess.run(cmd, check=True, env=env, stderr=subprocess.DEVNULL)
+    for r, n, tree in itertools.product(range(rounds), sizes, trees):
+        print(f"round {r}  {n:>6} items  limit {limit}  {tree or 'installed'}", flush=True)
+        cmd = [sys.executable, "-c", PHASES, str(root / f"platform-{n}" / "config.yaml"), limit]
+        subprocess.run(cmd, check=True, env=_tree_env(tree), stderr=subprocess.DEVNULL)
 
 
 def _ranking_problem(root: Path, n: str, batches: int) -> tuple:

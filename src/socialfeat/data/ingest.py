@@ -218,14 +218,27 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
 
     e_sql = f"CAST({quote(event)} AS VARCHAR)" if event else literal(cfg.default_event)
     ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
-    bad_when: dict[str, str] = {}  # rows that break the contract, counted per event kind in the kinds pass
+    # rows that break the contract, counted per event kind in the kinds pass: (condition, column, message)
+    checks: list[tuple[str, str, str]] = []
     if value:
-        bad_when["value"] = f"{quote(value)} IS NOT NULL AND {number_sql(value)} IS NULL"
-        bad_when["infinite"] = f"NOT isfinite({number_sql(value)})"
-        bad_when["negative"] = f"{number_sql(value)} < 0"
+        num = number_sql(value)
+        checks += [
+            (
+                f"{quote(value)} IS NOT NULL AND {num} IS NULL",
+                value,
+                "row {rn}: {raw!r} in column '{col}' is not a number",
+            ),
+            (
+                f"NOT isfinite({num})",
+                value,
+                "row {rn}, column '{col}': not a finite number ({raw}); expected a count or weight",
+            ),
+            (f"{num} < 0", value, "row {rn}: {raw!r} in column '{col}' is negative; expected a count or weight ≥ 0"),
+        ]
     if time:
-        bad_when["time"] = f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL"
-    counted = "".join(f", count(*) FILTER (WHERE {cond})" for cond in bad_when.values())
+        bad_time = "row {rn}: {raw!r} in column '{col}' is not a time " + TIME_FORMS
+        checks.append((f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time, bad_time))
+    counted = "".join(f", count(*) FILTER (WHERE {cond})" for cond, _, _ in checks)
     kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n{counted} FROM {t.view} GROUP BY e ORDER BY n DESC, e")
     if event and any(row[0] is None for row in kinds):
         rn, _ = first_bad_row(con, t, f"{quote(event)} IS NULL", event)
@@ -237,11 +250,11 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
             f"{len(events_before)} distinct values; expected a few event kinds (view, like, ...)",
         )
     events = list(events_before)
-    bad = {name: sum(int(row[2 + k]) for row in kinds) for k, name in enumerate(bad_when)}
     user_int, item_int = _code_ids(con, t, user, item)  # refuses an empty id: before a bad value, as ever
-    for name, cond in bad_when.items():
-        if bad[name]:
-            _refuse_row(con, t, name, cond, value if name != "time" else time)
+    for k, (cond, column, message) in enumerate(checks):
+        if sum(int(row[2 + k]) for row in kinds):
+            rn, raw = first_bad_row(con, t, cond, column)
+            raise UserError(where, message.format(rn=rn, raw=_shown(raw), col=column))
 
     inner = [f"{quote(user)} AS u", f"{quote(item)} AS i", f"{e_sql} AS e"]
     aggs = [f"count(*) FILTER (WHERE e = {literal(e)})::INTEGER AS {quote('n_' + e)}" for e in events]
@@ -261,9 +274,9 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
         "JOIN (SELECT raw, code FROM ucodes) uc ON r.u = uc.raw JOIN (SELECT raw, code FROM icodes) ic ON r.i = ic.raw "
         "GROUP BY uc.code, ic.code",
     )
-    value_sum = " OR NOT isfinite(value)" if value else ""
-    if fetch_one(con, f"SELECT 1 FROM pairs_c WHERE NOT isfinite(weight){value_sum} LIMIT 1") is not None:
-        _refuse_overflow(con, cfg, t, value, e_sql)
+    overflowed = "NOT isfinite(weight)" + (" OR NOT isfinite(value)" if value else "")  # a sum beyond float32
+    if fetch_one(con, f"SELECT 1 FROM pairs_c WHERE {overflowed} LIMIT 1") is not None:
+        _refuse_overflow(con, cfg, t, value, e_sql, overflowed)
     return _Log(
         table=t,
         user_col=user,
@@ -276,24 +289,6 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
         user_int=user_int,
         item_int=item_int,
     )
-
-
-def _refuse_row(con: duckdb.DuckDBPyConnection, t: Table, name: str, cond: str, column: str | None) -> None:
-    """Name the first row where a value or time cell breaks the contract (``name``: which check of the kinds pass)."""
-    assert column is not None
-    where = str(t.path)
-    rn, raw = first_bad_row(con, t, cond, column)
-    if name == "value":
-        raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{column}' is not a number")
-    if name == "infinite":
-        raise UserError(
-            where, f"row {rn}, column '{column}': not a finite number ({_shown(raw)}); expected a count or weight"
-        )
-    if name == "negative":
-        raise UserError(
-            where, f"row {rn}: {_shown(raw)!r} in column '{column}' is negative; expected a count or weight ≥ 0"
-        )
-    raise UserError(where, f"row {rn}: {_shown(raw)!r} in column '{column}' is not a time {TIME_FORMS}")
 
 
 def _weight_sql(cfg: IngestConfig, event: str) -> str:
@@ -319,9 +314,10 @@ def _path(image: str) -> str:
 
 
 def _refuse_overflow(
-    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, t: Table, value: str | None, e_sql: str
+    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, t: Table, value: str | None, e_sql: str, overflowed: str
 ) -> None:
-    """A weight or value sum beyond float32 though every cell is finite: name the row, or the pair whose sum is."""
+    """A weight or value sum beyond float32 though every cell is finite (``overflowed``: the pairs' condition):
+    name the row, or the pair whose sum is."""
     where = str(t.path)
     if value:
         row_weight = f"coalesce({number_sql(value)}, 1.0) * {_weight_sql(cfg, e_sql)}"
@@ -332,11 +328,10 @@ def _refuse_overflow(
                 f"row {rn}, column '{value}': too large ({_shown(raw)}); with its event's weight it exceeds "
                 f"{FLOAT_MAX:.3g}, the largest weight a dataset holds (float32)",
             )
-    value_sum = " OR NOT isfinite(value)" if value else ""
     pair = fetch_one(
         con,
         "SELECT uc.raw, ic.raw FROM pairs_c p JOIN ucodes uc ON p.uc = uc.code JOIN icodes ic ON p.ic = ic.code "
-        f"WHERE NOT isfinite(weight){value_sum} LIMIT 1",
+        f"WHERE {overflowed} LIMIT 1",
     )
     assert pair is not None
     raise UserError(
