@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import cho_factor, cho_solve
 
 from socialfeat.content.sources import Block
 from socialfeat.errors import UserError
 from socialfeat.evaluate.coldstart import ColdStartData, factor_scores, rank_users
 from socialfeat.evaluate.metrics import standardizer
+from socialfeat.linalg import solve_ridge_system
 
 CHUNK_CELLS = 4_000_000  # dense cells standardised at once (≈ 16 MB of float32)
 
@@ -182,4 +182,4 @@ class Grams:
         if self.fit_items[name] < 2:
             raise UserError(name, f"only {self.fit_items[name]} warm items have features; cannot fit the ridge mapping")
         g, eye = self.block(name, name), np.eye(self.blocks[name].width)
-        return [cho_solve(cho_factor(g + lam * eye, check_finite=False), self.rhs[name]) for lam in lambdas]
+        return [solve_ridge_system(g + lam * eye, self.rhs[name], lam) for lam in lambdas]

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
 
 from socialfeat.content.gram import Grams, valid_auc
 from socialfeat.content.sources import Block
 from socialfeat.evaluate.coldstart import ColdStartData
+from socialfeat.linalg import solve_ridge_system
 
 DROPOUTS = (0.0, 0.25, 0.5)  # source dropout rates tried on valid (0: a plain block-wise ridge)
 
@@ -90,7 +90,7 @@ class JointFitter:
                 g[at[i] : at[i + 1], at[j] : at[j + 1]] = block
                 g[at[j] : at[j + 1], at[i] : at[i + 1]] = block.T
             g[at[i] : at[i + 1], at[i] : at[i + 1]] += lambdas[a] * np.eye(sizes[i])
-        w = cho_solve(cho_factor(g, check_finite=False), r, check_finite=False)
+        w = solve_ridge_system(g, r, min(lambdas[b] for b in combo))
         return JointMap(
             list(combo),
             {b: self.mean_x[b] for b in combo},

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from socialfeat.linalg import solve_ridge_system
+
 # row chunks of a dense n × d matrix are standardised this many cells at a time (≈ 16 MB of float32)
 CHUNK_CELLS = 4_000_000
 
@@ -267,8 +269,6 @@ def ridge_path(z: np.ndarray | Standardized, y: np.ndarray, lambdas: Sequence[fl
     eigendecomposition for up to about ten λ). A dense Z keeps its dtype (float32: the Gram is built in float32 and
     only the min(n, d)² system is solved in float64); a :class:`Standardized` sparse Z is never densified.
     """
-    from scipy.linalg import cho_factor, cho_solve
-
     if any(not lam > 0 for lam in lambdas):
         raise ValueError(f"ridge λ must be > 0, got {list(lambdas)}")
     n, d = z.shape
@@ -287,7 +287,7 @@ def ridge_path(z: np.ndarray | Standardized, y: np.ndarray, lambdas: Sequence[fl
     eye = np.eye(len(gram))
     out = []
     for lam in lambdas:
-        solution = cho_solve(cho_factor(gram + lam * eye, check_finite=False), rhs, check_finite=False)
+        solution = solve_ridge_system(gram + lam * eye, rhs, lam)
         if not dual:
             out.append(solution)
         elif isinstance(z, Standardized):
