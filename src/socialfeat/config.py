@@ -155,7 +155,7 @@ class FactorizeConfig(StrictModel):
     """Implicit-feedback ALS. Confidence c = 1 + α·w (linear) or 1 + α·log(1 + w/ε) (log)."""
 
     backend: Literal["local", "spark"] = "local"
-    factors: int = Field(64, ge=1, le=4096)
+    factors: int = Field(64, ge=1, le=1_000_000)
     regularization: float = Field(
         20.0, ge=0.0, le=1e6, description="λ on ‖x‖² and ‖y‖² (implicit's convention, unscaled)"
     )
@@ -181,13 +181,13 @@ class TargetsConfig(StrictModel):
 
     targets: list[Literal["factors", "factor-clusters", "engagement", "tags"]] = ["factors", "factor-clusters"]
     normalize: Literal["l2", "standardize", "none"] = Field("l2", description="how factor targets are scaled")
-    clusters: int = Field(32, ge=2, le=10_000, description="k of the k-means on item factors (pseudo-classes)")
+    clusters: int = Field(32, ge=2, le=1_000_000, description="k of the k-means on item factors (pseudo-classes)")
     kmeans_iterations: int = Field(25, ge=1)
     words: int = Field(10, ge=1, description="distinctive words listed per cluster")
     representatives: int = Field(5, ge=1, description="item ids listed per cluster (closest to its centre)")
     min_word_items: int = Field(3, ge=1, description="a word must occur with this many items to describe a cluster")
     engagement_clusters: int = Field(
-        32, ge=2, le=10_000, description="k of the k-means on engagement (comments + counts)"
+        32, ge=2, le=1_000_000, description="k of the k-means on engagement (comments + counts)"
     )
     stats_weight: float = Field(0.25, ge=0, description="weight of the engagement counts against the comment text")
     max_comments_per_item: int = Field(50, ge=1, description="the first N comments by time describe an item")
