@@ -15,34 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from socialfeat.config_checks import MAX_INT, check_finetune, check_numbers
+from socialfeat.config_checks import MAX_INT, CheckedModel, check_finetune
 from socialfeat.errors import UserError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
 
 
-class StrictModel(BaseModel):
+class StrictModel(CheckedModel):
     """Rejects unknown keys, so a typo in a config never passes silently, and NaN or infinite numbers (``.nan``,
     ``--set x=inf``), which no weight, threshold or rate means and which would otherwise surface deep in a stage."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """``epochs: true`` is not one epoch, and 10**30 is no count: see :func:`check_numbers`."""
-        return check_numbers(value, cls.model_fields[str(info.field_name)].annotation)
 
 
 class InteractionColumns(StrictModel):

@@ -11,6 +11,8 @@ import types
 import typing
 from typing import Any
 
+from pydantic import BaseModel, ValidationInfo, field_validator
+
 MAX_INT = 2**31 - 1  # the largest integer a setting takes: a seed faiss and implicit accept, a count numpy can index
 MAX_FINETUNE_BLOCKS = 100  # more than any timm backbone has (ViT-g: 40 blocks); the backbone's own count is checked
 FINETUNE = re.compile(r"last-(\d+)")
@@ -60,3 +62,13 @@ def check_finetune(spec: str) -> str:
     raise ValueError(
         f"expected all, head, or last-1 to last-{MAX_FINETUNE_BLOCKS} (the last blocks trained, e.g. last-2)"
     )
+
+
+class CheckedModel(BaseModel):
+    """A settings model whose every field passes :func:`check_numbers` before its own validation."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``epochs: true`` is not one epoch, and 10**30 is no count."""
+        return check_numbers(value, cls.model_fields[str(info.field_name)].annotation)
