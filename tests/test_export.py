@@ -194,3 +194,27 @@ def test_block_statistics_export_too(run: Path, tmp_path: Path) -> None:
     assert all(relative(reference[k], got[k]) < TOLERANCE for k in reference)
     _, items = read_features(mine, "learned")
     assert relative(items[:4], got["features"]) < TOLERANCE
+
+
+def test_opset_is_bounded_by_what_this_installation_writes_and_runs(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    import socialfeat.export as export_module
+
+    low, high = export_module.opset_range()
+    assert low == 18 and high >= 18
+    for opset in (str(high + 1), "99", str(10**30)):
+        line = fails(["export", str(run), "--opset", opset], capsys)
+        assert line.startswith(f"error: --opset: expected an opset from 18 to {high} "), line
+    out = tmp_path / "top.onnx"
+    ok(["export", str(run), "--out", str(out), "--opset", str(high)])  # the top of the range is written as asked
+    assert json.loads(out.with_suffix(".json").read_text())["opset"] == high
+    assert {o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")} == {high}
+    # an opset the exporter cannot reach: it falls back to 18 silently; the sidecar must never claim the other
+    monkeypatch.setattr(export_module, "opset_range", lambda: (18, 200))
+    bad = tmp_path / "bad.onnx"
+    line = fails(["export", str(run), "--out", str(bad), "--opset", "150"], capsys)
+    assert "--opset: torch's exporter could not convert backbone socialfeat_tiny to opset 150" in line, line
+    assert not bad.exists() and not bad.with_suffix(".json").exists()

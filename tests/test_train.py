@@ -193,7 +193,7 @@ def test_train_errors_are_one_line(warm_run: Path, tmp_path: Path) -> None:
     cases = [
         (["--backbone", "no_such_net"], "unknown timm model 'no_such_net'"),
         (["--weights", "imagenet", "--backbone", "resnet18"], "ImageNet weights ship only for"),
-        (["--finetune", "some"], "expected all, head or last-N"),
+        (["--finetune", "some"], "train.finetune: expected all, head, or last-1 to last-100"),
         (["--weights", str(tmp_path / "nope.safetensors")], "weights file not found"),
         (["--targets", "engagement"], "no targets/engagement.parquet"),
     ]

@@ -176,6 +176,10 @@ def _reason(path: Path, kind: str, e: BaseException) -> str:
         return "not a faiss index"
     if kind == "ONNX" and ("Protobuf parsing failed" in text or "INVALID_PROTOBUF" in text):
         return "not an ONNX model"
+    if isinstance(e, pickle.UnpicklingError):  # torch's own text advises weights_only=False: running the file's code
+        return (
+            "holds pickled Python objects, which socialfeat will not load; expected tensors only, as socialfeat writes"
+        )
     if kind == "JSON" and isinstance(e, UnicodeDecodeError):
         return "not UTF-8 text"
     if kind == "JSON" and isinstance(e, json.JSONDecodeError):

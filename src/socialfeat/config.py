@@ -17,12 +17,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from socialfeat.config_checks import MAX_INT, CheckedModel, check_finetune
 from socialfeat.errors import UserError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
 
 
-class StrictModel(BaseModel):
+class StrictModel(CheckedModel):
     """Rejects unknown keys, so a typo in a config never passes silently, and NaN or infinite numbers (``.nan``,
     ``--set x=inf``), which no weight, threshold or rate means and which would otherwise surface deep in a stage."""
 
@@ -117,10 +118,10 @@ class FilterConfig(StrictModel):
 class SimulateConfig(StrictModel):
     """Size and shape of the embedded demo platform."""
 
-    n_users: int = Field(2000, ge=10)
-    n_items: int = Field(3000, ge=10)
+    n_users: int = Field(2000, ge=10, le=10_000_000)
+    n_items: int = Field(3000, ge=10, le=10_000_000)
     image_size: int = Field(96, ge=32, le=512)
-    views_per_user: float = Field(60.0, gt=0, description="mean views per user (power-law spread)")
+    views_per_user: float = Field(60.0, gt=0, le=100_000, description="mean views per user (power-law spread)")
     comment_rate: float = Field(0.25, ge=0, le=1, description="probability that a like comes with a comment")
     share_rate: float = Field(0.08, ge=0, le=1, description="probability that a like comes with a share")
 
@@ -131,7 +132,7 @@ class SplitConfig(StrictModel):
     cold_items: Path | None = Field(None, description="file item_id,split with split in train/valid/test")
     cold_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="random fraction of items made cold, if no file")
     cold_valid_share: float = Field(0.25, gt=0.0, lt=1.0, description="share of random cold items put in valid")
-    leave_out: int = Field(1, ge=1, description="interactions held out per user (latest by time, else random)")
+    leave_out: int = Field(1, ge=1, le=1000, description="interactions held out per user (latest by time, else random)")
     min_train: int = Field(2, ge=1, description="a user keeps at least this many training interactions")
 
 
@@ -139,18 +140,20 @@ class FactorizeConfig(StrictModel):
     """Implicit-feedback ALS. Confidence c = 1 + α·w (linear) or 1 + α·log(1 + w/ε) (log)."""
 
     backend: Literal["local", "spark"] = "local"
-    factors: int = Field(64, ge=1)
-    regularization: float = Field(20.0, ge=0.0, description="λ on ‖x‖² and ‖y‖² (implicit's convention, unscaled)")
-    iterations: int = Field(15, ge=1)
+    factors: int = Field(64, ge=1, le=1_000_000)
+    regularization: float = Field(
+        20.0, ge=0.0, le=1e6, description="λ on ‖x‖² and ‖y‖² (implicit's convention, unscaled)"
+    )
+    iterations: int = Field(15, ge=1, le=10_000)
     confidence: Literal["linear", "log"] = "linear"
-    alpha: float = Field(10.0, gt=0.0)
-    epsilon: float = Field(1.0, gt=0.0)
-    threads: int = Field(0, ge=0, description="0 = all cores")
+    alpha: float = Field(10.0, gt=0.0, le=1e6)
+    epsilon: float = Field(1.0, gt=0.0, le=1e6)
+    threads: int = Field(0, ge=0, le=4096, description="0 = all cores")
     use_gpu: bool | None = Field(None, description="None = the GPU when implicit has CUDA and one is present")
     cg_steps: int = Field(3, ge=1)
     log_loss: bool = Field(False, description="compute the training loss each iteration (costs a pass)")
     evaluate: bool = Field(True, description="hold out data, fit, and measure ranking before the final fit")
-    k: int = Field(20, ge=1, description="cut-off of the ranking metrics")
+    k: int = Field(20, ge=1, le=1000, description="cut-off of the ranking metrics")
     eval_users: int = Field(20000, ge=0, description="users sampled for the metrics; 0 = all")
     sweep: dict[str, list[float]] = Field(default_factory=dict, description="grid: {factors: [32, 64], alpha: [1, 10]}")
     spark_master: str = "local[*]"
@@ -163,12 +166,14 @@ class TargetsConfig(StrictModel):
 
     targets: list[Literal["factors", "factor-clusters", "engagement", "tags"]] = ["factors", "factor-clusters"]
     normalize: Literal["l2", "standardize", "none"] = Field("l2", description="how factor targets are scaled")
-    clusters: int = Field(32, ge=2, description="k of the k-means on item factors (pseudo-classes)")
+    clusters: int = Field(32, ge=2, le=1_000_000, description="k of the k-means on item factors (pseudo-classes)")
     kmeans_iterations: int = Field(25, ge=1)
     words: int = Field(10, ge=1, description="distinctive words listed per cluster")
     representatives: int = Field(5, ge=1, description="item ids listed per cluster (closest to its centre)")
     min_word_items: int = Field(3, ge=1, description="a word must occur with this many items to describe a cluster")
-    engagement_clusters: int = Field(32, ge=2, description="k of the k-means on engagement (comments + counts)")
+    engagement_clusters: int = Field(
+        32, ge=2, le=1_000_000, description="k of the k-means on engagement (comments + counts)"
+    )
     stats_weight: float = Field(0.25, ge=0, description="weight of the engagement counts against the comment text")
     max_comments_per_item: int = Field(50, ge=1, description="the first N comments by time describe an item")
     text_batch_size: int = Field(256, ge=1, description="comments per batch of the sentence-embedding model")
@@ -195,12 +200,14 @@ class TrainConfig(StrictModel):
         description="cosine (direction only), mse, or audience: squared error of the scores every user would give "
         "(weights factor errors by the users' second moment; needs targets.normalize: none)",
     )
-    finetune: str = Field("last-2", description="all, head (frozen backbone) or last-N (the last N blocks)")
+    finetune: Annotated[str, AfterValidator(check_finetune)] = Field(
+        "last-2", description="all, head (frozen backbone) or last-N (the last N blocks)"
+    )
     head_epochs: int = Field(0, ge=0, description="first epochs train the heads only, then fine-tune (LP-FT)")
     image_size: int = Field(224, ge=16, le=1024)
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1, description="global batch: split across DDP ranks")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate of the heads")
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536, description="global batch: split across DDP ranks")
+    lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate of the heads")
     backbone_lr_scale: float = Field(0.1, ge=0, description="backbone lr = lr × this")
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(20, ge=0)
@@ -210,10 +217,13 @@ class TrainConfig(StrictModel):
     workers: int | None = Field(
         None,
         ge=0,
+        le=256,
         description="DataLoader worker processes; default 0 on CPU (they would compete with the model), "
         "up to 8 per GPU",
     )
-    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps; 0 = once per epoch")
+    checkpoint_every: int = Field(
+        0, ge=0, le=10_000_000, description="also checkpoint every N steps; 0 = once per epoch"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on GPU")
     channels_last: bool = Field(True, description="channels-last memory format on GPU")
@@ -279,10 +289,11 @@ class TrainConfig(StrictModel):
 class EmbedConfig(StrictModel):
     """Feature extraction for every item (cold ones included) or any table of images."""
 
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=65_536)
     workers: int | None = Field(
         None,
         ge=0,
+        le=256,
         description="DataLoader workers; default 0 on CPU (they would compete with the model), up to 8 per GPU",
     )
     runtime: Literal["auto", "onnx", "torch"] = Field(
@@ -323,7 +334,7 @@ class EvaluateConfig(StrictModel):
     labels: Path | None = Field(
         None, description="CSV item_id,label… for linear probes (e.g. the simulator's labels.csv)"
     )
-    k: int = Field(20, ge=1, description="cut-off of recall@k and NDCG@k")
+    k: int = Field(20, ge=1, le=1000, description="cut-off of recall@k and NDCG@k")
     ridge_lambdas: list[float] = Field([0.1, 1, 10, 100, 1_000, 10_000, 100_000], min_length=1)
     neighbours: int = Field(10, ge=1, description="neighbours per query in the behavioural retrieval test")
     few_shot: int = Field(5, ge=1, description="labelled items per class in the few-label probe")
@@ -354,7 +365,7 @@ class ServeConfig(StrictModel):
 
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes it to the network")
     port: int = Field(8000, ge=0, le=65535)
-    max_upload_bytes: int = Field(10_000_000, ge=1024, description="larger request bodies get 413")
+    max_upload_bytes: int = Field(10_000_000, ge=1024, le=1_000_000_000, description="larger request bodies get 413")
     max_pixels: int = Field(40_000_000, ge=1, description="larger images get 400 (decompression bombs)")
     max_k: int = Field(100, ge=1, le=1000, description="most neighbours or users one request may ask for")
     inference_threads: int = Field(2, ge=1, description="uploads embedded at once; the rest queue")
@@ -386,7 +397,7 @@ class TransferConfig(StrictModel):
     (the seed papers' Flickr Style / Wikipaintings / AVA style / Emotion6 tables)."""
 
     sets: list[TransferSet] = Field(default_factory=list, description="labelled collections; `run` probes each")
-    folds: int = Field(5, ge=2, description="stratified k-fold of the accuracy (mean ± std)")
+    folds: int = Field(5, ge=2, le=100, description="stratified k-fold of the accuracy (mean ± std)")
     inner_folds: int = Field(3, ge=2, description="inner cross-validation that picks C within each training fold")
     few_shot: list[int] = Field([1, 5, 10, 20], description="labels per class of the few-shot curve")
     draws: int = Field(5, ge=1, description="seeded draws per few-shot point")
@@ -424,7 +435,7 @@ class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
     name: str = "demo"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_INT, description="one seed for every stage's randomness")
     ingest: IngestConfig = IngestConfig()
     filter: FilterConfig = FilterConfig()
     simulate: SimulateConfig = SimulateConfig()
@@ -686,7 +697,8 @@ def load_config(
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise UserError(shorten(str(path), 200), f"cannot look up this config file: {reason.lower()}") from None
         if not found:
-            raise UserError(str(path), "config file not found")
+            what = "is a folder; expected a YAML config file" if path.is_dir() else "config file not found"
+            raise UserError(str(path), what)
         try:
             data = read_yaml(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as exc:

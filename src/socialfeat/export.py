@@ -12,6 +12,7 @@ never used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the graph's interface changes: older exports then count as stale
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the first opset torch's dynamo exporter writes itself; below it, it converts and often fails
 CROP = (
     "decode, turn upright (EXIF), alpha on white, scale the shorter side to image_size (bicubic), centre-crop "
     "to image_size x image_size; uint8 RGB, NHWC"
@@ -142,12 +144,13 @@ def _export(
 
     t0 = time.perf_counter()
     names = output_names(model)
-    opset = opset or DEFAULT_OPSET
+    opset = check_opset(opset) if opset is not None else DEFAULT_OPSET
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=65536)
     backbone = desc.get("backbone", type(model.backbone).__name__)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # the exporter prints its progress, and logs a failed opset conversion with a traceback: neither is ours
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 _Graph(model),
@@ -163,6 +166,13 @@ def _export(
     except Exception as e:  # the exporter raises many kinds; the user needs the backbone and the first line
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"backbone {backbone}", f"cannot be exported to ONNX (opset {opset}): {first}") from None
+    written = next((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), opset)  # type: ignore[union-attr]
+    if written != opset:  # the exporter falls back to the opset it could write, saying so only in its log
+        raise UserError(
+            "--opset",
+            f"torch's exporter could not convert backbone {backbone} to opset {opset} (it "
+            f"wrote {written}); use --opset {written}",
+        )
     with torch.no_grad():
         reference = [t.numpy() for t in _Graph(model)(example)]
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -196,8 +206,58 @@ def _export(
     return ExportResult(out, meta, time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Any:
+    """The exporter's loggers (torch.onnx, onnxscript) silenced for the export: a failed opset conversion is logged
+    with a traceback, which is detected from the written graph instead."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _relative_error(reference: np.ndarray, got: np.ndarray) -> float:
     return float(np.max(np.abs(reference - got)) / max(float(np.max(np.abs(reference))), 1e-12))
+
+
+@functools.cache
+def opset_range() -> tuple[int, int]:
+    """The opsets an export can be written in and then run here: from :data:`MIN_OPSET` to the newest that the
+    installed onnx converts to and ONNX Runtime loads (it checks a model against the onnx it was built with, which
+    may be older). Measured with torch 2.14, onnx 1.23, onnxruntime 1.32: 18 to 28; above, the exporter silently
+    kept opset 18 and a sidecar would have claimed the opset asked for."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    high = onnx.defs.onnx_opset_version()
+    while high > MIN_OPSET:
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", high)], ir_version=8)
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            break
+        except Exception:  # noqa: BLE001 - ONNX Runtime's own error types: this opset is beyond it
+            high -= 1
+    return MIN_OPSET, high
+
+
+def check_opset(opset: int, where: str = "--opset") -> int:
+    """``opset`` when this installation can write and run it, else a UserError naming the range it can."""
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise UserError(
+            where,
+            f"expected an opset from {low} to {high} (what torch's exporter and onnxruntime here support), got {opset}",
+        )
+    return opset
 
 
 def onnxruntime_available() -> str | None:

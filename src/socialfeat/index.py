@@ -416,6 +416,8 @@ def image_outputs(
 
 
 def _decode(config: Config, image: str | os.PathLike[str], size: int) -> np.ndarray:
+    if Path(image).is_dir():
+        raise UserError(str(image), "is a folder; --image expects an image file (JPEG, PNG, WebP, …)")
     try:
         return load_image(Path(image), size, config.train.max_pixels)
     except ImageError as e:

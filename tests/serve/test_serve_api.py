@@ -477,3 +477,13 @@ def test_health_names_the_run_as_it_was_made(client, tmp_path: Path) -> None:  #
     assert _run_name(tmp_path / "posters-2026") == "posters-2026"
     (tmp_path / "posters-2026" / "config.yaml").write_text("name: movielens\n")
     assert _run_name(tmp_path / "posters-2026") == "movielens"
+
+
+@pytest.mark.parametrize("field", ["image", "title"])
+def test_a_field_sent_twice_is_refused_by_name(client, field: str) -> None:  # noqa: ANN001
+    files = [("image", ("a.png", png(), "image/png"))]
+    files += [("image", ("b.png", png(colour=(0, 0, 0)), "image/png"))] if field == "image" else []
+    data = {"title": ["one", "two"]} if field == "title" else None
+    r = client.post("/api/upload", files=files, data=data)
+    assert r.status_code == 400 and r.json()["field"] == field
+    assert detail(r) == f"{field}: sent 2 times; send one {field} per upload"

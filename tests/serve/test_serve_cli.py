@@ -82,3 +82,60 @@ def test_the_listening_socket_says_tcp_so_responses_are_not_held_back() -> None:
         assert asyncio.run(nodelay_of_an_accepted_connection()) != 0
     finally:
         sock.close()
+
+
+def test_port_0_prints_the_port_really_bound() -> None:
+    from socialfeat.serve import listen, url
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        assert port != 0 and url("127.0.0.1", sock) == f"http://127.0.0.1:{port}/"
+    finally:
+        sock.close()
+
+
+def test_listening_beyond_this_machine_warns_that_there_is_no_authentication() -> None:
+    from socialfeat.serve import exposure_warning, listen
+
+    for host, exposed in (("0.0.0.0", True), ("127.0.0.1", False), ("localhost", False)):
+        sock = listen(host, 0)
+        try:
+            warning = exposure_warning(host, sock)
+        finally:
+            sock.close()
+        assert (warning is not None) == exposed, host
+        if warning is not None:
+            assert warning.startswith(f"--host {host}: the explorer is reachable from other machines")
+            assert "no authentication" in warning and "\n" not in warning
+
+
+def test_serve_on_every_network_warns_and_prints_the_bound_port(
+    served_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    capsys.readouterr()
+    ok(["serve", str(served_run), "--host", "0.0.0.0", "--port", "0"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "reachable from other machines and has no authentication" in warnings[0]
+    url = next(line for line in lines if "socialfeat explorer: http://" in line)
+    assert "http://0.0.0.0:0/" not in url and int(url.split("http://0.0.0.0:")[1].split("/")[0]) > 0
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("no.such.host.invalid", "cannot be resolved to an address"),
+        ("999.1.1.1", "cannot be resolved to an address"),
+        ("192.0.2.1", "cannot be bound: not an address of this machine"),  # TEST-NET-1: no machine has it
+    ],
+)
+def test_a_bad_host_is_named_and_not_blamed_on_the_port(
+    tmp_path: Path, host: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = fails(["serve", str(tmp_path), "--host", host, "--port", "0"], capsys)
+    assert line.startswith(f"error: --host {host}: {words}"), line
+    assert "--port" not in line

@@ -15,7 +15,7 @@ import typer
 
 from socialfeat import __version__
 from socialfeat.cli import content, data, evaluate, export, pipeline, report, search, serve, training, transfer
-from socialfeat.cli.options import err, out, setup_logging
+from socialfeat.cli.options import err, out, range_message, setup_logging
 from socialfeat.errors import Interrupted, UserError, fixable_os_error
 
 __all__ = ["app", "main", "out", "err"]
@@ -110,7 +110,7 @@ def _usage_line(exc: Exception) -> str:
         opts = [o for o in getattr(param, "opts", []) if o.startswith("--")] or getattr(param, "opts", [])
         is_option = getattr(param, "param_type_name", "") == "option"
         hint = opts[0] if opts and is_option else (param.name or "argument").upper()
-        text = f"{hint}: {exc.message}"
+        text = f"{hint}: {range_message(param, exc) or exc.message}"
     else:
         text = exc.format_message()
     return f"{text.rstrip('.')} (see: {command} --help)"

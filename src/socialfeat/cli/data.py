@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out
 from socialfeat.config import Config, load_config
 from socialfeat.errors import UserError
 
@@ -149,11 +149,21 @@ def _print_drops(stats: dict[str, Any]) -> None:
 @commands()
 def simulate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the demo platform.")],
-    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same data.")] = None,
-    users: Annotated[int | None, typer.Option("--users", help="Number of users [2000].")] = None,
-    n_items: Annotated[int | None, typer.Option("--items", help="Number of items (images) [3000].")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Image side in pixels [96].")] = None,
-    views_per_user: Annotated[float | None, typer.Option(help="Mean views per user [60].")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed; the same seed gives the same data.", **limits("seed"))
+    ] = None,
+    users: Annotated[
+        int | None, typer.Option("--users", help="Number of users [2000].", **limits("simulate.n_users"))
+    ] = None,
+    n_items: Annotated[
+        int | None, typer.Option("--items", help="Number of items (images) [3000].", **limits("simulate.n_items"))
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Image side in pixels [96].", **limits("simulate.image_size"))
+    ] = None,
+    views_per_user: Annotated[
+        float | None, typer.Option(help="Mean views per user [60].", **limits("simulate.views_per_user"))
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -207,18 +217,31 @@ def factorize(
     run: Annotated[Path, typer.Argument(help="Run folder with dataset/ (from ingest); factors/ is written here.")],
     grid: Annotated[list[str] | None, typer.Argument(help="More --sweep terms, e.g. alpha=1,10 reg=0.01,0.1.")] = None,
     backend: Annotated[str | None, typer.Option(help="local (implicit ALS) or spark (Spark MLlib ALS).")] = None,
-    factors: Annotated[int | None, typer.Option(help="Latent factors [64].")] = None,
-    iterations: Annotated[int | None, typer.Option(help="ALS iterations [15].")] = None,
-    regularization: Annotated[float | None, typer.Option("--regularization", "--reg", help="λ [0.05].")] = None,
-    alpha: Annotated[float | None, typer.Option(help="Confidence scale α [10].")] = None,
+    factors: Annotated[int | None, typer.Option(help="Latent factors [64].", **limits("factorize.factors"))] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="ALS iterations [15].", **limits("factorize.iterations"))
+    ] = None,
+    regularization: Annotated[
+        float | None, typer.Option("--regularization", "--reg", help="λ [20].", **limits("factorize.regularization"))
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(help="Confidence scale α [10].", **limits("factorize.alpha"))] = None,
     confidence: Annotated[str | None, typer.Option(help="linear: 1 + α·w, or log: 1 + α·log(1 + w/ε).")] = None,
-    epsilon: Annotated[float | None, typer.Option(help="ε of the log confidence [1].")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (init, splits, sampling).")] = None,
+    epsilon: Annotated[
+        float | None, typer.Option(help="ε of the log confidence [1].", **limits("factorize.epsilon"))
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all.", **limits("factorize.threads"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (init, splits, sampling).", **limits("seed"))] = None,
     cold_items: Annotated[Path | None, typer.Option(help="File item_id,split (train/valid/test): cold items.")] = None,
-    cold_fraction: Annotated[float | None, typer.Option(help="Random fraction of items made cold [0].")] = None,
-    leave_out: Annotated[int | None, typer.Option(help="Interactions held out per user for the metrics [1].")] = None,
-    k: Annotated[int | None, typer.Option("-k", "--k", help="Cut-off of the ranking metrics [20].")] = None,
+    cold_fraction: Annotated[
+        float | None, typer.Option(help="Random fraction of items made cold [0].", **limits("split.cold_fraction"))
+    ] = None,
+    leave_out: Annotated[
+        int | None,
+        typer.Option(help="Interactions held out per user for the metrics [1].", **limits("split.leave_out")),
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", "--k", help="Cut-off of the ranking metrics [20].", **limits("factorize.k"))
+    ] = None,
     sweep: Annotated[
         list[str] | None, typer.Option(help="Grid on a validation split: factors=32,64 alpha=1,10 …")
     ] = None,
@@ -309,12 +332,17 @@ def targets(
             "--targets", help="Comma list of factors, factor-clusters, engagement, tags [factors,factor-clusters]."
         ),
     ] = None,
-    clusters: Annotated[int | None, typer.Option(help="k of the k-means on item factors [32].")] = None,
+    clusters: Annotated[
+        int | None, typer.Option(help="k of the k-means on item factors [32].", **limits("targets.clusters"))
+    ] = None,
     engagement_clusters: Annotated[
-        int | None, typer.Option(help="k of the k-means on comments and engagement counts [32].")
+        int | None,
+        typer.Option(
+            help="k of the k-means on comments and engagement counts [32].", **limits("targets.engagement_clusters")
+        ),
     ] = None,
     normalize: Annotated[str | None, typer.Option(help="l2, standardize or none [l2].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of the k-means.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the k-means.", **limits("seed"))] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:

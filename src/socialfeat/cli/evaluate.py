@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out
 from socialfeat.cli.tables import ci_text, fmt, hybrid_differences, hybrid_table
 from socialfeat.config import load_config
 
@@ -103,8 +103,12 @@ def evaluate(
             help="Feature source to evaluate (repeatable): learned, imagenet, random, meta-class, metadata [all]."
         ),
     ] = None,
-    k: Annotated[int | None, typer.Option("-k", "--k", help="Cut-off of recall@k and NDCG@k [20].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (query sample, probe splits, random scores).")] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", "--k", help="Cut-off of recall@k and NDCG@k [20].", **limits("evaluate.k"))
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (query sample, probe splits, random scores).", **limits("seed"))
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:

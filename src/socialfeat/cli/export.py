@@ -14,6 +14,19 @@ from socialfeat.errors import UserError
 commands = Commands()
 
 
+def _opset(value: int | None) -> int | None:
+    """``--opset`` checked while parsing, against what the installed exporter and onnxruntime support (without
+    the export extra, the command says so before any work)."""
+    from socialfeat.export import check_opset, onnxruntime_available
+
+    if value is None or onnxruntime_available():
+        return value
+    try:
+        return check_opset(value)
+    except UserError as e:
+        raise typer.BadParameter(e.message) from None
+
+
 @commands()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder with a trained model (or features of a baseline).")],
@@ -23,7 +36,10 @@ def export(
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="The .onnx file [RUN/export/SOURCE.onnx].")
     ] = None,
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset, 18 or later [18].")] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option("--opset", help="ONNX opset, 18 to the newest installed [18].", min=18, callback=_opset),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -34,8 +50,6 @@ def export(
 
     if out_file is not None and out_file.suffix.lower() != ".onnx":
         raise UserError("--out", f"expected a .onnx file name, got '{out_file.name}'")
-    if opset is not None and opset < 18:
-        raise UserError("--opset", f"the exporter torch recommends writes opset 18 or later, got {opset}")
     missing = onnxruntime_available()
     if missing:
         raise UserError("export", missing)

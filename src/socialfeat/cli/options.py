@@ -15,6 +15,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from socialfeat.config import Config
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 out = Console()
@@ -41,6 +43,47 @@ def setup_logging(verbose: bool) -> None:
     root.handlers[:] = [_WarningHandler()]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     root.propagate = False
+
+
+def limits(key: str) -> dict[str, float]:
+    """typer's ``min``/``max`` for a flag that sets config ``key``: its Field's bounds, so the flag is checked while
+    parsing (nan, inf and 10**30 included) with the very range the config holds. An exclusive bound (``gt=0``) is
+    inclusive here; the config then refuses the bound itself, naming the flag too."""
+    field: Any = None
+    model: Any = Config
+    for part in key.split("."):
+        field = model.model_fields[part]
+        model = field.annotation
+    found: dict[str, float] = {}
+    for rule in field.metadata:
+        for attr, name in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+            if getattr(rule, attr, None) is not None:
+                found[name] = getattr(rule, attr)
+    return found
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def range_message(param: Any, exc: BaseException) -> str | None:
+    """A bounded number option's refusal, naming its range: ``expected an integer from 1 to 1000, got '1e400'``.
+
+    Typer checks ``min``/``max`` with pydantic while parsing (nan and inf fail them too), but words every refusal as
+    one bound ("less than or equal to 1000", even for nan); the user needs the whole range, and their value."""
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if (low is None and high is None) or not hasattr(exc.__cause__, "errors"):  # not typer's check: its own words
+        return None
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    kind = "an integer" if annotation is int else "a number"
+    if low is not None and high is not None:
+        span = f"from {_bound(low)} to {_bound(high)}"
+    else:
+        span = f"≥ {_bound(low)}" if low is not None else f"≤ {_bound(high)}"
+    errors = exc.__cause__.errors()  # type: ignore[union-attr]
+    given = str(errors[0].get("input", "")) if errors else ""
+    given = given if len(given) <= 40 else given[:39] + "…"
+    return f"expected {kind} {span}" + (f", got '{given}'" if given else "")
 
 
 def config_flags(**pairs: tuple[str, str, Any]) -> dict[str, tuple[str, Any]]:

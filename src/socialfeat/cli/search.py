@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, limits, out
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 
@@ -16,7 +16,7 @@ SourceOpt = Annotated[str | None, typer.Option("--source", help="Feature source:
 ColumnOpt = Annotated[
     str | None, typer.Option("--column", help="Feature column: features (pooled) or a head, e.g. head_factors.")
 ]
-KOpt = Annotated[int | None, typer.Option("--k", help="How many results [10].")]
+KOpt = Annotated[int | None, typer.Option("--k", help="How many results [10].", **limits("index.k"))]
 
 commands = Commands()
 

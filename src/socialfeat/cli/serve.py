@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits
 from socialfeat.config import load_config
 
 commands = Commands()
@@ -17,8 +17,10 @@ commands = Commands()
 def serve(
     run: Annotated[Path, typer.Argument(help="Run folder with features (learned and imagenet), factors and model.")],
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1; 0.0.0.0 = every network].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option(help="Largest accepted upload in MB [10].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8000; 0 = any free port].", **limits("serve.port"))] = None,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(help="Largest accepted upload in MB [10].", min=0.01, max=1000)
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:

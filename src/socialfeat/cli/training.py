@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, is_main_rank, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, is_main_rank, limits, out
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 
@@ -26,16 +26,26 @@ def train(
         str | None, typer.Option("--targets", help="Comma list of heads: factors,factor-clusters,engagement,tags.")
     ] = None,
     finetune: Annotated[str | None, typer.Option(help="all, head (frozen backbone) or last-N blocks [last-2].")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs [5].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size, split over ranks [64].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate of the heads [0.001].")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Square input side in pixels [224].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs [5].", **limits("train.epochs"))] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size, split over ranks [64].", **limits("train.batch_size"))
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate of the heads [0.001].", **limits("train.lr"))
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square input side in pixels [224].", **limits("train.image_size"))
+    ] = None,
     regression_loss: Annotated[str | None, typer.Option(help="cosine or mse [cosine].")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="DataLoader worker processes [0 on CPU, up to 8 per GPU].")
+        int | None,
+        typer.Option(help="DataLoader worker processes [0 on CPU, up to 8 per GPU].", **limits("train.workers")),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Also checkpoint every N steps [0: per epoch].")] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Also checkpoint every N steps [0: per epoch].", **limits("train.checkpoint_every")),
+    ] = None,
     strict_images: Annotated[
         bool | None, typer.Option("--strict-images", help="A bad image is an error instead of a skipped item.")
     ] = None,
@@ -44,7 +54,7 @@ def train(
         bool,
         typer.Option("--meta-class", help="Train the meta-class baseline (the tags head alone) into RUN/meta-class."),
     ] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed (init, order, augmentation).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (init, order, augmentation).", **limits("seed"))] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -167,9 +177,12 @@ def embed(
     source: Annotated[
         str, typer.Option(help="learned (the trained model), imagenet, random or meta-class.")
     ] = "learned",
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch [128].")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch [128].", **limits("embed.batch_size"))
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="DataLoader worker processes [0 on CPU, up to 8 per GPU].")
+        int | None,
+        typer.Option(help="DataLoader worker processes [0 on CPU, up to 8 per GPU].", **limits("embed.workers")),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
     images: Annotated[

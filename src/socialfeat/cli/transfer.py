@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out
 from socialfeat.cli.tables import transfer_table
 from socialfeat.config import load_config
 
@@ -46,8 +46,10 @@ def transfer(
             help="Feature source (repeatable): learned, imagenet, random, meta-class [all; meta-class when trained]."
         ),
     ] = None,
-    folds: Annotated[int | None, typer.Option(help="Stratified k-fold of the accuracy [5].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (folds, few-shot draws).")] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="Stratified k-fold of the accuracy [5].", **limits("transfer.folds"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (folds, few-shot draws).", **limits("seed"))] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto].")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -125,6 +125,8 @@ def load_image_table(
     if not images:
         raise UserError(str(path), "no rows: the table lists no images")
     root = Path(image_root) if image_root is not None else path.parent
+    if root.exists() and not root.is_dir():
+        raise UserError(str(root), "is a file; --image-root expects the folder the table's image paths are relative to")
     if not root.is_dir():
         raise UserError(
             str(root), "image root folder not found; give --image-root (the folder the paths are relative to)"

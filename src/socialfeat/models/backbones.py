@@ -8,6 +8,7 @@ Input is RGB uint8 mapped by (x − 127) / 128, the preprocessing the packaged L
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"  # the only model whose ImageNet weights ship in a package
 TINY = "socialfeat_tiny"
 MEAN, SCALE = 127.0, 128.0
+PICKLED = (
+    "holds pickled Python objects, which socialfeat will not load (unpickling can run any code); expected "
+    "tensors only: a .safetensors file, or a .pt file of a state dict (torch.save(model.state_dict(), path))"
+)
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line, clipped: a loader's message can run to paragraphs."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def preprocess(images: torch.Tensor) -> torch.Tensor:
@@ -141,8 +152,10 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: running the file's code; never that
+        raise UserError(str(path), PICKLED) from None
     except Exception as e:  # corrupt files raise many types
-        raise UserError(str(path), f"cannot read weights ({type(e).__name__}: {e})") from None
+        raise UserError(str(path), f"cannot read weights ({type(e).__name__}: {first_line(e)})") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

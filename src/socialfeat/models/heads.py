@@ -114,6 +114,12 @@ def apply_finetune(model: FeatureModel, spec: str) -> dict[str, int]:
             raise UserError("train.finetune", f"{type(backbone).__name__} has no blocks to pick from; use all or head")
         name, blocks = found
         n = int(match.group(1)) if match else 0
+        if not 1 <= n <= len(blocks):  # last-999 would silently train every block
+            raise UserError(
+                "train.finetune",
+                f"{type(backbone).__name__} has {len(blocks)} blocks, got '{spec}'; expected all, head, or last-1 "
+                f"to last-{len(blocks)}",
+            )
         trainable_blocks = blocks[max(0, len(blocks) - n) :] if n else []
         after = False
         frozen = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import ipaddress
 import logging
 import os
 import socket
@@ -33,8 +34,12 @@ def serve(
     run = Path(run)
     if not run.is_dir():
         raise UserError(str(run), "no such run folder")
-    host, port = config.serve.host, config.serve.port
-    sock = listen(host, port)  # a taken port is said before the run is loaded and before any URL is printed
+    host = config.serve.host
+    sock = listen(host, config.serve.port)  # a taken port is said before the run is loaded and before any URL
+    port = sock.getsockname()[1]  # the port bound, also when any free one was asked for (0)
+    warning = exposure_warning(host, sock)
+    if warning is not None:
+        log.warning(warning)
     if config.serve.torch_threads:
         import torch
 
@@ -53,7 +58,7 @@ def serve(
     gc.collect()
     gc.freeze()
     if ready is not None:
-        ready(f"http://{host if ':' not in host else f'[{host}]'}:{port}/", explorer.load_seconds)
+        ready(url(host, sock), explorer.load_seconds)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -71,13 +76,33 @@ def serve(
         sock.close()
 
 
+def url(host: str, sock: socket.socket) -> str:
+    """The address to open, with the port really bound (``--port 0`` binds any free one)."""
+    return f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}/"
+
+
+def exposure_warning(host: str, sock: socket.socket) -> str | None:
+    """One line when the socket listens beyond this machine (0.0.0.0, ::, a LAN address): the explorer has no
+    authentication, so whoever reaches the port browses the run and uploads images; None on a loopback address."""
+    address = sock.getsockname()[0].split("%")[0]  # an IPv6 scope (fe80::1%eth0) is no part of the address
+    if ipaddress.ip_address(address).is_loopback:
+        return None
+    return (
+        f"--host {host}: the explorer is reachable from other machines and has no authentication; anyone who "
+        f"reaches port {sock.getsockname()[1]} can browse this run and upload images (use 127.0.0.1 to keep it local)"
+    )
+
+
 def listen(host: str, port: int) -> socket.socket:
     """Bind and listen on ``host:port`` now, so that a taken port or an address this machine does not have is one
     line before anything else happens; uvicorn then serves on this very socket (no window for another process)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
-        raise UserError(f"--host {host}", f"not an address of this machine ({e.strerror})") from None
+        raise UserError(
+            f"--host {host}",
+            f"cannot be resolved to an address ({e.strerror}); give an address of this machine, e.g. 127.0.0.1",
+        ) from None
     family, _, _, _, address = infos[0]
     # IPPROTO_TCP named, not left 0 as socket.create_server leaves it: asyncio sets TCP_NODELAY only on connections
     # of a socket whose proto says TCP, and without it every response waited ~40 ms (Nagle × delayed ACK: by-id
@@ -90,5 +115,16 @@ def listen(host: str, port: int) -> socket.socket:
         return sock
     except OSError as e:
         sock.close()
-        reason = "the port is taken (is another server running?)" if e.errno == errno.EADDRINUSE else e.strerror
+        if e.errno == errno.EADDRNOTAVAIL:  # resolved, but to an address no interface of this machine has
+            raise UserError(
+                f"--host {host}",
+                f"cannot be bound: not an address of this machine ({e.strerror}); use 127.0.0.1 (this machine "
+                "only), 0.0.0.0 (every network) or one of its own addresses",
+            ) from None
+        if e.errno == errno.EADDRINUSE:
+            reason = "the port is taken (is another server running?)"
+        elif e.errno == errno.EACCES:
+            reason = "permission denied (ports below 1024 need administrator rights)"
+        else:
+            raise UserError(f"{host}:{port}", f"cannot listen there: {e.strerror or e}") from None
         raise UserError(f"{host}:{port}", f"cannot listen there: {reason}; choose another --port") from None

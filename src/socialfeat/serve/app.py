@@ -31,6 +31,7 @@ STATIC = Path(str(resources.files("socialfeat.serve") / "static"))
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 Source = Literal["learned", "imagenet"]
 FIELD_CHARS = {"title": 500, "text": 10_000, "tags": 5_000}  # longer is not a title; it would only cost encoder time
+UPLOAD_FIELDS = ("image", *FIELD_CHARS)  # the form fields of an upload, each given at most once
 
 
 class BodyLimit:
@@ -183,10 +184,13 @@ def create_app(explorer: Explorer) -> FastAPI:
     ) -> dict[str, Any]:
         """A new image: its nearest items under each source and the users predicted to engage with it. With a
         title, text or tags, the audience comes from the run's content model (see /api/content)."""
+        form = await request.form()  # parsed once already: FastAPI reads an empty field as absent, this does not
+        for name in UPLOAD_FIELDS:  # FastAPI would use one of two images (or titles) silently
+            if len(form.getlist(name)) > 1:
+                raise BadField(name, f"sent {len(form.getlist(name))} times; send one {name} per upload")
         data = await image.read()
         if not data:
             raise HTTPException(400, "empty upload: the file has no content")
-        form = await request.form()  # parsed once already: FastAPI reads an empty field as absent, this does not
         fields = {}
         for name, value in (("title", title), ("text", text), ("tags", tags)):
             if value is not None or form.get(name) == "":  # sent empty: the explorer says so, as the CLI does
