@@ -100,6 +100,7 @@ OUTPUTS = {"ingest": "--out", "simulate": "--out", "demo": "--out", "run": "--ru
            "index": "RUN", "content": "RUN", "evaluate": "RUN", "transfer": "RUN"}  # fmt: skip
 TIMEOUTS = {"demo": 5.0, "run": 5.0, "train": 30.0, "export": 30.0}  # seconds before the Ctrl-C; others DEFAULT
 DEFAULT_TIMEOUT = 20.0
+AGAIN = 5.0  # seconds between further Ctrl-Cs when the first did not end the case
 
 
 @dataclass
@@ -299,15 +300,17 @@ class _Deadline(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[dict[str, bool]]:
-    fired = {"fired": False}
+def _deadline(seconds: float) -> Iterator[dict[str, int]]:
+    """A Ctrl-C after ``seconds``, then another every ``AGAIN`` seconds, as a user presses it again when the first
+    seems lost (one raised inside a callback that C code calls is printed as "ignored" and dropped)."""
+    fired = {"rings": 0}
 
     def ring(signum: int, frame: object) -> None:
-        fired["fired"] = True
+        fired["rings"] += 1
         raise _Deadline()
 
     old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, AGAIN)
     try:
         yield fired
     finally:
@@ -371,7 +374,9 @@ def run_option_case(case: OptionCase, base: Path, bench: Bench, timeout: float |
                 tb = traceback.format_exception(e)
                 where = next((line.strip() for line in reversed(tb) if "File " in line), "")
                 problems.append(f"traceback: {tb[-1].strip()} [{where[:160]}]")
-            timed_out = fired["fired"]
+            timed_out = fired["rings"] > 0
+            if fired["rings"] > 1:
+                problems.append(f"a Ctrl-C was lost: the case ended after {fired['rings']} of them")
     finally:
         os.chdir(cwd)
     err = stderr.getvalue()

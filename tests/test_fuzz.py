@@ -50,6 +50,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def check(outcome: Outcome) -> None:
     """The case kept every promise; ``--hypothesis-show-statistics`` shows how the sample split between outcomes."""
     event(f"exit {outcome.code}")
+    expect(outcome)
+
+
+def expect(outcome: Outcome) -> None:
+    """The case kept every promise (outside hypothesis: the option and id samples are parametrized)."""
     explain = f"{outcome.case.summary}\n  argv: {outcome.case.argv}\n  " + "\n  ".join(outcome.problems)
     assert outcome.ok, explain
 
@@ -127,9 +132,9 @@ def test_hostile_option_values_fail_in_one_line_and_touch_nothing(
     case: OptionCase, work: Path, option_bench: Bench
 ) -> None:
     """Exit 0, 2 (one ``error:`` line) or 130 (the sample's Ctrl-C at 10 s); foreign files and links unchanged."""
-    check(run_option_case(case, work, option_bench, timeout=10))
+    expect(run_option_case(case, work, option_bench, timeout=10))
 
 
 @pytest.mark.parametrize("case", _id_sample(), ids=lambda c: c.case.summary[:80])
 def test_ids_are_kept_literally_or_refused_in_one_line(case: IdCase, work: Path) -> None:
-    check(run_id_case(case, work))
+    expect(run_id_case(case, work))
