@@ -1,13 +1,18 @@
 """Generated malformed inputs through ``ingest``, configs, ``embed --images``, ``recommend --image`` and the explorer's
 upload: never a traceback, exit 0 or 2 with one ``error:`` line, nothing half-written, never a 500. A small
-derandomized sample per command (reproducible in CI); ``bench/fuzz.py`` runs the same strategies at ≥ 1,000 cases."""
+derandomized sample per command (reproducible in CI); ``bench/fuzz.py`` runs the same strategies at ≥ 1,000 cases.
+Then a bounded sample of the option fuzz (every option of every command, hostile values, foreign folders) and of
+the id-format fuzz, which ``bench/fuzz.py`` runs whole."""
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
 import pytest
+from fuzz_ids import IdCase, id_cases, run_id_case
+from fuzz_options import Bench, OptionCase, option_cases, run_option_case, sample
 from fuzzing import (
     Case,
     Outcome,
@@ -45,6 +50,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def check(outcome: Outcome) -> None:
     """The case kept every promise; ``--hypothesis-show-statistics`` shows how the sample split between outcomes."""
     event(f"exit {outcome.code}")
+    expect(outcome)
+
+
+def expect(outcome: Outcome) -> None:
+    """The case kept every promise (outside hypothesis: the option and id samples are parametrized)."""
     explain = f"{outcome.case.summary}\n  argv: {outcome.case.argv}\n  " + "\n  ".join(outcome.problems)
     assert outcome.ok, explain
 
@@ -94,3 +104,37 @@ def test_checker_catches_tracebacks_extra_lines_and_leftovers(tmp_path: Path) ->
     problems = judge_outputs(case, tmp_path, {}, 0, None)
     assert any("incomplete" in p for p in problems) and any("leftovers" in p for p in problems)
     assert judge_outputs(case, tmp_path, {"gone.csv": "x"}, 2, None)[0].startswith("inputs changed")
+
+
+# ------------------------------------------------------------------------------------------------ options and ids
+OPTION_SAMPLE = sample(option_cases(), 45)  # spread over every command, the same cases on every run
+ISSUE_IDS = {"int", "30 digits", "above int64", "float", "true", "exponent"}  # the issue's case 2, in JSON Lines
+
+
+def _id_sample() -> list[IdCase]:
+    cases = id_cases()
+    picked = [c for c in cases if c.fmt == "jsonl" and c.column == "item_id" and c.kind.name in ISSUE_IDS]
+    picked = [c for c in picked if not c.typed or c.kind.name == "int"][:6]
+    rng = random.Random(31)
+    for fmt in ("csv", "tsv", "parquet"):
+        picked += rng.sample([c for c in cases if c.fmt == fmt], 3)
+    return picked
+
+
+@pytest.fixture(scope="module")
+def option_bench(embedded_run: Path, platform: Path) -> Bench:
+    """The trained tiny run and its platform: each case copies the run; neither is written."""
+    return Bench.of(embedded_run, platform)
+
+
+@pytest.mark.parametrize("case", OPTION_SAMPLE, ids=lambda c: f"{c.command} {c.summary}"[:80])
+def test_hostile_option_values_fail_in_one_line_and_touch_nothing(
+    case: OptionCase, work: Path, option_bench: Bench
+) -> None:
+    """Exit 0, 2 (one ``error:`` line) or 130 (the sample's Ctrl-C at 10 s); foreign files and links unchanged."""
+    expect(run_option_case(case, work, option_bench, timeout=10))
+
+
+@pytest.mark.parametrize("case", _id_sample(), ids=lambda c: c.case.summary[:80])
+def test_ids_are_kept_literally_or_refused_in_one_line(case: IdCase, work: Path) -> None:
+    expect(run_id_case(case, work))
