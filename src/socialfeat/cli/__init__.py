@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print(one_line(f"error: {exc}"), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except Interrupted as exc:
-        err.print(f"interrupted: {exc.kept}", markup=False, highlight=False, soft_wrap=True)
+        err.print(one_line(f"interrupted: {exc.kept}"), markup=False, highlight=False, soft_wrap=True)
         sys.exit(130)
     except KeyboardInterrupt:  # before a command started (while parsing or importing)
         err.print("interrupted: nothing was written", markup=False)
