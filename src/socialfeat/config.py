@@ -5,11 +5,13 @@ Unknown keys and wrong types are :class:`UserError` s that name the key and wher
 
 from __future__ import annotations
 
+import os
 import platform
 import reprlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -747,9 +749,30 @@ def _source_of(key: str, sources: dict[str, str]) -> str | None:
     return None
 
 
+PATH_KEYS = ("ingest.interactions", "ingest.items", "ingest.comments", "ingest.image_root", "split.cold_items",
+             "evaluate.labels", "train.weights")  # fmt: skip
+SET_PATH_KEYS = ("labels", "image_root")  # of each transfer.sets entry
+NAMED_WEIGHTS = ("imagenet", "random")  # train.weights values that are not files
+
+
+def with_paths(config: Config, change: Callable[[str], str]) -> dict[str, Any]:
+    """The config as JSON data with ``change`` applied to every file path it names (a relative path in a config
+    means: relative to the folder the command runs in)."""
+    data = config.model_dump(mode="json")
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = data[section][name]
+        if value is not None and value not in NAMED_WEIGHTS:
+            data[section][name] = change(value)
+    for entry in data["transfer"]["sets"]:
+        entry.update({k: change(entry[k]) for k in SET_PATH_KEYS})
+    return data
+
+
 def dump_config(config: Config) -> str:
-    """The resolved config as YAML (paths as strings), as written into every output."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML, as written into every output, its paths absolute: a recorded config (and a
+    hint that passes it as ``-c``) names the same files from any folder."""
+    return yaml.safe_dump(with_paths(config, os.path.abspath), sort_keys=False)
 
 
 def _git_sha() -> str | None:
