@@ -60,7 +60,7 @@ def locate(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = No
 
 def _q(path: str | os.PathLike[str]) -> str:
     """A path as a hint prints it: absolute (so the hint works from any folder) and shell-quoted."""
-    return shlex.quote(str(Path(path).absolute()))
+    return shlex.quote(os.path.abspath(path))
 
 
 def _recorded_config(path: Path, needs: str | None = None) -> Path | None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from socialfeat.config_paths import RELATIVE_HEADER, absolute, map_paths, relative_to, resolved_from
 from socialfeat.errors import UserError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
@@ -690,7 +691,8 @@ def load_config(
         if not found:
             raise UserError(str(path), "config file not found")
         try:
-            data = read_yaml(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
+            data = read_yaml(text) or {}
         except UnicodeDecodeError as exc:
             line = path.read_bytes()[: exc.start].count(b"\n") + 1
             raise UserError(str(path), f"line {line}: not UTF-8 text; expected a UTF-8 YAML file") from None
@@ -703,6 +705,8 @@ def load_config(
         if not isinstance(data, dict):
             raise UserError(str(path), "expected a mapping of sections (ingest:, filter:, ...) at the top level")
         _walk_keys(data, [], str(path))
+        if text.startswith(RELATIVE_HEADER):  # a config socialfeat recorded: its paths are from its own folder
+            data = map_paths(data, resolved_from(path.parent))
         merged = _deep_merge(merged, data)
         for key in _flatten(data):
             sources[key] = str(path)
@@ -749,30 +753,17 @@ def _source_of(key: str, sources: dict[str, str]) -> str | None:
     return None
 
 
-PATH_KEYS = ("ingest.interactions", "ingest.items", "ingest.comments", "ingest.image_root", "split.cold_items",
-             "evaluate.labels", "train.weights")  # fmt: skip
-SET_PATH_KEYS = ("labels", "image_root")  # of each transfer.sets entry
-NAMED_WEIGHTS = ("imagenet", "random")  # train.weights values that are not files
-
-
 def with_paths(config: Config, change: Callable[[str], str]) -> dict[str, Any]:
-    """The config as JSON data with ``change`` applied to every file path it names (a relative path in a config
-    means: relative to the folder the command runs in)."""
-    data = config.model_dump(mode="json")
-    for key in PATH_KEYS:
-        section, name = key.split(".")
-        value = data[section][name]
-        if value is not None and value not in NAMED_WEIGHTS:
-            data[section][name] = change(value)
-    for entry in data["transfer"]["sets"]:
-        entry.update({k: change(entry[k]) for k in SET_PATH_KEYS})
-    return data
+    """The config as JSON data with ``change`` applied to every file path it names."""
+    return map_paths(config.model_dump(mode="json"), change)
 
 
-def dump_config(config: Config) -> str:
-    """The resolved config as YAML, as written into every output, its paths absolute: a recorded config (and a
-    hint that passes it as ``-c``) names the same files from any folder."""
-    return yaml.safe_dump(with_paths(config, os.path.abspath), sort_keys=False)
+def dump_config(config: Config, folder: str | os.PathLike[str] | None = None) -> str:
+    """The resolved config as YAML, as written into every output: its paths absolute, or relative to ``folder``
+    (where the file goes) under a header that says so. Either way it names the same files from any folder."""
+    if folder is None:
+        return yaml.safe_dump(with_paths(config, absolute), sort_keys=False)
+    return RELATIVE_HEADER + yaml.safe_dump(with_paths(config, relative_to(folder)), sort_keys=False)
 
 
 def _git_sha() -> str | None:

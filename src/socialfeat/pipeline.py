@@ -404,7 +404,7 @@ def run(
     claim_dir(run_path, "run", flag="--out" if simulate else "--run")  # a run folder, a new one or an empty one
     tell = on_stage or (lambda _o: None)
     hashes = stage_hashes(config, stages, run_path)
-    resolved = dump_config(config)
+    resolved = dump_config(config, run_path)  # paths relative to the run folder: it works from any folder
     if not dry_run and not _same_text(run_path / "config.yaml", resolved):  # an unchanged run stays untouched
         write_text(run_path / "config.yaml", resolved)
     if not dry_run:
