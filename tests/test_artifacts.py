@@ -19,6 +19,7 @@ from cli_helpers import fails, ok
 
 from socialfeat.artifacts import (
     damaged,
+    fingerprints,
     ingest_command,
     locate,
     missing,
@@ -47,6 +48,13 @@ def _keep_time(path: Path, write: bytes) -> None:
     st = path.stat()
     path.write_bytes(write)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def forget_fingerprints(sidecar: Path) -> None:
+    """The sidecar as a version before fingerprints wrote it."""
+    meta = json.loads(sidecar.read_text())
+    meta.pop("fingerprints")
+    _keep_time(sidecar, json.dumps(meta).encode())
 
 
 def truncate(path: Path, keep: int = 100) -> None:
@@ -91,25 +99,31 @@ def test_every_stage_folder_names_the_command_that_rewrites_it(tmp_path: Path) -
     (r / "model" / "config.yaml").write_text("train:\n  backbone: socialfeat_tiny\n")
     (r / "factors").mkdir()
     (r / "factors" / "config.yaml").write_text("not: [valid")  # a damaged config is not suggested
+    m = f"-c {r}/model/config.yaml"  # the whole config the run's model was trained with: its backbone, its seed
     assert rerun_command(r, "factors/item_factors.parquet") == f"socialfeat factorize {r}"
     assert rerun_command(r, "targets/summary.json") == f"socialfeat targets {r}"
-    assert rerun_command(r, "model/weights.safetensors") == f"socialfeat train {r} -c {r}/model/config.yaml"
-    assert rerun_command(r, ".train/checkpoint/state.pt") == f"socialfeat train {r} -c {r}/model/config.yaml"
-    assert rerun_command(r, "meta-class/model.json") == f"socialfeat train {r} --meta-class"
-    assert rerun_command(r, "features/learned.parquet") == f"socialfeat embed {r} --source learned"
-    assert rerun_command(r, "features/meta-class.json") == f"socialfeat embed {r} --source meta-class"
-    assert rerun_command(r, "features/random.part-00001-of-00002.parquet") == f"socialfeat embed {r} --source random"
-    assert rerun_command(r, "features/learned.faiss") == f"socialfeat index {r} --source learned"
+    assert rerun_command(r, "model/weights.safetensors") == f"socialfeat train {r} {m}"
+    assert rerun_command(r, ".train/checkpoint/state.pt") == f"socialfeat train {r} {m}"
+    assert rerun_command(r, "meta-class/model.json") == f"socialfeat train {r} --meta-class {m}"
+    assert rerun_command(r, "features/learned.parquet") == f"socialfeat embed {r} --source learned {m}"
+    assert rerun_command(r, "features/meta-class.json") == f"socialfeat embed {r} --source meta-class {m}"
+    assert (
+        rerun_command(r, "features/random.part-00001-of-00002.parquet") == f"socialfeat embed {r} --source random {m}"
+    )
+    assert rerun_command(r, "features/learned.faiss") == f"socialfeat index {r} --source learned {m}"
     assert (
         rerun_command(r, "features/learned.head_factors.faiss.json")
-        == f"socialfeat index {r} --source learned --column head_factors"
+        == f"socialfeat index {r} --source learned --column head_factors {m}"
     )
     assert rerun_command(r, "content/model.safetensors") == f"socialfeat content {r}"
-    assert rerun_command(r, "eval/metrics.json") == f"socialfeat evaluate {r}"
-    assert rerun_command(r, "eval/transfer-pets.json") == f"socialfeat transfer {r} --name pets --labels LABELS"
-    assert rerun_command(r, "export/imagenet.onnx") == f"socialfeat export {r} --source imagenet"
+    assert rerun_command(r, "eval/metrics.json") == f"socialfeat evaluate {r} {m}"
+    assert rerun_command(r, "eval/transfer-pets.json") == f"socialfeat transfer {r} --name pets {m} --labels LABELS"
+    assert rerun_command(r, "export/imagenet.onnx") == f"socialfeat export {r} --source imagenet {m}"
     assert rerun_command(r, "cache/images-32/images.npy") is None  # rebuilt by whoever reads it
     assert rerun_command(r, "report.html") is None
+    (r / "config.yaml").write_text("train:\n  backbone: socialfeat_tiny\n")  # what `run` records comes first
+    assert rerun_command(r, "features/random.parquet") == f"socialfeat embed {r} --source random -c {r}/config.yaml"
+    assert rerun_command(r, "content/model.safetensors") == f"socialfeat content {r} -c {r}/config.yaml"
 
 
 def test_ingest_is_named_with_the_config_that_names_its_inputs(tmp_path: Path) -> None:
@@ -156,6 +170,11 @@ def test_readers_name_the_file_and_the_rerun(run: Path) -> None:
     with pytest.raises(UserError, match=r"not UTF-8 text"):
         read_json(run / "targets" / "summary.json")
     truncate(run / "model" / "weights.safetensors", 5)
+    with pytest.raises(
+        UserError, match=r"weights.safetensors: is damaged \(5 bytes where model.json recorded [\d,]+\)"
+    ):
+        read_safetensors(run / "model" / "weights.safetensors")
+    forget_fingerprints(run / "model" / "model.json")  # a model trained before fingerprints: read as before
     with pytest.raises(UserError, match=r"weights.safetensors: is damaged \(not a safetensors file"):
         read_safetensors(run / "model" / "weights.safetensors")
 
@@ -167,7 +186,7 @@ def test_a_missing_stage_folder_is_named_with_the_command_that_makes_it(run: Pat
     (run / "features" / "learned.json").unlink()
     e = missing(run / "features" / "learned.json")
     assert e.where == str(run / "features" / "learned.json")
-    assert e.message == f"not found; make it with: socialfeat embed {run} --source learned"
+    assert e.message == f"not found; make it with: socialfeat embed {run} --source learned -c {run}/model/config.yaml"
 
 
 # ---------------------------------------------------------------------------------------------------- the issue's cases
@@ -200,7 +219,8 @@ def test_similar_with_a_truncated_feature_file_names_embed(run: Path, capsys: py
     path = run / "features" / "learned.parquet"
     truncate(path)
     line = one_line(["similar", str(run), item], capsys)
-    assert line == f"error: {path}: is damaged (not a Parquet file); rerun: socialfeat embed {run} --source learned"
+    assert line.startswith(f"error: {path}: is damaged (100 bytes where learned.json recorded ")
+    assert line.endswith(f"); rerun: socialfeat embed {run} --source learned -c {run}/model/config.yaml")
     ok(hint(line))
     ok(["similar", str(run), item])
 
@@ -209,7 +229,7 @@ def test_similar_image_with_truncated_weights_names_train(run: Path, capsys: pyt
     path = run / "model" / "weights.safetensors"
     truncate(path)
     line = one_line(["similar", str(run), "--image", str(image_of(run))], capsys)
-    assert line.startswith(f"error: {path}: is damaged (not a safetensors file: ")
+    assert line.startswith(f"error: {path}: is damaged (100 bytes where model.json recorded ")
     assert line.endswith(f"; rerun: socialfeat train {run} -c {run}/model/config.yaml")
 
 
@@ -223,8 +243,11 @@ def test_weights_of_another_model_are_damaged_too(run: Path, capsys: pytest.Capt
     save_file(state, str(path))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # damage, not a retrained model
     line = one_line(["similar", str(run), "--image", str(image_of(run))], capsys)
-    assert line.startswith(f"error: {path}: is damaged (does not fit model.json: ")
+    assert line.startswith(f"error: {path}: is damaged (") and "where model.json recorded" in line  # its fingerprint
     assert line.endswith(f"rerun: socialfeat train {run} -c {run}/model/config.yaml")
+    forget_fingerprints(run / "model" / "model.json")  # a model from before fingerprints: loading still checks it
+    line = one_line(["similar", str(run), "--image", str(image_of(run))], capsys)
+    assert line.startswith(f"error: {path}: is damaged (does not fit model.json: ")
 
 
 def test_similar_with_a_garbage_index_names_index(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,7 +256,10 @@ def test_similar_with_a_garbage_index_names_index(run: Path, capsys: pytest.Capt
     path = index_path(run, "learned")
     garble(path)
     line = one_line(["similar", str(run), item], capsys)
-    assert line == f"error: {path}: is damaged (not a faiss index); rerun: socialfeat index {run} --source learned"
+    assert line == (
+        f"error: {path}: is damaged (its sha256 is not the one learned.faiss.json recorded); "
+        f"rerun: socialfeat index {run} --source learned -c {run}/model/config.yaml"
+    )
     ok(hint(line))
     ok(["similar", str(run), item])
 
@@ -255,7 +281,7 @@ def test_garbage_json_beside_the_features_and_the_model(run: Path, capsys: pytes
     line = one_line(["similar", str(run), "--image", image], capsys)
     assert line == (
         f"error: {summary}: is damaged (not valid JSON: Expecting property name enclosed in double quotes at line 1 "
-        f"column 2); rerun: socialfeat embed {run} --source learned"
+        f"column 2); rerun: socialfeat embed {run} --source learned -c {run}/model/config.yaml"
     )
     _keep_time(summary, saved)
     meta = run / "model" / "model.json"
@@ -279,10 +305,10 @@ def test_the_report_names_a_damaged_file_and_its_rerun(run: Path, caplog: pytest
     with caplog.at_level(logging.WARNING, logger="socialfeat"):
         html = report(load_config(), run).read_text()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    features = f"{run}/features/learned.parquet: is damaged (not a Parquet file); rerun: socialfeat embed {run}"
+    features = f"{run}/features/learned.parquet: is damaged (100 bytes where learned.json recorded"
     assert any("'Nearest neighbours' skipped" in w and features in w for w in warnings), warnings
     assert any(f"{run}/factors/metrics.json: is damaged" in w for w in warnings), warnings
-    assert "features/learned.parquet: is damaged (not a Parquet file)" in html  # the section says so too
+    assert "features/learned.parquet: is damaged (100 bytes where" in html  # the section says so too
 
 
 def test_a_damaged_image_cache_is_rebuilt(run: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -316,11 +342,11 @@ def test_a_garbage_onnx_export_is_named_with_export(
     path.write_bytes(b"\x08\x07garbage that is not a protobuf" * 20)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = {"format": FORMAT, "fingerprint": fingerprint(model, size), "onnx_sha256": sha, "image_size": size}
-    sidecar_path(path).write_text(json.dumps(meta))
+    sidecar_path(path).write_text(json.dumps({**meta, **fingerprints(path.parent, path.name)}))
     argv = ["similar", str(run), "--image", str(image_of(run)), "--set", "serve.runtime=onnx"]
     line = one_line(argv, capsys)
     assert line.startswith(f"error: {path}: is damaged (")
-    assert line.endswith(f"; rerun: socialfeat export {run} --source learned")
+    assert line.endswith(f"; rerun: socialfeat export {run} --source learned -c {run}/model/config.yaml")
 
 
 def test_an_onnx_file_its_sidecar_does_not_describe_is_called_damaged(run: Path, onnx_ready: None) -> None:
@@ -332,7 +358,10 @@ def test_an_onnx_file_its_sidecar_does_not_describe_is_called_damaged(run: Path,
     path.write_bytes(b"garbage")
     meta = {"format": FORMAT, "fingerprint": fingerprint(model, size), "onnx_sha256": "0" * 64}
     sidecar_path(path).write_text(json.dumps(meta))
-    assert export_state(path, model, size) == (None, "is damaged (not the graph its sidecar describes)")
+    assert export_state(path, model, size) == (None, "is stale (written before exports were fingerprinted)")
+    meta["fingerprints"] = {"learned.onnx": {"bytes": 7, "sha256": "0" * 64}}
+    sidecar_path(path).write_text(json.dumps(meta))
+    assert export_state(path, model, size) == (None, "is damaged (its sha256 is not the one learned.json recorded)")
     sidecar_path(path).write_text("[]")
     assert export_state(path, model, size)[1] == "is damaged (its sidecar learned.json is not a JSON object)"
     sidecar_path(path).write_text(json.dumps({**meta, "fingerprint": "other"}))
@@ -355,10 +384,9 @@ def test_the_explorer_does_not_start_on_a_damaged_feature_file(run: Path) -> Non
     truncate(path)
     with pytest.raises(UserError) as e:
         Explorer(load_config(None, ["serve.runtime=torch"]), run)
-    assert (e.value.where, e.value.message) == (
-        str(path),
-        f"is damaged (not a Parquet file); rerun: socialfeat embed {run} --source imagenet",
-    )
+    assert e.value.where == str(path)
+    assert e.value.message.startswith("is damaged (100 bytes where imagenet.json recorded ")
+    assert e.value.message.endswith(f"; rerun: socialfeat embed {run} --source imagenet -c {run}/model/config.yaml")
 
 
 def test_a_content_model_whose_files_do_not_belong_together_is_damaged(run: Path) -> None:

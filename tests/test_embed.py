@@ -15,6 +15,7 @@ import torch
 from cli_helpers import fails
 
 from socialfeat import export as export_module
+from socialfeat.artifacts import fingerprints
 from socialfeat.config import load_config
 from socialfeat.embed import _runtime, embed
 from socialfeat.export import export_path
@@ -118,6 +119,8 @@ def test_the_export_is_reused_and_remade_when_the_model_changes(run: Path, tmp_p
     key = next(k for k in state if k.startswith("heads."))
     state[key] = state[key] + 0.5
     save_file(state, str(weights))
+    meta = weights.with_name("model.json")  # as train writes it: the new weights' fingerprint beside them
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **fingerprints(weights.parent, weights.name)}))
     got = embed_both(mine, "learned")  # torch first, then onnx: the stale export is remade, never used
     assert path.stat().st_mtime_ns != stamp
     assert_same_vectors(got, 2)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from cli_helpers import fails, ok
 
+from socialfeat.artifacts import fingerprints
 from socialfeat.config import load_config
 from socialfeat.data.images import load_image
 from socialfeat.export import OnnxEncoder, encoder_for, export, export_path, load_export, prepared_model
@@ -93,6 +94,8 @@ def test_a_stale_export_is_detected_rebuilt_and_never_used(
     key = next(k for k in state if k.startswith("heads."))
     state[key] = state[key] + 0.5
     save_file(state, str(weights))
+    meta = weights.with_name("model.json")  # as train writes it: the new weights' fingerprint beside them
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **fingerprints(weights.parent, weights.name)}))
     model, size, _ = prepared_model(cfg, mine, "learned")
     assert load_export(export_path(mine, "learned"), model, size) is None  # stale: refused
     with caplog.at_level(logging.WARNING, logger="socialfeat"):

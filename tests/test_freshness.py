@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import fails
@@ -99,7 +100,7 @@ def test_a_missing_or_fresh_product_is_not_stale(tmp_path: Path) -> None:
     check_current(tmp_path, ["eval"])  # nothing there: nothing stale (the stage's own error names what is missing)
     for folder in ("dataset", "factors"):
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "x.parquet").write_bytes(b"x")
+        pq.write_table(pa.table({"x": [1]}), tmp_path / folder / "x.parquet")  # intact: newer, not damaged
     os.utime(tmp_path / "dataset" / "x.parquet", ns=(10**18,) * 2)
     os.utime(tmp_path / "factors" / "x.parquet", ns=(10**18 + 1,) * 2)
     check_current(tmp_path, ["factors"])

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from cli_helpers import fails, ok
 
+from socialfeat.artifacts import fingerprints
 from socialfeat.config import load_config
 from socialfeat.features import read_features, vectors_column
 from socialfeat.index import (
@@ -164,6 +165,8 @@ def test_stale_or_missing_index_is_rebuilt(embedded_run: Path, tmp_path: Path) -
     table = pq.read_table(features).slice(0, 300)  # re-embedded: fewer items, a new file
     pq.write_table(table, features)
     os.utime(features, ns=(first["features"][0]["mtime_ns"] + 10**9,) * 2)
+    summary = features.with_suffix(".json")  # as embed writes it: the new file's fingerprint beside it
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), **fingerprints(features.parent, features.name)}))
     index = load_index(run, "random")
     assert index.index.ntotal == 300 and len(index.ids) == 300
     assert json.loads((path.parent / "random.faiss.json").read_text())["n"] == 300

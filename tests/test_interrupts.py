@@ -96,7 +96,7 @@ def warm_run(demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     ("every", "kept"),
     [
         ("2", "interrupted: the checkpoint at epoch 1, step 2 was kept in {run}/.train; continue with: "
-              "socialfeat train {run} --resume"),
+              "socialfeat train {run} --resume -c {run}/.train/checkpoint/config.yaml"),
         ("0", "interrupted: no checkpoint was written yet; {run}/model is as it was"),
     ],
 )  # fmt: skip

@@ -283,7 +283,7 @@ def test_a_failing_stage_exits_2_in_one_line_and_keeps_what_came_before(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = work / "runs" / "t"
-    markers = {s: (run / ".pipeline" / f"{s}.json").read_text() for s in STAGES[:3]}
+    markers = {s: (run / ".pipeline" / f"{s}.json").read_text() for s in STAGES}
     model = (run / "model" / "weights.safetensors").read_bytes()
     assert cli("run", "t.yaml", "--set", "train.backbone=nonexistent") == 2
     captured = capsys.readouterr()
@@ -292,13 +292,46 @@ def test_a_failing_stage_exits_2_in_one_line_and_keeps_what_came_before(
     lines = stage_lines(captured.out)
     assert [lines[s][0] for s in STAGES[:4]] == ["skipped", "skipped", "skipped", "failed"]
     assert "embed" not in lines
-    for stage, text in markers.items():
+    for stage, text in markers.items():  # a failure never deletes an earlier success's record, its own included
         assert (run / ".pipeline" / f"{stage}.json").read_text() == text
-    assert not (run / ".pipeline" / "train.json").exists()  # so the next run retries it
     assert (run / "model" / "weights.safetensors").read_bytes() == model  # the previous model is intact
+    assert cli("run", "t.yaml", "-n") == 0  # and it is still current for the config that made it
+    assert {a for a, _ in stage_lines(capsys.readouterr().out).values()} == {"skipped"}
+
+
+def test_a_failing_ingest_keeps_its_record_and_nothing_reruns_after_it(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case 5: a failed ingest deleted .pipeline/ingest.json, so every stage reran afterwards."""
+    run = work / "runs" / "t"
+    marker = (run / ".pipeline" / "ingest.json").read_text()
+    assert cli("run", "t.yaml", "--from", "ingest", "--set", "ingest.columns.user=nope") == 2
+    assert (run / ".pipeline" / "ingest.json").read_text() == marker
     assert cli("run", "t.yaml", "-n") == 0
-    lines = stage_lines(capsys.readouterr().out)
-    assert lines["targets"][0] == "skipped" and lines["train"] == ("would run", "no record")
+    assert {a for a, _ in stage_lines(capsys.readouterr().out).values()} == {"skipped"}
+
+
+def test_a_run_works_from_any_folder_through_its_recorded_config(
+    work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case 5: RUN/config.yaml names its inputs relative to itself, so the printed rerun works from
+    another folder and finds every stage current."""
+    from socialfeat.artifacts import pipeline_command
+
+    run = work / "runs" / "t"
+    recorded = (run / "config.yaml").read_text()
+    assert (
+        recorded.startswith("# written by socialfeat") and "interactions: ../../platform/interactions.csv" in recorded
+    )
+    before = snapshot(run)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    argv = pipeline_command(Path("../work/runs/t"))
+    assert argv == f"socialfeat run {run}/config.yaml --run {run}"  # absolute: it works as printed from anywhere
+    assert cli(*argv.split()[1:]) == 0
+    assert {a for a, _ in stage_lines(capsys.readouterr().out).values()} == {"skipped"}
+    assert snapshot(run) == before and not (elsewhere / "runs").exists()
 
 
 def test_user_mistakes_are_one_line_errors(work: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ stage, the report and the explorer use it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -58,7 +59,8 @@ def locate(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = No
 
 
 def _q(path: str | os.PathLike[str]) -> str:
-    return shlex.quote(str(path))
+    """A path as a hint prints it: absolute (so the hint works from any folder) and shell-quoted."""
+    return shlex.quote(os.path.abspath(path))
 
 
 def _recorded_config(path: Path, needs: str | None = None) -> Path | None:
@@ -76,53 +78,109 @@ def _recorded_config(path: Path, needs: str | None = None) -> Path | None:
     return path
 
 
-def _with_config(run: Path, folder: str) -> str:
-    """`` -c RUN/<folder>/config.yaml`` when that stage recorded its resolved config: the rerun then makes what
-    the rest of the run was built from (the factors' width, the backbone), not the defaults."""
-    found = _recorded_config(run / folder / "config.yaml")
-    return f" -c {_q(found)}" if found is not None else ""
+def run_config(run: Path, *folders: str, needs: str | None = None) -> Path | None:
+    """The first config the run recorded among ``RUN/<folder>/config.yaml`` (``""``: ``RUN/config.yaml``, which
+    ``run`` writes): what a rerun must be built with so that it makes what the rest of the run was built from (the
+    factors' width, the backbone, the seed), not the defaults."""
+    for folder in folders:
+        found = _recorded_config(Path(run) / folder / "config.yaml", needs)
+        if found is not None:
+            return found
+    return None
+
+
+def command(*words: str | os.PathLike[str], config: Path | None = None) -> str:
+    """Every hint socialfeat prints: ``socialfeat <words> [-c CONFIG]``, paths absolute and quoted, so it works as
+    printed from any folder and rebuilds with the run's own settings. Words that are paths are given as Path."""
+    parts = ["socialfeat", *(_q(w) if isinstance(w, Path) else shlex.quote(str(w)) for w in words)]
+    if config is not None:
+        parts += ["-c", _q(config)]
+    return " ".join(parts)
 
 
 def ingest_command(run: str | os.PathLike[str]) -> str:
     """``ingest`` into ``RUN/dataset``: with the config that ingest (or ``run``) recorded, which names the input
     files; else with placeholders for them (which fail harmlessly if typed as printed)."""
     run = Path(run)
-    out = _q(run / "dataset")
-    for candidate in (run / "dataset" / "config.yaml", run / "config.yaml"):
-        if (found := _recorded_config(candidate, "ingest.interactions")) is not None:
-            return f"socialfeat ingest -c {_q(found)} --out {out}"
-    return f"socialfeat ingest --interactions INTERACTIONS --items ITEMS --out {out}"
+    found = run_config(run, "dataset", "", needs="ingest.interactions")
+    if found is not None:
+        return f"socialfeat ingest -c {_q(found)} --out {_q(run / 'dataset')}"
+    return f"socialfeat ingest --interactions INTERACTIONS --items ITEMS --out {_q(run / 'dataset')}"
+
+
+def no_images_hint(run: str | os.PathLike[str]) -> str:
+    """How to give a dataset ingested without ``--items`` its images: ingest again, with an items table."""
+    run = Path(run)
+    found = run_config(run, "dataset", "", needs="ingest.interactions")
+    start = (
+        f"socialfeat ingest -c {_q(found)}" if found is not None else "socialfeat ingest --interactions INTERACTIONS"
+    )
+    return f"ingest again with a table of item_id,image: {start} --items ITEMS --out {_q(run / 'dataset')}"
+
+
+def resume_command(run: str | os.PathLike[str], name: str = "model") -> str:
+    """``train --resume`` of an interrupted training, with the config its checkpoint recorded: the settings a
+    resume must match (the backbone, the seed), whatever the defaults are now."""
+    run = Path(run)
+    work = ".train" if name == "model" else f".train-{name}"
+    found = run_config(run, f"{work}/checkpoint", name, "")
+    flags = ["--meta-class"] if name == "meta-class" else []
+    return command("train", run, *flags, "--resume", config=found)
+
+
+def pipeline_command(run: str | os.PathLike[str]) -> str:
+    """``run`` again on a run folder, with the config it recorded (``RUN/config.yaml``)."""
+    run = Path(run)
+    return f"socialfeat run {_q(run / 'config.yaml')} --run {_q(run)}"
+
+
+# The configs a stage's rerun takes, first found first: its own record, then the run's, then the model's (which
+# holds the whole config that trained it: the backbone and the seed that the random and imagenet sources follow).
+_CONFIGS = {
+    "factors": ("factors", ""),
+    "targets": ("targets", "factors", ""),
+    "content": ("content", ""),
+    "model": ("model", "", ".train/checkpoint"),
+    ".train": (".train/checkpoint", "model", ""),
+    "meta-class": ("meta-class", "", ".train-meta-class/checkpoint", "model"),
+    "eval": ("eval", "", "model"),
+    "features": ("", "model", "factors"),
+    "export": ("", "model"),
+}
 
 
 def rerun_command(run: str | os.PathLike[str], rel: str | PurePosixPath) -> str | None:
     """The command that rewrites ``rel`` (a path inside the run, e.g. ``features/learned.parquet``), or None for
-    a file no stage writes."""
+    a file no stage writes. It carries the config the run recorded (see :data:`_CONFIGS`)."""
     run, rel = Path(run), PurePosixPath(rel)
     if not rel.parts:
         return None
-    top, name, r = rel.parts[0], rel.name, _q(run)
+    top, name = rel.parts[0], rel.name
     if top == "dataset":
         return ingest_command(run)
-    if top in ("factors", "targets", "content"):
-        return f"socialfeat {STAGE_FOLDERS[top]} {r}{_with_config(run, top)}"
-    if top == "model":
-        return f"socialfeat train {r}{_with_config(run, 'model')}"
-    if top == ".train":  # a damaged checkpoint cannot be resumed: train afresh, with the settings it recorded
-        return f"socialfeat train {r}{_with_config(run, '.train/checkpoint') or _with_config(run, 'model')}"
     if top in ("meta-class", ".train-meta-class"):
-        return f"socialfeat train {r} --meta-class{_with_config(run, 'meta-class')}"
+        return command("train", run, "--meta-class", config=run_config(run, *_CONFIGS["meta-class"]))
+    config = run_config(run, *_CONFIGS.get(top, ()))
+    if top in ("factors", "targets", "content"):
+        return command(STAGE_FOLDERS[top], run, config=config)
+    if top in ("model", ".train"):  # a damaged checkpoint cannot be resumed: train afresh, as it was set up
+        return command("train", run, config=config)
     if top == "eval":
         if name.startswith("transfer-") and name.endswith(".json"):
-            return f"socialfeat transfer {r} --name {_q(name[len('transfer-') : -len('.json')])} --labels LABELS"
-        return f"socialfeat evaluate {r}{_with_config(run, 'eval')}"
+            words = ["transfer", run, "--name", name[len("transfer-") : -len(".json")]]
+            return command(*words, config=config) + " --labels LABELS"
+        return command("evaluate", run, config=config)
     if top == "export" and len(rel.parts) == 2:
-        return f"socialfeat export {r} --source {_q(name.split('.')[0])}"
+        return command("export", run, "--source", name.split(".")[0], config=config)
     if top == "features" and len(rel.parts) == 2:
         source, _, rest = name.partition(".")
+        if source in ("learned", "meta-class"):  # embedded by the run's own model: the config that trained it
+            config = run_config(run, "model" if source == "learned" else "meta-class", *_CONFIGS["features"])
         if name.endswith((".faiss", ".faiss.json")):
             column = rest.removesuffix(".json").removesuffix("faiss").removesuffix(".")
-            return f"socialfeat index {r} --source {_q(source)}" + (f" --column {_q(column)}" if column else "")
-        return f"socialfeat embed {r} --source {_q(source)}"
+            words = ["index", run, "--source", source, *(["--column", column] if column else [])]
+            return command(*words, config=config)
+        return command("embed", run, "--source", source, config=config)
     return None
 
 
@@ -154,6 +212,112 @@ def missing(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = N
     shown = path if folder.is_dir() else folder
     command = rerun_command(root, rel)
     return UserError(str(shown), "not found" + (f"; make it with: {command}" if command else ""))
+
+
+# ---------------------------------------------------------------------------------------------------- fingerprints
+FINGERPRINTS = "fingerprints"  # the sidecar key: {file name: {"bytes": size, "sha256": hex digest}}
+FINGERPRINTED = ("Parquet", "safetensors", "faiss", "ONNX")  # the kinds checked at open, when a sidecar records one
+# (path, inode, size, mtime, ctime) → digest: a file is hashed once a process, and again after any write (which
+# moves its ctime, even when the size and the mtime are put back)
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size and sha256 of a whole file: any changed byte shows (SHA extensions hash at ~1.4 GB/s, about disk
+    speed; a 2.2 GB index costs ~1.6 s at open, once a process)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    st = path.stat()
+    _VERIFIED[_key(path, st)] = digest
+    return {"bytes": st.st_size, "sha256": digest}
+
+
+def fingerprints(folder: str | os.PathLike[str], *names: str) -> dict[str, Any]:
+    """``{"fingerprints": {name: fingerprint}}`` of the files ``names`` in ``folder`` that exist: what a writer
+    merges into the sidecar it writes after them."""
+    folder = Path(folder)
+    return {FINGERPRINTS: {n: file_fingerprint(folder / n) for n in names if (folder / n).is_file()}}
+
+
+def _key(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
+    return str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def sidecars(path: Path) -> list[Path]:
+    """Where a fingerprint of ``path`` is recorded: ``X.faiss.json``, an export's ``X.json``, a feature source's
+    ``features/<source>.json`` (its single file or rank parts), a model folder's ``model.json``, a checkpoint's
+    ``position.json``."""
+    source = path.name.split(".")[0]
+    return [
+        path.with_name(path.name + ".json"),
+        path.with_suffix(".json"),
+        path.with_name(f"{source}.json"),
+        path.with_name("model.json"),
+        path.with_name("position.json"),
+    ]
+
+
+def recorded_fingerprint(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(sidecar, fingerprint) that a sidecar of ``path`` recorded, or None (written before fingerprints, or by
+    something else; a sidecar that cannot be read is left to its own reader to report)."""
+    for side in dict.fromkeys(sidecars(path)):
+        if side == path or not side.is_file():
+            continue
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found = meta.get(FINGERPRINTS, {}).get(path.name) if isinstance(meta, dict) else None
+        if isinstance(found, dict):
+            return side, found
+    return None
+
+
+def fingerprint_problem(path: Path, side: Path, recorded: dict[str, Any]) -> str | None:
+    """Why ``path`` is not the file its sidecar ``side`` recorded, or None when it is."""
+    st, size = path.stat(), recorded.get("bytes")
+    if st.st_size != size:
+        return f"{st.st_size:,} bytes where {side.name} recorded {size:,}" if isinstance(size, int) else "no size"
+    digest = _VERIFIED.get(_key(path, st))
+    if digest is None:
+        with path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if digest != recorded.get("sha256"):
+        return f"its sha256 is not the one {side.name} recorded"
+    _VERIFIED[_key(path, st)] = digest
+    return None
+
+
+def verify(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = None) -> None:
+    """The one check every opener makes (through :func:`reading`): a file whose sidecar recorded a fingerprint must
+    still match it, else it is damaged, with the command that rebuilds it. A file without one (written before
+    fingerprints) is read as before; indexes and exports without one are rebuilt by their own staleness rule."""
+    path = Path(path)
+    found = recorded_fingerprint(path)
+    if found is not None and (problem := fingerprint_problem(path, *found)) is not None:
+        raise damaged(path, problem, run)
+
+
+def check_intact(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a run file that is damaged — not its recorded fingerprint, or a Parquet footer, safetensors header or
+    JSON text that does not parse — without loading it: so a damaged input is called damaged, not "newer"."""
+    path = Path(path)
+    kind = FORMATS.get(path.suffix)
+    if kind is None or not path.is_file():
+        return
+    with reading(path, kind, run) as p:
+        if kind == "Parquet":
+            import pyarrow.parquet as pq
+
+            pq.read_schema(p)
+        elif kind == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(p), "np") as f:
+                f.keys()
+        elif kind == "JSON":
+            json.loads(p.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------- readers
@@ -208,8 +372,9 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 def reading(
     path: str | os.PathLike[str], kind: str | None = None, run: str | os.PathLike[str] | None = None
 ) -> Iterator[Path]:
-    """Around the load of one run file: missing → :func:`missing`; a load error → :func:`damaged`. A permission
-    error is not damage: it says so, and names no rerun."""
+    """Around the load of one run file: missing → :func:`missing`; a file that differs from the fingerprint its
+    sidecar recorded, or a load error → :func:`damaged`. A permission error is not damage: it says so, and names
+    no rerun."""
     path = Path(path)
     kind = kind or FORMATS.get(path.suffix, path.suffix.lstrip(".") or "file")
     if not path.exists():
@@ -217,6 +382,8 @@ def reading(
     if path.is_dir():
         raise UserError(str(path), f"is a folder; expected a {kind} file")
     try:
+        if kind in FINGERPRINTED:
+            verify(path, run)
         yield path
     except UserError:
         raise

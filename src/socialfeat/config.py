@@ -5,11 +5,13 @@ Unknown keys and wrong types are :class:`UserError` s that name the key and wher
 
 from __future__ import annotations
 
+import os
 import platform
 import reprlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from socialfeat.config_checks import MAX_INT, CheckedModel, check_finetune
+from socialfeat.config_paths import RELATIVE_HEADER, absolute, map_paths, relative_to, resolved_from
 from socialfeat.errors import UserError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
@@ -700,7 +703,8 @@ def load_config(
             what = "is a folder; expected a YAML config file" if path.is_dir() else "config file not found"
             raise UserError(str(path), what)
         try:
-            data = read_yaml(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
+            data = read_yaml(text) or {}
         except UnicodeDecodeError as exc:
             line = path.read_bytes()[: exc.start].count(b"\n") + 1
             raise UserError(str(path), f"line {line}: not UTF-8 text; expected a UTF-8 YAML file") from None
@@ -713,6 +717,8 @@ def load_config(
         if not isinstance(data, dict):
             raise UserError(str(path), "expected a mapping of sections (ingest:, filter:, ...) at the top level")
         _walk_keys(data, [], str(path))
+        if text.startswith(RELATIVE_HEADER):  # a config socialfeat recorded: its paths are from its own folder
+            data = map_paths(data, resolved_from(path.parent))
         merged = _deep_merge(merged, data)
         for key in _flatten(data):
             sources[key] = str(path)
@@ -759,9 +765,17 @@ def _source_of(key: str, sources: dict[str, str]) -> str | None:
     return None
 
 
-def dump_config(config: Config) -> str:
-    """The resolved config as YAML (paths as strings), as written into every output."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+def with_paths(config: Config, change: Callable[[str], str]) -> dict[str, Any]:
+    """The config as JSON data with ``change`` applied to every file path it names."""
+    return map_paths(config.model_dump(mode="json"), change)
+
+
+def dump_config(config: Config, folder: str | os.PathLike[str] | None = None) -> str:
+    """The resolved config as YAML, as written into every output: its paths absolute, or relative to ``folder``
+    (where the file goes) under a header that says so. Either way it names the same files from any folder."""
+    if folder is None:
+        return yaml.safe_dump(with_paths(config, absolute), sort_keys=False)
+    return RELATIVE_HEADER + yaml.safe_dump(with_paths(config, relative_to(folder)), sort_keys=False)
 
 
 def _git_sha() -> str | None:

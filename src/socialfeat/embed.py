@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from socialfeat.artifacts import fingerprints
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.export import Inference, runtime_for
@@ -85,7 +86,8 @@ def embed(
         "threads": cpu_threads(config) if found.runtime == "onnx" else None,
     }
     if d.main:
-        write_json(run / "features" / f"{source}.json", {**summary, "provenance": provenance(config, "embed")})
+        recorded = {**summary, **fingerprints(path.parent, path.name)}  # rank 0's file: other parts' are unknown here
+        write_json(run / "features" / f"{source}.json", {**recorded, "provenance": provenance(config, "embed")})
     barrier(d)
     return EmbedResult(path, summary)
 

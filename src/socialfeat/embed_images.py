@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from socialfeat.artifacts import fingerprints
 from socialfeat.atomic import atomic_file, claim_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.data.image_tables import load_image_table, problem_summary
@@ -134,7 +135,13 @@ def embed_images(
     }
     if d.main:
         write_json(
-            out.with_suffix(".json"), {**summary, "problems": problems, "provenance": provenance(config, "embed")}
+            out.with_suffix(".json"),
+            {
+                **summary,
+                "problems": problems,
+                **fingerprints(path.parent, path.name),
+                "provenance": provenance(config, "embed"),
+            },
         )
     barrier(d)
     return EmbedImagesResult(path, {**summary, "problems": problems})

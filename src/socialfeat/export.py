@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from socialfeat import __version__
-from socialfeat.artifacts import onnx_session
+from socialfeat.artifacts import FINGERPRINTS, fingerprint_problem, fingerprints, onnx_session
 from socialfeat.atomic import atomic_file, claim_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.errors import UserError
@@ -202,7 +202,7 @@ def _export(
     }
     with atomic_file(out, "wb") as fh:
         fh.write(data)
-    write_json(sidecar_path(out), meta)
+    write_json(sidecar_path(out), {**meta, **fingerprints(out.parent, out.name)})
     return ExportResult(out, meta, time.perf_counter() - t0)
 
 
@@ -314,13 +314,14 @@ def export_state(path: Path, model: FeatureModel, size: int) -> tuple[dict[str, 
         return None, f"is damaged (its sidecar {side.name} is not a JSON object)"
     if meta.get("format") != FORMAT or meta.get("fingerprint") != fingerprint(model, size):
         return None, "is stale (the model changed)"
+    recorded = meta.get(FINGERPRINTS, {}).get(path.name) if isinstance(meta.get(FINGERPRINTS), dict) else None
+    if not isinstance(recorded, dict):
+        return None, "is stale (written before exports were fingerprinted)"
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        problem = fingerprint_problem(path, side, recorded)  # the check every opener makes (artifacts.verify)
     except OSError as e:
         return None, f"is damaged ({e.strerror or type(e).__name__})"
-    if digest != meta.get("onnx_sha256"):
-        return None, "is damaged (not the graph its sidecar describes)"
-    return meta, ""
+    return (None, f"is damaged ({problem})") if problem else (meta, "")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from socialfeat.artifacts import damaged, read_json, read_table, reading, require_columns
+from socialfeat.artifacts import damaged, read_json, read_table, reading, require_columns, rerun_command
 from socialfeat.config import Config
 from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import UserError
@@ -165,10 +165,12 @@ def source_files(run: str | os.PathLike[str], source: str) -> list[Path]:
     elif parts:
         world = int(parts[0].name.rsplit("-of-", 1)[1].split(".")[0])
         if len(parts) != world:
-            raise UserError(str(base), f"{source}: {len(parts)} of {world} rank parts present; rerun embed")
+            rerun = rerun_command(run, f"features/{source}.parquet")
+            raise UserError(str(base), f"{source}: {len(parts)} of {world} rank parts present; rerun: {rerun}")
         files = parts
     else:
-        raise UserError(str(run), f"no features/{source}.parquet; run `socialfeat embed {run} --source {source}`")
+        make = rerun_command(run, f"features/{source}.parquet")
+        raise UserError(str(run), f"no features/{source}.parquet; make it with: {make}")
     return files
 
 

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from socialfeat.artifacts import rerun_command
+from socialfeat.artifacts import check_intact, rerun_command
 from socialfeat.config import Config
 from socialfeat.errors import UserError
 
@@ -150,6 +150,9 @@ def check_current(run: str | os.PathLike[str], products: Iterable[str]) -> None:
     if found is None:
         return
     product, source = found
+    for path in product_paths(run, source):  # a damaged file is newer too: call it damaged, not rewritten
+        for member in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            check_intact(member, run)
     since = _SINCE.get(source, "re-embedded since" if source.startswith(FEATURES) else "rewritten since")
     rel = _name(product).rstrip("/")
     command = rerun_command(run, "eval/metrics.json" if product == "eval" else rel)

@@ -1,8 +1,9 @@
 """``index`` and ``similar``: a faiss nearest-neighbour index over one feature column, and the items nearest to a
 known item or to a new image. Vectors are L2-normalised and searched by inner product, so scores are cosines.
 
-The index file holds only vectors; row r is the r-th item of the feature file, whose fingerprint (size, mtime)
-the JSON sidecar records — a re-embedded source makes the index stale and ``load_index`` rebuilds it.
+The index file holds only vectors; row r is the r-th item of the feature file, whose stamp (size, mtime) the JSON
+sidecar records — a re-embedded source makes the index stale and ``load_index`` rebuilds it. The sidecar also
+records the index file's own fingerprint (size, sha256), checked at every open: a damaged index is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from socialfeat.artifacts import read_faiss, read_json, read_schema, read_table, reading
+from socialfeat.artifacts import fingerprints, read_faiss, read_json, read_schema, read_table, reading, rerun_command
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, IndexConfig, load_config
 from socialfeat.data.images import ImageError, ImageRoot, load_image
@@ -39,7 +40,7 @@ from socialfeat.models.heads import head_key
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivfpq")
-FORMAT = 1  # bump when the index layout or the sidecar changes: old indexes are then rebuilt
+FORMAT = 2  # bump when the index layout or the sidecar changes: old indexes are then rebuilt (2: fingerprinted)
 METRIC = "inner product of L2-normalised vectors (cosine)"
 SMALL = 20_000  # indexed on one thread below this size (2 shared cores: 60-300x faster at 400 items,
 # 3x at 5,000, 2.5x slower at 50,000 — thread spin-up dominates small jobs, worse beside torch's OpenMP)
@@ -124,7 +125,8 @@ def feature_shape(run: Path, files: list[Path], column: str) -> tuple[int, int]:
     if parts:
         world = int(parts.group(1))
         if len(files) != world:
-            raise UserError(str(files[0].parent), f"{len(files)} of {world} rank parts present; rerun embed")
+            rerun = rerun_command(run, f"features/{files[0].name.split('.')[0]}.parquet")
+            raise UserError(str(files[0].parent), f"{len(files)} of {world} rank parts present; rerun: {rerun}")
     n = 0
     for f in files:
         with reading(f, "Parquet", run):
@@ -264,6 +266,7 @@ def build_index(
         "params": params,
         "build_seconds": seconds,
         "index_bytes": path.stat().st_size,
+        **fingerprints(path.parent, path.name),  # checked at every open: a damaged index is refused, not searched
         "features": stamp,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,10 +1,12 @@
 """``run`` and ``demo``: every stage in order, each skipped when what it would write is already there and current.
 
 The caching rule, per stage (markers in ``RUN/.pipeline/<stage>.json``, written atomically after the stage
-succeeded and removed just before it starts, so a failed or interrupted stage is retried next time):
+succeeded; a failed or interrupted stage never removes an earlier success's record — what it rewrote no longer
+matches the record's stamps, so it is retried, and what it left alone is still current):
 
-* its **hash** — of the config sections it reads, chained with the hash of the stage before it (so a change
-  upstream invalidates everything downstream) — equals the recorded one;
+* its **hash** — of the config sections it reads, with the files it names relative to the run folder (the same
+  from any folder), chained with the hash of the stage before it (so a change upstream invalidates everything
+  downstream) — equals the recorded one;
 * every **output** it recorded still exists with the same size and mtime (nobody rebuilt or deleted it);
 * no **input** is newer than its oldest output: the outputs of the earlier stages of the pipeline, plus the files
   the config names for it (ingest: the interactions/items/comments files; factorize: ``split.cold_items``;
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from socialfeat.atomic import claim_dir, mark, write_json, write_text
-from socialfeat.config import Config, dump_config, load_config
+from socialfeat.config import Config, dump_config, load_config, with_paths
 from socialfeat.errors import UserError
 from socialfeat.freshness import embed_sources, fingerprint, newer_input, product_paths, stage_products
 
@@ -138,8 +140,14 @@ def default_run_dir(config: Config) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- caching
-def stage_config(config: Config, stage: str) -> dict[str, Any]:
-    dumped = config.model_dump(mode="json")
+def stage_config(config: Config, stage: str, run: Path | None = None) -> dict[str, Any]:
+    """The settings a stage reads. With ``run``, the files the config names are relative to the run folder: the
+    hash is then the same from any folder, and from the run's own config.yaml (which records them absolute)."""
+    if run is None:
+        dumped = config.model_dump(mode="json")
+    else:
+        base = os.path.abspath(run)
+        dumped = with_paths(config, lambda p: os.path.relpath(os.path.abspath(p), base))
     out = {}
     for key in SECTIONS[stage]:
         section, _, name = key.partition(".")
@@ -151,15 +159,15 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_hashes(config: Config, stages: tuple[str, ...]) -> dict[str, str]:
+def stage_hashes(config: Config, stages: tuple[str, ...], run: Path | None = None) -> dict[str, str]:
     """Per stage: the hash of its sections and of the previous stage's hash (simulate stands alone)."""
     hashes: dict[str, str] = {}
     upstream = ""
     for stage in stages:
         if stage == "simulate":
-            hashes[stage] = _digest(stage_config(config, stage))
+            hashes[stage] = _digest(stage_config(config, stage, run))
             continue
-        hashes[stage] = upstream = _digest([stage_config(config, stage), upstream])
+        hashes[stage] = upstream = _digest([stage_config(config, stage, run), upstream])
     return hashes
 
 
@@ -228,7 +236,7 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
     except (OSError, ValueError):
         return "unreadable record"
     if marker.get("hash") != digest:
-        changed = _changed_keys(marker.get("config", {}), stage_config(config, stage))
+        changed = _changed_keys(marker.get("config", {}), stage_config(config, stage, run))
         return f"{'; '.join(changed[:3])}{' …' if len(changed) > 3 else ''}" if changed else "upstream config changed"
     recorded: dict[str, list[int]] = marker.get("outputs", {})
     now = fingerprint(run, stage_outputs(config, run, stage))
@@ -264,7 +272,7 @@ def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str)
         {
             "stage": outcome.stage,
             "hash": digest,
-            "config": stage_config(config, outcome.stage),
+            "config": stage_config(config, outcome.stage, run),
             "outputs": fingerprint(run, stage_outputs(config, run, outcome.stage)),
             "inputs": fingerprint(run, optional_inputs(run, outcome.stage)),
             "seconds": round(outcome.seconds, 3),
@@ -395,8 +403,8 @@ def run(
         )
     claim_dir(run_path, "run", flag="--out" if simulate else "--run")  # a run folder, a new one or an empty one
     tell = on_stage or (lambda _o: None)
-    hashes = stage_hashes(config, stages)
-    resolved = dump_config(config)
+    hashes = stage_hashes(config, stages, run_path)
+    resolved = dump_config(config, run_path)  # paths relative to the run folder: it works from any folder
     if not dry_run and not _same_text(run_path / "config.yaml", resolved):  # an unchanged run stays untouched
         write_text(run_path / "config.yaml", resolved)
     if not dry_run:
@@ -421,7 +429,8 @@ def run(
             outcomes.append(StageOutcome(stage, "would run", reason))
             tell(outcomes[-1])
             continue
-        marker_path(run_path, stage).unlink(missing_ok=True)
+        # the stage's earlier record stays: a failure that wrote nothing leaves it true (its outputs are as they
+        # were), and one that rewrote an output is caught by the record's stamps ("changed since")
         tell(StageOutcome(stage, "start", reason))
         t0 = time.perf_counter()
         say = (lambda msg, s=stage: progress(s, msg)) if progress else (lambda _msg: None)

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from socialfeat.artifacts import damaged, read_json, read_safetensors, read_table, reading
+from socialfeat.artifacts import damaged, fingerprints, read_json, read_safetensors, read_table, reading, resume_command
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, TrainConfig, dump_config, provenance
 from socialfeat.data.batches import CachedImages, EpochBatches
@@ -274,7 +274,7 @@ def save_checkpoint(
         torch.save(
             {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, **position}, tmp / "state.pt"
         )
-        write_json(tmp / "position.json", position)
+        write_json(tmp / "position.json", {**position, **fingerprints(tmp, "weights.safetensors", "best.safetensors")})
         write_text(tmp / "config.yaml", dump_config(config))
 
 
@@ -369,10 +369,9 @@ def interrupted_note(run: Path, name: str = "model") -> str:
         position = json.loads((work / "checkpoint" / "position.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return f"no checkpoint was written yet; {run / name} is as it was"
-    flag = " --meta-class" if name == "meta-class" else ""
     return (
         f"the checkpoint at epoch {int(position.get('epoch', 0)) + 1}, step {position.get('step', 0)} was kept in "
-        f"{work}; continue with: socialfeat train {run}{flag} --resume"
+        f"{work}; continue with: {resume_command(run, name)}"
     )
 
 
@@ -726,7 +725,7 @@ def _finish(
     }
     with atomic_dir(out, "model") as tmp:
         save_weights(tmp / "weights.safetensors", model)
-        write_json(tmp / "model.json", meta)
+        write_json(tmp / "model.json", {**meta, **fingerprints(tmp, "weights.safetensors")})
         write_text(tmp / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         write_json(tmp / "manifest.json", provenance(config, "train"))
         write_text(tmp / "config.yaml", dump_config(config))

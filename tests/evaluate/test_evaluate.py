@@ -169,7 +169,9 @@ def test_plan_rows_has_a_ridge_row_per_head(tmp_path: Path) -> None:
         ("learned · factor clusters head + ridge", "head_factor_clusters", "ridge"),
         ("learned · engagement head + ridge", "head_engagement", "ridge"),
     ]
-    assert notes == [f"imagenet: no features/imagenet.parquet; run `socialfeat embed {tmp_path} --source imagenet`"]
+    assert notes == [
+        f"imagenet: no features/imagenet.parquet; make it with: socialfeat embed {tmp_path} --source imagenet"
+    ]
     rows, notes = plan_rows(tmp_path, ["learned"], n_factors=8)  # a head of another width is no factor predictor
     assert "learned · factor head" not in [r.name for r in rows] and "head width" in notes[0]
 

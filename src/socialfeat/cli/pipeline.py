@@ -140,9 +140,10 @@ def demo(
         out.print(transfer_table(json.loads(path.read_text())))
     out.print(f"report: {result.report}", highlight=False, soft_wrap=True)
     out.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)
+    from socialfeat.artifacts import command, pipeline_command
+
     out.print(
-        f"next: socialfeat similar {result.run} ITEM_ID · rerun: socialfeat run {result.run}/config.yaml "
-        f"--run {result.run}",
+        f"next: {command('similar', result.run, 'ITEM_ID')} · rerun: {pipeline_command(result.run)}",
         highlight=False,
         soft_wrap=True,
     )

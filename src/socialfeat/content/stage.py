@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from safetensors.numpy import save_file
 from threadpoolctl import threadpool_limits
 
+from socialfeat.artifacts import fingerprints
 from socialfeat.atomic import atomic_dir, atomic_file, write_json
 from socialfeat.config import Config, ContentConfig, provenance
 from socialfeat.content.gram import Grams, valid_auc
@@ -447,7 +448,8 @@ def _write(
         if b.name in ITEM_SOURCES:
             items = _write_features(run / "features" / f"{b.name}.parquet", b, data)
             write_json(run / "features" / f"{b.name}.json", {"source": b.name, "dimension": int(b.features.shape[1]),
-                       "items": items, "provenance": provenance(config, "content")})  # fmt: skip
+                       "items": items, **fingerprints(run / "features", f"{b.name}.parquet"),
+                       "provenance": provenance(config, "content")})  # fmt: skip
     tensors = {}
     for name, m in maps.items():
         for part in ("mean_x", "std_x", "weight", "mean_v"):
@@ -487,6 +489,6 @@ def _write(
     with atomic_dir(run / "content", "content") as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))
         pq.write_table(factors, tmp / "item_factors.parquet")
-        write_json(tmp / "model.json", meta)
+        write_json(tmp / "model.json", {**meta, **fingerprints(tmp, "model.safetensors")})
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", provenance(config, "content"))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler
 
-from socialfeat.artifacts import missing, read_json, read_table
+from socialfeat.artifacts import missing, no_images_hint, read_json, read_schema, read_table
 from socialfeat.data.images import SOLO, ImageCache, Team, build_cache, cache_key, together
 from socialfeat.errors import UserError
 
@@ -39,6 +39,10 @@ def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path, bool]:
     root = Path(recorded.get("image_root", dataset))
     if not root.is_dir():
         raise UserError(str(dataset / "stats.json"), f"image root '{root}' recorded by ingest does not exist")
+    if "image" not in read_schema(dataset / "items.parquet", run=run).names and not stats.get("inputs", {}).get(
+        "items"
+    ):
+        raise UserError(str(dataset), "has no images: it was ingested without --items; " + no_images_hint(run))
     items = read_table(dataset / "items.parquet", columns=["item_id", "image"], run=run)
     pairs = list(zip(items.column("item_id").to_pylist(), items.column("image").to_pylist(), strict=True))
     return pairs, root, bool(recorded.get("allow_absolute", False))

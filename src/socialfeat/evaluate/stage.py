@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from socialfeat.artifacts import read_schema
+from socialfeat.artifacts import read_schema, rerun_command
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot_sparse, vocabulary
@@ -90,7 +90,8 @@ def plan_rows(run: Path, sources: list[str], n_factors: int) -> tuple[list[Sourc
             continue
         columns = _feature_columns(run, source)
         if columns is None:
-            notes.append(f"{source}: no features/{source}.parquet; run `socialfeat embed {run} --source {source}`")
+            make = rerun_command(run, f"features/{source}.parquet")
+            notes.append(f"{source}: no features/{source}.parquet; make it with: {make}")
             continue
         if source != "learned":
             rows.append(SourceRow(source, source, "features", "ridge"))
@@ -221,7 +222,8 @@ def evaluate(
         missing = [s for s in chosen if s in EMBED_SOURCES]
         names = missing[0] if len(missing) == 1 else "{" + ",".join(missing) + "}"
         raise UserError(
-            str(run), f"no features/{names}.parquet; run `socialfeat embed {run} --source {missing[0]}` first"
+            str(run),
+            f"no features/{names}.parquet; make it with: {rerun_command(run, f'features/{missing[0]}.parquet')}",
         )
     label_path = labels if labels is not None else cfg.labels
     label_sets: list[LabelSet] = []

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from socialfeat.artifacts import read_json, read_schema, read_table
+from socialfeat.artifacts import read_json, read_schema, read_table, rerun_command
 from socialfeat.config import Config
 from socialfeat.data.images import ImageCache, ImageError, ImageRoot, load_image
 from socialfeat.errors import UserError
@@ -157,7 +157,7 @@ def neighbour_gallery(
     notes = []
     for source, column, label in sources:
         if not feature_columns(run, source):
-            message = f"no features/{source}.parquet; run `socialfeat embed {run} --source {source}`"
+            message = f"no features/{source}.parquet; make it with: {rerun_command(run, f'features/{source}.parquet')}"
             if not loaded:
                 raise Missing(message)
             notes.append(message)
