@@ -23,7 +23,6 @@ import pyarrow as pa
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, IngestConfig, dump_config, provenance
 from socialfeat.data.contract import (
-    INT_ID_PATTERN,
     INTEGER_TYPES,
     PATH_CHARS,
     Table,
@@ -369,9 +368,11 @@ def _time_mode(con: duckdb.DuckDBPyConnection, t: Table, column: str) -> str:
 def _code_ids(con: duckdb.DuckDBPyConnection, t: Table, user: str, item: str) -> tuple[bool, bool]:
     """Dense integer codes for every user and item in the log, in id order; say which ids are integers.
 
-    One pass per column over the log, each a hash table of distinct ids only. Text ids from CSV/TSV become
-    integers only if every distinct one reads as an integer exactly (``007`` keeps the column as text),
-    checked on the distinct ids, not every row. An empty id is refused here, with its row.
+    One pass per column over the log, each a hash table of distinct ids only. Text ids from CSV/TSV (and JSON
+    integers, read as their digits) become integers only if every distinct one is an int64 written as it reads
+    back (``007`` or a 30-digit id keeps the column as text), checked on the distinct ids, not every row. Integer
+    columns beyond int64 (uint64, a hugeint) are kept as their decimal text. An empty id is refused here, with its
+    row.
     """
     flags = []
     for key, table, col, what in (("u", "ucodes", user, "user id"), ("i", "icodes", item, "item id")):
@@ -380,13 +381,16 @@ def _code_ids(con: duckdb.DuckDBPyConnection, t: Table, user: str, item: str) ->
             rn, _ = first_bad_row(con, t, f"{quote(col)} IS NULL", col)
             raise UserError(str(t.path), f"row {rn}: empty {what} in column '{col}'")
         native = t.columns[col].upper()
-        if native in INTEGER_TYPES:
-            is_int = True
-        elif t.typed:
-            is_int = False
-        else:
-            row = fetch_one(con, f"SELECT bool_and(regexp_full_match(raw, '{INT_ID_PATTERN}')) FROM {table}_raw")
-            is_int = bool(row and row[0])
+        if native in INTEGER_TYPES or native.startswith("DECIMAL"):  # DECIMAL(p, 0): check_id_column refused others
+            row = fetch_one(con, f"SELECT bool_and(TRY_CAST(raw AS BIGINT) IS NOT NULL) FROM {table}_raw")
+        elif t.typed and col not in t.integer_text:
+            row = None  # strings in a typed file stay strings, even "2"
+        else:  # text, or JSON integers: integers only if every id is one in int64, written as it reads back
+            row = fetch_one(
+                con,
+                f"SELECT bool_and(CAST(TRY_CAST(raw AS BIGINT) AS VARCHAR) IS NOT DISTINCT FROM raw) FROM {table}_raw",
+            )
+        is_int = bool(row and row[0])
         typed = "CAST(raw AS BIGINT)" if is_int else "CAST(raw AS VARCHAR)"
         con.execute(
             f"CREATE TEMP TABLE {table} AS SELECT raw, {typed} AS {key}, CAST(raw AS VARCHAR) AS key, "
@@ -439,7 +443,7 @@ def _load_items(
     where = str(t.path)
     bad = fetch_one(con, f"SELECT {rn} FROM items_raw WHERE i IS NULL ORDER BY {rn} LIMIT 1")
     if bad:
-        raise UserError(where, f"row {bad[0]}: empty item id in column '{id_col}'")
+        raise UserError(where, f"row {t.line(bad[0])}: empty item id in column '{id_col}'")
     conflict = fetch_one(
         con,
         "SELECT i, list(DISTINCT coalesce(image, '<empty>') ORDER BY coalesce(image, '<empty>')) FROM items_raw "
@@ -466,12 +470,12 @@ def _load_items(
     has_image = np.zeros(n_codes, dtype=bool)
     missing: list[str] = []
     outside: list[str] = []  # paths that lead out of the image root: refused, never opened
-    blank: list[str] = []  # empty image cells, as "row N: item 'x'"
+    blank: list[tuple[int, object]] = []  # empty image cells: (data row, item id)
     image_root = ImageRoot(root, cfg.allow_absolute_images)
     for code, img, item_id, row in rows:
         listed[code] = True
         if img is None or not img.strip():
-            blank.append(f"row {row}: item '{_shown(item_id)}'")
+            blank.append((row, item_id))
             continue
         path = image_root.resolve(img)
         if path is not None and is_file(path):  # a name the OS refuses (too long, ...) is a missing image
@@ -480,6 +484,8 @@ def _load_items(
             outside.append(_path(img))
         else:
             missing.append(_path(img))
+    lines = t.lines([row for row, _ in blank[:EXAMPLES]])  # JSON Lines: the file's lines, for the messages
+    blank_shown = [f"row {lines[row]}: item '{_shown(item_id)}'" for row, item_id in blank[:EXAMPLES]]
     unlisted = int((~listed).sum())
     examples = con.execute(
         "SELECT key FROM icodes WHERE key NOT IN (SELECT i FROM items) ORDER BY code LIMIT ?", [EXAMPLES]
@@ -498,7 +504,9 @@ def _load_items(
             raise UserError(where, f"{what}; --strict forbids dropping them")
         log.warning("%s; those items are dropped", what)
     if blank:
-        empty = f"{len(blank)} of {len(rows)} items have an empty image cell in column '{image}' (e.g. {blank[0]})"
+        empty = (
+            f"{len(blank)} of {len(rows)} items have an empty image cell in column '{image}' (e.g. {blank_shown[0]})"
+        )
         if cfg.strict or len(blank) == len(rows):
             why = "; --strict forbids dropping them" if len(blank) < len(rows) else "; expected image paths"
             raise UserError(where, empty + why)
@@ -531,7 +539,7 @@ def _load_items(
     stats["missing_images"] = {
         "count": len(missing) + len(blank),
         "empty_cells": len(blank),
-        "examples": (missing[:EXAMPLES] + [f"{b} (empty cell)" for b in blank])[:EXAMPLES],
+        "examples": (missing[:EXAMPLES] + [f"{b} (empty cell)" for b in blank_shown])[:EXAMPLES],
         "image_root": str(Path(root).absolute()),
         "allow_absolute": cfg.allow_absolute_images,
     }
