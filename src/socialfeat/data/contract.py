@@ -375,24 +375,30 @@ NESTED_TYPE = re.compile(r"\[\d*\]$|^(STRUCT|MAP|UNION)\(")
 
 
 def check_id_column(con: duckdb.DuckDBPyConnection, table: Table, column: str) -> None:
+    """:func:`check_id_columns` for one column."""
+    check_id_columns(con, table, [column])
+
+
+def check_id_columns(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) -> None:
     """An id is a string or an integer, kept as its literal text; anything else is refused with its row.
 
     JSON Lines ids are read as raw JSON, so ``2`` stays ``2`` and a 30-digit integer keeps its 30 digits; a string
     is its text (``"b"`` is ``b``). Floats (``1.5``, ``2.0``, ``1e3``), booleans, lists and objects are refused, as
     are Parquet columns of floats, booleans, binary or nested values. CSV and TSV cells are text, always accepted.
+    The JSON fields of one file are checked in one pass over it.
     """
-    sql_type = table.columns[column].upper()
-    if table.format == "jsonl" or sql_type == "JSON":
-        _json_ids(con, table, column)
-        return
-    kind = _refused_kind(sql_type)
-    condition = f"{quote(column)} IS NOT NULL"
-    if kind is None or fetch_one(con, f"SELECT 1 FROM {table.view} WHERE {condition} LIMIT 1") is None:
-        return  # an id type, or no value at all (the empty-id check names that row)
-    rn, value = first_bad_row(con, table, condition, column)
-    if kind == "a list" and not isinstance(value, list | tuple):
-        kind = "an object"
-    _refuse_id(table, rn, column, kind, value)
+    json_ids = [c for c in columns if table.format == "jsonl" or table.columns[c].upper() == "JSON"]
+    if json_ids:
+        _json_ids(con, table, json_ids)
+    for column in (c for c in columns if c not in json_ids):
+        kind = _refused_kind(table.columns[column].upper())
+        condition = f"{quote(column)} IS NOT NULL"
+        if kind is None or fetch_one(con, f"SELECT 1 FROM {table.view} WHERE {condition} LIMIT 1") is None:
+            continue  # an id type, or no value at all (the empty-id check names that row)
+        rn, value = first_bad_row(con, table, condition, column)
+        if kind == "a list" and not isinstance(value, list | tuple):
+            kind = "an object"
+        _refuse_id(table, rn, column, kind, value)
 
 
 def _refused_kind(sql_type: str) -> str | None:
@@ -444,47 +450,39 @@ def _json_literal(path: Path, line: int, column: str) -> str | None:
     return None
 
 
-def _json_ids(con: duckdb.DuckDBPyConnection, table: Table, column: str) -> None:
-    """Read a JSON Lines id field as raw JSON (its literal text, not a number DuckDB guessed a type for), refuse
-    what is not a string or an integer, and expose the field as text in ``table.view``."""
-    if column not in table.json_ids:
-        table.json_ids.append(column)
-    if table.format == "jsonl" and table.detected.get(column, "").upper() != "JSON":
-        table.detected[column] = "JSON"
+def _json_ids(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) -> None:
+    """Read JSON id fields as raw JSON (their literal text, not numbers DuckDB guessed a type for), refuse what is
+    not a string or an integer, and expose the fields as text in ``table.view``."""
+    table.json_ids += [c for c in columns if c not in table.json_ids]
+    retype = [c for c in columns if table.format == "jsonl" and table.detected.get(c, "").upper() != "JSON"]
+    if retype:
+        table.detected.update(dict.fromkeys(retype, "JSON"))
         spec = ", ".join(f"{literal(name)}: {literal(kind)}" for name, kind in table.detected.items())
         reader = table.reader.removesuffix(")") + f", columns={{{spec}}})"
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table.base} AS SELECT * FROM {reader}")
-    q, kind = quote(column), f"json_type({quote(column)})"
-    bad = {
-        "a list": f"{kind} = 'ARRAY'",
-        "an object": f"{kind} = 'OBJECT'",
-        "a boolean": f"{kind} = 'BOOLEAN'",
-        "a floating-point number": f"{kind} = 'DOUBLE' AND NOT regexp_full_match(CAST({q} AS VARCHAR), '{INTEGER_JSON}')",
-    }
-    source = Table(table.path, table.base, table.format, table.columns)
-    counts = fetch_one(
-        con,
-        f"SELECT {', '.join(f'count(*) FILTER (WHERE {c})' for c in bad.values())}, "
-        f"count(*) FILTER (WHERE {kind} = 'VARCHAR') FROM {table.base}",
-    )
+    bad, counted = {}, []
+    for column in columns:
+        q, kind = quote(column), f"json_type({quote(column)})"
+        float_text = f"NOT regexp_full_match(CAST({q} AS VARCHAR), '{INTEGER_JSON}')"
+        bad[column] = f"{kind} IN ('ARRAY', 'OBJECT', 'BOOLEAN') OR ({kind} = 'DOUBLE' AND {float_text})"
+        counted += [f"count(*) FILTER (WHERE {bad[column]})", f"count(*) FILTER (WHERE {kind} = 'VARCHAR')"]
+    counts = fetch_one(con, f"SELECT {', '.join(counted)} FROM {table.base}")  # one pass for every field
     assert counts is not None
-    if any(counts[:-1]):
-        rn, value = first_bad_row(con, source, " OR ".join(f"({c})" for c in bad.values()), column)
-        text = str(value).strip()
-        found = {"[": "a list", "{": "an object", "t": "a boolean", "f": "a boolean"}.get(text[:1])
-        if found is None and table.format == "jsonl":  # a float as written (DuckDB shows 1e3 as 1000.0)
-            text = _json_literal(table.path, rn, column) or text
-        _refuse_id(table, rn, column, found or "a floating-point number", text)
-    if not counts[-1]:
-        table.integer_text.add(column)  # only JSON integers (and nulls): integer ids, as the same digits in a CSV
-    texts = ", ".join(
-        f"CASE WHEN json_type({quote(c)}) = 'VARCHAR' THEN json_extract_string({quote(c)}, '$') "
-        f"ELSE CAST({quote(c)} AS VARCHAR) END AS {quote(c)}"
-        for c in table.json_ids
-    )
+    source = Table(table.path, table.base, table.format, table.columns)
+    for k, column in enumerate(columns):
+        if counts[2 * k]:
+            rn, value = first_bad_row(con, source, bad[column], column)
+            text = str(value).strip()
+            found = {"[": "a list", "{": "an object", "t": "a boolean", "f": "a boolean"}.get(text[:1])
+            if found is None and table.format == "jsonl":  # a float as written (DuckDB shows 1e3 as 1000.0)
+                text = _json_literal(table.path, rn, column) or text
+            _refuse_id(table, rn, column, found or "a floating-point number", text)
+        if not counts[2 * k + 1]:
+            table.integer_text.add(column)  # only JSON integers (and nulls): integer ids, as the same digits in a CSV
+        table.columns[column] = "VARCHAR"
+    texts = ", ".join(f"json_extract_string({quote(c)}, '$') AS {quote(c)}" for c in table.json_ids)  # "b" is b
     table.view = f"{table.base}_ids"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {table.view} AS SELECT * REPLACE ({texts}) FROM {table.base}")
-    table.columns[column] = "VARCHAR"
 
 
 def id_sql(column: str) -> str:

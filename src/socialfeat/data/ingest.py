@@ -26,7 +26,7 @@ from socialfeat.data.contract import (
     INTEGER_TYPES,
     PATH_CHARS,
     Table,
-    check_id_column,
+    check_id_columns,
     clip,
     fetch_one,
     first_bad_row,
@@ -208,8 +208,7 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
     item = t.required(
         cols.item, "--item-col", "item id", cols.item != "item_id", given_by("ingest.columns.item", "--item-col")
     )
-    for column in (user, item):
-        check_id_column(con, t, column)
+    check_id_columns(con, t, [user, item])
     event = t.optional(cols.event, default="event", flag=given_by("ingest.columns.event", "--event-col"))
     value = t.optional(cols.value, default="value", flag=given_by("ingest.columns.value", "--value-col"))
     time = t.optional(cols.time, default="timestamp", flag=given_by("ingest.columns.time", "--time-col"))
@@ -421,7 +420,7 @@ def _load_items(
     image = t.required(
         ic.image, image_flag, "image path", ic.image != "image", given_by("ingest.item_columns.image", image_flag)
     )
-    check_id_column(con, t, id_col)
+    check_id_columns(con, t, [id_col])
     mapped = {
         name: t.optional(getattr(ic, name), default=name, flag=given_by(f"ingest.item_columns.{name}", f"--{name}-col"))
         for name in ("title", "tags", "text")
@@ -614,8 +613,7 @@ def _write_comments(
     flag = f"--set {key}text="
     text = t.required(cc.text, flag, "text", cc.text != "text", given_by(key + "text", flag))
     user = t.optional(cc.user, default=cfg.columns.user, flag=given_by(key + "user", key + "user"))
-    for column in (item, user) if user else (item,):
-        check_id_column(con, t, column)
+    check_id_columns(con, t, [item, user] if user else [item])
     time = t.optional(cc.time, default="timestamp", flag=given_by(key + "time", key + "time"))
     bad = fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {quote(item)} IS NULL")[0]  # type: ignore[index]
     if bad:
