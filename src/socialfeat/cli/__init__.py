@@ -15,10 +15,10 @@ import typer
 
 from socialfeat import __version__
 from socialfeat.cli import content, data, evaluate, export, pipeline, report, search, serve, training, transfer
-from socialfeat.cli.options import err, out, setup_logging
+from socialfeat.cli.options import err, one_line, out, setup_logging
 from socialfeat.errors import Interrupted, UserError, fixable_os_error
 
-__all__ = ["app", "main", "out", "err"]
+__all__ = ["app", "main", "out", "err", "one_line"]
 
 app = typer.Typer(
     name="socialfeat",
@@ -92,14 +92,6 @@ try:  # typer ≥ 0.2x carries its own copy of click; older typer uses click its
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as _click  # type: ignore[no-redef]
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-
-
-def one_line(text: str) -> str:
-    """The error line as printed: control characters (a newline in a file name, a NUL in a header) escaped, so
-    the message stays one line and reads the same on any terminal."""
-    return text.translate(_CONTROL)
-
 
 def _usage_line(exc: Exception) -> str:
     """Click's usage error as one line: ``--k: '1e3' is not a valid integer (see: socialfeat recommend --help)``."""
@@ -125,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print(one_line(f"error: {exc}"), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except Interrupted as exc:
-        err.print(f"interrupted: {exc.kept}", markup=False, highlight=False, soft_wrap=True)
+        err.print(one_line(f"interrupted: {exc.kept}"), markup=False, highlight=False, soft_wrap=True)
         sys.exit(130)
     except KeyboardInterrupt:  # before a command started (while parsing or importing)
         err.print("interrupted: nothing was written", markup=False)
