@@ -387,9 +387,12 @@ def check_id_columns(con: duckdb.DuckDBPyConnection, table: Table, columns: list
     are Parquet columns of floats, booleans, binary or nested values. CSV and TSV cells are text, always accepted.
     The JSON fields of one file are checked in one pass over it.
     """
-    json_ids = [c for c in columns if table.format == "jsonl" or table.columns[c].upper() == "JSON"]
+    json_ids = [c for c in columns if is_json_id(table, c)]
     if json_ids:
-        _json_ids(con, table, json_ids)
+        counters = json_id_counters(con, table, json_ids)
+        counts = fetch_one(con, f"SELECT {', '.join(counters)} FROM {table.base}")  # one pass for every field
+        assert counts is not None
+        settle_json_ids(con, table, json_ids, list(counts))
     for column in (c for c in columns if c not in json_ids):
         kind = _refused_kind(table.columns[column].upper())
         condition = f"{quote(column)} IS NOT NULL"
@@ -450,9 +453,15 @@ def _json_literal(path: Path, line: int, column: str) -> str | None:
     return None
 
 
-def _json_ids(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) -> None:
-    """Read JSON id fields as raw JSON (their literal text, not numbers DuckDB guessed a type for), refuse what is
-    not a string or an integer, and expose the fields as text in ``table.view``."""
+def is_json_id(table: Table, column: str) -> bool:
+    """Whether an id column is checked and read as raw JSON (every JSON Lines field, a Parquet JSON column)."""
+    return table.format == "jsonl" or table.columns[column].upper() == "JSON"
+
+
+def json_id_counters(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) -> list[str]:
+    """Read JSON id fields as raw JSON (their literal text, not numbers DuckDB guessed a type for), exposed as text
+    in ``table.view``; return two SQL counters per field over ``table.base`` (values that are no id, strings) for
+    one pass over the file, which may be a pass the caller makes anyway. :func:`settle_json_ids` reads them."""
     table.json_ids += [c for c in columns if c not in table.json_ids]
     retype = [c for c in columns if table.format == "jsonl" and table.detected.get(c, "").upper() != "JSON"]
     if retype:
@@ -460,18 +469,35 @@ def _json_ids(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) 
         spec = ", ".join(f"{literal(name)}: {literal(kind)}" for name, kind in table.detected.items())
         reader = table.reader.removesuffix(")") + f", columns={{{spec}}})"
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table.base} AS SELECT * FROM {reader}")
-    bad, counted = {}, []
+    texts = ", ".join(f"json_extract_string({quote(c)}, '$') AS {quote(c)}" for c in table.json_ids)  # "b" is b
+    table.view = f"{table.base}_ids"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {table.view} AS SELECT * REPLACE ({texts}) FROM {table.base}")
+    counters = []
     for column in columns:
-        q, kind = quote(column), f"json_type({quote(column)})"
-        float_text = f"NOT regexp_full_match(CAST({q} AS VARCHAR), '{INTEGER_JSON}')"
-        bad[column] = f"{kind} IN ('ARRAY', 'OBJECT', 'BOOLEAN') OR ({kind} = 'DOUBLE' AND {float_text})"
-        counted += [f"count(*) FILTER (WHERE {bad[column]})", f"count(*) FILTER (WHERE {kind} = 'VARCHAR')"]
-    counts = fetch_one(con, f"SELECT {', '.join(counted)} FROM {table.base}")  # one pass for every field
-    assert counts is not None
+        counters += [
+            f"count(*) FILTER (WHERE {_not_an_id(column)})",
+            f"count(*) FILTER (WHERE {_json_kind(column)} = 'VARCHAR')",
+        ]
+    return counters
+
+
+def _json_kind(column: str) -> str:
+    return f"json_type({quote(column)})"
+
+
+def _not_an_id(column: str) -> str:
+    """SQL: the raw JSON value of ``column`` is neither a string nor an integer (null counts as neither here)."""
+    kind, written = _json_kind(column), f"CAST({quote(column)} AS VARCHAR)"
+    return f"({kind} IN ('ARRAY', 'OBJECT', 'BOOLEAN') OR ({kind} = 'DOUBLE' AND NOT regexp_full_match({written}, '{INTEGER_JSON}')))"
+
+
+def settle_json_ids(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str], counts: list[int]) -> None:
+    """Refuse the first value of a field that is not a string or an integer (``counts``: the counters of
+    :func:`json_id_counters`), named by its line; mark the fields of integers only, which store like a CSV's."""
     source = Table(table.path, table.base, table.format, table.columns)
     for k, column in enumerate(columns):
         if counts[2 * k]:
-            rn, value = first_bad_row(con, source, bad[column], column)
+            rn, value = first_bad_row(con, source, _not_an_id(column), column)
             text = str(value).strip()
             found = {"[": "a list", "{": "an object", "t": "a boolean", "f": "a boolean"}.get(text[:1])
             if found is None and table.format == "jsonl":  # a float as written (DuckDB shows 1e3 as 1000.0)
@@ -480,9 +506,6 @@ def _json_ids(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) 
         if not counts[2 * k + 1]:
             table.integer_text.add(column)  # only JSON integers (and nulls): integer ids, as the same digits in a CSV
         table.columns[column] = "VARCHAR"
-    texts = ", ".join(f"json_extract_string({quote(c)}, '$') AS {quote(c)}" for c in table.json_ids)  # "b" is b
-    table.view = f"{table.base}_ids"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {table.view} AS SELECT * REPLACE ({texts}) FROM {table.base}")
 
 
 def id_sql(column: str) -> str:

@@ -32,11 +32,14 @@ from socialfeat.data.contract import (
     first_bad_row,
     id_sql,
     is_file,
+    is_json_id,
+    json_id_counters,
     literal,
     number_sql,
     open_table,
     quote,
     read_error,
+    settle_json_ids,
     stat_input,
     timestamp_sql,
 )
@@ -208,7 +211,9 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
     item = t.required(
         cols.item, "--item-col", "item id", cols.item != "item_id", given_by("ingest.columns.item", "--item-col")
     )
-    check_id_columns(con, t, [user, item])
+    json_ids = [c for c in (user, item) if is_json_id(t, c)]  # checked in the kinds pass below: no pass of their own
+    id_counters = json_id_counters(con, t, json_ids) if json_ids else []
+    check_id_columns(con, t, [c for c in (user, item) if c not in json_ids])
     event = t.optional(cols.event, default="event", flag=given_by("ingest.columns.event", "--event-col"))
     value = t.optional(cols.value, default="value", flag=given_by("ingest.columns.value", "--value-col"))
     time = t.optional(cols.time, default="timestamp", flag=given_by("ingest.columns.time", "--time-col"))
@@ -237,7 +242,12 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
         bad_time = "row {rn}: {raw!r} in column '{col}' is not a time " + TIME_FORMS
         checks.append((f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time, bad_time))
     counted = "".join(f", count(*) FILTER (WHERE {cond})" for cond, _, _ in checks)
-    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n{counted} FROM {t.view} GROUP BY e ORDER BY n DESC, e")
+    counted += "".join(f", {counter}" for counter in id_counters)  # over the raw JSON ids: the file itself
+    source = t.base if id_counters else t.view
+    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n{counted} FROM {source} GROUP BY e ORDER BY n DESC, e")
+    if id_counters:
+        first = 2 + len(checks)
+        settle_json_ids(con, t, json_ids, [sum(int(row[first + j]) for row in kinds) for j in range(len(id_counters))])
     if event and any(row[0] is None for row in kinds):
         rn, _ = first_bad_row(con, t, f"{quote(event)} IS NULL", event)
         raise UserError(where, f"row {rn}: empty event in column '{event}'")
