@@ -238,3 +238,24 @@ def test_an_image_table_keeps_json_ids_as_written(tmp_path: Path) -> None:
     assert names == ["image", "item_id", "n", "f", "ok"]
     assert columns["item_id"] == [BIG, None] and columns["n"] == ["2", None] and columns["f"] == ["1e3", None]
     assert columns["ok"] == ["true", None]
+
+
+# ------------------------------------------------------------------------------------ a --cold-items split file
+
+
+def test_a_json_split_file_names_items_by_their_literal_ids(tmp_path: Path) -> None:
+    from socialfeat.config import SplitConfig
+    from socialfeat.errors import UserError
+    from socialfeat.factorize.splits import TEST, TRAIN, VALID, item_splits
+
+    ids: list[object] = [2, BIG, "b"]
+    split = tmp_path / "split.jsonl"
+    split.write_text(f'{{"item_id": 2, "split": "test"}}\n\n{{"item_id": {BIG}, "split": "valid"}}\n')
+    codes, _ = item_splits(ids, SplitConfig(cold_items=split), seed=0)
+    assert codes.tolist() == [TEST, VALID, TRAIN]  # was: BIG read as 1.2345678901234568e+29, matching nothing
+    split.write_text('{"item_id": 2, "split": "test"}\n\n{"item_id": 2.0, "split": "valid"}\n')
+    with pytest.raises(UserError, match="row 3: field 'item_id' is a floating-point number"):
+        item_splits(ids, SplitConfig(cold_items=split), seed=0)
+    split.write_text('{"item_id": 2, "split": "test"}\n\n{"item_id": "b", "split": "cold"}\n')
+    with pytest.raises(UserError, match="row 3: split 'cold'"):
+        item_splits(ids, SplitConfig(cold_items=split), seed=0)
