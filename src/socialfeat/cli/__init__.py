@@ -15,10 +15,10 @@ import typer
 
 from socialfeat import __version__
 from socialfeat.cli import content, data, evaluate, export, pipeline, report, search, serve, training, transfer
-from socialfeat.cli.options import err, out, range_message, setup_logging
+from socialfeat.cli.options import err, one_line, out, range_message, setup_logging
 from socialfeat.errors import Interrupted, UserError, fixable_os_error
 
-__all__ = ["app", "main", "out", "err"]
+__all__ = ["app", "main", "out", "err", "one_line"]
 
 app = typer.Typer(
     name="socialfeat",
@@ -91,14 +91,6 @@ try:  # typer ≥ 0.2x carries its own copy of click; older typer uses click its
     from typer._click import exceptions as _click
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as _click  # type: ignore[no-redef]
-
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-
-
-def one_line(text: str) -> str:
-    """The error line as printed: control characters (a newline in a file name, a NUL in a header) escaped, so
-    the message stays one line and reads the same on any terminal."""
-    return text.translate(_CONTROL)
 
 
 def _usage_line(exc: Exception) -> str:

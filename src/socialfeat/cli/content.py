@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out, shown
 from socialfeat.cli.tables import hybrid_differences, hybrid_table
 from socialfeat.config import load_config
 
@@ -40,12 +40,12 @@ def content(
     if section is not None:
         out.print(hybrid_table(section))
         for line in hybrid_differences(section):
-            out.print(line, highlight=False, soft_wrap=True)
+            out.print(shown(line), highlight=False, soft_wrap=True)
     for note in [*notes, *result.metrics["notes"]]:
-        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+        out.print(f"note: {shown(note)}", highlight=False, soft_wrap=True)
     model = result.metrics["model"]
     if model["kind"] == "joint":
         how = f"joint ridge over {', '.join(model['sources'])}, source dropout {model['dropout']:g}"
     else:
         how = "late fusion: " + ", ".join(f"{b} {w:.2f}" for b, w in model["weights"].items() if w > 0)
-    out.print(f"wrote {result.out} (model: {how})", highlight=False, soft_wrap=True)
+    out.print(f"wrote {shown(result.out)} (model: {shown(how)})", highlight=False, soft_wrap=True)

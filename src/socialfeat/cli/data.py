@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out, shown
 from socialfeat.config import Config, load_config
 from socialfeat.errors import UserError
 
@@ -103,10 +103,10 @@ def ingest(
     cfg = load_config(config, set_ or [], flags)
     started = time.perf_counter()
     with err.status("ingesting…") as status:
-        result = run_ingest(cfg, out_dir, step=lambda msg: status.update(f"{msg}…"))
+        result = run_ingest(cfg, out_dir, step=lambda msg: status.update(f"{shown(msg)}…"))
     out.print(stats_table(result.stats))
     _print_drops(result.stats)
-    out.print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s", highlight=False)
+    out.print(f"wrote {shown(out_dir)} in {time.perf_counter() - started:.1f} s", highlight=False)
 
 
 def stats_table(stats: dict[str, Any]) -> Table:
@@ -125,7 +125,7 @@ def stats_table(stats: dict[str, Any]) -> Table:
     row("items", before["items"], after["items"])
     row("interactions", before["interactions"], after["interactions"])
     for event, n in before["events"].items():
-        row(f"  {event}", n, after["events"].get(event, 0))
+        row(f"  {shown(event)}", n, after["events"].get(event, 0))
     row("user–item pairs", before["pairs"], after["pairs"])
     table.add_row("density", f"{before['density']:.3%}", f"{after['density']:.3%}", "")
     return table
@@ -203,10 +203,11 @@ def simulate(
     for key, value in _flat_counts(summary):
         table.add_row(key, f"{value:,}")
     out.print(table)
-    out.print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s", highlight=False)
+    out.print(f"wrote {shown(out_dir)} in {time.perf_counter() - started:.1f} s", highlight=False)
+    where = shown(out_dir)
     out.print(
-        f"next: socialfeat ingest --interactions {out_dir}/interactions.csv --items {out_dir}/items.csv "
-        f"--comments {out_dir}/comments.csv --out runs/{out_dir.resolve().name}/dataset",
+        f"next: socialfeat ingest --interactions {where}/interactions.csv --items {where}/items.csv "
+        f"--comments {where}/comments.csv --out runs/{shown(out_dir.resolve().name)}/dataset",
         highlight=False,
         soft_wrap=True,
     )
@@ -318,7 +319,7 @@ def factorize(
         highlight=False,
     )
     out.print(
-        f"wrote {result.out} in {m['seconds']:.1f} s (final fit {m['fit_seconds']:.1f} s, {m['backend']})",
+        f"wrote {shown(result.out)} in {m['seconds']:.1f} s (final fit {m['fit_seconds']:.1f} s, {m['backend']})",
         highlight=False,
     )
 
@@ -372,13 +373,13 @@ def targets(
             table.add_row(
                 str(g["cluster"]),
                 f"{g['size']:,}",
-                ", ".join(w["word"] for w in g["words"][:6]),
-                ", ".join(str(i) for i in g["items"][:3]),
+                ", ".join(shown(w["word"]) for w in g["words"][:6]),
+                ", ".join(shown(i) for i in g["items"][:3]),
             )
         out.print(table)
         if masked := result.summary.get(name, {}).get("without_comments"):
             out.print(f"({masked:,} items without comments masked)", highlight=False)
-    out.print(f"wrote {result.out} ({', '.join(result.summary['targets'])})", highlight=False)
+    out.print(f"wrote {shown(result.out)} ({', '.join(result.summary['targets'])})", highlight=False)
 
 
 METRIC_NAMES = (("recall", "recall"), ("precision", "precision"), ("ndcg", "NDCG"), ("map", "MAP"))

@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out, shown
 from socialfeat.cli.tables import ci_text, fmt, hybrid_differences, hybrid_table
 from socialfeat.config import load_config
 
@@ -60,7 +60,7 @@ def results_table(metrics: dict[str, Any]) -> Table:
         c, r = row["coldstart"], row.get("retrieval", {})
         accs = [fmt(row.get("probes", {}).get(name, {}).get("all"), 3) for name in probes]
         table.add_row(
-            row["name"],
+            shown(row["name"]),
             f"{row['dim']:,}",
             fmt(c["auc"]),
             *([ci_text(c.get("auc_ci"))] if with_ci else []),
@@ -79,7 +79,7 @@ def results_table(metrics: dict[str, Any]) -> Table:
     for ref in metrics["references"]:
         c = ref["coldstart"]
         table.add_row(
-            ref["name"],
+            shown(ref["name"]),
             "",
             fmt(c["auc"]),
             *([ci_text(c.get("auc_ci"))] if with_ci else []),
@@ -120,19 +120,19 @@ def evaluate(
     flags = config_flags(seed=("--seed", seed), evaluate__labels=("--labels", labels), evaluate__k=("-k", k))
     cfg = load_config(config, set_ or [], flags)
     with err.status("evaluating…") as status:
-        result = run_evaluate(cfg, run, sources=source, step=lambda msg: status.update(f"{msg}…"))
+        result = run_evaluate(cfg, run, sources=source, step=lambda msg: status.update(f"{shown(msg)}…"))
     out.print(results_table(result.metrics))
     for entry in result.metrics.get("differences", []):
-        out.print(describe(entry), highlight=False, soft_wrap=True)
+        out.print(shown(describe(entry)), highlight=False, soft_wrap=True)
     hybrid = result.metrics.get("content")
     if hybrid:
         out.print(hybrid_table(hybrid))
         for line in hybrid_differences(hybrid):
-            out.print(line, highlight=False, soft_wrap=True)
+            out.print(shown(line), highlight=False, soft_wrap=True)
     for note in result.metrics["notes"]:
-        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+        out.print(f"note: {shown(note)}", highlight=False, soft_wrap=True)
     for note in (hybrid or {}).get("notes", []):
-        out.print(f"note (content model): {note}", highlight=False, soft_wrap=True)
+        out.print(f"note (content model): {shown(note)}", highlight=False, soft_wrap=True)
     if (hybrid or {}).get("intervals"):
-        out.print(f"note (content model): {hybrid['intervals']}", highlight=False, soft_wrap=True)
-    out.print(f"wrote {result.out} in {result.metrics['seconds']:.1f} s", highlight=False)
+        out.print(f"note (content model): {shown(hybrid['intervals'])}", highlight=False, soft_wrap=True)
+    out.print(f"wrote {shown(result.out)} in {result.metrics['seconds']:.1f} s", highlight=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, out, shown
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 
@@ -58,7 +58,7 @@ def export(
     meta = result.meta
     outputs = ", ".join(f"{name} ({dim})" for name, dim in meta["outputs"].items())
     size = result.path.stat().st_size / 1e6
-    line = f"wrote {result.path} ({size:.1f} MB, opset {meta['opset']}) in {result.seconds:.1f} s"
+    line = f"wrote {shown(result.path)} ({size:.1f} MB, opset {meta['opset']}) in {result.seconds:.1f} s"
     out.print(line, highlight=False, soft_wrap=True)
     size_px = meta["image_size"]
     out.print(
@@ -69,7 +69,7 @@ def export(
     )
     out.print(
         f"checked against PyTorch: max relative difference {meta['max_relative_error']:.1e}; "
-        f"sidecar {result.path.with_suffix('.json')}",
+        f"sidecar {shown(result.path.with_suffix('.json'))}",
         highlight=False,
         soft_wrap=True,
     )

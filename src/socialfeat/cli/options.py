@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -30,11 +31,37 @@ SetOpt = Annotated[
 ]
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def one_line(text: str) -> str:
+    """The error line as printed: control characters (a newline in a file name, a NUL in a header) escaped, so
+    the message stays one line and reads the same on any terminal."""
+    return text.translate(_CONTROL)
+
+
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")  # what Rich's markup parser takes for a tag (rich.markup.RE_TAGS)
+
+
+def shown(value: object) -> str:
+    """User text (a title, tag, id, path, event name) as Rich prints it: literally, never as markup (``[/]``,
+    ``[bold red]x``, ``Sunset [b/w]`` print as written), with control characters and ANSI escapes made visible
+    (``\\x1b[31m``), so that no value can restyle, rewrite or break a line of the output.
+
+    Every user value printed through a console with markup on (``out.print``, a table cell, title or caption) goes
+    through here. It escapes as :func:`rich.markup.escape` does (a backslash before each tag, the backslashes before
+    it doubled), but leaves a trailing backslash alone: Rich doubles it for markup that might follow, which prints it
+    twice when none does, and the CLI's output puts no markup after a value.
+    """
+    return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", one_line(str(value)))
+
+
 class _WarningHandler(logging.Handler):
     """Warnings and info from the library as short lines on stderr, not log records."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"{record.levelname.lower()}: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+        line = one_line(f"{record.levelname.lower()}: {record.getMessage()}")  # a warning may quote an id or title
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def setup_logging(verbose: bool) -> None:

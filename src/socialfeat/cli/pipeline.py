@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, SetOpt, err, out
+from socialfeat.cli.options import Commands, SetOpt, err, one_line, out, shown
 from socialfeat.cli.tables import transfer_table
 from socialfeat.config import load_config
 
@@ -33,16 +33,16 @@ def _stage_printer() -> Iterator[tuple[Callable[[Any], None], Callable[[str, str
         if o.action == "start":
             current["stage"] = o.stage
             if status is not None:
-                status.update(f"{o.stage}…")
+                status.update(f"{shown(o.stage)}…")
                 status.start()
             return
         if status is not None:
             status.stop()
-        out.print(stage_line(o), highlight=False, markup=False, soft_wrap=True)
+        out.print(one_line(stage_line(o)), highlight=False, markup=False, soft_wrap=True)  # a reason may quote a path
 
     def progress(stage: str, message: str) -> None:
         if status is not None and stage == current["stage"]:
-            status.update(f"{stage}: {message}")
+            status.update(f"{shown(stage)}: {shown(message)}")
 
     try:
         yield on_stage, progress
@@ -78,7 +78,9 @@ def run(
         result = pipeline.run(cfg, run_dir, from_stage, force, dry_run=dry_run, on_stage=on_stage, progress=progress)
     if not dry_run:
         ran = sum(o.action == "ran" for o in result.stages)
-        out.print(f"{result.run}: {ran} of {len(result.stages)} stages ran in {result.seconds:.1f} s", highlight=False)
+        out.print(
+            f"{shown(result.run)}: {ran} of {len(result.stages)} stages ran in {result.seconds:.1f} s", highlight=False
+        )
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -103,10 +105,10 @@ def headline_table(metrics: dict[str, Any]) -> Table:
     for name in ("cold-start AUC", "retrieval lift", "taste probe"):
         table.add_column(name, justify="right")
     for row in headline(metrics):
-        table.add_row(row["name"], _fmt(row["auc"], 3), _fmt(row["lift"], 2), _fmt(row["taste_probe"], 3))
+        table.add_row(shown(row["name"]), _fmt(row["auc"], 3), _fmt(row["lift"], 2), _fmt(row["taste_probe"], 3))
     table.add_section()
     for ref in metrics.get("references", []):
-        table.add_row(ref["name"], _fmt(ref.get("coldstart", {}).get("auc"), 3), "", "", style="dim")
+        table.add_row(shown(ref["name"]), _fmt(ref.get("coldstart", {}).get("auc"), 3), "", "", style="dim")
     return table
 
 
@@ -135,15 +137,15 @@ def demo(
         metrics = json.loads(metrics_path.read_text())
         out.print(headline_table(metrics))
         for entry in metrics.get("differences", []):  # each difference with its 95% interval
-            out.print(describe(entry), highlight=False, soft_wrap=True)
+            out.print(shown(describe(entry)), highlight=False, soft_wrap=True)
     for path in sorted((result.run / "eval").glob("transfer-*.json")):  # images nobody engaged with: transfer
         out.print(transfer_table(json.loads(path.read_text())))
-    out.print(f"report: {result.report}", highlight=False, soft_wrap=True)
+    out.print(f"report: {shown(result.report)}", highlight=False, soft_wrap=True)
     out.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)
     from socialfeat.artifacts import command, pipeline_command
 
     out.print(
-        f"next: {command('similar', result.run, 'ITEM_ID')} · rerun: {pipeline_command(result.run)}",
+        f"next: {shown(command('similar', result.run, 'ITEM_ID'))} · rerun: {shown(pipeline_command(result.run))}",
         highlight=False,
         soft_wrap=True,
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, err, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, err, out, shown
 from socialfeat.config import load_config
 
 commands = Commands()
@@ -28,4 +28,4 @@ def report(
     cfg = load_config(config, set_ or [], {})
     with err.status("writing the report…"):
         path = run_report(cfg, run, out_path)
-    out.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False, soft_wrap=True)
+    out.print(f"wrote {shown(path)} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False, soft_wrap=True)

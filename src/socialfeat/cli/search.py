@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, limits, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, limits, out, shown
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 
@@ -30,14 +30,20 @@ def _items_table(title: str, rows: list[dict[str, Any]], extra: tuple[str, ...] 
         table.add_column(name)
     table.add_column("title")
     for r in rows:
-        cells = [str(r["rank"]), str(r["item_id"]), f"{r['score']:.4f}", *(str(r.get(x) or "") for x in extra)]
-        table.add_row(*cells, r.get("title") or "")
+        cells = [str(r["rank"]), shown(r["item_id"]), f"{r['score']:.4f}", *(shown(r.get(x) or "") for x in extra)]
+        table.add_row(*cells, shown(r.get("title") or ""))
     return table
 
 
 def _one_of(where: str, *given: object) -> None:
     if sum(g is not None for g in given) != 1:
         raise UserError(where, "give exactly one of them")
+
+
+def _not_empty(where: str, what: str, value: str | None) -> None:
+    """An id given as ``''`` (an empty shell variable): no id is empty, so say so rather than "unknown"."""
+    if value == "":
+        raise UserError(where, f"expected {what}, got an empty string")
 
 
 @commands()
@@ -59,7 +65,8 @@ def index(
     result = build_index(cfg, run)
     m = result.meta
     out.print(
-        f"wrote {result.path}: {m['kind']} index of {m['n']:,} items × {m['dim']} ({m['source']}/{m['column']}), "
+        f"wrote {shown(result.path)}: {m['kind']} index of {m['n']:,} items × {m['dim']} "
+        f"({shown(m['source'])}/{shown(m['column'])}), "
         f"{m['build_seconds']:.1f} s",
         highlight=False,
         soft_wrap=True,
@@ -81,11 +88,12 @@ def similar(
     from socialfeat.index import similar as run_similar
 
     _one_of("ITEM_ID/--image", item_id, image)
+    _not_empty("ITEM_ID", "an item id", item_id)
     flags = config_flags(index__source=("--source", source), index__column=("--column", column), index__k=("--k", k))
     cfg = load_config(config, set_ or [], flags)
     rows = run_similar(cfg, run, item_id=item_id, image=image)
-    query = f"item {item_id}" if item_id is not None else str(image)
-    out.print(_items_table(f"similar to {query} ({cfg.index.source}/{cfg.index.column})", rows))
+    query = f"item {shown(item_id)}" if item_id is not None else shown(image)
+    out.print(_items_table(f"similar to {query} ({shown(cfg.index.source)}/{shown(cfg.index.column)})", rows))
 
 
 @commands()
@@ -110,24 +118,26 @@ def recommend(
         raise UserError("--user", "give a new item (--image, --title, --text, --tags) or --user, not both")
     if not described:
         _one_of("--image/--user", image, user)
+    _not_empty("--user", "a user id", user)
     new_item = image is not None or described
     cfg = load_config(config, set_ or [], config_flags(index__k=("--k", k)))
     if new_item:
         result = audience(cfg, run, image, title=title, text=text, tags=given_tags(tags))
         what = image.name if image is not None else repr(title or text or tags)
-        table = Table(title=f"audience of {what}", title_justify="left", caption="score u·predicted factors")
+        table = Table(title=f"audience of {shown(what)}", title_justify="left", caption="score u·predicted factors")
         for name, justify in (("rank", "right"), ("user id", "left"), ("score", "right")):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for r in result.users:
-            table.add_row(str(r["rank"]), str(r["user_id"]), f"{r['score']:.4f}")
+            table.add_row(str(r["rank"]), shown(r["user_id"]), f"{r['score']:.4f}")
         out.print(table)
         for note in result.notes:
-            out.print(f"note: {note}", highlight=False, soft_wrap=True)
+            out.print(f"note: {shown(note)}", highlight=False, soft_wrap=True)
         if result.similar:
-            out.print(_items_table(f"similar items (learned/{cfg.index.column})", result.similar))
+            out.print(_items_table(f"similar items (learned/{shown(cfg.index.column)})", result.similar))
     else:
         rows = for_user(cfg, run, user, include_seen=include_seen)
-        table = _items_table(f"items for user {user}{' (seen included)' if include_seen else ''}", rows, ("factors",))
+        title = f"items for user {shown(user)}{' (seen included)' if include_seen else ''}"
+        table = _items_table(title, rows, ("factors",))
         by = next((r["predicted_by"] for r in rows if r.get("predicted_by")), None)
         how = {"content": "the content model (image, text, tags, …)", "image": "the image's factors head"}
         table.caption = "score u·v; cold items by their predicted factors" + (f", from {how[by]}" if by else "")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, shown
 from socialfeat.config import load_config
 
 commands = Commands()
@@ -34,6 +34,6 @@ def serve(
     cfg = load_config(config, set_ or [], flags)
 
     def ready(url: str, seconds: float) -> None:
-        err.print(f"socialfeat explorer: {url} (loaded in {seconds:.1f} s; Ctrl-C stops)", highlight=False)
+        err.print(f"socialfeat explorer: {shown(url)} (loaded in {seconds:.1f} s; Ctrl-C stops)", highlight=False)
 
     run_serve(cfg, run, ready)

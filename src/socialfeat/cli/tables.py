@@ -7,6 +7,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from socialfeat.cli.options import shown
+
 
 def _pm(p: dict[str, Any] | None) -> str:
     if not p or p.get("mean") is None:
@@ -40,8 +42,8 @@ def transfer_table(result: dict[str, Any]) -> Table:
     shots = [str(n) for n in s["few_shot"]]
     classes = result["classes"]
     table = Table(
-        title=f"transfer · {result['name']}: {result['images']['usable']:,} images, {len(classes)} classes of "
-        f"'{result['label_column']}'",
+        title=f"transfer · {shown(result['name'])}: {result['images']['usable']:,} images, {len(classes)} classes "
+        f"of '{shown(result['label_column'])}'",
         title_justify="left",
         caption=f"linear probe on L2-normalised features: {s['folds']}-fold accuracy mean ± std (C by "
         f"{s['inner_folds']}-fold inner CV); n/class: mean accuracy with n labels per class, {s['draws']} draws",
@@ -55,7 +57,7 @@ def transfer_table(result: dict[str, Any]) -> Table:
         table.add_column(f"{n}/class" if k == 0 else n, justify="right", no_wrap=True)
     for row in result["rows"]:
         few = row.get("few_shot", {})
-        table.add_row(row["name"], _pm(row["kfold"]), *(_mean(few.get(n)) for n in shots))
+        table.add_row(shown(row["name"]), _pm(row["kfold"]), *(_mean(few.get(n)) for n in shots))
     table.add_section()
     table.add_row("chance (majority class)", f"{result['chance']:.3f}", *[""] * len(shots), style="dim")
     return table
@@ -144,8 +146,8 @@ def hybrid_table(section: dict[str, Any]) -> Table:
         for r in rows:
             missing = r.get("test_items_missing_a_source")
             table.add_row(
-                sources_with_weights(r),
-                *([fits[id(r)]] if any(fits.values()) else []),
+                shown(sources_with_weights(r)),
+                *([shown(fits[id(r)])] if any(fits.values()) else []),
                 fmt(r.get("valid_auc")),
                 fmt(r["auc"]),
                 *([ci_text(r.get("auc_ci"))] if with_ci else []),
@@ -157,7 +159,7 @@ def hybrid_table(section: dict[str, Any]) -> Table:
             table.add_section()
     peer = section.get("peer")
     if peer:
-        name = str(peer.get("name") or "peer")
+        name = shown(peer.get("name") or "peer")
         if isinstance(peer.get("auc"), int | float):
             metrics = [fmt(peer["auc"]), *([ci_text(peer.get("auc_ci"))] if with_ci else [])]
             metrics += [fmt(peer.get(f"recall@{k}")), fmt(peer.get(f"ndcg@{k}"))]

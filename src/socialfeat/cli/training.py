@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, is_main_rank, limits, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, is_main_rank, limits, out, shown
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 
@@ -161,7 +161,7 @@ def train(
             )
     if result.summary["without_image"]:
         out.print(f"{result.summary['without_image']:,} items with targets had no usable image", highlight=False)
-    out.print(f"wrote {result.out}", highlight=False)
+    out.print(f"wrote {shown(result.out)}", highlight=False)
 
 
 def _metric_label(key: str) -> str:
@@ -222,7 +222,7 @@ def embed(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=True, disable=not (is_main_rank() and err.is_terminal)) as bar:
-        task = bar.add_task(f"embedding ({source})", total=None, rate="")
+        task = bar.add_task(f"embedding ({shown(source)})", total=None, rate="")
 
         def progress(done: int, total: int, rate: float) -> None:
             bar.update(task, completed=done, total=total, rate=f"{rate:.0f} img/s")
@@ -230,7 +230,7 @@ def embed(
         def caching(done: int, total: int) -> None:
             bar.update(task, description="caching images", completed=done, total=total)
             if done == total:
-                bar.update(task, description=f"embedding ({source})", completed=0, total=None)
+                bar.update(task, description=f"embedding ({shown(source)})", completed=0, total=None)
 
         if images is not None and out_file is not None:
             found = embed_images(cfg, run, images, out_file, image_root, source, image_column, progress, caching)
@@ -242,7 +242,7 @@ def embed(
     s = result.summary
     missing = f"; {s['without_image']:,} items without a usable image" if s["without_image"] else ""
     out.print(
-        f"wrote {result.out}: {s['items']:,} items × {s['dimension']:,} ({s['model']}, {s['init']}), "
+        f"wrote {shown(result.out)}: {s['items']:,} items × {s['dimension']:,} ({shown(s['model'])}, {s['init']}), "
         f"{s['images_per_s']:.0f} img/s on {s['runtime']}{missing}",
         highlight=False,
     )
@@ -253,7 +253,8 @@ def _print_embedded_images(path: Path, s: dict[str, Any]) -> None:
     if not is_main_rank():
         return
     out.print(
-        f"wrote {path}: {s['embedded']:,} of {s['rows']:,} images × {s['dimension']:,} ({s['model']}, {s['init']}, "
+        f"wrote {shown(path)}: {s['embedded']:,} of {s['rows']:,} images × {s['dimension']:,} "
+        f"({shown(s['model'])}, {s['init']}, "
         f"{s['image_size']} px), {s['images_per_s']:.0f} img/s",
         highlight=False,
         soft_wrap=True,
@@ -261,10 +262,10 @@ def _print_embedded_images(path: Path, s: dict[str, Any]) -> None:
     p = s["problems"]
     if p["total"]:
         reasons = ", ".join(f"{n:,} {r}" for r, n in p["counts"].items())
-        names = ", ".join(str(e["image"]) for e in p["examples"][:3])
+        names = ", ".join(shown(e["image"]) for e in p["examples"][:3])
         more = " …" if p["total"] > 3 else ""
         out.print(
-            f"skipped {p['total']:,} images ({reasons}): {names}{more}; all listed in {s['sidecar']}",
+            f"skipped {p['total']:,} images ({shown(reasons)}): {names}{more}; all listed in {shown(s['sidecar'])}",
             highlight=False,
             soft_wrap=True,
         )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out
+from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, limits, out, shown
 from socialfeat.cli.tables import transfer_table
 from socialfeat.config import load_config
 
@@ -18,11 +18,11 @@ def print_transfer(result: dict[str, Any], path: Path | None = None) -> None:
     out.print(transfer_table(result))
     skipped = {n: p["skipped"] for r in result["rows"][:1] for n, p in r.get("few_shot", {}).items() if "skipped" in p}
     for n, why in skipped.items():
-        out.print(f"note: {n} per class skipped: {why}", highlight=False, soft_wrap=True)
+        out.print(f"note: {n} per class skipped: {shown(why)}", highlight=False, soft_wrap=True)
     for note in result.get("notes", []):
-        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+        out.print(f"note: {shown(note)}", highlight=False, soft_wrap=True)
     if path is not None:
-        out.print(f"wrote {path} in {result['seconds']:.1f} s", highlight=False, soft_wrap=True)
+        out.print(f"wrote {shown(path)} in {result['seconds']:.1f} s", highlight=False, soft_wrap=True)
 
 
 @commands()
@@ -73,6 +73,6 @@ def transfer(
     else:
         sets = [one_set(labels, image_root, name, image_column, label_column)]
     with err.status("transfer…") as status:
-        result = run_transfer(cfg, run, sets, source, progress=lambda msg: status.update(f"{msg}…"))
+        result = run_transfer(cfg, run, sets, source, progress=lambda msg: status.update(f"{shown(msg)}…"))
     for path, res in zip(result.outs, result.results, strict=True):
         print_transfer(res, path)

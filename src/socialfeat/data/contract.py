@@ -12,7 +12,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -31,7 +31,19 @@ EXTENSIONS = {
 }
 COMPRESSIONS = (".gz",)
 TYPED_FORMATS = {"parquet", "jsonl"}  # formats whose columns carry their own types
-INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT"}
+JSON_SPACE = b" \t\r\n"  # what JSON calls whitespace: a line of only these is skipped by the reader
+INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -68,10 +80,45 @@ class Table:
     view: str
     format: str
     columns: dict[str, str]
+    reader: str = ""  # the SQL that reads the file (JSON Lines: read again with its id fields as raw JSON)
+    base: str = ""  # the view over the file itself; ``view`` may be a view over it with ids as text
+    detected: dict[str, str] = field(default_factory=dict)  # the column types the reader inferred
+    json_ids: list[str] = field(default_factory=list)  # JSON Lines id fields read as raw JSON, then as text
+    integer_text: set[str] = field(default_factory=set)  # id columns of text that was written as JSON integers
 
     @property
     def typed(self) -> bool:
         return self.format in TYPED_FORMATS
+
+    def line(self, row: int) -> int:
+        """What a message calls data row ``row`` (1-based): in JSON Lines the line of the file, since the reader
+        skips blank lines; in CSV and TSV the data row itself (the header is not counted)."""
+        return self.lines([row]).get(row, row)
+
+    def lines(self, rows: list[int]) -> dict[int, int]:
+        """Data row → its line of the file, for several rows in one scan (JSON Lines; other formats: the row).
+
+        Only on the error path: the scan reads the file up to the last row asked for.
+        """
+        wanted = sorted({r for r in rows if r > 0})
+        if self.format != "jsonl" or not wanted:
+            return {r: r for r in rows}
+        found: dict[int, int] = {}
+        opener = gzip.open if self.path.suffix.lower() == ".gz" else open
+        data_row = 0
+        try:
+            with opener(self.path, "rb") as fh:
+                for number, raw in enumerate(fh, start=1):
+                    if not raw.strip(JSON_SPACE):
+                        continue
+                    data_row += 1
+                    if data_row == wanted[len(found)]:
+                        found[data_row] = number
+                        if len(found) == len(wanted):
+                            break
+        except (OSError, EOFError):
+            pass
+        return {r: found.get(r, r) for r in rows}
 
     def optional(self, name: str | None, *, default: str | None, flag: str) -> str | None:
         """Resolve a column: explicit names must exist; a default name is used only if present.
@@ -127,7 +174,11 @@ def open_table(con: duckdb.DuckDBPyConnection, path: Path, fmt: str | None, view
     except duckdb.Error as exc:
         raise UserError(str(path), read_error(path, fmt, exc)) from None
     columns = {row[0]: str(row[1]) for row in described}
-    table = Table(path=path, view=view, format=fmt, columns=columns)
+    if fmt == "jsonl" and list(columns) == ["json"]:  # DuckDB's reading of lines that are not all objects
+        not_objects = bad_json_line(path)
+        if not_objects:
+            raise UserError(str(path), not_objects)
+    table = Table(path=path, view=view, format=fmt, columns=columns, reader=reader, base=view, detected=dict(columns))
     try:
         has_rows = fetch_one(con, f"SELECT 1 FROM {view} LIMIT 1") is not None
     except duckdb.OutOfMemoryException:
@@ -258,15 +309,54 @@ def short_error(exc: BaseException) -> str:
 
 
 def read_error(path: Path, fmt: str, exc: BaseException) -> str:
-    """The message for a file DuckDB failed to read. Text that is not UTF-8 names its own line: DuckDB's JSON
-    reader counts that line one too far, so the file is scanned to it (on the error path only)."""
-    if fmt == "jsonl" and "invalid utf-8" in str(exc).lower():
+    """The message for a file DuckDB failed to read. DuckDB's JSON reader counts lines one too far, so for text that
+    is not UTF-8 or not JSON the file is scanned to the bad line (on the error path only)."""
+    text = str(exc)
+    if fmt == "jsonl" and "invalid utf-8" in text.lower():
         return _not_utf8(Path(path))
+    if fmt == "jsonl" and "malformed json" in text.lower():
+        hint = re.search(r"in line (\d+)", text)
+        found = bad_json_line(Path(path), int(hint[1]) - 1 if hint else 1)
+        if found:
+            return found
     return f"cannot read as {fmt}: {short_error(exc)}"
 
 
+def bad_json_line(path: Path, near: int = 1) -> str | None:
+    """``line N: not JSON (...)`` for the first line of a JSON Lines file that is not one JSON object, or None.
+
+    Lines before ``near - 1`` are only counted, not parsed (DuckDB's line is the hint); when nothing is wrong from
+    there on, the whole file is parsed.
+    """
+    for start in (max(1, near - 1), 1) if near > 2 else (1,):
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        try:
+            with opener(path, "rb") as fh:
+                for number, raw in enumerate(fh, start=1):
+                    if number < start or not raw.strip(JSON_SPACE):
+                        continue
+                    raw = raw.strip(JSON_SPACE)
+                    shown = clip(raw.decode("utf-8", "replace"))
+                    try:
+                        value = json.loads(raw)
+                    except ValueError as exc:  # JSONDecodeError, or text that is not UTF-8
+                        reason = exc.msg.lower() if isinstance(exc, json.JSONDecodeError) else NOT_UTF8
+                        where = f", character {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+                        return (
+                            f"line {number}{where}: not JSON ({reason}); expected one object per line (line: {shown})"
+                        )
+                    if not isinstance(value, dict):
+                        kind = "a list" if isinstance(value, list) else "a single value"
+                        return (
+                            f"line {number}: {kind}, not an object; expected one JSON object per line (line: {shown})"
+                        )
+        except (OSError, EOFError):
+            return None
+    return None
+
+
 def first_bad_row(con: duckdb.DuckDBPyConnection, table: Table, condition: str, column: str) -> tuple[int, object]:
-    """1-based number of the first data row where ``condition`` holds, and that row's ``column`` value.
+    """1-based number of the first data row where ``condition`` holds (JSON Lines: its line), and its ``column``.
 
     Used only on the error path, so the extra ordered scan costs nothing in the normal case.
     """
@@ -278,39 +368,144 @@ def first_bad_row(con: duckdb.DuckDBPyConnection, table: Table, condition: str, 
     )
     if row is None:  # no row holds it (a caller checking a sum, not a cell, then names the sum)
         return 0, None
-    return int(row[0]), row[1]
+    return table.line(int(row[0])), row[1]
 
 
 NESTED_TYPE = re.compile(r"\[\d*\]$|^(STRUCT|MAP|UNION)\(")
 
 
 def check_id_column(con: duckdb.DuckDBPyConnection, table: Table, column: str) -> None:
-    """An id column holds strings or integers, never lists or objects (JSON Lines can hold anything): the first
-    row that breaks this is named with its field. A JSON column mixing strings and numbers is read as their text,
-    so ``"b"`` is the id ``b``, not ``"b"`` with its quotes."""
-    sql_type, q = table.columns[column].upper(), quote(column)
-    if NESTED_TYPE.search(sql_type):
-        condition = f"{q} IS NOT NULL"
-    elif sql_type == "JSON":
-        condition = f"json_type({q}) IN ('ARRAY', 'OBJECT')"
-    else:
-        return
-    if fetch_one(con, f"SELECT 1 FROM {table.view} WHERE {condition} LIMIT 1") is not None:
+    """:func:`check_id_columns` for one column."""
+    check_id_columns(con, table, [column])
+
+
+def check_id_columns(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) -> None:
+    """An id is a string or an integer, kept as its literal text; anything else is refused with its row.
+
+    JSON Lines ids are read as raw JSON, so ``2`` stays ``2`` and a 30-digit integer keeps its 30 digits; a string
+    is its text (``"b"`` is ``b``). Floats (``1.5``, ``2.0``, ``1e3``), booleans, lists and objects are refused, as
+    are Parquet columns of floats, booleans, binary or nested values. CSV and TSV cells are text, always accepted.
+    The JSON fields of one file are checked in one pass over it.
+    """
+    json_ids = [c for c in columns if is_json_id(table, c)]
+    if json_ids:
+        counters = json_id_counters(con, table, json_ids)
+        counts = fetch_one(con, f"SELECT {', '.join(counters)} FROM {table.base}")  # one pass for every field
+        assert counts is not None
+        settle_json_ids(con, table, json_ids, list(counts))
+    for column in (c for c in columns if c not in json_ids):
+        kind = _refused_kind(table.columns[column].upper())
+        condition = f"{quote(column)} IS NOT NULL"
+        if kind is None or fetch_one(con, f"SELECT 1 FROM {table.view} WHERE {condition} LIMIT 1") is None:
+            continue  # an id type, or no value at all (the empty-id check names that row)
         rn, value = first_bad_row(con, table, condition, column)
-        listlike = isinstance(value, list | tuple) or (isinstance(value, str) and value.lstrip().startswith("["))
-        shown = json.dumps(value, default=str) if not isinstance(value, str) else value
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise UserError(
-            str(table.path),
-            f"row {rn}: field '{column}' is {'a list' if listlike else 'an object'} ({shown}); "
-            "expected a string or integer id",
-        )
-    if sql_type == "JSON":  # only scalars: read them as text
-        view = f"{table.view}_ids"
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * REPLACE (json_extract_string({q}, '$') AS {q}) FROM {table.view}"
-        )
-        table.view, table.columns[column] = view, "VARCHAR"
+        if kind == "a list" and not isinstance(value, list | tuple):
+            kind = "an object"
+        _refuse_id(table, rn, column, kind, value)
+
+
+def _refused_kind(sql_type: str) -> str | None:
+    """What an id column of DuckDB type ``sql_type`` holds when that is not an id, else None."""
+    if sql_type in INTEGER_TYPES or sql_type in ("VARCHAR", "UUID"):
+        return None
+    decimal = re.fullmatch(r"DECIMAL\(\d+,\s*(\d+)\)", sql_type)
+    if decimal:
+        return None if decimal[1] == "0" else "a decimal fraction"
+    if NESTED_TYPE.search(sql_type):
+        return "a list" if re.search(r"\[\d*\]$", sql_type) else "an object"
+    if sql_type in ("FLOAT", "DOUBLE", "REAL"):
+        return "a floating-point number"
+    if sql_type == "BOOLEAN":
+        return "a boolean"
+    if sql_type in ("BLOB", "BIT"):
+        return "binary data"
+    return f"a {sql_type.lower()} value"
+
+
+def _refuse_id(table: Table, rn: int, column: str, kind: str, value: object) -> None:
+    what = "field" if table.format == "jsonl" else "column"
+    if isinstance(value, bytes):
+        shown = "0x" + value[:24].hex()
+    elif isinstance(value, list | tuple | dict | bool):
+        shown = json.dumps(value, default=str)
+    else:
+        shown = str(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise UserError(
+        str(table.path), f"row {rn}: {what} '{column}' is {kind} ({shown}); expected a string or integer id"
+    )
+
+
+INTEGER_JSON = r"-?(0|[1-9][0-9]*)"  # a JSON number written as an integer, any length
+
+
+def _json_literal(path: Path, line: int, column: str) -> str | None:
+    """The number in field ``column`` on ``line`` of a JSON Lines file as written there (error path only)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if number == line:
+                    value = json.loads(raw, parse_float=str, parse_int=str).get(column)
+                    return value if isinstance(value, str) else None
+    except (OSError, EOFError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def is_json_id(table: Table, column: str) -> bool:
+    """Whether an id column is checked and read as raw JSON (every JSON Lines field, a Parquet JSON column)."""
+    return table.format == "jsonl" or table.columns[column].upper() == "JSON"
+
+
+def json_id_counters(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str]) -> list[str]:
+    """Read JSON id fields as raw JSON (their literal text, not numbers DuckDB guessed a type for), exposed as text
+    in ``table.view``; return two SQL counters per field over ``table.base`` (values that are no id, strings) for
+    one pass over the file, which may be a pass the caller makes anyway. :func:`settle_json_ids` reads them."""
+    table.json_ids += [c for c in columns if c not in table.json_ids]
+    retype = [c for c in columns if table.format == "jsonl" and table.detected.get(c, "").upper() != "JSON"]
+    if retype:
+        table.detected.update(dict.fromkeys(retype, "JSON"))
+        spec = ", ".join(f"{literal(name)}: {literal(kind)}" for name, kind in table.detected.items())
+        reader = table.reader.removesuffix(")") + f", columns={{{spec}}})"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {table.base} AS SELECT * FROM {reader}")
+    texts = ", ".join(f"json_extract_string({quote(c)}, '$') AS {quote(c)}" for c in table.json_ids)  # "b" is b
+    table.view = f"{table.base}_ids"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {table.view} AS SELECT * REPLACE ({texts}) FROM {table.base}")
+    counters = []
+    for column in columns:
+        counters += [
+            f"count(*) FILTER (WHERE {_not_an_id(column)})",
+            f"count(*) FILTER (WHERE {_json_kind(column)} = 'VARCHAR')",
+        ]
+    return counters
+
+
+def _json_kind(column: str) -> str:
+    return f"json_type({quote(column)})"
+
+
+def _not_an_id(column: str) -> str:
+    """SQL: the raw JSON value of ``column`` is neither a string nor an integer (null counts as neither here)."""
+    kind, written = _json_kind(column), f"CAST({quote(column)} AS VARCHAR)"
+    return f"({kind} IN ('ARRAY', 'OBJECT', 'BOOLEAN') OR ({kind} = 'DOUBLE' AND NOT regexp_full_match({written}, '{INTEGER_JSON}')))"
+
+
+def settle_json_ids(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str], counts: list[int]) -> None:
+    """Refuse the first value of a field that is not a string or an integer (``counts``: the counters of
+    :func:`json_id_counters`), named by its line; mark the fields of integers only, which store like a CSV's."""
+    source = Table(table.path, table.base, table.format, table.columns)
+    for k, column in enumerate(columns):
+        if counts[2 * k]:
+            rn, value = first_bad_row(con, source, _not_an_id(column), column)
+            text = str(value).strip()
+            found = {"[": "a list", "{": "an object", "t": "a boolean", "f": "a boolean"}.get(text[:1])
+            if found is None and table.format == "jsonl":  # a float as written (DuckDB shows 1e3 as 1000.0)
+                text = _json_literal(table.path, rn, column) or text
+            _refuse_id(table, rn, column, found or "a floating-point number", text)
+        if not counts[2 * k + 1]:
+            table.integer_text.add(column)  # only JSON integers (and nulls): integer ids, as the same digits in a CSV
+        table.columns[column] = "VARCHAR"
 
 
 def id_sql(column: str) -> str:
@@ -344,5 +539,4 @@ def _epoch_sql(seconds: str) -> str:
     return f"epoch_ms(TRY_CAST({in_range} * 1000 AS BIGINT))"
 
 
-INT_ID_PATTERN = r"-?(0|[1-9][0-9]{0,17})"
 EPOCH_LIMIT = 9e12  # seconds: TIMESTAMP holds microseconds in 64 bits, about ±292,000 years

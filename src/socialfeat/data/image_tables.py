@@ -4,12 +4,12 @@ their image column, and every path checked against its root. ``embed --images`` 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from socialfeat.data.images import EXAMPLES, ImageCache, cache_key
@@ -61,7 +61,9 @@ def read_table(path: Path) -> tuple[list[str], dict[str, list[str | None]]]:
                 rows = list(reader)
             columns = {n: [_text(r[c]) if c < len(r) else None for r in rows] for c, n in enumerate(names)}
             return names, columns
-        table = pq.read_table(path) if kind == "parquet" else pajson.read_json(path)
+        if kind == "jsonl":
+            return _read_json_lines(path)
+        table = pq.read_table(path)
     except UserError:
         raise
     except UnicodeDecodeError as e:  # the line, not the offset in a decoder buffer, is what a user can look up
@@ -72,6 +74,58 @@ def read_table(path: Path) -> tuple[list[str], dict[str, list[str | None]]]:
         reason = str(e).strip().split("\n")[0]  # Arrow appends the schema it tried on lines of their own
         raise UserError(str(path), f"not a readable {kind} table ({type(e).__name__}: {reason})") from None
     return table.column_names, {n: [_text(v) for v in table.column(n).to_pylist()] for n in table.column_names}
+
+
+def _json_text(value: Any) -> str | None:
+    """A JSON Lines value as a cell: a string as itself, a number as written (``2`` stays ``2``, 30 digits stay 30
+    digits), ``true``/``false``, a list or object as its JSON."""
+    if value is None or isinstance(value, str) and not isinstance(value, _Literal):
+        return _text(value)
+    return _dump(value)
+
+
+def _dump(value: Any) -> str:
+    """JSON text of a parsed value whose numbers are :class:`_Literal` (written back as they were written)."""
+    if isinstance(value, _Literal):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_dump(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_dump(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def _read_json_lines(path: Path) -> tuple[list[str], dict[str, list[str | None]]]:
+    """Columns of a JSON Lines table, every value as its literal text (numbers are never parsed, so an id is never
+    altered); a line that is not one JSON object is named by its number. Blank lines are skipped."""
+    rows: list[dict[str, Any]] = []
+    names: dict[str, None] = {}
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip(b" \t\r\n"):
+                continue
+            try:
+                row = json.loads(raw, parse_float=_Literal, parse_int=_Literal)
+            except UnicodeDecodeError as e:
+                raise UserError(
+                    str(path), f"line {number}: byte 0x{raw[e.start]:02x} is not UTF-8; save the table as UTF-8"
+                ) from None
+            except json.JSONDecodeError as e:
+                raise UserError(
+                    str(path),
+                    f"line {number}, character {e.colno}: not JSON ({e.msg.lower()}); expected one object per line",
+                ) from None
+            if not isinstance(row, dict):
+                raise UserError(str(path), f"line {number}: not a JSON object; expected one object per line")
+            names.update(dict.fromkeys(row))
+            rows.append(row)
+    if not rows:
+        raise UserError(str(path), "empty file; expected one JSON object per line")
+    return list(names), {n: [_json_text(r.get(n)) for r in rows] for n in names}
+
+
+class _Literal(str):
+    """A JSON number kept as the text it was written as."""
 
 
 def _bad_line(path: Path) -> str:

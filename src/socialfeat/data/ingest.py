@@ -23,21 +23,23 @@ import pyarrow as pa
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, IngestConfig, dump_config, provenance
 from socialfeat.data.contract import (
-    INT_ID_PATTERN,
     INTEGER_TYPES,
     PATH_CHARS,
     Table,
-    check_id_column,
+    check_id_columns,
     clip,
     fetch_one,
     first_bad_row,
     id_sql,
     is_file,
+    is_json_id,
+    json_id_counters,
     literal,
     number_sql,
     open_table,
     quote,
     read_error,
+    settle_json_ids,
     stat_input,
     timestamp_sql,
 )
@@ -209,8 +211,9 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
     item = t.required(
         cols.item, "--item-col", "item id", cols.item != "item_id", given_by("ingest.columns.item", "--item-col")
     )
-    for column in (user, item):
-        check_id_column(con, t, column)
+    json_ids = [c for c in (user, item) if is_json_id(t, c)]  # checked in the kinds pass below: no pass of their own
+    id_counters = json_id_counters(con, t, json_ids) if json_ids else []
+    check_id_columns(con, t, [c for c in (user, item) if c not in json_ids])
     event = t.optional(cols.event, default="event", flag=given_by("ingest.columns.event", "--event-col"))
     value = t.optional(cols.value, default="value", flag=given_by("ingest.columns.value", "--value-col"))
     time = t.optional(cols.time, default="timestamp", flag=given_by("ingest.columns.time", "--time-col"))
@@ -239,7 +242,12 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
         bad_time = "row {rn}: {raw!r} in column '{col}' is not a time " + TIME_FORMS
         checks.append((f"{quote(time)} IS NOT NULL AND {ts_sql} IS NULL", time, bad_time))
     counted = "".join(f", count(*) FILTER (WHERE {cond})" for cond, _, _ in checks)
-    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n{counted} FROM {t.view} GROUP BY e ORDER BY n DESC, e")
+    counted += "".join(f", {counter}" for counter in id_counters)  # over the raw JSON ids: the file itself
+    source = t.base if id_counters else t.view
+    kinds = _read(con, t, f"SELECT {e_sql} AS e, count(*) AS n{counted} FROM {source} GROUP BY e ORDER BY n DESC, e")
+    if id_counters:
+        first = 2 + len(checks)
+        settle_json_ids(con, t, json_ids, [sum(int(row[first + j]) for row in kinds) for j in range(len(id_counters))])
     if event and any(row[0] is None for row in kinds):
         rn, _ = first_bad_row(con, t, f"{quote(event)} IS NULL", event)
         raise UserError(where, f"row {rn}: empty event in column '{event}'")
@@ -369,9 +377,11 @@ def _time_mode(con: duckdb.DuckDBPyConnection, t: Table, column: str) -> str:
 def _code_ids(con: duckdb.DuckDBPyConnection, t: Table, user: str, item: str) -> tuple[bool, bool]:
     """Dense integer codes for every user and item in the log, in id order; say which ids are integers.
 
-    One pass per column over the log, each a hash table of distinct ids only. Text ids from CSV/TSV become
-    integers only if every distinct one reads as an integer exactly (``007`` keeps the column as text),
-    checked on the distinct ids, not every row. An empty id is refused here, with its row.
+    One pass per column over the log, each a hash table of distinct ids only. Text ids from CSV/TSV (and JSON
+    integers, read as their digits) become integers only if every distinct one is an int64 written as it reads
+    back (``007`` or a 30-digit id keeps the column as text), checked on the distinct ids, not every row. Integer
+    columns beyond int64 (uint64, a hugeint) are kept as their decimal text. An empty id is refused here, with its
+    row.
     """
     flags = []
     for key, table, col, what in (("u", "ucodes", user, "user id"), ("i", "icodes", item, "item id")):
@@ -380,13 +390,16 @@ def _code_ids(con: duckdb.DuckDBPyConnection, t: Table, user: str, item: str) ->
             rn, _ = first_bad_row(con, t, f"{quote(col)} IS NULL", col)
             raise UserError(str(t.path), f"row {rn}: empty {what} in column '{col}'")
         native = t.columns[col].upper()
-        if native in INTEGER_TYPES:
-            is_int = True
-        elif t.typed:
-            is_int = False
-        else:
-            row = fetch_one(con, f"SELECT bool_and(regexp_full_match(raw, '{INT_ID_PATTERN}')) FROM {table}_raw")
-            is_int = bool(row and row[0])
+        if native in INTEGER_TYPES or native.startswith("DECIMAL"):  # DECIMAL(p, 0): check_id_column refused others
+            row = fetch_one(con, f"SELECT bool_and(TRY_CAST(raw AS BIGINT) IS NOT NULL) FROM {table}_raw")
+        elif t.typed and col not in t.integer_text:
+            row = None  # strings in a typed file stay strings, even "2"
+        else:  # text, or JSON integers: integers only if every id is one in int64, written as it reads back
+            row = fetch_one(
+                con,
+                f"SELECT bool_and(CAST(TRY_CAST(raw AS BIGINT) AS VARCHAR) IS NOT DISTINCT FROM raw) FROM {table}_raw",
+            )
+        is_int = bool(row and row[0])
         typed = "CAST(raw AS BIGINT)" if is_int else "CAST(raw AS VARCHAR)"
         con.execute(
             f"CREATE TEMP TABLE {table} AS SELECT raw, {typed} AS {key}, CAST(raw AS VARCHAR) AS key, "
@@ -417,7 +430,7 @@ def _load_items(
     image = t.required(
         ic.image, image_flag, "image path", ic.image != "image", given_by("ingest.item_columns.image", image_flag)
     )
-    check_id_column(con, t, id_col)
+    check_id_columns(con, t, [id_col])
     mapped = {
         name: t.optional(getattr(ic, name), default=name, flag=given_by(f"ingest.item_columns.{name}", f"--{name}-col"))
         for name in ("title", "tags", "text")
@@ -439,7 +452,7 @@ def _load_items(
     where = str(t.path)
     bad = fetch_one(con, f"SELECT {rn} FROM items_raw WHERE i IS NULL ORDER BY {rn} LIMIT 1")
     if bad:
-        raise UserError(where, f"row {bad[0]}: empty item id in column '{id_col}'")
+        raise UserError(where, f"row {t.line(bad[0])}: empty item id in column '{id_col}'")
     conflict = fetch_one(
         con,
         "SELECT i, list(DISTINCT coalesce(image, '<empty>') ORDER BY coalesce(image, '<empty>')) FROM items_raw "
@@ -466,12 +479,12 @@ def _load_items(
     has_image = np.zeros(n_codes, dtype=bool)
     missing: list[str] = []
     outside: list[str] = []  # paths that lead out of the image root: refused, never opened
-    blank: list[str] = []  # empty image cells, as "row N: item 'x'"
+    blank: list[tuple[int, object]] = []  # empty image cells: (data row, item id)
     image_root = ImageRoot(root, cfg.allow_absolute_images)
     for code, img, item_id, row in rows:
         listed[code] = True
         if img is None or not img.strip():
-            blank.append(f"row {row}: item '{_shown(item_id)}'")
+            blank.append((row, item_id))
             continue
         path = image_root.resolve(img)
         if path is not None and is_file(path):  # a name the OS refuses (too long, ...) is a missing image
@@ -480,6 +493,8 @@ def _load_items(
             outside.append(_path(img))
         else:
             missing.append(_path(img))
+    lines = t.lines([row for row, _ in blank[:EXAMPLES]])  # JSON Lines: the file's lines, for the messages
+    blank_shown = [f"row {lines[row]}: item '{_shown(item_id)}'" for row, item_id in blank[:EXAMPLES]]
     unlisted = int((~listed).sum())
     examples = con.execute(
         "SELECT key FROM icodes WHERE key NOT IN (SELECT i FROM items) ORDER BY code LIMIT ?", [EXAMPLES]
@@ -498,7 +513,9 @@ def _load_items(
             raise UserError(where, f"{what}; --strict forbids dropping them")
         log.warning("%s; those items are dropped", what)
     if blank:
-        empty = f"{len(blank)} of {len(rows)} items have an empty image cell in column '{image}' (e.g. {blank[0]})"
+        empty = (
+            f"{len(blank)} of {len(rows)} items have an empty image cell in column '{image}' (e.g. {blank_shown[0]})"
+        )
         if cfg.strict or len(blank) == len(rows):
             why = "; --strict forbids dropping them" if len(blank) < len(rows) else "; expected image paths"
             raise UserError(where, empty + why)
@@ -531,7 +548,7 @@ def _load_items(
     stats["missing_images"] = {
         "count": len(missing) + len(blank),
         "empty_cells": len(blank),
-        "examples": (missing[:EXAMPLES] + [f"{b} (empty cell)" for b in blank])[:EXAMPLES],
+        "examples": (missing[:EXAMPLES] + [f"{b} (empty cell)" for b in blank_shown])[:EXAMPLES],
         "image_root": str(Path(root).absolute()),
         "allow_absolute": cfg.allow_absolute_images,
     }
@@ -606,8 +623,7 @@ def _write_comments(
     flag = f"--set {key}text="
     text = t.required(cc.text, flag, "text", cc.text != "text", given_by(key + "text", flag))
     user = t.optional(cc.user, default=cfg.columns.user, flag=given_by(key + "user", key + "user"))
-    for column in (item, user) if user else (item,):
-        check_id_column(con, t, column)
+    check_id_columns(con, t, [item, user] if user else [item])
     time = t.optional(cc.time, default="timestamp", flag=given_by(key + "time", key + "time"))
     bad = fetch_one(con, f"SELECT count(*) FROM {t.view} WHERE {quote(item)} IS NULL")[0]  # type: ignore[index]
     if bad:

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 
 from socialfeat.config import SplitConfig
-from socialfeat.data.contract import open_table, quote
+from socialfeat.data.contract import check_id_column, open_table, quote
 from socialfeat.errors import UserError
 
 SPLITS = ("train", "valid", "test")
@@ -69,6 +69,7 @@ def _splits_from_file(path: Path, item_ids: list[object]) -> tuple[np.ndarray, d
         t = open_table(con, path, None, "split_src")
         item_col = t.required("item_id", "--cold-items", "item id", explicit=False)
         split_col = t.required("split", "--cold-items", "split", explicit=False)
+        check_id_column(con, t, item_col)  # ids as their literal text, as ingest read them
         rows = con.execute(
             f"SELECT CAST({quote(item_col)} AS VARCHAR), CAST({quote(split_col)} AS VARCHAR) FROM {t.view}"
         ).fetchall()
@@ -79,7 +80,7 @@ def _splits_from_file(path: Path, item_ids: list[object]) -> tuple[np.ndarray, d
     unknown = 0
     for row_number, (item, split) in enumerate(rows, start=1):
         if split not in SPLITS:
-            raise UserError(str(path), f"row {row_number}: split {split!r}; expected one of train, valid, test")
+            raise UserError(str(path), f"row {t.line(row_number)}: split {split!r}; expected one of train, valid, test")
         idx = lookup.get(str(item))
         if idx is None:
             unknown += 1

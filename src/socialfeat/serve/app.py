@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from socialfeat import __version__
@@ -32,6 +33,22 @@ PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; sc
 Source = Literal["learned", "imagenet"]
 FIELD_CHARS = {"title": 500, "text": 10_000, "tags": 5_000}  # longer is not a title; it would only cost encoder time
 UPLOAD_FIELDS = ("image", *FIELD_CHARS)  # the form fields of an upload, each given at most once
+
+
+class AnyId(Convertor[str]):
+    """A path parameter that is any text, newlines included: Starlette's ``path`` stops at a newline, so an id
+    holding one (``%0A`` in the URL) could not be addressed. Registered as ``{name:id}``."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", AnyId())
 
 
 class BodyLimit:
@@ -143,12 +160,12 @@ def create_app(explorer: Explorer) -> FastAPI:
         """A page of items, filtered by text and by warm/cold."""
         return explorer.items(q, split, offset, limit)
 
-    @app.get("/api/items/{item_id:path}/similar", tags=["items"])
+    @app.get("/api/items/{item_id:id}/similar", tags=["items"])
     def similar(item_id: ItemId, k: K = 12, source: Source = "learned") -> dict[str, Any]:
         """The k items nearest to an item under the learned (engagement) or ImageNet features."""
         return {"item": item_id, "source": source, "similar": explorer.similar(item_id, source, k)}
 
-    @app.get("/api/items/{item_id:path}/thumbnail", tags=["items"], response_class=Response)
+    @app.get("/api/items/{item_id:id}/thumbnail", tags=["items"], response_class=Response)
     def thumbnail(item_id: ItemId, size: Annotated[int, Query(ge=32, le=512)] = 160) -> Response:
         """A square JPEG of the item (looked up by id in the run's own table)."""
         data = _thumbnail(item_id, size)
@@ -158,7 +175,7 @@ def create_app(explorer: Explorer) -> FastAPI:
     def _thumbnail(item_id: str, size: int) -> bytes:
         return explorer.thumbnail(item_id, size)
 
-    @app.get("/api/items/{item_id:path}", tags=["items"])
+    @app.get("/api/items/{item_id:id}", tags=["items"])
     def item(item_id: ItemId, k: K = 10) -> dict[str, Any]:
         """One item: title, tags, warm/cold, audience size, and for a cold item the users it is predicted to reach."""
         row = explorer.row(item_id)
@@ -203,12 +220,22 @@ def create_app(explorer: Explorer) -> FastAPI:
         """User ids containing ``q``."""
         return {"users": explorer.users(q, limit)}
 
-    @app.get("/api/users/{user_id:path}/recommendations", tags=["users"])
+    @app.get("/api/users/{user_id:id}/recommendations", tags=["users"])
     def recommendations(
         user_id: Annotated[str, PathParam(description="A user id of the run.")], k: K = 12, include_seen: bool = False
     ) -> dict[str, Any]:
         """Items for a user, warm ones by their factors and cold ones by the factors predicted from their image."""
         return {"user": user_id, "items": explorer.recommendations(user_id, k, include_seen)}
+
+    @app.get("/api/recommendations", tags=["users"])
+    def recommendations_by_query(
+        user: Annotated[str, Query(description="A user id of the run: any text, '..' and '/' included.")],
+        k: K = 12,
+        include_seen: bool = False,
+    ) -> dict[str, Any]:
+        """The same as ``/api/users/{id}/recommendations``, for every id: a path cannot carry ``..`` or ``.``
+        (clients resolve them as folders), a query parameter carries any text. The page uses this form."""
+        return {"user": user, "items": explorer.recommendations(user, k, include_seen)}
 
     # ------------------------------------------------------------------------------------------------ page
     @app.get("/", include_in_schema=False)
