@@ -32,7 +32,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from safetensors.numpy import save_file
 from threadpoolctl import threadpool_limits
 
 from socialfeat.atomic import atomic_dir, atomic_file, write_json
@@ -54,6 +53,7 @@ from socialfeat.evaluate.coldstart import (
 from socialfeat.evaluate.metrics import select_best
 from socialfeat.features import vectors_column
 from socialfeat.freshness import check_current, feature_product
+from socialfeat.tensor_io import write_safetensors
 
 FORMAT = 1
 ITEM_CHUNK = 65_536  # items predicted at once when every item's factors are written
@@ -485,7 +485,7 @@ def _write(
         }
     )
     with atomic_dir(run / "content", "content") as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"))
+        write_safetensors(tmp / "model.safetensors", tensors, framework="numpy")
         pq.write_table(factors, tmp / "item_factors.parquet")
         write_json(tmp / "model.json", meta)
         write_json(tmp / "metrics.json", metrics)
