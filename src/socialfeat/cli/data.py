@@ -209,7 +209,7 @@ def factorize(
     backend: Annotated[str | None, typer.Option(help="local (implicit ALS) or spark (Spark MLlib ALS).")] = None,
     factors: Annotated[int | None, typer.Option(help="Latent factors [64].")] = None,
     iterations: Annotated[int | None, typer.Option(help="ALS iterations [15].")] = None,
-    regularization: Annotated[float | None, typer.Option("--regularization", "--reg", help="λ [0.05].")] = None,
+    regularization: Annotated[float | None, typer.Option("--regularization", "--reg", help="λ [20].")] = None,
     alpha: Annotated[float | None, typer.Option(help="Confidence scale α [10].")] = None,
     confidence: Annotated[str | None, typer.Option(help="linear: 1 + α·w, or log: 1 + α·log(1 + w/ε).")] = None,
     epsilon: Annotated[float | None, typer.Option(help="ε of the log confidence [1].")] = None,

@@ -56,6 +56,7 @@ from socialfeat.freshness import check_current, feature_product
 from socialfeat.tensor_io import write_safetensors
 
 FORMAT = 1
+EMPTY_SOURCES = "no content source to fit: name at least one of learned, imagenet, text, tags, numeric"
 ITEM_CHUNK = 65_536  # items predicted at once when every item's factors are written
 
 
@@ -367,6 +368,8 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     say = step or (lambda _m: None)
     t0 = time.perf_counter()
     cc, ec = config.content, config.evaluate
+    if not cc.sources:
+        raise UserError(config.given_by("content.sources", "content.sources"), EMPTY_SOURCES)
     unknown = [s for s in cc.sources if s not in (*IMAGE_SOURCES, *ITEM_SOURCES)]
     if unknown:
         choices = ", ".join((*IMAGE_SOURCES, *ITEM_SOURCES))
