@@ -147,7 +147,9 @@ def make_selector(
             "valid cold-start AUC cannot be computed"
         )
         if cfg.select == "valid-auc":
-            raise UserError("train.select", f"{why}; factorize with more cold items (--cold-fraction) or use last")
+            raise UserError(
+                "train.select", f"{why}; factorize with more cold items (--cold-fraction) or use select: last"
+            )
         log.warning("%s: keeping the last epoch (train.select: last)", why)
         return None
     compact = _compact(data, fit_idx, valid_idx, factors, truth, users.valid_users)
