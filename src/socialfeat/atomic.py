@@ -361,10 +361,12 @@ def atomic_file(target: str | os.PathLike[str], mode: str = "w") -> Iterator[Any
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON, atomically; a value that is not a finite number is written as null."""
+    from socialfeat.jsonio import dumps
+
+    text = dumps(obj, indent=2, sort_keys=False)
     with atomic_file(path) as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-        fh.write("\n")
+        fh.write(text + "\n")
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -141,6 +141,17 @@ def make_selector(
     # the users as evaluate draws them: eligible (a positive and a negative) among the sampled valid items
     no_test = sp.csr_matrix((data.valid_truth.shape[0], 0), dtype=np.float32)
     users = sampled(dataclasses.replace(data, valid_truth=truth, test_truth=no_test), 0, cfg.select_users, seed)
+    if len(users.valid_users) == 0:
+        why = (
+            f"no user has both a positive and a negative among the {len(valid_idx):,} valid cold item(s), so the "
+            "valid cold-start AUC cannot be computed"
+        )
+        if cfg.select == "valid-auc":
+            raise UserError(
+                "train.select", f"{why}; factorize with more cold items (--cold-fraction) or use select: last"
+            )
+        log.warning("%s: keeping the last epoch (train.select: last)", why)
+        return None
     compact = _compact(data, fit_idx, valid_idx, factors, truth, users.valid_users)
     has = np.concatenate([np.ones(len(fit_idx), dtype=bool), has_image[valid_idx]])
     rows = np.array([cache_rows[compact.item_ids[i]] for i in np.flatnonzero(has)], dtype=np.int64)
@@ -227,7 +238,9 @@ def keep_best(
     if selector is None:
         return {"selection": "last", "selected_epoch": len([h for h in history if h["epoch"] >= 0])}
     chosen = best_epoch(history)
-    assert chosen is not None and best is not None
+    if chosen is None or best is None:  # every score NaN (features that do not fit a ridge): keep what trained
+        log.warning("no epoch could be scored on valid cold-start AUC (every score is not a number): keeping the last")
+        return {"selection": "last", "selected_epoch": len([h for h in history if h["epoch"] >= 0])}
     model.load_state_dict(best)
     selected = int(chosen["epoch"]) + 1
     start = next(h for h in history if h["epoch"] < 0)[METRIC]

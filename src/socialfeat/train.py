@@ -34,6 +34,7 @@ from socialfeat.data.batches import CachedImages, EpochBatches
 from socialfeat.errors import Interrupted, UserError
 from socialfeat.factorize.splits import uniform
 from socialfeat.freshness import check_inputs
+from socialfeat.jsonio import json_lines
 from socialfeat.models.backbones import create_backbone
 from socialfeat.models.heads import FeatureModel, apply_finetune, head_key
 from socialfeat.models.losses import (
@@ -51,6 +52,7 @@ from socialfeat.models.store import save_weights, state_tensors
 from socialfeat.preservation import StartingPoint, Teacher
 from socialfeat.runtime import Dist, barrier, batch_loader, default_workers, setup_distributed, shared_image_cache
 from socialfeat.selection import Selector, best_epoch, from_rank0, keep_best, make_selector, ridge_init
+from socialfeat.tensor_io import write_safetensors, write_torch
 
 log = logging.getLogger(__name__)
 
@@ -265,17 +267,19 @@ def save_checkpoint(
 ) -> None:
     """Weights (safetensors) + optimizer, scheduler, every rank's RNG states, the position and the best epoch's
     weights so far (when selecting), atomically."""
-    from safetensors.torch import save_file
-
-    with atomic_dir(work / "checkpoint", "checkpoint") as tmp:
-        save_weights(tmp / "weights.safetensors", model)
-        if best is not None:
-            save_file(best, str(tmp / "best.safetensors"))
-        torch.save(
-            {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, **position}, tmp / "state.pt"
-        )
-        write_json(tmp / "position.json", {**position, **fingerprints(tmp, "weights.safetensors", "best.safetensors")})
-        write_text(tmp / "config.yaml", dump_config(config))
+    try:
+        with atomic_dir(work / "checkpoint", "checkpoint") as tmp:
+            save_weights(tmp / "weights.safetensors", model)
+            if best is not None:
+                write_safetensors(tmp / "best.safetensors", best)
+            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, **position}
+            write_torch(tmp / "state.pt", state)
+            write_json(
+                tmp / "position.json", {**position, **fingerprints(tmp, "weights.safetensors", "best.safetensors")}
+            )
+            write_text(tmp / "config.yaml", dump_config(config))
+    except UserError as e:  # a full disk or a size limit: the earlier checkpoint is intact, and says so
+        raise UserError(e.where, f"{e.message}; {interrupted_note(work.parent, _name_of(work))}") from e
 
 
 def load_checkpoint(work: Path, config: Config) -> dict[str, Any]:
@@ -360,6 +364,11 @@ def train(
 
 def _work_dir(run: Path, name: str) -> Path:
     return run / (".train" if name == "model" else f".train-{name}")
+
+
+def _name_of(work: Path) -> str:
+    """The model folder a work folder trains (:func:`_work_dir` reversed)."""
+    return "model" if work.name == ".train" else work.name.removeprefix(".train-")
 
 
 def interrupted_note(run: Path, name: str = "model") -> str:
@@ -575,7 +584,7 @@ def _select_start(t: Training, resume: bool) -> None:
                 dist.broadcast(p.data, 0)
     t.best = state_tensors(t.model)
     if t.d.main:
-        write_text(t.work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in t.history))
+        write_text(t.work / "metrics.jsonl", json_lines(t.history))
     t.note({"event": "epoch", **record})
 
 
@@ -671,7 +680,7 @@ def _checkpoint(t: Training, record: dict[str, Any]) -> None:
     """The end of an epoch: metrics.jsonl and an atomic checkpoint (rank 0), then every rank in step."""
     rng = _gather_rng(t.d)
     if t.d.main:
-        write_text(t.work / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in t.history))
+        write_text(t.work / "metrics.jsonl", json_lines(t.history))
         position = {"epoch": record["epoch"] + 1, "step_in_epoch": 0, "step": t.step}
         save_checkpoint(t.work, t.model, t.opt, t.sched, position, rng, t.config, t.best)
     t.note({"event": "epoch", **record})
@@ -694,7 +703,10 @@ def _conclude(t: Training) -> TrainResult:
     }
     if d.main:
         summary.update(keep_best(t.model, t.selector, t.best, t.history))
-        _finish(t.out_dir, t.work, t.model, data, t.history, summary, t.config)
+        try:
+            _finish(t.out_dir, t.work, t.model, data, t.history, summary, t.config)
+        except UserError as e:  # a full disk or a size limit on the model write: the last checkpoint is kept
+            raise UserError(e.where, f"{e.message}; {interrupted_note(t.run, _name_of(t.work))}") from e
     barrier(d)
     return TrainResult(t.out_dir, t.history, summary)
 
@@ -726,7 +738,7 @@ def _finish(
     with atomic_dir(out, "model") as tmp:
         save_weights(tmp / "weights.safetensors", model)
         write_json(tmp / "model.json", {**meta, **fingerprints(tmp, "weights.safetensors")})
-        write_text(tmp / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        write_text(tmp / "metrics.jsonl", json_lines(history))
         write_json(tmp / "manifest.json", provenance(config, "train"))
         write_text(tmp / "config.yaml", dump_config(config))
     shutil.rmtree(work, ignore_errors=True)

@@ -110,10 +110,10 @@ def test_cli_factorize_and_errors(run: Path, tmp_path: Path, capsys: pytest.Capt
         (["factorize", str(tmp_path / "nowhere")], "no dataset/interactions.parquet"),
         (["factorize", str(run), "--sweep", "colour=1,2"], "--sweep colour=1,2: expected NAME=V1,V2"),
         (["factorize", str(run), "alpha=1,2"], "sweep terms follow --sweep"),
-        (["factorize", str(run), "--cold-items", str(all_cold)], "every item is cold"),
+        (["factorize", str(run), "--cold-items", str(all_cold)], "items warm (trained on); factorize needs at least 2"),
         (["factorize", str(run), "--cold-items", str(bad_split)], "row 1: split 'holdout'"),
         (["factorize", str(run), "--confidence", "cubic"], "--confidence"),
-        (["factorize", str(run), "--sweep", "alpha=1,2", "--no-evaluate"], "--sweep: needs the held-out evaluation"),
+        (["factorize", str(run), "--sweep", "alpha=1,2", "--no-evaluate"], "which --no-evaluate turns off"),
     ]
     for argv, fragment in cases:
         with pytest.raises(SystemExit) as exc:

@@ -10,6 +10,7 @@ import typer
 from socialfeat.cli.options import Commands, ConfigOpt, SetOpt, config_flags, err, out, shown
 from socialfeat.cli.tables import hybrid_differences, hybrid_table
 from socialfeat.config import load_config
+from socialfeat.errors import UserError
 
 commands = Commands()
 
@@ -26,11 +27,17 @@ def content(
     """Fit the content model (a ridge map per source with late fusion, and a joint ridge over all of them; valid
     picks) and score every source alone, in pairs and together on the cold test items."""
     from socialfeat.content import content as run_content
+    from socialfeat.content.stage import EMPTY_SOURCES
     from socialfeat.evaluate.hybrid import content_section
 
-    picked = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
+    picked = [s.strip() for s in sources.split(",") if s.strip()] if sources is not None else None
     cfg = load_config(config, set_ or [], config_flags(content__sources=("--sources", picked)))
+    given = cfg.given_by("content.sources", "")
+    if not cfg.content.sources and given.startswith("-"):  # an empty list on the command line is a mistake
+        raise UserError(given, f"{EMPTY_SOURCES}, or leave it out for the default learned, text, tags")
     if not cfg.content.sources:
+        if given:  # a config file's [] is the pipeline's "stage off" (every run's config.yaml says it): say so
+            err.print(f"note: {given} is empty (the pipeline's 'off'); fitting learned, text, tags", markup=False)
         cfg = cfg.model_copy(
             update={"content": cfg.content.model_copy(update={"sources": ["learned", "text", "tags"]})}
         )

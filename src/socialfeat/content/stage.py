@@ -32,7 +32,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from safetensors.numpy import save_file
 from threadpoolctl import threadpool_limits
 
 from socialfeat.artifacts import fingerprints
@@ -55,8 +54,10 @@ from socialfeat.evaluate.coldstart import (
 from socialfeat.evaluate.metrics import select_best
 from socialfeat.features import vectors_column
 from socialfeat.freshness import check_current, feature_product
+from socialfeat.tensor_io import write_safetensors
 
 FORMAT = 1
+EMPTY_SOURCES = "no content source to fit: name at least one of learned, imagenet, text, tags, numeric"
 ITEM_CHUNK = 65_536  # items predicted at once when every item's factors are written
 
 
@@ -368,6 +369,8 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
     say = step or (lambda _m: None)
     t0 = time.perf_counter()
     cc, ec = config.content, config.evaluate
+    if not cc.sources:
+        raise UserError(config.given_by("content.sources", "content.sources"), EMPTY_SOURCES)
     unknown = [s for s in cc.sources if s not in (*IMAGE_SOURCES, *ITEM_SOURCES)]
     if unknown:
         choices = ", ".join((*IMAGE_SOURCES, *ITEM_SOURCES))
@@ -487,7 +490,7 @@ def _write(
         }
     )
     with atomic_dir(run / "content", "content") as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"))
+        write_safetensors(tmp / "model.safetensors", tensors, framework="numpy")
         pq.write_table(factors, tmp / "item_factors.parquet")
         write_json(tmp / "model.json", {**meta, **fingerprints(tmp, "model.safetensors")})
         write_json(tmp / "metrics.json", metrics)

@@ -148,6 +148,7 @@ def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -
     unmatched = 0
     for ids, matrix in feature_batches(run, source, column):  # streamed: the matrix and one batch in memory
         if features is None:
+            check_feature_memory(source, data.n_items, matrix.shape[1])
             features = np.zeros((data.n_items, matrix.shape[1]), np.float32)
         rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
         found = rows >= 0
@@ -159,6 +160,19 @@ def aligned_features(run: Path, source: str, column: str, data: ColdStartData) -
     if features is None:  # an empty file: its width from the schema
         features = np.zeros((data.n_items, read_features(run, source, column)[1].shape[1]), np.float32)
     return features, has
+
+
+def check_feature_memory(source: str, n_items: int, width: int) -> None:
+    """Refuse a feature matrix that does not fit in memory, before it is allocated: the float32 items × width
+    matrix and one standardised copy of it (the ridge's), as assumed here."""
+    from socialfeat.resources import check_memory
+
+    check_memory(
+        2 * 4 * n_items * width,
+        f"features/{source}.parquet",
+        f"{n_items:,} items × {width:,} float32 features (and the ridge's standardised copy)",
+        "leave this source out (evaluate.sources, content.sources) or use a machine with more memory",
+    )
 
 
 def eligible_users(truth: sp.csr_matrix) -> np.ndarray:

@@ -67,11 +67,17 @@ def _splits_from_file(path: Path, item_ids: list[object]) -> tuple[np.ndarray, d
     con = duckdb.connect()
     try:
         t = open_table(con, path, None, "split_src")
-        item_col = t.required("item_id", "--cold-items", "item id", explicit=False)
-        split_col = t.required("split", "--cold-items", "split", explicit=False)
-        check_id_column(con, t, item_col)  # ids as their literal text, as ingest read them
+        lacking = [c for c in ("item_id", "split") if c not in t.columns]
+        if lacking:  # no flag maps these columns: the file's header must name them
+            raise UserError(
+                str(path),
+                f"no column {' or '.join(repr(c) for c in lacking)} (found: {', '.join(t.columns) or 'none'}); "
+                "a split file (split.cold_items, --cold-items) has the columns item_id and split (train, valid or "
+                "test): rename its header",
+            )
+        check_id_column(con, t, "item_id")  # ids as their literal text, as ingest read them
         rows = con.execute(
-            f"SELECT CAST({quote(item_col)} AS VARCHAR), CAST({quote(split_col)} AS VARCHAR) FROM {t.view}"
+            f"SELECT CAST({quote('item_id')} AS VARCHAR), CAST({quote('split')} AS VARCHAR) FROM {t.view}"
         ).fetchall()
     finally:
         con.close()

@@ -30,6 +30,7 @@ from socialfeat.factorize import create_factorizer
 from socialfeat.factorize.base import Factors, FitDiverged
 from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
 from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
+from socialfeat.resources import check_memory
 
 log = logging.getLogger(__name__)
 
@@ -164,17 +165,37 @@ def fit(
         if progress:
             progress(label, iteration + 1, cfg.iterations, loss)
 
+    top = float(conf.data.max()) if conf.nnz else 1.0
+    if cfg.regularization > SHRINK_LIMIT * max(top, 1.0):
+        raise too_much_regularization(cfg, top, "would shrink every factor to zero")
     started = time.perf_counter()
     try:
         factors = factorizer.fit(conf, callback=on_iteration)
     except FitDiverged:
-        top = float(conf.data.max()) if conf.nnz else 0.0
+        if cfg.regularization > top:  # λ, not the confidences, overflowed the float32 solve
+            raise too_much_regularization(cfg, top, "overflowed the solver's float32 arithmetic") from None
         raise UserError(
             source,
             f"ALS diverged (NaN factors) on confidences up to {top:.3g}; lower factorize.alpha, set "
             "factorize.confidence=log, or raise factorize.regularization",
         ) from None
+    largest = max((float(np.abs(a).max()) for a in (factors.users, factors.items) if a.size), default=1.0)
+    if largest < COLLAPSED:
+        raise too_much_regularization(cfg, top, f"collapsed every factor to zero (largest {largest:.1g})")
     return factors, time.perf_counter() - started
+
+
+SHRINK_LIMIT = 1e9  # λ beyond this many times the largest confidence leaves nothing of the data in the factors
+COLLAPSED = 1e-10  # factors all below this in magnitude rank every item alike: the fit learned nothing
+
+
+def too_much_regularization(cfg: FactorizeConfig, top: float, what: str) -> UserError:
+    """The one line for a λ so large that it, not the data, decides the factors."""
+    return UserError(
+        "factorize.regularization",
+        f"λ={cfg.regularization:g} is too large for confidences up to {top:.3g}: it {what}; lower "
+        "factorize.regularization (--reg; the default is 20)",
+    )
 
 
 def _eval_users(test: sp.csr_matrix, cfg: FactorizeConfig, seed: int) -> np.ndarray:
@@ -280,6 +301,53 @@ def sweep(
     return FactorizeConfig.model_validate({**cfg.model_dump(), **chosen}), rows, chosen
 
 
+MIN_WARM_ITEMS = 2  # fewer warm items with interactions leave nothing to rank: every metric is undefined
+
+
+def check_warm_items(config: Config, warm: int, items: int) -> None:
+    """Refuse a split that leaves fewer than two warm items with interactions; warn when fewer warm items remain
+    than factors to learn (the factors then describe a handful of items)."""
+    split = config.split
+    key = "split.cold_items" if split.cold_items is not None else "split.cold_fraction"
+    where = config.given_by(key, "--cold-items" if split.cold_items is not None else "--cold-fraction")
+    how = f"{split.cold_items}" if split.cold_items is not None else f"cold fraction {split.cold_fraction:g}"
+    if warm < MIN_WARM_ITEMS:
+        raise UserError(
+            where,
+            f"{how} leaves {warm} of {items:,} items warm (trained on); factorize needs at least {MIN_WARM_ITEMS}: "
+            f"make fewer items cold ({key})",
+        )
+    if warm < max(config.factorize.factors, 10):
+        log.warning(
+            "%s leaves only %d of %s items warm (trained on): the factors and their metrics rest on these alone; "
+            "make fewer items cold (%s)",
+            how, warm, f"{items:,}", key,
+        )  # fmt: skip
+
+
+def factor_memory(factors: int, users: int, items: int) -> int:
+    """Bytes one ALS fit needs, as assumed here: float32 user and item factors three times over (implicit's
+    random start and its scaled copy, then the copies written to Parquet) plus the conjugate-gradient solver's
+    factors × factors Gram (YᵀY) — the allocation that fails first at a very large ``factors``. The held-out
+    and final fits run one after the other, so one fit is the peak."""
+    return 4 * (3 * factors * (users + items) + factors * factors)
+
+
+def check_factor_memory(config: Config, shape: tuple[int, int]) -> None:
+    """Refuse, before any fit, a ``factors`` (or a swept one) whose factor matrices do not fit in memory."""
+    cfg = config.factorize
+    swept = [int(v) for v in cfg.sweep.get("factors", []) if v == v and abs(v) < 2**62]
+    factors = max([cfg.factors, *swept])
+    key = "factorize.sweep" if factors > cfg.factors else "factorize.factors"
+    check_memory(
+        factor_memory(factors, *shape),
+        config.given_by(key, key),
+        f"{factors:,} factors for {shape[0]:,} users and {shape[1]:,} items (float32 factors, their working copies "
+        f"and the solver's {factors:,}² Gram)",
+        f"lower {key}" + (" (--factors)" if key == "factorize.factors" else ""),
+    )
+
+
 def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | None = None) -> FactorizeResult:
     """Factorize ``run/dataset`` into ``run/factors`` (see the module docstring for the order of work)."""
     run = Path(run)
@@ -287,13 +355,17 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
     started = time.perf_counter()
     data = read_dataset(run)
     shape = (len(data.user_ids), len(data.item_ids))
+    check_factor_memory(config, shape)
     split_codes, split_info = item_splits(data.item_ids.to_pylist(), config.split, seed)
     warm = split_codes[data.items] == TRAIN
-    if not warm.any():
-        where = "--cold-items" if config.split.cold_items is not None else "--cold-fraction"
-        raise UserError(where, "every item is cold: nothing is left to train on")
+    check_warm_items(config, np.unique(data.items[warm]).size, shape[1])
     if cfg.sweep and not cfg.evaluate:
-        raise UserError("--sweep", "needs the held-out evaluation; drop --no-evaluate")
+        off = config.given_by("factorize.evaluate", "factorize.evaluate: false")
+        off = "--no-evaluate" if off == "--evaluate" else off  # the flag pair is recorded by its first name
+        raise UserError(
+            config.given_by("factorize.sweep", "factorize.sweep"),
+            f"the sweep needs the held-out evaluation, which {off} turns off; drop one of them",
+        )
     metrics: dict[str, Any] = {"items": split_info, "pairs": {"warm": int(warm.sum()), "cold": int((~warm).sum())}}
 
     if cfg.evaluate:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from socialfeat.artifacts import damaged, missing, read_json, read_safetensors
 from socialfeat.errors import UserError
 from socialfeat.models.backbones import create_backbone
 from socialfeat.models.heads import FeatureModel
+from socialfeat.tensor_io import write_safetensors
 
 
 def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -21,7 +21,8 @@ def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
-    save_file(state_tensors(model), str(path))
+    """The model's weights as safetensors; a full disk or a size limit is an OSError with its errno."""
+    write_safetensors(path, state_tensors(model))
 
 
 def build_model(meta: dict[str, Any]) -> FeatureModel:
