@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import reprlib
 import subprocess
 import sys
@@ -24,6 +25,17 @@ from socialfeat.config_paths import RELATIVE_HEADER, absolute, map_paths, relati
 from socialfeat.errors import UserError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def _file_name(value: str) -> str:
+    """A name that becomes part of a file name under the run (features/<source>.faiss) is never a path."""
+    if not _NAME.fullmatch(value):
+        raise ValueError("expected a name of letters, digits, _ and - (such as learned), not a path")
+    return value
+
+
+FileName = Annotated[str, AfterValidator(_file_name)]
 
 
 class StrictModel(CheckedModel):
@@ -317,8 +329,8 @@ class EmbedConfig(StrictModel):
 class IndexConfig(StrictModel):
     """Nearest-neighbour index over one feature source (faiss)."""
 
-    source: str = Field("learned", description="feature source: learned, imagenet or random")
-    column: str = Field("features", description="column of features/<source>.parquet to index")
+    source: FileName = Field("learned", description="feature source: learned, imagenet or random")
+    column: FileName = Field("features", description="column of features/<source>.parquet to index")
     kind: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
         "auto", description="auto: exact below exact_max items, HNSW below hnsw_max, IVF-PQ above"
     )

@@ -78,13 +78,8 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # a file name under features/, never a path
-
-
 def feature_files(run: str | os.PathLike[str], source: str) -> list[Path]:
     """The files ``read_features`` reads for a source (one file, or its rank parts); empty when there are none."""
-    if not SOURCE_NAME.fullmatch(source):
-        raise UserError("--source", f"expected a feature source name such as {', '.join(SOURCES)}, got {source!r}")
     base = Path(run) / "features"
     single = base / f"{source}.parquet"
     return [single] if single.is_file() else sorted(base.glob(f"{source}.part-*-of-*.parquet"))
