@@ -35,6 +35,7 @@ from socialfeat.export import encoder_for
 from socialfeat.features import SOURCES, Encoder, encode_batch, read_features, source_config
 from socialfeat.freshness import check_current, feature_product
 from socialfeat.models.heads import head_key
+from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ def _make_index(
     return index, params
 
 
+@writes_run()
 def build_index(
     config: Config, run: str | os.PathLike[str], source: str | None = None, column: str | None = None
 ) -> IndexResult:

@@ -54,6 +54,7 @@ from socialfeat.evaluate.coldstart import (
 from socialfeat.evaluate.metrics import select_best
 from socialfeat.features import vectors_column
 from socialfeat.freshness import check_current, feature_product
+from socialfeat.runlock import writes_run
 
 FORMAT = 1
 ITEM_CHUNK = 65_536  # items predicted at once when every item's factors are written
@@ -359,6 +360,7 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
     return {"name": name, **row}, per_user
 
 
+@writes_run()
 def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> ContentResult:
     """Build the content blocks, fit one ridge map per block, score every source alone, in pairs and together
     (fusion weights on valid, AUC on test, both on evaluate's user samples), bootstrap their intervals, and write

@@ -30,6 +30,7 @@ from socialfeat.factorize import create_factorizer
 from socialfeat.factorize.base import Factors, FitDiverged
 from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
 from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
+from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ def sweep(
     return FactorizeConfig.model_validate({**cfg.model_dump(), **chosen}), rows, chosen
 
 
+@writes_run()
 def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | None = None) -> FactorizeResult:
     """Factorize ``run/dataset`` into ``run/factors`` (see the module docstring for the order of work)."""
     run = Path(run)
