@@ -57,7 +57,9 @@ def _command() -> str:
     """The command line that holds the lock, as the user typed it (``socialfeat train runs/r5``)."""
     argv = list(sys.argv) or ["socialfeat"]
     first = Path(argv[0])
-    name = "socialfeat" if first.name in ("__main__.py", "socialfeat") else first.name
+    name = (
+        "socialfeat" if first.name in ("__main__.py", "socialfeat") else "python -c" if argv[0] == "-c" else first.name
+    )
     return " ".join([name, *argv[1:]])
 
 
@@ -87,7 +89,7 @@ def _busy(run: Path, holder: dict[str, Any]) -> UserError:
     )
 
 
-def _acquire(run: Path) -> _Held | None:
+def _acquire(run: Path, shown: Path) -> _Held | None:
     """Take ``run``'s lock (non-blocking), or raise the one-line UserError naming the holder. None where the run
     folder cannot hold a lock file (read-only, no permission): the stage's own first write then says why."""
     path = run / LOCK
@@ -103,7 +105,7 @@ def _acquire(run: Path) -> _Held | None:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise _busy(run, holder) from None
+            raise _busy(shown, holder) from None
         except OSError:
             os.close(fd)
             raise
@@ -147,7 +149,7 @@ def take(run: str | os.PathLike[str]) -> None:
     if key in _held:
         _held[key].depth += 1
     else:
-        held = _acquire(key)
+        held = _acquire(key, Path(run))
         if held is None:
             return
         _held[key] = held
