@@ -64,8 +64,14 @@ def run(embedded_run: Path, tmp_path: Path) -> Path:
 
 
 def test_a_second_writer_is_refused_naming_the_pid_and_readers_still_work(
-    run: Path, holder: Callable[[Path], subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
+    run: Path,
+    platform: Path,
+    tmp_path: Path,
+    holder: Callable[[Path], subprocess.Popen[str]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"ingest:\n  interactions: {platform / 'interactions.csv'}\n")
     proc = holder(run)
     before = snapshot(run)
     for argv in (
@@ -77,6 +83,7 @@ def test_a_second_writer_is_refused_naming_the_pid_and_readers_still_work(
         ["evaluate", str(run)],
         ["report", str(run)],
         ["export", str(run)],
+        ["run", str(config), "--run", str(run)],
     ):
         line = fails(argv, capsys)
         assert line.startswith(f"error: {run}: in use by another socialfeat process, PID {proc.pid} ("), (

@@ -291,7 +291,9 @@ def atomic_dir(
     is removed and ``target`` is left exactly as it was.
     """
     given = target
-    target = through_link(Path(target).absolute(), kind)
+    target = through_link(Path(target).absolute(), kind, str(given))
+    if target != Path(given).absolute():
+        given = target  # a fault is then in the folder the link points at: named as such
     claim_dir(target, kind, inputs=inputs)
     created = _missing_parents(target)
     tmp = None
@@ -312,7 +314,7 @@ def atomic_dir(
         _swap_in(tmp, target, created)
 
 
-def through_link(target: Path, kind: str) -> Path:
+def through_link(target: Path, kind: str, where: str | None = None) -> Path:
     """The path to write for ``target``: a symbolic link is written through (the folder it points at is what is
     replaced, and the link stays); a link to nothing is refused, since where it points may be a typo."""
     if not target.is_symlink():
@@ -320,7 +322,7 @@ def through_link(target: Path, kind: str) -> Path:
     real = Path(os.path.realpath(target))
     if not real.exists():
         raise UserError(
-            str(target),
+            where or str(target),
             f"is a symbolic link to {real}, which does not exist; nothing was changed: "
             f"create that folder for the {kind}, or give the folder itself",
         )

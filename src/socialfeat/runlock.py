@@ -14,6 +14,7 @@ import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import socket
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from socialfeat.errors import UserError
+
+log = logging.getLogger(__name__)
 
 LOCK = ".socialfeat.lock"
 _READ_TRIES = 20  # a holder writes its PID just after it takes the lock: wait up to ~0.2 s to read it
@@ -106,9 +109,10 @@ def _acquire(run: Path, shown: Path) -> _Held | None:
             holder = _holder(fd)
             os.close(fd)
             raise _busy(shown, holder) from None
-        except OSError:
+        except OSError as e:  # a file system without locks (some network mounts): go on, and say so
             os.close(fd)
-            raise
+            log.warning("%s cannot be locked (%s): nothing stops a second process writing this run", path, e.strerror)
+            return None
         # the last holder unlinks the file as it lets go: a lock on an unlinked file would guard nothing
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
