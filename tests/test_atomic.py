@@ -3,6 +3,7 @@ and nothing socialfeat did not write is ever replaced."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,16 +109,55 @@ def test_files_in_the_way_and_inputs_are_refused(tmp_path: Path) -> None:
         claim_file(log, "report", suffixes=(".csv",), ours=lambda _p: True, inputs=[log])
 
 
-def test_empty_and_new_folders_and_pre_marker_outputs_are_claimed(tmp_path: Path) -> None:
+def test_empty_and_new_folders_are_claimed(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     claim_dir(tmp_path / "empty", "dataset")
     claim_dir(tmp_path / "new" / "deeper", "dataset")
-    old = tmp_path / "old"  # written by a version without markers: recognised by its manifest
+
+
+@pytest.mark.parametrize(
+    ("kind", "names"),
+    [
+        ("platform", ("interactions.csv", "items.csv", "README.md")),
+        ("collection", ("labels.csv", "images/")),
+        ("image cache", ("meta.json", "index.parquet")),
+        ("checkpoint", ("position.json",)),
+        ("dataset", (".pipeline/", "interactions.parquet")),
+    ],
+)
+def test_file_names_never_make_a_folder_ours(kind: str, names: tuple[str, ...], tmp_path: Path) -> None:
+    """The names older versions recognised are the data contract's too: without the marker, a user's folder."""
+    mine = tmp_path / "mine"
+    for name in names:
+        if name.endswith("/"):
+            (mine / name).mkdir(parents=True)
+            (mine / name / "x").write_text("x")
+        else:
+            mine.mkdir(exist_ok=True)
+            (mine / name).write_text("mine")
+    before = _snapshot(mine)
+    assert output_kind(mine) is None
+    with pytest.raises(UserError, match="non-empty folder socialfeat did not write"):
+        with atomic_dir(mine, kind):
+            raise AssertionError("never reached")
+    assert _snapshot(mine) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_an_output_from_before_the_marker_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    old = tmp_path / "old"  # a dataset written by a version without markers: its provenance manifest says so
     old.mkdir()
-    (old / "manifest.json").write_text(json.dumps({"stage": "ingest"}))
-    claim_dir(old, "dataset")
-    with pytest.raises(UserError):
-        claim_dir(old, "factors")
+    manifest = {"stage": "ingest", "versions": {"socialfeat": "0.3.0"}, "config": {}}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (old / "interactions.parquet").write_bytes(b"PAR1")
+    before = _snapshot(old)
+    for kind in ("dataset", "factors"):
+        with pytest.raises(UserError) as e:
+            claim_dir(old, kind, flag="--out")
+        assert str(e.value) == (
+            f"--out: {old} holds the ingest output of a socialfeat older than its marker (.socialfeat.json); it was "
+            "left untouched: socialfeat replaces only marked outputs; move or delete that folder by hand, then rerun"
+        )
+    assert _snapshot(old) == before
 
 
 def test_claim_file_checks_suffix_ownership_and_sidecars(tmp_path: Path) -> None:
@@ -173,3 +213,67 @@ def test_atomic_file_keeps_the_previous_file_on_failure(tmp_path: Path) -> None:
         fh.write("half")
         raise RuntimeError
     assert path.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_a_failed_rename_keeps_nothing_and_restores_the_previous_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step's rename refused (what an immutable folder or a file system gone read-only does): the error
+    is the one line, the previous output is back in place, and no temporary sibling is left."""
+    target = tmp_path / "out"
+    with atomic_dir(target, "thing") as tmp:
+        (tmp / "old.txt").write_text("old")
+    real = os.replace
+
+    def refuse_into_place(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(dst) == target and ".out.tmp-" in str(src):  # the new output's rename; moving back works
+            raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_into_place)
+    for previous in (True, False):
+        if not previous:
+            monkeypatch.undo()
+            shutil.rmtree(target)
+            monkeypatch.setattr(os, "replace", refuse_into_place)
+        with pytest.raises(UserError) as e, atomic_dir(target, "thing") as tmp:
+            (tmp / "new.txt").write_text("new")
+        assert str(e.value).startswith(f"{target}: operation not permitted; nothing half-written was kept")
+        assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if previous else [])
+        if previous:
+            assert (target / "old.txt").read_text() == "old" and not (target / "new.txt").exists()
+
+
+def test_a_symlink_to_a_folder_is_written_through(tmp_path: Path) -> None:
+    """The link stays a link and the folder it points at gets the output (empty, or an earlier one of the kind)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    for text in ("first", "second"):
+        with atomic_dir(link, "thing") as tmp:
+            (tmp / "x.txt").write_text(text)
+        assert link.is_symlink() and os.readlink(link) == str(real)
+        assert (real / "x.txt").read_text() == text and (real / MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    write_json(tmp_path / "file-link", {})  # a file's link too: a new file is made where it pointed
+    (tmp_path / "f.json").write_text("{}")
+    (tmp_path / "f-link.json").symlink_to(tmp_path / "f.json")
+    write_json(tmp_path / "f-link.json", {"a": 1})
+    assert (tmp_path / "f-link.json").is_symlink() and json.loads((tmp_path / "f.json").read_text()) == {"a": 1}
+
+
+def test_a_symlink_to_a_foreign_folder_or_to_nothing_is_refused(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(UserError, match="non-empty folder socialfeat did not write .notes.txt."):
+        with atomic_dir(tmp_path / "link", "thing"):
+            raise AssertionError("never reached")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"dangling: is a symbolic link to .*nowhere, which does not exist"):
+        with atomic_dir(tmp_path / "dangling", "thing"):
+            raise AssertionError("never reached")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "link", "mine"]
+    assert (mine / "notes.txt").read_text() == "precious" and (tmp_path / "link").is_symlink()

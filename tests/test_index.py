@@ -234,9 +234,7 @@ def test_user_errors_are_one_line(run: Path, tmp_path: Path, capsys: pytest.Capt
     assert str(tmp_path / "gone.png") in fails(["similar", str(run), "--image", str(tmp_path / "gone.png")], capsys)
     assert "head_nope" in fails(["index", str(run), "--column", "head_nope"], capsys)
     for path in (str(tmp_path), "../features/learned", ""):  # a path is not a source name (was a glob traceback)
-        assert "not a path" in fails(
-            ["similar", str(run), "i00001", "--source", path], capsys
-        )
+        assert "not a path" in fails(["similar", str(run), "i00001", "--source", path], capsys)
         assert "not a path" in fails(["index", str(run), "--source", path], capsys)
     assert "--source" in fails(["similar", str(run), "i00001", "--source", "nope"], capsys)
     assert "index.kind" in fails(["index", str(run), "--kind", "annoy"], capsys)

@@ -6,9 +6,12 @@ next write of the same target (its name carries the host and process id that mad
 
 **The ``--out`` rule** (:func:`claim_dir`, :func:`claim_file`; :func:`atomic_dir` applies it too): a command writes
 into a new path, or replaces an earlier output *of the same kind* — recognised by the marker file socialfeat writes
-into every folder it makes (``.socialfeat.json``), or for a file by what it holds. Anything else — a user's folder,
-the input itself, a run root given where a dataset was meant — is refused with one line naming the path and what is
-there, and left untouched. No flag deletes what socialfeat did not write.
+into every folder it makes (``.socialfeat.json``), or for a file by what it holds. Never by file names: those are
+the data contract's names too, and a user's project holds them. Anything else — a user's folder, the input itself,
+a run root given where a dataset was meant, an output of a version before the marker — is refused with one line
+naming the path and what is there, and left untouched. No flag deletes what socialfeat did not write.
+
+A symbolic link given as the output is written through: the folder or file it points at is replaced, the link stays.
 """
 
 from __future__ import annotations
@@ -31,21 +34,9 @@ from socialfeat.errors import UserError, fixable_os_error
 MARKER = ".socialfeat.json"  # inside every folder socialfeat writes: {"kind": ..., "written": ...}
 STALE_TEMP_SECONDS = 24 * 3600  # a temporary sibling without a host/pid tag is swept once it is this old
 
-# Outputs written before the marker existed: a provenance manifest of this stage, or these files.
-_LEGACY_MANIFEST = {
-    "dataset": "ingest",
-    "factors": "factorize",
-    "targets": "targets",
-    "model": "train",
-    "eval": "evaluate",
-    "content": "content",
-}
-_LEGACY_FILES = {
-    "platform": ("interactions.csv", "items.csv", "README.md"),
-    "collection": ("labels.csv", "images"),
-    "image cache": ("meta.json", "index.parquet"),
-    "checkpoint": ("position.json",),
-}
+# The stages whose provenance manifest (manifest.json) an output of a version before the marker holds: such a
+# folder is never replaced (only the marker says what a folder is), but the refusal says how to proceed.
+_PRE_MARKER_STAGES = ("ingest", "factorize", "targets", "train", "evaluate", "content")
 # A run root holds these stage folders, each named after its kind; a run root given where one was meant gets a hint.
 RUN_FOLDERS = ("dataset", "factors", "targets", "model", "eval")
 
@@ -59,29 +50,31 @@ def _read_json(path: Path) -> Any:
 
 
 def own_kind(path: Path) -> str | None:
-    """The kind a folder says it is: its marker, else a pre-marker output's manifest or telltale files."""
+    """The kind a folder says it is in socialfeat's marker; None without one (file names never count)."""
     marker = _read_json(path / MARKER)
     if isinstance(marker, dict) and isinstance(marker.get("kind"), str):
         return marker["kind"]
-    manifest = _read_json(path / "manifest.json")
-    stage = manifest.get("stage") if isinstance(manifest, dict) else None
-    for kind, made_by in _LEGACY_MANIFEST.items():
-        if stage == made_by:
-            return kind
-    for kind, names in _LEGACY_FILES.items():
-        if all((path / n).exists() for n in names):
-            return kind
     return None
 
 
 def output_kind(path: Path) -> str | None:
-    """The kind of socialfeat output a folder is, else None; a folder holding stage outputs is a ``run``."""
+    """The kind of socialfeat output a folder is, else None; a folder holding marked stage outputs is a ``run``."""
     kind = own_kind(path)
     if kind is not None:
         return kind
-    if (path / ".pipeline").is_dir() or any(own_kind(path / kind) == kind for kind in RUN_FOLDERS):
+    if any(own_kind(path / kind) == kind for kind in RUN_FOLDERS):
         return "run"
     return None
+
+
+def _pre_marker_stage(path: Path) -> str | None:
+    """The stage named by the provenance manifest an unmarked folder holds (what versions before the marker
+    wrote), else None. It only chooses the refusal's words: an unmarked folder is never replaced."""
+    manifest = _read_json(path / "manifest.json")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("versions"), dict):
+        return None
+    stage = manifest.get("stage")
+    return stage if stage in _PRE_MARKER_STAGES and "socialfeat" in manifest["versions"] else None
 
 
 def _listing(path: Path, most: int = 4) -> str:
@@ -147,6 +140,13 @@ def claim_dir(
     if found == "run" and kind in RUN_FOLDERS:
         hint = f"; did you mean {target / kind}?"
         raise UserError(where, f"{target} is a run folder, not a {kind}; it was left untouched{hint}")
+    stage = None if found else _pre_marker_stage(target)
+    if stage is not None:
+        raise UserError(
+            where,
+            f"{target} holds the {stage} output of a socialfeat older than its marker ({MARKER}); it was left "
+            f"untouched: socialfeat replaces only marked outputs; move or delete that folder by hand, then rerun",
+        )
     what = (
         f"holds a socialfeat {found}"
         if found
@@ -291,7 +291,9 @@ def atomic_dir(
     is removed and ``target`` is left exactly as it was.
     """
     given = target
-    target = Path(target).absolute()
+    target = through_link(Path(target).absolute(), kind, str(given))
+    if target != Path(given).absolute():
+        given = target  # a fault is then in the folder the link points at: named as such
     claim_dir(target, kind, inputs=inputs)
     created = _missing_parents(target)
     tmp = None
@@ -308,12 +310,48 @@ def atomic_dir(
             shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
-    os.chmod(tmp, _umask_mode(0o777))
+    with _fixable(given):
+        _swap_in(tmp, target, created)
+
+
+def through_link(target: Path, kind: str, where: str | None = None) -> Path:
+    """The path to write for ``target``: a symbolic link is written through (the folder it points at is what is
+    replaced, and the link stays); a link to nothing is refused, since where it points may be a typo."""
+    if not target.is_symlink():
+        return target
+    real = Path(os.path.realpath(target))
+    if not real.exists():
+        raise UserError(
+            where or str(target),
+            f"is a symbolic link to {real}, which does not exist; nothing was changed: "
+            f"create that folder for the {kind}, or give the folder itself",
+        )
+    return real
+
+
+def _swap_in(tmp: Path, target: Path, created: list[Path]) -> None:
+    """Rename the finished ``tmp`` into place: the previous ``target`` is moved aside first and removed after.
+
+    If a rename fails (an immutable folder, a file system gone read-only), the previous output is moved back and
+    both temporaries are removed, so what the error says — nothing half-written was kept — holds."""
     old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name, "old"), dir=target.parent))
-        os.replace(target, old / "content")
-    os.replace(tmp, target)
+    try:
+        os.chmod(tmp, _umask_mode(0o777))
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name, "old"), dir=target.parent))
+            os.replace(target, old / "content")
+        os.replace(tmp, target)
+    except BaseException:
+        kept = old is not None and (old / "content").exists()
+        if kept and not target.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old / "content", target)
+                kept = False
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not kept:  # never remove the previous output while it is only there
+            shutil.rmtree(old, ignore_errors=True)
+        _remove_empty(created)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -332,7 +370,8 @@ def _fixable(target: str | os.PathLike[str]) -> Iterator[None]:
         if user is None:
             raise
         temp = str(Path(target).absolute().parent / f".{Path(target).name}.")
-        if user.where == "output" or user.where.startswith(temp) or Path(user.where) == Path(target).absolute().parent:
+        ours = (Path(target).absolute(), Path(target).absolute().parent)
+        if user.where == "output" or user.where.startswith(temp) or Path(user.where) in ours:
             user = fixable_os_error(exc, target)
         raise user from exc
 
@@ -341,6 +380,8 @@ def _fixable(target: str | os.PathLike[str]) -> Iterator[None]:
 def atomic_file(target: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of ``target`` for writing; rename it into place on success."""
     target = Path(target)
+    if target.is_symlink():  # written through: the file it points at is replaced, and the link stays
+        target = Path(os.path.realpath(target))
     with _fixable(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         sweep_temporaries(target)

@@ -29,6 +29,7 @@ from socialfeat.export import Inference, runtime_for
 from socialfeat.features import BATCH_ROWS, Progress, embed_rows, feature_path, source_model, vectors_column
 from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import FeatureModel, head_key
+from socialfeat.runlock import writes_run
 from socialfeat.runtime import Dist, barrier, default_workers, setup_distributed, shared_image_cache
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class EmbedResult:
     summary: dict[str, Any]
 
 
+@writes_run()
 def embed(
     config: Config, run: str | os.PathLike[str], source: str = "learned", progress: Progress | None = None
 ) -> EmbedResult:

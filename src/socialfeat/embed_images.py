@@ -21,13 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from socialfeat.artifacts import fingerprints
-from socialfeat.atomic import atomic_file, claim_file, write_json
+from socialfeat.atomic import atomic_file, claim_file, output_kind, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.data.image_tables import load_image_table, problem_summary
+from socialfeat.errors import UserError
 from socialfeat.export import encoder_for
 from socialfeat.features import BATCH_ROWS, Progress, embed_rows, vectors_column
 from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import head_key
+from socialfeat.runlock import writes_run
 from socialfeat.runtime import barrier, default_workers, setup_distributed, table_cache
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,32 @@ def _embedded_here(path: Path) -> bool:
     return isinstance(meta, dict) and (meta.get("provenance") or {}).get("stage") == "embed"
 
 
+def refuse_run_folders(out: Path, run: Path, flag: str = "--out") -> None:
+    """A feature file for other images never goes into a run's own folders (``features/``, ``dataset/``, ``model/``
+    …): there it would replace, or pass for, what the run's stages wrote (``features/learned.parquet`` is the run's
+    item features). Any run counts, this one or another: found by its marker or by this command's RUN argument."""
+    runs = {Path(run).resolve()}
+    target = out.resolve()
+    for folder in target.parents:
+        if folder in runs or output_kind(folder) == "run":
+            below = target.relative_to(folder).parts
+            if len(below) > 1:
+                raise UserError(
+                    flag,
+                    f"{out} is inside the run folder {folder}/{below[0]}, which the run's stages write; nothing was "
+                    f"changed: write the features of other images outside the run's folders, e.g. "
+                    f"{folder.parent / out.name}",
+                )
+            return
+
+
 @dataclass
 class EmbedImagesResult:
     out: Path
     summary: dict[str, Any]
 
 
+@writes_run()  # its image cache goes into RUN/cache
 def embed_images(
     config: Config,
     run: str | os.PathLike[str],
@@ -72,6 +94,7 @@ def embed_images(
     sidecar (``out`` with ``.json``) with the model, throughput and every image that was skipped, and why."""
     run, out = Path(run), Path(out)
     root = Path(image_root) if image_root is not None else None
+    refuse_run_folders(out, run)  # a wrong --out fails at once
     check_inputs(run, feature_product(source))  # the source's model current with what it was trained on
     claim_file(
         out,

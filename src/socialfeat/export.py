@@ -35,6 +35,7 @@ from socialfeat.config import Config, provenance
 from socialfeat.errors import UserError
 from socialfeat.features import Encoder, source_config, source_model
 from socialfeat.models.heads import FeatureModel, head_key
+from socialfeat.runlock import inside, writes_run
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def prepared_model(config: Config, run: Path, source: str) -> tuple[FeatureModel
     return model.eval(), int(size or desc.get("image_size", config.train.image_size)), desc
 
 
+@writes_run(lambda a: a["run"] if inside(a["out"], a["run"]) else None)
 def export(
     config: Config,
     run: str | os.PathLike[str],

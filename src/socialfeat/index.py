@@ -36,6 +36,7 @@ from socialfeat.export import encoder_for
 from socialfeat.features import SOURCES, Encoder, encode_batch, read_features, source_config
 from socialfeat.freshness import check_current, feature_product
 from socialfeat.models.heads import head_key
+from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def _make_index(
     return index, params
 
 
+@writes_run()
 def build_index(
     config: Config, run: str | os.PathLike[str], source: str | None = None, column: str | None = None
 ) -> IndexResult:
@@ -371,13 +373,15 @@ def load_index(
     reason = _stale_reason(path, files)
     if reason is not None:
         log.info("index %s is %s; building it", path, reason)
-        build_index(config or load_config(), run, source, column)
+        # without the run lock: readers (similar, recommend, serve) work while a stage writes the run, and an
+        # index is written atomically with the fingerprint of the features it was built from
+        build_index.__wrapped__(config or load_config(), run, source, column)
     meta = read_json(sidecar_path(path), run=run)
     index = read_faiss(path, run=run)
     ids = read_ids(run, files)
     if len(ids) != index.ntotal:  # only if the feature files changed in the meantime
         log.info("index %s holds %d items, features %d; rebuilding it", path, index.ntotal, len(ids))
-        build_index(config or load_config(), run, source, column)
+        build_index.__wrapped__(config or load_config(), run, source, column)
         return load_index(run, source, column, config)
     if config is not None and isinstance(index, faiss.IndexIVF):
         index.nprobe = min(config.index.nprobe, index.nlist)

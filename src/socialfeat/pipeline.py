@@ -45,6 +45,7 @@ from socialfeat.atomic import claim_dir, mark, write_json, write_text
 from socialfeat.config import Config, dump_config, load_config, with_paths
 from socialfeat.errors import UserError
 from socialfeat.freshness import embed_sources, fingerprint, newer_input, product_paths, stage_products
+from socialfeat.runlock import take, writes_run
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +375,7 @@ def pipeline_stages(config: Config, simulate: bool) -> tuple[str, ...]:
     return tuple(s for s in STAGES if (simulate or s != "simulate") and wanted.get(s, True))
 
 
+@writes_run(lambda _a: None)  # takes the lock once it has made the run folder
 def run(
     config: Config,
     run_dir: str | os.PathLike[str] | None = None,
@@ -402,6 +404,9 @@ def run(
             "not set: `run` starts from an interaction log named in the config (or try `socialfeat demo`)",
         )
     claim_dir(run_path, "run", flag="--out" if simulate else "--run")  # a run folder, a new one or an empty one
+    if not dry_run:  # one writer per run: a second `run` (or a stage by hand) waits its turn, told by whom
+        run_path.mkdir(parents=True, exist_ok=True)
+        take(run_path)
     tell = on_stage or (lambda _o: None)
     hashes = stage_hashes(config, stages, run_path)
     resolved = dump_config(config, run_path)  # paths relative to the run folder: it works from any folder

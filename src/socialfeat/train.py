@@ -50,6 +50,7 @@ from socialfeat.models.losses import (
 )
 from socialfeat.models.store import save_weights, state_tensors
 from socialfeat.preservation import StartingPoint, Teacher
+from socialfeat.runlock import writes_run
 from socialfeat.runtime import Dist, barrier, batch_loader, default_workers, setup_distributed, shared_image_cache
 from socialfeat.selection import Selector, best_epoch, from_rank0, keep_best, make_selector, ridge_init
 from socialfeat.tensor_io import write_safetensors, write_torch
@@ -346,6 +347,7 @@ class TrainResult:
     summary: dict[str, Any]
 
 
+@writes_run()
 def train(
     config: Config,
     run: str | os.PathLike[str],

@@ -188,6 +188,7 @@ def simulate(
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # off a terminal a stopped bar leaves a blank line before an error
     ) as bar:
         tasks: dict[str, Any] = {}
 
@@ -298,7 +299,7 @@ def factorize(
         TextColumn("{task.fields[loss]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(label: str, done: int, total: int, loss: float | None) -> None:

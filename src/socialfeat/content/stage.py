@@ -54,6 +54,7 @@ from socialfeat.evaluate.coldstart import (
 from socialfeat.evaluate.metrics import select_best
 from socialfeat.features import vectors_column
 from socialfeat.freshness import check_current, feature_product
+from socialfeat.runlock import writes_run
 from socialfeat.tensor_io import write_safetensors
 
 FORMAT = 1
@@ -361,6 +362,7 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
     return {"name": name, **row}, per_user
 
 
+@writes_run()
 def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> ContentResult:
     """Build the content blocks, fit one ridge map per block, score every source alone, in pairs and together
     (fusion weights on valid, AUC on test, both on evaluate's user samples), bootstrap their intervals, and write

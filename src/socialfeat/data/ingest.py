@@ -46,6 +46,7 @@ from socialfeat.data.contract import (
 from socialfeat.data.filtering import FilterResult, popularity_filter
 from socialfeat.data.images import ImageRoot
 from socialfeat.errors import UserError
+from socialfeat.runlock import run_holding, writes_run
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class _Log:
     item_int: bool
 
 
+@writes_run(lambda a: run_holding(a["out"]))
 def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], None] | None = None) -> IngestResult:
     """Read the inputs named in ``config.ingest``, validate, filter, and write the dataset to ``out``.
 

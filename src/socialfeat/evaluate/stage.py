@@ -42,6 +42,7 @@ from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
 from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
 from socialfeat.freshness import check_current, feature_product
+from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def intervals(
     return out
 
 
+@writes_run()
 def evaluate(
     config: Config,
     run: str | os.PathLike[str],

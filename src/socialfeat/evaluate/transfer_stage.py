@@ -28,6 +28,7 @@ from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.features import MODEL_DIRS, SOURCES, embed_rows, source_model
 from socialfeat.freshness import MODEL_PRODUCTS, check_current
 from socialfeat.models.heads import FeatureModel, head_key
+from socialfeat.runlock import writes_run
 from socialfeat.runtime import Dist, default_workers, pick_device, table_cache
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class _Embedder:
         return self.vectors[key, source]
 
 
+@writes_run()
 def transfer(
     config: Config,
     run: str | os.PathLike[str],

@@ -31,6 +31,7 @@ from socialfeat.factorize.base import Factors, FitDiverged
 from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
 from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
 from socialfeat.resources import check_memory
+from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +349,7 @@ def check_factor_memory(config: Config, shape: tuple[int, int]) -> None:
     )
 
 
+@writes_run()
 def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | None = None) -> FactorizeResult:
     """Factorize ``run/dataset`` into ``run/factors`` (see the module docstring for the order of work)."""
     run = Path(run)

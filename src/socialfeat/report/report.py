@@ -40,6 +40,7 @@ from socialfeat.report.gallery import (
     strip_size,
 )
 from socialfeat.report.hybrid import hybrid_section
+from socialfeat.runlock import inside, writes_run
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ TITLES = {
 }
 
 
+@writes_run(lambda a: a["run"] if inside(a["out"], a["run"]) else None)
 def report(config: Config, run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write ``run/report.html`` (or ``out``) atomically and return its path."""
     run = Path(run)

@@ -20,6 +20,7 @@ from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot, vocabulary
 from socialfeat.errors import UserError
 from socialfeat.freshness import check_inputs
+from socialfeat.runlock import writes_run
 from socialfeat.targets.collaborative import kmeans, normalize_factors, representatives
 from socialfeat.targets.describe import distinctive_words, tokens
 from socialfeat.targets.engagement import engagement_target
@@ -61,6 +62,7 @@ def item_words(run: Path, item_idx: np.ndarray) -> list[set[str]]:
     return [words.get(int(i), set()) for i in item_idx]
 
 
+@writes_run()
 def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
     """Write ``run/targets``: ``factors.parquet``, ``factor_clusters.parquet`` and/or ``engagement.parquet``
     (cluster -1 = an item without comments, masked), plus ``clusters.json``."""
