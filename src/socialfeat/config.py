@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import reprlib
 import subprocess
 import sys
@@ -20,22 +19,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from socialfeat.config_checks import MAX_INT, CheckedModel, check_finetune
+from socialfeat.config_checks import MAX_INT, CheckedModel, FileName, check_finetune
 from socialfeat.config_paths import RELATIVE_HEADER, absolute, map_paths, relative_to, resolved_from
 from socialfeat.errors import UserError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
-
-
-def _file_name(value: str) -> str:
-    """A name that becomes part of a file name under the run (features/<source>.faiss) is never a path."""
-    if not _NAME.fullmatch(value):
-        raise ValueError("expected a name of letters, digits, _ and - (such as learned), not a path")
-    return value
-
-
-FileName = Annotated[str, AfterValidator(_file_name)]
 
 
 class StrictModel(CheckedModel):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import types
 import typing
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ValidationInfo, field_validator
 
 MAX_INT = 2**31 - 1  # the largest integer a setting takes: a seed faiss and implicit accept, a count numpy can index
 MAX_FINETUNE_BLOCKS = 100  # more than any timm backbone has (ViT-g: 40 blocks); the backbone's own count is checked
@@ -72,3 +72,16 @@ class CheckedModel(BaseModel):
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         """``epochs: true`` is not one epoch, and 10**30 is no count."""
         return check_numbers(value, cls.model_fields[str(info.field_name)].annotation)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def _file_name(value: str) -> str:
+    """A name that becomes part of a file name under the run (features/<source>.faiss) is never a path."""
+    if not _NAME.fullmatch(value):
+        raise ValueError("expected a name of letters, digits, _ and - (such as learned), not a path")
+    return value
+
+
+FileName = Annotated[str, AfterValidator(_file_name)]
