@@ -17,7 +17,7 @@ import yaml
 
 from socialfeat import pipeline
 from socialfeat.cli import main, out
-from socialfeat.config import load_config
+from socialfeat.config import load_config, with_paths
 
 STAGES = list(pipeline.RUN_STAGES)
 LINE = re.compile(r"^([✓▶✗]) (\w+) +(up to date|[\d.]+ s|would run|failed after [\d.]+ s)(?: \((.*)\))?(?: \[.*\])?$")
@@ -131,7 +131,8 @@ def test_a_first_run_runs_every_stage_and_writes_every_artifact(base: tuple[Path
     run = work / "runs" / "t"
     for rel in ARTIFACTS:
         assert (run / rel).is_file(), rel
-    assert load_config(run / "config.yaml") == load_config(work / "t.yaml")
+    recorded, given = load_config(run / "config.yaml"), load_config(work / "t.yaml")  # t.yaml: paths from work/
+    assert with_paths(recorded, os.path.normpath) == with_paths(given, lambda p: os.path.normpath(work / p))
     marker = json.loads((run / ".pipeline" / "train.json").read_text())
     assert marker["config"]["train"]["epochs"] == 1
     assert marker["outputs"]["model/weights.safetensors"][1] == (run / "model/weights.safetensors").stat().st_mtime_ns
@@ -351,7 +352,8 @@ def test_user_mistakes_are_one_line_errors(work: Path, capsys: pytest.CaptureFix
 def test_the_run_folder_can_be_given(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shutil.move(work / "runs" / "t", work / "elsewhere")
     assert cli("run", "t.yaml", "--run", "elsewhere", "-n") == 0
-    assert {a for a, _ in stage_lines(capsys.readouterr().out).values()} == {"skipped"}
+    text = capsys.readouterr().out
+    assert {a for a, _ in stage_lines(text).values()} == {"skipped"}, text
     assert not (work / "runs" / "t").exists()
 
 

@@ -92,6 +92,8 @@ def embed_images(
     """Write ``out`` (Parquet): ``image`` (the path as given), the table's other columns, ``features`` (pooled)
     and, for ``learned``, ``head_<target>`` per head — one row per usable image, in table order — plus a JSON
     sidecar (``out`` with ``.json``) with the model, throughput and every image that was skipped, and why."""
+    if not Path(out).name:  # '' or '.' or a path ending in '..': no file name to write
+        raise UserError("--out", f"expected a file name ending in .parquet for the feature file, got {str(out)!r}")
     run, out = Path(run), Path(out)
     root = Path(image_root) if image_root is not None else None
     refuse_run_folders(out, run)  # a wrong --out fails at once

@@ -4,9 +4,10 @@ The caching rule, per stage (markers in ``RUN/.pipeline/<stage>.json``, written 
 succeeded; a failed or interrupted stage never removes an earlier success's record — what it rewrote no longer
 matches the record's stamps, so it is retried, and what it left alone is still current):
 
-* its **hash** — of the config sections it reads, with the files it names relative to the run folder (the same
-  from any folder), chained with the hash of the stage before it (so a change upstream invalidates everything
-  downstream) — equals the recorded one;
+* its **hash** — of the config sections it reads, with each file the config names taken by its name, size and
+  mtime rather than its path, chained with the hash of the stage before it (so a change upstream invalidates
+  everything downstream) — equals the recorded one. Running from another folder, moving the run folder, or moving
+  the whole project therefore reruns nothing;
 * every **output** it recorded still exists with the same size and mtime (nobody rebuilt or deleted it);
 * no **input** is newer than its oldest output: the outputs of the earlier stages of the pipeline, plus the files
   the config names for it (ingest: the interactions/items/comments files; factorize: ``split.cold_items``;
@@ -141,11 +142,24 @@ def default_run_dir(config: Config) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- caching
-def stage_config(config: Config, stage: str, run: Path | None = None) -> dict[str, Any]:
-    """The settings a stage reads. With ``run``, the files the config names are relative to the run folder: the
-    hash is then the same from any folder, and from the run's own config.yaml (which records them absolute)."""
+def _identity(path: str) -> str:
+    """A file the config names, as the hash sees it: its name, size and mtime, not where it lies. Running from
+    another folder, moving the run folder, or moving the whole project then changes nothing; a different file
+    (or the same one rewritten) does."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{os.path.basename(path)} (missing)"
+    return f"{os.path.basename(path)} ({st.st_size} bytes, mtime {st.st_mtime_ns})"
+
+
+def stage_config(config: Config, stage: str, run: Path | None = None, identity: bool = False) -> dict[str, Any]:
+    """The settings a stage reads. With ``run``, the files the config names are shown relative to the run folder
+    (what a changed-settings reason prints); with ``identity``, as :func:`_identity` (what the hash covers)."""
     if run is None:
         dumped = config.model_dump(mode="json")
+    elif identity:
+        dumped = with_paths(config, _identity)
     else:
         base = os.path.abspath(run)
         dumped = with_paths(config, lambda p: os.path.relpath(os.path.abspath(p), base))
@@ -160,15 +174,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def stage_hash(config: Config, stage: str, run: Path | None, upstream: str) -> str:
+    """The hash of a stage's sections (files by identity, read when the stage is reached: simulate writes the
+    demo's inputs) chained with the previous stage's hash ``upstream``; simulate stands alone."""
+    own = stage_config(config, stage, run, identity=run is not None)
+    return _digest(own) if stage == "simulate" else _digest([own, upstream])
+
+
 def stage_hashes(config: Config, stages: tuple[str, ...], run: Path | None = None) -> dict[str, str]:
-    """Per stage: the hash of its sections and of the previous stage's hash (simulate stands alone)."""
+    """Per stage, :func:`stage_hash` of the files as they are now."""
     hashes: dict[str, str] = {}
     upstream = ""
     for stage in stages:
-        if stage == "simulate":
-            hashes[stage] = _digest(stage_config(config, stage, run))
-            continue
-        hashes[stage] = upstream = _digest([stage_config(config, stage, run), upstream])
+        hashes[stage] = stage_hash(config, stage, run, upstream)
+        upstream = upstream if stage == "simulate" else hashes[stage]
     return hashes
 
 
@@ -236,9 +255,13 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
         return FIRST_RUN if not any(p.exists() for p in stage_outputs(config, run, stage)) else "no record"
     except (OSError, ValueError):
         return "unreadable record"
+    hashed = None  # the settings read the same, yet the hash differs: an input file or an earlier stage changed
     if marker.get("hash") != digest:
         changed = _changed_keys(marker.get("config", {}), stage_config(config, stage, run))
-        return f"{'; '.join(changed[:3])}{' …' if len(changed) > 3 else ''}" if changed else "upstream config changed"
+        if changed:
+            return f"{'; '.join(changed[:3])}{' …' if len(changed) > 3 else ''}"
+        files = _changed_keys(marker.get("files", {}), stage_config(config, stage, run, identity=True))
+        hashed = f"input file changed since ({files[0].split(':')[0]})" if files else "upstream config changed"
     recorded: dict[str, list[int]] = marker.get("outputs", {})
     now = fingerprint(run, stage_outputs(config, run, stage))
     if not recorded:
@@ -264,7 +287,7 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
             return f"input {path} missing"
         inputs.append(path)
     newer = newer_input(now, fingerprint(run, inputs))
-    return f"{newer} is newer" if newer is not None else None
+    return f"{newer} is newer" if newer is not None else hashed
 
 
 def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str) -> None:
@@ -274,6 +297,7 @@ def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str)
             "stage": outcome.stage,
             "hash": digest,
             "config": stage_config(config, outcome.stage, run),
+            "files": stage_config(config, outcome.stage, run, identity=True),
             "outputs": fingerprint(run, stage_outputs(config, run, outcome.stage)),
             "inputs": fingerprint(run, optional_inputs(run, outcome.stage)),
             "seconds": round(outcome.seconds, 3),
@@ -408,7 +432,7 @@ def run(
         run_path.mkdir(parents=True, exist_ok=True)
         take(run_path)
     tell = on_stage or (lambda _o: None)
-    hashes = stage_hashes(config, stages, run_path)
+    upstream = ""  # the hash chain, each link computed when its stage is reached
     resolved = dump_config(config, run_path)  # paths relative to the run folder: it works from any folder
     if not dry_run and not _same_text(run_path / "config.yaml", resolved):  # an unchanged run stays untouched
         write_text(run_path / "config.yaml", resolved)
@@ -417,6 +441,8 @@ def run(
     outcomes: list[StageOutcome] = []
     rerun_from: str | None = None  # the first stage that ran: every later one runs too
     for i, stage in enumerate(stages):
+        digest = stage_hash(config, stage, run_path, upstream)
+        upstream = upstream if stage == "simulate" else digest
         if force:
             reason: str | None = "--force"
         elif rerun_from is not None:
@@ -424,7 +450,7 @@ def run(
         elif from_stage is not None and i >= stages.index(from_stage):
             reason = f"--from {from_stage}"
         else:
-            reason = stale_reason(config, run_path, stage, hashes[stage], stages[:i])
+            reason = stale_reason(config, run_path, stage, digest, stages[:i])
         if reason is None:
             outcomes.append(StageOutcome(stage, "skipped", "up to date"))
             tell(outcomes[-1])
@@ -445,7 +471,7 @@ def run(
             tell(StageOutcome(stage, "failed", reason, time.perf_counter() - t0))
             raise
         outcome = StageOutcome(stage, "ran", reason, time.perf_counter() - t0, steps)
-        _write_marker(config, run_path, outcome, hashes[stage])
+        _write_marker(config, run_path, outcome, digest)
         outcomes.append(outcome)
         tell(outcome)
     report_path = run_path / "report.html"
