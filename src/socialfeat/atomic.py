@@ -119,6 +119,7 @@ def claim_dir(
     one UserError naming what is there (and, for a run root given where its stage folder was meant, the path meant)."""
     target = Path(target)
     where = flag or str(target)
+    through_link(target, kind, where)  # a link to nothing is refused here, before anything is made
     for parent in (target, *target.parents):
         if parent.exists() and not parent.is_dir():
             what = "is a file" if parent == target else f"cannot hold it: {parent} is a file"
@@ -321,9 +322,10 @@ def through_link(target: Path, kind: str, where: str | None = None) -> Path:
         return target
     real = Path(os.path.realpath(target))
     if not real.exists():
+        named = "" if where is None or where == str(target) else f"{target} "
         raise UserError(
             where or str(target),
-            f"is a symbolic link to {real}, which does not exist; nothing was changed: "
+            f"{named}is a symbolic link to {real}, which does not exist; nothing was changed: "
             f"create that folder for the {kind}, or give the folder itself",
         )
     return real

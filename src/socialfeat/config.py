@@ -5,6 +5,7 @@ Unknown keys and wrong types are :class:`UserError` s that name the key and wher
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import reprlib
@@ -21,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from socialfeat.config_checks import MAX_INT, CheckedModel, FileName, check_finetune
 from socialfeat.config_paths import RELATIVE_HEADER, absolute, map_paths, relative_to, resolved_from
-from socialfeat.errors import UserError
+from socialfeat.errors import UserError, interrupts_held
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
 
@@ -778,11 +779,13 @@ def dump_config(config: Config, folder: str | os.PathLike[str] | None = None) ->
     return RELATIVE_HEADER + yaml.safe_dump(with_paths(config, relative_to(folder)), sort_keys=False)
 
 
+@functools.cache
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
+        with interrupts_held():  # a Ctrl-C during the fork would be lost
+            out = subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -3,9 +3,13 @@ can fix (exit 2), and interrupts (exit 130)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import signal
+import threading
+from collections.abc import Iterator
 
 
 class UserError(Exception):
@@ -67,3 +71,20 @@ def fixable_os_error(exc: BaseException, path: object = None) -> UserError | Non
 def errno_text(code: int) -> str:
     """The OS's words for an error number ("No space left on device"), as libraries quote them."""
     return os.strerror(code)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGALRM, which timeouts raise through) while the process forks, then deliver it.
+
+    A KeyboardInterrupt raised inside fork's own callbacks (logging's after-fork lock release) is printed as
+    "Exception ignored" with a traceback, and the Ctrl-C is lost. Blocked, the signal waits and arrives right after.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGALRM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from socialfeat.atomic import atomic_dir, atomic_file, write_json
-from socialfeat.errors import UserError, fixable_os_error
+from socialfeat.errors import UserError, fixable_os_error, interrupts_held
 
 log = logging.getLogger(__name__)
 
@@ -567,7 +567,9 @@ def _decode_all(
         finally:
             _close_worker()
         return
-    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=init) as pool:
+    with interrupts_held():  # the workers start by fork: a Ctrl-C meanwhile would be lost
+        pool = multiprocessing.Pool(workers, initializer=_init_worker, initargs=init)
+    with pool:
         for chunk in pool.imap_unordered(_decode_chunk, _chunks(items, indices)):
             done += len(chunk)
             if progress is not None:

@@ -40,6 +40,7 @@ from socialfeat.data.contract import (
     quote,
     read_error,
     settle_json_ids,
+    short_error,
     stat_input,
     timestamp_sql,
 )
@@ -114,6 +115,8 @@ def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], No
                 f"'{cfg.memory_limit}' is too little memory for DuckDB to ingest this log ({reason}); "
                 "raise it, e.g. --set ingest.memory_limit=2GB",
             ) from None
+        except duckdb.Error as exc:  # a file that opened, then failed deep inside (a damaged Parquet page)
+            raise _damaged_input(cfg, exc) from None
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
@@ -121,6 +124,22 @@ def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], No
         write_json(tmp / "manifest.json", provenance(config, "ingest"))
         write_text(tmp / "config.yaml", dump_config(config))
     return IngestResult(out=out, stats=stats)
+
+
+DAMAGED_DATA = ("tprotocolexception", "invalid data", "corrupt", "magic bytes", "decompress", "snappy", "zstd")
+
+
+def _damaged_input(cfg: IngestConfig, exc: duckdb.Error) -> BaseException:
+    """The one line for an input that opened but whose data DuckDB cannot decode further in (a damaged Parquet
+    page, say); any other DuckDB error (an interrupt, a disk fault the CLI words itself) goes on as it was."""
+    text = str(exc)
+    if type(exc).__name__ == "InterruptException" or not any(w in text.lower() for w in DAMAGED_DATA):
+        return exc
+    given = [str(p) for p in (cfg.interactions, cfg.items, cfg.comments) if p is not None]
+    parquet = [p for p in given if p.lower().endswith((".parquet", ".pq"))] or given
+    where = parquet[0] if len(parquet) == 1 else "ingest"
+    which = "" if len(parquet) == 1 else f"one of {', '.join(parquet)} "
+    return UserError(where, f"{which}cannot be read past its start, it looks damaged: {short_error(exc)}")
 
 
 def _connect(cfg: IngestConfig, spill: Path) -> duckdb.DuckDBPyConnection:
