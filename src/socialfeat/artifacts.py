@@ -217,9 +217,10 @@ def missing(path: str | os.PathLike[str], run: str | os.PathLike[str] | None = N
 # ---------------------------------------------------------------------------------------------------- fingerprints
 FINGERPRINTS = "fingerprints"  # the sidecar key: {file name: {"bytes": size, "sha256": hex digest}}
 FINGERPRINTED = ("Parquet", "safetensors", "faiss", "ONNX")  # the kinds checked at open, when a sidecar records one
-# (path, inode, size, mtime, ctime) → digest: a file is hashed once a process, and again after any write (which
-# moves its ctime, even when the size and the mtime are put back)
-_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+# (device, inode, size, mtime, ctime) → digest: a file is hashed once a process, and again after any write (which
+# moves its ctime, even when the size and the mtime are put back). Not keyed by path: a stage's outputs hashed in
+# its temporary folder are not hashed again once that folder is renamed into place (a rename keeps all five)
+_VERIFIED: dict[tuple[int, int, int, int, int], str] = {}
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -229,7 +230,7 @@ def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     with path.open("rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     st = path.stat()
-    _VERIFIED[_key(path, st)] = digest
+    _VERIFIED[_key(st)] = digest
     return {"bytes": st.st_size, "sha256": digest}
 
 
@@ -240,14 +241,27 @@ def fingerprints(folder: str | os.PathLike[str], *names: str) -> dict[str, Any]:
     return {FINGERPRINTS: {n: file_fingerprint(folder / n) for n in names if (folder / n).is_file()}}
 
 
-def _key(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
-    return str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+def parquet_fingerprints(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`fingerprints` of every Parquet file a stage wrote into ``folder``: what ingest, factorize and targets
+    merge into the summary they write beside them (see :data:`SUMMARIES`)."""
+    folder = Path(folder)
+    return fingerprints(folder, *sorted(p.name for p in folder.glob("*.parquet")))
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+# The summary a stage writes beside the Parquet files of its folder, which records their fingerprints: ingest's
+# stats.json (dataset/, whatever --out named it), factorize's metrics.json, targets' summary.json.
+SUMMARIES = ("stats.json", "metrics.json", "summary.json")
 
 
 def sidecars(path: Path) -> list[Path]:
     """Where a fingerprint of ``path`` is recorded: ``X.faiss.json``, an export's ``X.json``, a feature source's
-    ``features/<source>.json`` (its single file or rank parts), a model folder's ``model.json``, a checkpoint's
-    ``position.json``."""
+    ``features/<source>.json`` (its single file or every rank part), a model folder's ``model.json`` (the content
+    model's too), a checkpoint's ``position.json``, a stage folder's summary (:data:`SUMMARIES`). The one place
+    that maps a file to its sidecar: every check at open and :func:`check_intact` go through it."""
     source = path.name.split(".")[0]
     return [
         path.with_name(path.name + ".json"),
@@ -255,6 +269,7 @@ def sidecars(path: Path) -> list[Path]:
         path.with_name(f"{source}.json"),
         path.with_name("model.json"),
         path.with_name("position.json"),
+        *(path.with_name(name) for name in SUMMARIES),
     ]
 
 
@@ -279,13 +294,13 @@ def fingerprint_problem(path: Path, side: Path, recorded: dict[str, Any]) -> str
     st, size = path.stat(), recorded.get("bytes")
     if st.st_size != size:
         return f"{st.st_size:,} bytes where {side.name} recorded {size:,}" if isinstance(size, int) else "no size"
-    digest = _VERIFIED.get(_key(path, st))
+    digest = _VERIFIED.get(_key(st))
     if digest is None:
         with path.open("rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
     if digest != recorded.get("sha256"):
         return f"its sha256 is not the one {side.name} recorded"
-    _VERIFIED[_key(path, st)] = digest
+    _VERIFIED[_key(st)] = digest
     return None
 
 

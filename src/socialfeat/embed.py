@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from socialfeat.artifacts import fingerprints
+from socialfeat.artifacts import FINGERPRINTS, fingerprints
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, provenance
 from socialfeat.export import Inference, runtime_for
@@ -30,7 +30,7 @@ from socialfeat.features import BATCH_ROWS, Progress, embed_rows, feature_path, 
 from socialfeat.freshness import check_inputs, feature_product
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runlock import writes_run
-from socialfeat.runtime import Dist, barrier, default_workers, setup_distributed, shared_image_cache
+from socialfeat.runtime import Dist, barrier, default_workers, setup_distributed, shared_image_cache, world_team
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,14 @@ def embed(
         "runtime_seconds": t1 - t0,
         "threads": cpu_threads(config) if found.runtime == "onnx" else None,
     }
+    # each rank hashes its own part (in parallel, on its own node's copy) and rank 0 records every part: each is
+    # checked at open, not rank 0's alone
+    parts: dict[str, Any] = {}
+    for mine in world_team(d).gather(fingerprints(path.parent, path.name)[FINGERPRINTS]):
+        parts.update(mine)
     if d.main:
-        recorded = {**summary, **fingerprints(path.parent, path.name)}  # rank 0's file: other parts' are unknown here
-        write_json(run / "features" / f"{source}.json", {**recorded, "provenance": provenance(config, "embed")})
+        recorded = {**summary, FINGERPRINTS: parts, "provenance": provenance(config, "embed")}
+        write_json(run / "features" / f"{source}.json", recorded)
     barrier(d)
     return EmbedResult(path, summary)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from socialfeat.artifacts import missing, reading, rerun_command
+from socialfeat.artifacts import read_table, reading, rerun_command
 from socialfeat.config import Config
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
@@ -43,14 +43,6 @@ class Audience:
     notes: list[str] = field(default_factory=list)  # which content sources scored it
 
 
-def _need(path: Path, run: Path) -> Path:
-    """``path`` when it is there; else one line naming it and the command that makes it, safe to run as printed
-    (ingest into ``RUN/dataset``, never into the run itself)."""
-    if not path.is_file():
-        raise missing(path, run)
-    return path
-
-
 def _matrix(table: Any, column: str) -> np.ndarray:
     col = table.column(column).combine_chunks()
     return col.flatten().to_numpy().reshape(len(table), col.type.list_size).astype(np.float32, copy=False)
@@ -58,9 +50,7 @@ def _matrix(table: Any, column: str) -> np.ndarray:
 
 def user_factors(run: str | os.PathLike[str]) -> tuple[list, np.ndarray]:
     """(user ids, factor matrix) of the run's factorization."""
-    table = pq.read_table(
-        _need(Path(run) / "factors" / "user_factors.parquet", Path(run)), columns=["user_id", "factors"]
-    )
+    table = read_table(Path(run) / "factors" / "user_factors.parquet", columns=["user_id", "factors"], run=run)
     return table.column("user_id").to_pylist(), _matrix(table, "factors")
 
 
@@ -188,7 +178,7 @@ def cold_factors(run: Path) -> tuple[list, np.ndarray, str]:
     model at least as new as the factors and image features it was fit on, else the learned model's factors head."""
     path = run / "content" / "item_factors.parquet"
     if path.is_file():
-        table = pq.read_table(path, columns=["item_id", "factors", "sources"])
+        table = read_table(path, columns=["item_id", "factors", "sources"], run=run)
         older = content_older_than(run, pc.list_flatten(table.column("sources")).unique().to_pylist())
         if older is None:
             return table.column("item_id").to_pylist(), _matrix(table, "factors"), "content"
@@ -218,7 +208,7 @@ class Recommender:
         self.run = run
         self.user_ids, self.users = user_factors(run)
         self._user_rows = {str(u): r for r, u in enumerate(self.user_ids)}
-        warm = pq.read_table(_need(run / "factors" / "item_factors.parquet", run), columns=["item_id", "factors"])
+        warm = read_table(run / "factors" / "item_factors.parquet", columns=["item_id", "factors"], run=run)
         warm_ids = warm.column("item_id").to_pylist()
         feat_ids, predicted, self.cold_source = cold_factors(run)
         known = set(warm_ids)
@@ -231,7 +221,7 @@ class Recommender:
 
     def _dataset_rows(self, run: Path) -> tuple[np.ndarray, np.ndarray]:
         """(the row of ``item_ids`` of each dataset item_idx, -1 for none; which rows the dataset holds)."""
-        items = pq.read_table(_need(run / "dataset" / "items.parquet", run), columns=["item_id", "item_idx"])
+        items = read_table(run / "dataset" / "items.parquet", columns=["item_id", "item_idx"], run=run)
         item_row = {i: r for r, i in enumerate(self.item_ids)}
         idx = items.column("item_idx").to_numpy()
         rows = np.array([item_row.get(i, -1) for i in items.column("item_id").to_pylist()], dtype=np.int64)
@@ -246,13 +236,13 @@ class Recommender:
         into two int32 arrays, interactions of users or items the rankings do not hold left out. Sorting is
         needed only when the log is not in user order (ingest writes it sorted by user_idx)."""
         dataset = run / "dataset"
-        users = pq.read_table(_need(dataset / "users.parquet", run), columns=["user_id", "user_idx"])
+        users = read_table(dataset / "users.parquet", columns=["user_id", "user_idx"], run=run)
         uidx = users.column("user_idx").to_numpy()
         to_user = np.full(int(uidx.max()) + 1 if len(uidx) else 0, -1, dtype=np.int32)
         to_user[uidx] = [self._user_rows.get(str(u), -1) for u in users.column("user_id").to_pylist()]
         to_item = self._idx_to_row.astype(np.int32)
-        path = _need(dataset / "interactions.parquet", run)
-        with reading(path, "Parquet", run):
+        path = dataset / "interactions.parquet"
+        with reading(path, "Parquet", run):  # missing, or not the file stats.json recorded: one line
             size = pq.ParquetFile(path).metadata.num_rows
         user_rows = np.empty(size, dtype=np.int32)
         item_rows = np.empty(size, dtype=np.int32)
@@ -281,16 +271,17 @@ class Recommender:
             indptr, items = self._log
             return items[indptr[row] : indptr[row + 1]].astype(np.int64)
         dataset = self.run / "dataset"
-        users = pq.read_table(
-            _need(dataset / "users.parquet", self.run),
+        users = read_table(
+            dataset / "users.parquet",
             columns=["user_idx"],
+            run=self.run,
             filters=[("user_id", "=", self.user_ids[row])],
         )
         if users.num_rows == 0:
             return np.zeros(0, dtype=np.int64)
         uidx = users.column("user_idx")[0].as_py()
-        inter = pq.read_table(
-            _need(dataset / "interactions.parquet", self.run), columns=["item_idx"], filters=[("user_idx", "=", uidx)]
+        inter = read_table(
+            dataset / "interactions.parquet", columns=["item_idx"], run=self.run, filters=[("user_idx", "=", uidx)]
         )
         idx = inter.column("item_idx").to_numpy()
         rows = self._idx_to_row[idx[idx < len(self._idx_to_row)]]

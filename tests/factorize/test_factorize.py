@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from run_edits import rewrite_table
 
 from socialfeat.config import load_config
 from socialfeat.factorize.stage import factorize, matrix
@@ -184,7 +185,7 @@ def _set_weight(run: Path, row: int, value: float) -> Path:
     table = pq.read_table(path)
     weight = table.column("weight").to_numpy().copy()
     weight[row] = value
-    pq.write_table(table.set_column(table.column_names.index("weight"), "weight", pa.array(weight)), path)
+    rewrite_table(path, table.set_column(table.column_names.index("weight"), "weight", pa.array(weight)))
     return path
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from run_edits import rewrite_table
 
 from socialfeat.artifacts import fingerprints
 from socialfeat.cli import main
@@ -190,11 +191,10 @@ def full_run(embedded_run: Path, tmp_path: Path) -> Path:
     (run / "eval" / "metrics.json").write_text(json.dumps(eval_metrics()))
     items = pq.read_table(run / "dataset" / "items.parquet")
     titles = pa.array([f"{EVIL} {t} & co" for t in items.column("title").to_pylist()])
-    made = (run / "dataset" / "items.parquet").stat().st_mtime_ns
-    pq.write_table(
-        items.set_column(items.column_names.index("title"), "title", titles), run / "dataset" / "items.parquet"
+    # as ingested: not newer than the factors, and recorded in stats.json
+    rewrite_table(
+        run / "dataset" / "items.parquet", items.set_column(items.column_names.index("title"), "title", titles)
     )
-    os.utime(run / "dataset" / "items.parquet", ns=(made, made))  # as ingested: not newer than the factors
     return run
 
 

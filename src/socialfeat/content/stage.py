@@ -494,6 +494,6 @@ def _write(
     with atomic_dir(run / "content", "content") as tmp:
         write_safetensors(tmp / "model.safetensors", tensors, framework="numpy")
         pq.write_table(factors, tmp / "item_factors.parquet")
-        write_json(tmp / "model.json", {**meta, **fingerprints(tmp, "model.safetensors")})
+        write_json(tmp / "model.json", {**meta, **fingerprints(tmp, "model.safetensors", "item_factors.parquet")})
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", provenance(config, "content"))

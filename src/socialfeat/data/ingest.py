@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from socialfeat.artifacts import parquet_fingerprints
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, IngestConfig, dump_config, provenance
 from socialfeat.data.contract import (
@@ -120,7 +121,7 @@ def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], No
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
-        write_json(tmp / "stats.json", stats)
+        write_json(tmp / "stats.json", {**stats, **parquet_fingerprints(tmp)})  # checked at every open
         write_json(tmp / "manifest.json", provenance(config, "ingest"))
         write_text(tmp / "config.yaml", dump_config(config))
     return IngestResult(out=out, stats=stats)

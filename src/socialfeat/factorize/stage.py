@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from pydantic import ValidationError
 
+from socialfeat.artifacts import parquet_fingerprints, read_schema, read_table
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, FactorizeConfig, SplitConfig, dump_config, provenance
 from socialfeat.errors import UserError
@@ -101,9 +102,9 @@ def read_dataset(run: Path) -> Interactions:
     for name in ("interactions.parquet", "users.parquet", "items.parquet"):
         if not (dataset / name).is_file():
             raise UserError(str(run), f"no {dataset.name}/{name}; run `socialfeat ingest --out {dataset}` first")
-    schema = pq.read_schema(dataset / "interactions.parquet")
+    schema = read_schema(dataset / "interactions.parquet", run=run)  # each file checked against stats.json first
     columns = ["user_idx", "item_idx", "weight"] + (["last_ts"] if "last_ts" in schema.names else [])
-    table = pq.read_table(dataset / "interactions.parquet", columns=columns)
+    table = read_table(dataset / "interactions.parquet", columns=columns, run=run)
     weight = table.column("weight").to_numpy().astype(np.float32, copy=False)
     source = str(dataset / "interactions.parquet")
     if not np.isfinite(weight).all():  # ingest refuses them; a dataset made before it did, or edited, may hold some
@@ -123,8 +124,8 @@ def read_dataset(run: Path) -> Interactions:
         items=table.column("item_idx").to_numpy().astype(np.int32, copy=False),
         weight=weight,
         times=times,
-        user_ids=pq.read_table(dataset / "users.parquet", columns=["user_id"]).column("user_id").combine_chunks(),
-        item_ids=pq.read_table(dataset / "items.parquet", columns=["item_id"]).column("item_id").combine_chunks(),
+        user_ids=read_table(dataset / "users.parquet", columns=["user_id"], run=run).column("user_id").combine_chunks(),
+        item_ids=read_table(dataset / "items.parquet", columns=["item_id"], run=run).column("item_id").combine_chunks(),
         source=source,
     )
 
@@ -408,7 +409,7 @@ def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | 
     with atomic_dir(run / "factors", "factors") as tmp:
         _write_factors(tmp, data, factors, conf, split_codes)
         metrics["seconds"] = time.perf_counter() - started
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "metrics.json", {**metrics, **parquet_fingerprints(tmp)})  # checked at every open
         final = config.model_copy(update={"factorize": cfg})
         write_json(tmp / "manifest.json", provenance(final, "factorize"))
         write_text(tmp / "config.yaml", dump_config(final))

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from socialfeat.artifacts import read_table
+from socialfeat.artifacts import parquet_fingerprints, read_table
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot, vocabulary
@@ -102,7 +102,7 @@ def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
         if "tags" in cfg.targets:
             summary["tags"] = tags_target(run, ids, idx, cfg.max_tags, cfg.min_tag_items, tmp / "tags.parquet")
         write_json(tmp / "clusters.json", clusters)
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / "summary.json", {**summary, **parquet_fingerprints(tmp)})  # checked at every open
         write_json(tmp / "manifest.json", provenance(config, "targets"))
         write_text(tmp / "config.yaml", dump_config(config))
     return TargetsResult(out=run / "targets", summary={**summary, "clusters": clusters})
