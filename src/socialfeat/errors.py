@@ -78,13 +78,24 @@ def interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C (and SIGALRM, which timeouts raise through) while the process forks, then deliver it.
 
     A KeyboardInterrupt raised inside fork's own callbacks (logging's after-fork lock release) is printed as
-    "Exception ignored" with a traceback, and the Ctrl-C is lost. Blocked, the signal waits and arrives right after.
+    "Exception ignored" with a traceback, and the Ctrl-C is lost. Meanwhile a handler only notes the signal; once
+    the fork is done the usual handler is back and the signal is raised again. (A thread's signal mask would not
+    do: the kernel may hand the signal to another thread, and Python runs its handler in the main thread anyway.)
     """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGALRM})
+    held: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    kinds = (signal.SIGINT, signal.SIGALRM)
+    old = {kind: signal.signal(kind, note) for kind in kinds}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for kind, handler in old.items():
+            signal.signal(kind, handler)
+        for kind in dict.fromkeys(held):
+            signal.raise_signal(kind)
