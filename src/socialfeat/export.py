@@ -32,7 +32,7 @@ from socialfeat import __version__
 from socialfeat.artifacts import FINGERPRINTS, fingerprint_problem, fingerprints, onnx_session
 from socialfeat.atomic import atomic_file, claim_file, write_json
 from socialfeat.config import Config, provenance
-from socialfeat.errors import UserError
+from socialfeat.errors import UserError, interrupts_held
 from socialfeat.features import Encoder, source_config, source_model
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runlock import inside, writes_run
@@ -151,8 +151,14 @@ def _export(
     batch = torch.export.Dim("batch", min=1, max=65536)
     backbone = desc.get("backbone", type(model.backbone).__name__)
     try:
-        # the exporter prints its progress, and logs a failed opset conversion with a traceback: neither is ours
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter():
+        # the exporter prints its progress, and logs a failed opset conversion with a traceback: neither is ours.
+        # A Ctrl-C waits for the export: raised inside its C++ tracing, it aborts the process (std::terminate)
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            _quiet_exporter(),
+            interrupts_held(),
+        ):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 _Graph(model),
