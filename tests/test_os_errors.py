@@ -7,32 +7,16 @@ the reason, where the machine does not allow it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_helpers import fails
-from filesystems import tmpfs
-
-
-@contextlib.contextmanager
-def immutable(folder: Path) -> Iterator[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
-    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i is refused here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=False)
+from filesystems import immutable, tmpfs
 
 
 def ingest_args(platform: Path, out: Path) -> list[str]:

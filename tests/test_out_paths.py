@@ -4,15 +4,13 @@ run's own folders, a symlinked --out is written through, and a simulate error is
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_helpers import fails, ok
+from filesystems import immutable
 
 from socialfeat.atomic import MARKER
 from socialfeat.cli import main
@@ -68,21 +66,6 @@ def test_a_simulate_error_is_exactly_one_line(tmp_path: Path, capsys: pytest.Cap
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: --") and err.count("\n") == 1, repr(err)
-
-
-@contextlib.contextmanager
-def immutable(folder: Path) -> Iterator[Path]:
-    """``folder`` with the immutable attribute: nothing in it can be renamed, even by root (skips if refused)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
-    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i is refused here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=False)
 
 
 def test_an_immutable_empty_out_keeps_no_temporaries(

@@ -42,6 +42,7 @@ from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
 from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
 from socialfeat.freshness import check_current, feature_product
+from socialfeat.jsonio import finite
 from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
@@ -129,19 +130,6 @@ def tag_features(run: Path, n_items: int) -> tuple[sp.csr_matrix, int] | None:
         return None
     rows = [tags.get(i, []) for i in range(n_items)]
     return multi_hot_sparse(rows, vocab)[0], n_tags
-
-
-def _finite(obj: Any) -> Any:
-    """NaN and infinities as null: metrics.json stays valid JSON (a metric undefined for a row is null)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
 
 
 def _check_sources(sources: list[str] | None, run: Path | None = None) -> list[str]:
@@ -331,7 +319,7 @@ def evaluate(
         },
         "seconds": time.perf_counter() - started,
     }
-    metrics = _finite(metrics)
+    metrics = finite(metrics)  # a metric undefined for a row is null, never NaN
     with atomic_dir(run / "eval", "eval") as tmp:
         for kept in (run / "eval").glob("transfer-*.json"):  # `transfer` writes beside; its results stay current
             shutil.copy2(kept, tmp / kept.name)
