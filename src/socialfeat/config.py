@@ -435,6 +435,18 @@ class ContentConfig(StrictModel):
     lightfm_threads: int = Field(0, ge=0, description="threads LightFM fits with; 0 = every core")
 
 
+class LiveConfig(StrictModel):
+    """The live catalogue (``add``, ``remove``, ``log``, ``serve --writable``): items and events since the batch run."""
+
+    warm_after: int = Field(
+        5, ge=1, le=1_000_000, description="events after which an added item's folded-in factors replace its prediction"
+    )
+    sources: list[str] | None = Field(
+        None, description="feature sources a new item is embedded under; default: every source the run has features for"
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass when several items are added")
+
+
 class Config(StrictModel):
     """The whole resolved configuration of a run."""
 
@@ -454,6 +466,7 @@ class Config(StrictModel):
     serve: ServeConfig = ServeConfig()
     transfer: TransferConfig = TransferConfig()
     content: ContentConfig = ContentConfig()
+    live: LiveConfig = LiveConfig()
     # where each given value came from (dotted key → --set item, flag or config file), set by load_config
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _file: str | None = PrivateAttr(None)

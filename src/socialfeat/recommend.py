@@ -41,6 +41,7 @@ class Audience:
     similar: list[dict[str, Any]]
     factors: np.ndarray
     notes: list[str] = field(default_factory=list)  # which content sources scored it
+    query: np.ndarray | None = None  # the image's vector in the learned index (what ``similar`` searched with)
 
 
 def _matrix(table: Any, column: str) -> np.ndarray:
@@ -101,10 +102,12 @@ def audience(
         v, notes = _content_factors(config, run, image, outputs, title, text, tags)
     rows = audience_of(ids, users, v, k)
     similar = []
+    query = None
     if outputs:
         index = load_index(run, "learned", config.index.column, config)
-        similar = neighbours(run, index, column_of(outputs, config.index.column), k)
-    return Audience(rows, similar, v, notes)
+        query = column_of(outputs, config.index.column)
+        similar = neighbours(run, index, query, k)
+    return Audience(rows, similar, v, notes, query)
 
 
 def _content_factors(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from socialfeat import __version__
-from socialfeat.cli import content, data, evaluate, export, pipeline, report, search, serve, training, transfer
+from socialfeat.cli import content, data, evaluate, export, live, pipeline, report, search, serve, training, transfer
 from socialfeat.cli.options import err, one_line, out, range_message, setup_logging
 from socialfeat.errors import Interrupted, UserError, fixable_os_error
 
@@ -82,7 +82,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # the order of the help's command list, as it always was; export and content came last
-for _module in (data, training, evaluate, pipeline, report, search, serve, transfer, export, content):
+for _module in (data, training, evaluate, pipeline, report, search, live, serve, transfer, export, content):
     for _fn, _options in _module.commands.entries:
         app.command(**_options)(guarded(_fn))
 

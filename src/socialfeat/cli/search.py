@@ -85,7 +85,7 @@ def similar(
     set_: SetOpt = None,
 ) -> None:
     """Items most similar to a known item or to a new image file."""
-    from socialfeat.index import similar as run_similar
+    from socialfeat.live.readers import similar as run_similar
 
     _one_of("ITEM_ID/--image", item_id, image)
     _not_empty("ITEM_ID", "an item id", item_id)
@@ -111,7 +111,7 @@ def recommend(
 ) -> None:
     """Users a new image would reach (--image), or items for a known user (--user), cold items included."""
     from socialfeat.data.tags import given_tags
-    from socialfeat.recommend import audience, for_user
+    from socialfeat.live.readers import audience, for_user
 
     described = title is not None or text is not None or tags is not None
     if described and user is not None:

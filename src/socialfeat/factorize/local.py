@@ -68,9 +68,25 @@ class LocalALS(Factorizer):
         log.info("local ALS fit in %.1f s (%s)", time.perf_counter() - started, "gpu" if use_gpu else "cpu")
         if use_gpu:
             model = model.to_cpu()
+        users = _exact_users(model, confidence, cfg.threads)
         return check_factors(
             Factors(
-                users=np.ascontiguousarray(model.user_factors, dtype=np.float32),
+                users=np.ascontiguousarray(users, dtype=np.float32),
                 items=np.ascontiguousarray(model.item_factors, dtype=np.float32),
             )
         )
+
+
+def _exact_users(model: object, confidence: sp.csr_matrix, threads: int) -> np.ndarray:
+    """Every user solved once more, exactly (Cholesky), against the final item factors.
+
+    The fit ends on an item half-step, and its user half-steps are three conjugate-gradient steps: the users it
+    leaves sit 1-4% from the optimum for the items it returns. The live catalogue folds a user in by the same normal
+    equations, so without this step a user who logged nothing new would move when folded in. This is implicit's own
+    ``recalculate_user``."""
+    started = time.perf_counter()
+    model.num_threads = threads  # type: ignore[attr-defined]
+    with threadpool_limits(1, "blas"):
+        users = model.recalculate_user(np.arange(confidence.shape[0]), confidence.astype(np.float32, copy=False))  # type: ignore[attr-defined]
+    log.info("exact user half-step in %.1f s", time.perf_counter() - started)
+    return users
