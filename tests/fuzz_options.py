@@ -74,6 +74,9 @@ BASE: dict[str, dict[str, str | None]] = {
     "serve": {"RUN": "{run}", "--port": "0", "--config": "{in}/tiny.yaml"},
     "export": {"RUN": "{run}", "--config": "{in}/tiny.yaml"},
     "content": {"RUN": "{run}", "--sources": "learned", "--config": "{in}/tiny.yaml"},
+    "add": {"RUN": "{run}", "--items": "{in}/new_items.csv", "--image-root": "{P}", "--config": "{in}/tiny.yaml"},
+    "remove": {"RUN": "{run}", "IDS": "{item}", "--config": "{in}/tiny.yaml"},
+    "log": {"RUN": "{run}", "EVENTS": "{in}/events.csv", "--config": "{in}/tiny.yaml"},
 }
 # options that only apply with others, or exclude others: what the base gains or loses when one is under test
 WITH: dict[tuple[str, str], dict[str, str | None]] = {
@@ -267,6 +270,9 @@ def _inputs(w: Path, bench: Bench) -> None:
     rows = [f"{img},{'ab'[k % 2]}" for k, img in enumerate(images)]
     (inp / "images.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
     (inp / "labels.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    first = images[0].relative_to(p) if images else "images/none.png"
+    (inp / "new_items.csv").write_text(f"item_id,image,title\nfuzz-new,{first},A new item\n")
+    (inp / "events.csv").write_text(f"user_id,item_id,event\n{bench.user},{bench.item},like\n")
 
 
 def snapshot(*folders: Path) -> dict[str, str]:

@@ -225,7 +225,9 @@ class Live:
             elif item in self.items:
                 extra[item] = extra.get(item, 0.0) + weight
         rows = np.fromiter(weights, dtype=np.int64, count=len(weights))
-        vectors = [self.rec.vectors[rows]] + [np.stack([self.items[i].factors for i in extra])] * bool(extra)
+        vectors = [self.rec.vectors[rows]]
+        if extra:
+            vectors.append(np.stack([self.items[i].factors for i in extra]))
         w = np.array(list(weights.values()) + list(extra.values()), dtype=np.float32)
         cached = fold_in(np.concatenate(vectors), self.item_gram, confidence(w, self.params), self.reg)
         self._user_vec[user_id] = cached
