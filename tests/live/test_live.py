@@ -312,3 +312,16 @@ def test_two_live_objects_see_each_others_writes(run: Path) -> None:
     assert "new-" + test[0] not in server.items
     assert server.sync() and "new-" + test[0] in server.items
     assert not server.sync()  # nothing new: a version check, no replay
+
+
+def test_the_report_counts_the_live_state(run: Path) -> None:
+    from socialfeat.report.report import _glance
+
+    assert "live" not in _glance(run)["facts"]
+    test = _test_items(run)
+    live = Live(CFG, run)
+    live.add(_as_new(run, test[:2]), _image_root(run), where="t")
+    live.remove([test[2]])
+    live.log([NewEvent("someone", "new-" + test[0], "like", row=1)])
+    line = _glance(run)["facts"]["live"]
+    assert line.startswith("2 items added, 1 removed and 1 events from 1 users")

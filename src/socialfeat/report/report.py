@@ -200,7 +200,24 @@ def _glance(run: Path) -> dict[str, Any]:
         meta = _fact_source(model_path)
         heads = ", ".join(meta.get("heads", {}))
         facts["model"] = f"{meta.get('backbone')} from {meta.get('init')} weights, heads: {heads}"
+    live = _live_counts(run)
+    if live is not None:
+        facts["live"] = live
     return {"facts": facts}
+
+
+def _live_counts(run: Path) -> str | None:
+    """What the live store added since the batch run (``socialfeat add``/``log``/``remove``), in one line."""
+    from socialfeat.live.store import LiveStore, store_path
+
+    if not store_path(run).is_file():
+        return None
+    with LiveStore(run) as store:
+        c = store.counts()
+    return (
+        f"{c['items']:,} items added, {c['removed']:,} removed and {c['events']:,} events from {c['users']:,} users "
+        f"since the batch run (live store version {c['version']:,})"
+    )
 
 
 def _fact_source(path: Path) -> dict[str, Any]:
