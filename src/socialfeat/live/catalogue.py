@@ -156,10 +156,8 @@ class Live:
         self.item_events[item][user] += weight
         self.item_counts[item] += 1
         self._user_vec.pop(user, None)
-        if item in self.items:
-            self._item_vec.pop(item, None)
-            for other in self.item_events[item]:  # their fold-in used this item's vector, which may have changed
-                self._user_vec.pop(other, None)
+        for other in self.user_events[user]:  # live items this user engaged with were folded in with their vector
+            self._item_vec.pop(other, None)
 
     # ------------------------------------------------------------------------------------------------ vectors
     def known_item(self, item_id: str) -> bool:
