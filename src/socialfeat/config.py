@@ -377,6 +377,11 @@ class ServeConfig(StrictModel):
         1, ge=0, description="threads per forward pass; 1 lets concurrent requests share cores, 0 = torch's default"
     )
     page_size: int = Field(60, ge=1, le=1000, description="items per page of the grid")
+    writable: bool = Field(
+        False,
+        description="turn on the write endpoints (add and remove items, log events); beyond 127.0.0.1 they need a "
+        "token (serve --token or SOCIALFEAT_TOKEN, never a config key)",
+    )
     runtime: Literal["auto", "onnx", "torch"] = Field(
         "auto",
         description="what runs a new image's forward pass in serve, similar/recommend --image and embed --images: "

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from socialfeat.artifacts import read_json, read_schema, read_table
 from socialfeat.config import Config
-from socialfeat.data.images import ImageError, ImageRoot, decode_image
+from socialfeat.data.images import ImageRoot
 from socialfeat.errors import UserError
 from socialfeat.live.foldin import fold_in, gram
 from socialfeat.live.store import LiveItem, LiveStore, image_dir
@@ -135,18 +135,20 @@ class Live:
             self.store = LiveStore(self.run)  # created by another process since
             if not self.store.exists:
                 return False
-        version = self.store.version()
-        if version == self.version:
-            return False
-        for item in self.store.items(since=self.version):
-            if item.removed or item.item_id in self.item_row:  # removed, or absorbed into the batch since
-                self.items.pop(item.item_id, None)
-            else:
-                self.items[item.item_id] = item
-            self._item_vec.pop(item.item_id, None)
-        self.removed = self.store.removed()
-        for e in self.store.events(since=max(self.version, self.absorbed)):
-            self._count(e.user_id, e.item_id, e.weight)
+        # one state of the store: events another process commits meanwhile wait for the next sync (never counted twice)
+        with self.store.snapshot():
+            version = self.store.version()
+            if version == self.version:
+                return False
+            for item in self.store.items(since=self.version):
+                if item.removed or item.item_id in self.item_row:  # removed, or absorbed into the batch since
+                    self.items.pop(item.item_id, None)
+                else:
+                    self.items[item.item_id] = item
+                self._item_vec.pop(item.item_id, None)
+            self.removed = self.store.removed()
+            for e in self.store.events(since=max(self.version, self.absorbed)):
+                self._count(e.user_id, e.item_id, e.weight)
         self.version = version
         self._block = None
         return True
@@ -224,7 +226,7 @@ class Live:
                 extra[item] = extra.get(item, 0.0) + weight
         rows = np.fromiter(weights, dtype=np.int64, count=len(weights))
         vectors = [self.rec.vectors[rows]]
-        if extra:
+        if extra:  # np.stack of nothing raises: only live items' factors, when the user has events on them
             vectors.append(np.stack([self.items[i].factors for i in extra]))
         w = np.array(list(weights.values()) + list(extra.values()), dtype=np.float32)
         cached = fold_in(np.concatenate(vectors), self.item_gram, confidence(w, self.params), self.reg)
@@ -417,6 +419,7 @@ class Live:
 
         self.sync()
         images = _image_bytes(items, image_root, self.config, where)
+        before = set(self.items)  # what ``replaced`` means: the id held another image until now
         plan: list[tuple[NewItem, bytes, str]] = []
         results: dict[str, Added] = {}
         for item, data in zip([getattr(i, "item", i) for i in items], images, strict=True):
@@ -454,7 +457,7 @@ class Live:
                     self.store.put_item(live, vectors)
             self.sync()
         for live, _ in stored:
-            status = "replaced" if live.item_id in {i.item_id for i, _, _ in plan} and replace else "added"
+            status = "replaced" if live.item_id in before else "added"
             results[live.item_id] = Added(live.item_id, status, live.predicted_by, self.audience(live.factors, k))
         order = [getattr(i, "item", i).item_id for i in items]
         return [results[i] for i in dict.fromkeys(order)]
@@ -521,10 +524,3 @@ def _write_image(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def decode(data: bytes, size: int, max_pixels: int, where: str, row: int) -> np.ndarray:
-    try:
-        return decode_image(io.BytesIO(data), size, max_pixels)
-    except ImageError as e:
-        raise UserError(where, f"row {row}: cannot use this image ({e})") from None

@@ -179,6 +179,17 @@ class LiveStore:
             raise
         db.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that see one state of the store: a read transaction (in WAL mode it never blocks a writer), so a
+        version and the rows up to it agree even while another process commits between two of the reads."""
+        assert self.db is not None
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def put_item(self, item: LiveItem, vectors: dict[tuple[str, str], np.ndarray]) -> None:
         """Insert or replace an item and its vectors; call inside :meth:`write`."""
         assert self.db is not None

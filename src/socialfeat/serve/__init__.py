@@ -18,12 +18,17 @@ from socialfeat.errors import UserError
 log = logging.getLogger(__name__)
 
 
+MIN_TOKEN = 16  # characters: a shorter token could be guessed through the network
+
+
 def serve(
     config: Config,
     run: str | os.PathLike[str],
     ready: Callable[[str, float], None] | None = None,
+    token: str | None = None,
 ) -> None:
-    """Load the run once, then serve it with uvicorn on ``config.serve.host:port`` until interrupted."""
+    """Load the run once, then serve it with uvicorn on ``config.serve.host:port`` until interrupted. With
+    ``serve.writable`` the write endpoints are on; beyond loopback they need ``token``, else nothing starts."""
     try:
         import uvicorn
 
@@ -34,10 +39,20 @@ def serve(
     run = Path(run)
     if not run.is_dir():
         raise UserError(str(run), "no such run folder")
+    writable = config.serve.writable
+    if writable and token is not None:
+        check_token(token)
     host = config.serve.host
     sock = listen(host, config.serve.port)  # a taken port is said before the run is loaded and before any URL
     port = sock.getsockname()[1]  # the port bound, also when any free one was asked for (0)
-    warning = exposure_warning(host, sock)
+    if writable and token is None and not is_loopback(sock):
+        sock.close()
+        raise UserError(
+            f"--host {host}",
+            "a writable explorer reachable from other machines needs a token: give --token (or set "
+            "SOCIALFEAT_TOKEN), or bind 127.0.0.1",
+        )
+    warning = exposure_warning(host, sock, guarded=writable and token is not None)
     if warning is not None:
         log.warning(warning)
     if config.serve.torch_threads:
@@ -51,7 +66,7 @@ def serve(
     except BaseException:
         sock.close()
         raise
-    app = create_app(explorer)
+    app = create_app(explorer, token if writable else None)
     # The loaded run is half a million long-lived objects at 423K items; a full collection walks them all (283 ms
     # measured), stalling every request in flight. Frozen, the collector skips them: only what requests allocate is
     # ever scanned.
@@ -81,15 +96,36 @@ def url(host: str, sock: socket.socket) -> str:
     return f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}/"
 
 
-def exposure_warning(host: str, sock: socket.socket) -> str | None:
-    """One line when the socket listens beyond this machine (0.0.0.0, ::, a LAN address): the explorer has no
-    authentication, so whoever reaches the port browses the run and uploads images; None on a loopback address."""
+def is_loopback(sock: socket.socket) -> bool:
+    """Whether the socket listens on this machine only (127.0.0.0/8, ::1; ``localhost`` resolves to one)."""
     address = sock.getsockname()[0].split("%")[0]  # an IPv6 scope (fe80::1%eth0) is no part of the address
-    if ipaddress.ip_address(address).is_loopback:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def check_token(token: str) -> None:
+    """A token that can guard writes: long enough not to be guessed, and sendable in an HTTP header. The token
+    itself is never part of a message."""
+    if len(token) < MIN_TOKEN:
+        raise UserError(
+            "--token",
+            f"{len(token)} characters; use at least {MIN_TOKEN}, e.g. from "
+            "python -c 'import secrets; print(secrets.token_urlsafe())'",
+        )
+    if not all(33 <= ord(c) < 127 for c in token):
+        raise UserError("--token", "use visible ASCII characters only (no spaces): it travels in an HTTP header")
+
+
+def exposure_warning(host: str, sock: socket.socket, guarded: bool = False) -> str | None:
+    """One line when the socket listens beyond this machine (0.0.0.0, ::, a LAN address): browsing has no
+    authentication, so whoever reaches the port browses the run and uploads images to search (writes, when on,
+    need the token: ``guarded``); None on a loopback address."""
+    if is_loopback(sock):
         return None
+    writes = "; writes need the token" if guarded else ""
     return (
         f"--host {host}: the explorer is reachable from other machines and has no authentication; anyone who "
-        f"reaches port {sock.getsockname()[1]} can browse this run and upload images (use 127.0.0.1 to keep it local)"
+        f"reaches port {sock.getsockname()[1]} can browse this run and upload images{writes} (use 127.0.0.1 to keep "
+        "it local)"
     )
 
 

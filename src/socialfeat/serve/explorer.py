@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,15 +25,18 @@ from PIL import Image
 
 from socialfeat.artifacts import read_schema, read_table
 from socialfeat.config import Config
-from socialfeat.data.images import ImageError, decode_image
+from socialfeat.data.images import ImageError, decode_image, load_image
 from socialfeat.data.tags import given_tags
 from socialfeat.errors import UserError
-from socialfeat.export import encoder_for
+from socialfeat.export import Inference, encoder_for
 from socialfeat.factorize.splits import read_split
 from socialfeat.features import Encoder
-from socialfeat.index import ItemIndex, column_of, load_index, model_outputs, nearest, search
-from socialfeat.recommend import FACTORS, Recommender, audience_of, content_score
+from socialfeat.index import ItemIndex, column_of, load_index, model_outputs
+from socialfeat.live.tables import NewItem
+from socialfeat.recommend import FACTORS, Recommender, content_score
 from socialfeat.report.gallery import Thumbnails
+from socialfeat.serve.errors import BadField, BadImage, NotFound
+from socialfeat.serve.live import LiveView
 from socialfeat.serve.search import SubstringIndex
 
 if TYPE_CHECKING:
@@ -44,22 +48,6 @@ SOURCES = ("learned", "imagenet")  # what the explorer compares; random init is 
 SPLIT_NAMES = {"train": "warm", "valid": "cold", "test": "cold"}
 JPEG_QUALITY = 85
 NO_CONTENT_MODEL = "this run has no content model; make one with `socialfeat content RUN`, then restart the explorer"
-
-
-class NotFound(Exception):
-    """An id or a feature source the run does not have (HTTP 404)."""
-
-
-class BadImage(Exception):
-    """An upload that is not a usable image (HTTP 400)."""
-
-
-class BadField(Exception):
-    """An upload's title, text or tags that the run cannot use (HTTP 400); ``field`` names it for the page."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass
@@ -101,6 +89,9 @@ class Explorer:
         self.user_search = SubstringIndex(str(u).lower() for u in user_ids)  # /api/users: built once
         self.content = self._load_content()
         self.thumbs = Thumbnails(self.run, 160, config.train.max_pixels)
+        encoders = {s: Inference(sp.encoder, sp.image_size, sp.runtime, {}) for s, sp in self.spaces.items()}
+        dims = {s: sp.index.index.d for s, sp in self.spaces.items()}
+        self.live = LiveView(config, self.run, self.recommender, encoders, dims, self.row_of, self.no_audience)
         self.load_seconds = time.perf_counter() - t0
         log.info("explorer ready: %d items, sources %s, %.1f s", len(self.keys), list(self.spaces), self.load_seconds)
 
@@ -187,10 +178,12 @@ class Explorer:
         return out
 
     def health(self) -> dict[str, Any]:
+        live = self.live.health()
+        hidden = self.live.hidden_rows()
         return {
             "status": "ok",
             "run": self.run_name,
-            "items": len(self.keys),
+            "items": len(self.keys) - (0 if hidden is None else int(hidden.sum())) + live["items"],
             "warm": self.split_counts.get("warm", 0),
             "cold": self.split_counts.get("cold", 0),
             "users": len(self.recommender.user_ids) if self.recommender else 0,
@@ -211,13 +204,23 @@ class Explorer:
             "max_pixels": self.config.serve.max_pixels,
             "max_k": self.config.serve.max_k,
             "load_seconds": round(self.load_seconds, 2),
+            "live": live,
         }
 
     def row(self, item_id: str) -> int:
+        """The row of a batch item still in the catalogue."""
         row = self.row_of.get(item_id)
-        if row is None:
-            raise NotFound(f"unknown item '{item_id}'")
+        if row is None or self.live.is_removed(item_id):
+            raise NotFound(f"unknown item '{item_id}'" if row is None else f"item '{item_id}' was removed")
         return row
+
+    def item_page(self, item_id: str, k: int) -> dict[str, Any]:
+        """One item, batch or live, with the users it is predicted to reach when it is cold or live."""
+        self.live.sync()
+        found = self.live.item(item_id)
+        if found is not None:
+            return {**found, "predicted_audience": self.live.item_audience(item_id, k)}
+        return {**self.item(self.row(item_id)), "predicted_audience": self.predicted_audience(item_id, k)}
 
     def item(self, row: int) -> dict[str, Any]:
         tags = self.tags[row]
@@ -230,21 +233,27 @@ class Explorer:
         }
 
     def items(self, query: str = "", split: str = "all", offset: int = 0, limit: int = 60) -> dict[str, Any]:
-        """A page of items whose id or title contains ``query`` (case-insensitive), optionally warm or cold only, in
-        catalogue order: the substring index and the split's rows answer it, and only the page is materialised."""
+        """A page of items whose id or title contains ``query`` (case-insensitive), optionally warm, cold or live
+        only: live items first (newest first), then the batch in catalogue order, removed ones left out. The
+        substring indexes and the split's rows answer it, and only the page is materialised."""
         q = query.strip().lower()
-        rows: np.ndarray | range = range(len(self.keys))
-        if q:
-            rows = self.title_search.find(q)
-            if split in self.is_split:
-                rows = rows[self.is_split[split][rows]]
-        elif split in self.split_rows:
-            rows = self.split_rows[split]
-        return {
-            "total": len(rows),
-            "offset": offset,
-            "items": [self.item(int(r)) for r in rows[offset : offset + limit]],
-        }
+        live = self.live.find(q) if split in ("all", "live") else []
+        rows: np.ndarray | range = range(0)
+        if split != "live":
+            rows = range(len(self.keys))
+            if q:
+                rows = self.title_search.find(q)
+                if split in self.is_split:
+                    rows = rows[self.is_split[split][rows]]
+            elif split in self.split_rows:
+                rows = self.split_rows[split]
+            hidden = self.live.hidden_rows()
+            if hidden is not None:
+                rows = np.asarray(rows)[~hidden[rows]]
+        shown = [self.live.item(i) for i in live[offset : offset + limit]]
+        start = max(0, offset - len(live))
+        shown += [self.item(int(r)) for r in rows[start : start + limit - len(shown)]]
+        return {"total": len(live) + len(rows), "offset": offset, "items": [i for i in shown if i is not None]}
 
     def space(self, source: str) -> Space:
         if source not in self.spaces:
@@ -255,27 +264,32 @@ class Explorer:
         out = []
         for rank, (item, score) in enumerate(zip(ids, scores, strict=True), start=1):
             row = self.row_of.get(str(item))
-            info = self.item(row) if row is not None else {"id": str(item), "title": str(item)}
+            info = self.item(row) if row is not None else self.live.item(str(item))
+            info = info or {"id": str(item), "title": str(item)}
             out.append({"rank": rank, "score": round(float(score), 5), **info})
         return out
 
     def similar(self, item_id: str, source: str, k: int) -> list[dict[str, Any]]:
-        """The k items nearest to a known item under one source, the item itself left out."""
-        self.row(item_id)
+        """The k items nearest to a known item (batch or live) under one source, the item itself left out."""
+        self.live.sync()
         space = self.space(source)
-        index_row = space.rows.get(item_id)
-        if index_row is None:
-            raise NotFound(f"item '{item_id}' has no {source} features (its image could not be read)")
-        return self._ranked(*nearest(space.index, space.vector(index_row), k, exclude=space.index.ids[index_row]))
+        query = self.live.vector(item_id, source)
+        exclude: Any = item_id
+        if query is None:
+            self.row(item_id)
+            index_row = space.rows.get(item_id)
+            if index_row is None:
+                raise NotFound(f"item '{item_id}' has no {source} features (its image could not be read)")
+            query, exclude = space.vector(index_row), space.index.ids[index_row]
+        return self._ranked(*self.live.nearest(source, space.index, query, k, exclude))
 
     def predicted_audience(self, item_id: str, k: int) -> list[dict[str, Any]] | None:
         """For a cold item: the users its predicted factors reach (what the platform would do on upload day)."""
         row = self.row(item_id)
         if self.recommender is None or self.split[row] != "cold" or "learned" not in self.spaces:
             return None
-        rec = self.recommender
         r = self.rec_rows.get(self.keys[row])
-        return None if r is None else audience_of(rec.user_ids, rec.users, rec.vectors[r], k)
+        return None if r is None else self.live.audience(self.recommender.vectors[r], k)
 
     def upload(
         self,
@@ -308,13 +322,12 @@ class Explorer:
             outputs[sp.name] = model_outputs(sp.encoder, pixels[sp.image_size])
             steps[f"forward {sp.name}"] = _ms(t)
             t = time.perf_counter()
-            ids, scores = search(sp.index, column_of(outputs[sp.name], sp.column)[None], k)
-            similar[sp.name] = self._ranked(ids[0], scores[0])
+            vector = column_of(outputs[sp.name], sp.column)
+            similar[sp.name] = self._ranked(*self.live.nearest(sp.name, sp.index, vector, k))
             steps[f"search {sp.name}"] = _ms(t)
             if not described and sp.name == "learned" and self.recommender is not None and FACTORS in outputs[sp.name]:
                 t = time.perf_counter()
-                rec = self.recommender
-                audience = audience_of(rec.user_ids, rec.users, outputs[sp.name][FACTORS], k)
+                audience = self.live.audience(outputs[sp.name][FACTORS], k)
                 steps["audience"] = _ms(t)
         content = None
         if described:
@@ -326,6 +339,23 @@ class Explorer:
         if content is not None:
             out["content"] = content
         return out | {"ms": _ms(t0), "steps": steps}
+
+    def new_item(self, item_id: str, title: str | None, text: str | None, tags: str | None) -> NewItem:
+        """An added item's fields as ``socialfeat add`` reads them from a table: tags separated by , | or ;, and
+        empty fields left out."""
+        for name, value in (("item_id", item_id), ("title", title), ("text", text), ("tags", tags)):
+            if value is not None and "\x00" in value:
+                raise BadField(name, "holds a NUL character")
+        if not item_id.strip():
+            raise BadField("item_id", "empty; give the new item's id")
+        tag_list = [t.strip() for t in re.split(r"[|,;]", tags or "") if t.strip()]
+        return NewItem(item_id, "upload", title or None, text or None, "|".join(tag_list) or None, row=1)
+
+    def add_item(self, data: bytes, item: NewItem, replace: bool, k: int) -> dict[str, Any]:
+        """Add one uploaded item to the live catalogue; the image is decoded first under the explorer's limits
+        (``serve.max_pixels``), so a bad one is the same 400 as on ``/api/upload`` and nothing is written."""
+        self._decode(data, min(sp.image_size for sp in self.spaces.values()), {}, {})
+        return self.live.add(item, data, replace, k)
 
     def _decode(self, data: bytes, size: int, pixels: dict[int, np.ndarray], steps: dict[str, float]) -> None:
         """The upload decoded and resized to ``size`` into ``pixels``, once per size."""
@@ -390,33 +420,56 @@ class Explorer:
             raise BadField(e.where, e.message) from None
         steps["content"] = _ms(t)
         t = time.perf_counter()
-        audience = audience_of(rec.user_ids, rec.users, score.factors, k)
+        audience = self.live.audience(score.factors, k)
         steps["audience"] = _ms(t)
         return audience, {"model": model.kind, "sources": score.sources, "weights": _rounded(score.weights),
                           "notes": notes + score.notes}  # fmt: skip
 
     def recommendations(self, user_id: str, k: int, include_seen: bool) -> list[dict[str, Any]]:
+        """Items for a user (one first seen in live events too), batch and live together, removed ones never."""
         if self.recommender is None:
             raise NotFound(f"no recommendations: {self.no_audience}")
-        if self.recommender.user_row(user_id) < 0:
-            raise NotFound(f"unknown user '{user_id}'")
-        ranked = self.recommender.rank(user_id, k, include_seen)
+        ranked = self.live.rank(user_id, k, include_seen)
         rows = self._ranked([r["item_id"] for r in ranked], [r["score"] for r in ranked])
         for row, r in zip(rows, ranked, strict=True):
-            row.update(factors="true" if r["warm"] else "predicted", seen=r["seen"])
+            factors = ("folded" if r["live"] else "true") if r["warm"] else "predicted"
+            row.update(factors=factors, seen=r["seen"], live=r["live"])
         return rows
 
     def users(self, query: str = "", limit: int = 20) -> list[str]:
-        """The first ``limit`` user ids containing ``query`` (case-insensitive), for the page's suggestions."""
+        """The first ``limit`` user ids containing ``query`` (case-insensitive), for the page's suggestions: the
+        batch's users, then those first seen in live events."""
         if self.recommender is None:
             return []
-        rows = self.user_search.find(query.strip().lower())[:limit]
-        return [str(self.recommender.user_ids[r]) for r in rows]
+        q = query.strip().lower()
+        rows = self.user_search.find(q)[:limit]
+        found = [str(self.recommender.user_ids[r]) for r in rows]
+        if len(found) < limit:
+            found += [u for u in self.live.new_users() if q in u.lower()][: limit - len(found)]
+        return found
+
+    def thumbnail_tag(self, item_id: str) -> str:
+        """What a cached thumbnail of this item depends on: its image's sha256 for a live item (it may be replaced),
+        empty for a batch one; NotFound for an unknown or removed item."""
+        self.live.sync()
+        found = self.live.image(item_id)
+        if found is not None:
+            return found[1]
+        self.row(item_id)
+        return ""
 
     def thumbnail(self, item_id: str, size: int) -> bytes:
-        """A square JPEG of an item, from the run's own image table (never from a path given in a request)."""
-        row = self.row(item_id)
-        pixels = self.thumbs.pixels(self.ids[row], size)
+        """A square JPEG of an item, from the run's own image table or live store (never from a path given in a
+        request)."""
+        found = self.live.image(item_id)
+        if found is not None:
+            try:
+                pixels: np.ndarray | None = load_image(found[0], size, self.config.train.max_pixels)
+            except ImageError:
+                pixels = None
+        else:
+            row = self.row(item_id)
+            pixels = self.thumbs.pixels(self.ids[row], size)
         if pixels is None:
             raise NotFound(f"no readable image for item '{item_id}'")
         buf = io.BytesIO()

@@ -54,6 +54,7 @@ function card(item, extra = {}) {
   img.addEventListener("error", () => { img.removeAttribute("src"); img.alt = "no image"; }, { once: true });
   const badges = el("span");
   if (item.split === "cold") badges.append(el("span", { class: "badge cold", text: "cold", title: "never trained on" }));
+  if (item.split === "live") badges.append(el("span", { class: "badge live", text: "live", title: "added since the batch run" }));
   if (extra.shared) badges.append(el("span", { class: "badge shared", text: "both", title: "also a neighbour under the other features" }));
   if (extra.factors) badges.append(el("span", { class: "badge", text: extra.factors === "predicted" ? "predicted" : "warm" }));
   const sub = el("span", { class: "sub" }, [
@@ -121,7 +122,8 @@ async function loadHealth() {
     const sources = Object.keys(h.sources).join(" and ");
     $("run-info").textContent =
       `run “${h.run}”: ${h.items.toLocaleString()} items (${h.cold.toLocaleString()} cold), ` +
-      `${h.users.toLocaleString()} users, features: ${sources}`;
+      `${h.users.toLocaleString()} users, features: ${sources}` +
+      (h.live && h.live.items ? `; ${h.live.items.toLocaleString()} added live` : "");
     if (!h.audience) $("run-info").textContent += " — no audience predictions: " + (h.audience_note || "");
     if (h.content && h.content.present && h.content.fields.length && h.audience) offerFields(h.content);
   } catch (e) {
@@ -207,7 +209,8 @@ async function openItem(id) {
   try {
     const item = await api(`/api/items/${enc(id)}?k=10`);
     $("detail-title").textContent = item.title;
-    const split = item.split === "cold" ? "cold — never trained on" : item.split || "";
+    const splits = { cold: "cold — never trained on", live: "live — added since the batch run" };
+    const split = splits[item.split] || item.split || "";
     const users = item.n_users !== null ? `${item.n_users.toLocaleString()} users engaged` : "";
     $("detail-meta").textContent = [`id ${item.id}`, split, users].filter(Boolean).join(" · ");
     for (const tag of item.tags) $("detail-tags").append(el("span", { text: tag }));
