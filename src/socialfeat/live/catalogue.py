@@ -499,6 +499,8 @@ def _image_bytes(items: list[NewItem] | list[Upload], root: Path | None, config:
             ) from None
         except IsADirectoryError:
             raise UserError(where, f"row {entry.row}: image '{entry.image}' is a folder") from None
+        except ValueError:  # a NUL in the path (no file has such a name): the OS call refuses it
+            raise UserError(where, f"row {entry.row}: image path {entry.image!r} holds a NUL character") from None
         except OSError as e:
             raise UserError(where, f"row {entry.row}: image '{entry.image}': {e.strerror or e}") from None
     return out

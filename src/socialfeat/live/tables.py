@@ -187,17 +187,22 @@ def check_time(value: Any, where: str, column: str, row: int) -> str | None:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day).isoformat()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or abs(value) > 9e12:
-            raise UserError(where, f"row {row}, column '{column}': {value!r} is not a time")
-        return dt.datetime.fromtimestamp(float(value), dt.UTC).replace(tzinfo=None).isoformat()
+        try:  # beyond the years 1 to 9999 a datetime cannot hold it
+            if not math.isfinite(value):
+                raise ValueError(value)
+            return dt.datetime.fromtimestamp(float(value), dt.UTC).replace(tzinfo=None).isoformat()
+        except (ValueError, OverflowError, OSError):
+            raise UserError(where, f"row {row}, column '{column}': {value!r} is not a time (epoch seconds)") from None
     text = str(value).strip()
     try:
         return dt.datetime.fromisoformat(text).isoformat()
     except ValueError:
         try:
-            return check_time(float(text), where, column, row)
+            seconds = float(text)
         except ValueError:
             pass
+        else:
+            return check_time(seconds, where, column, row)
     raise UserError(where, f"row {row}: {text[:40]!r} in column '{column}' is not a time (ISO 8601 or epoch seconds)")
 
 
