@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from socialfeat.artifacts import fingerprints, read_faiss, read_json, read_schema, read_table, reading, rerun_command
 from socialfeat.atomic import atomic_file, write_json
 from socialfeat.config import Config, IndexConfig, load_config
-from socialfeat.data.images import ImageError, ImageRoot, load_image
+from socialfeat.data.images import LIVE_PREFIX, ImageError, dataset_root, load_image
 from socialfeat.errors import UserError
 from socialfeat.export import encoder_for
 from socialfeat.features import SOURCES, Encoder, encode_batch, read_features, source_config
@@ -448,13 +448,13 @@ def item_info(run: str | os.PathLike[str], ids: list) -> dict[Any, dict[str, Any
     table = read_table(items, columns=[c for c in ("item_id", "title", "image") if c in names], run=run)
     table = table.filter(pc.is_in(table.column("item_id"), value_set=pa.array(ids, table.schema.field("item_id").type)))
     stats = dataset / "stats.json"
-    recorded = read_json(stats, run=run).get("missing_images", {}) if stats.is_file() else {}
-    root = ImageRoot(recorded.get("image_root", dataset), bool(recorded.get("allow_absolute", False)))
+    root = dataset_root(dataset, read_json(stats, run=run) if stats.is_file() else {})
     info = {}
     for row in table.to_pylist():
         image = row.get("image")
-        inside = bool(image) and root.resolve(image) is not None  # a path outside the root is never shown
-        info[row["item_id"]] = {"title": row.get("title"), "image": str(root.root / image) if inside else None}
+        found = root.resolve(image) if image else None  # a path outside the root is never shown
+        shown = found if found is None or image.startswith(LIVE_PREFIX) else root.root / image  # as the table names it
+        info[row["item_id"]] = {"title": row.get("title"), "image": str(shown) if shown is not None else None}
     return info
 
 

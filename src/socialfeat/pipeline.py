@@ -153,9 +153,23 @@ def _identity(path: str) -> str:
     return f"{os.path.basename(path)} ({st.st_size} bytes, mtime {st.st_mtime_ns})"
 
 
-def stage_config(config: Config, stage: str, run: Path | None = None, identity: bool = False) -> dict[str, Any]:
+def live_version(run: Path) -> int:
+    """The version of the run's live store (0 without one): ingest absorbs the store, so it is one of its inputs."""
+    from socialfeat.live.store import LiveStore, store_path
+
+    if not store_path(run).is_file():
+        return 0
+    with LiveStore(run) as store:
+        return store.version()
+
+
+def stage_config(
+    config: Config, stage: str, run: Path | None = None, identity: bool = False, live: int | None = None
+) -> dict[str, Any]:
     """The settings a stage reads. With ``run``, the files the config names are shown relative to the run folder
-    (what a changed-settings reason prints); with ``identity``, as :func:`_identity` (what the hash covers)."""
+    (what a changed-settings reason prints); with ``identity``, as :func:`_identity` (what the hash covers).
+    ingest's include the version of the run's live store (``live``, default the current one) once it has one: a
+    store that grew reruns ingest and what follows, and one that did not changes nothing."""
     if run is None:
         dumped = config.model_dump(mode="json")
     elif identity:
@@ -167,6 +181,10 @@ def stage_config(config: Config, stage: str, run: Path | None = None, identity: 
     for key in SECTIONS[stage]:
         section, _, name = key.partition(".")
         out[key] = dumped[section][name] if name else dumped[section]
+    if stage == "ingest" and run is not None:
+        version = live if live is not None else live_version(run)
+        if version:
+            out["live"] = f"store version {version}"
     return out
 
 
@@ -174,10 +192,10 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_hash(config: Config, stage: str, run: Path | None, upstream: str) -> str:
+def stage_hash(config: Config, stage: str, run: Path | None, upstream: str, live: int | None = None) -> str:
     """The hash of a stage's sections (files by identity, read when the stage is reached: simulate writes the
     demo's inputs) chained with the previous stage's hash ``upstream``; simulate stands alone."""
-    own = stage_config(config, stage, run, identity=run is not None)
+    own = stage_config(config, stage, run, identity=run is not None, live=live)
     return _digest(own) if stage == "simulate" else _digest([own, upstream])
 
 
@@ -290,14 +308,14 @@ def stale_reason(config: Config, run: Path, stage: str, digest: str, earlier: tu
     return f"{newer} is newer" if newer is not None else hashed
 
 
-def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str) -> None:
+def _write_marker(config: Config, run: Path, outcome: StageOutcome, digest: str, live: int | None = None) -> None:
     write_json(
         marker_path(run, outcome.stage),
         {
             "stage": outcome.stage,
             "hash": digest,
-            "config": stage_config(config, outcome.stage, run),
-            "files": stage_config(config, outcome.stage, run, identity=True),
+            "config": stage_config(config, outcome.stage, run, live=live),
+            "files": stage_config(config, outcome.stage, run, identity=True, live=live),
             "outputs": fingerprint(run, stage_outputs(config, run, outcome.stage)),
             "inputs": fingerprint(run, optional_inputs(run, outcome.stage)),
             "seconds": round(outcome.seconds, 3),
@@ -316,8 +334,9 @@ def _same_text(path: Path, text: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- stages
-def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, float]:
-    """Run one stage; sub-step seconds (embed's three sources) come back."""
+def _execute(stage: str, config: Config, run: Path, say: Progress, live: int | None = None) -> dict[str, float]:
+    """Run one stage; sub-step seconds (embed's three sources) come back. ingest absorbs the live store up to
+    version ``live``: the version its hash saw, so a write meanwhile waits for the next run."""
     if stage == "simulate":
         from socialfeat.data.simulate import simulate, simulate_collection
 
@@ -327,7 +346,7 @@ def _execute(stage: str, config: Config, run: Path, say: Progress) -> dict[str, 
     elif stage == "ingest":
         from socialfeat.data.ingest import ingest
 
-        ingest(config, run / "dataset", step=say)
+        ingest(config, run / "dataset", step=say, live_version=live)
     elif stage == "factorize":
         from socialfeat.factorize.stage import factorize
 
@@ -441,7 +460,8 @@ def run(
     outcomes: list[StageOutcome] = []
     rerun_from: str | None = None  # the first stage that ran: every later one runs too
     for i, stage in enumerate(stages):
-        digest = stage_hash(config, stage, run_path, upstream)
+        live = live_version(run_path) if stage == "ingest" else None  # read once: the hash and ingest agree on it
+        digest = stage_hash(config, stage, run_path, upstream, live)
         upstream = upstream if stage == "simulate" else digest
         if force:
             reason: str | None = "--force"
@@ -466,12 +486,12 @@ def run(
         t0 = time.perf_counter()
         say = (lambda msg, s=stage: progress(s, msg)) if progress else (lambda _msg: None)
         try:
-            steps = _execute(stage, config, run_path, say)
+            steps = _execute(stage, config, run_path, say, live)
         except BaseException:
             tell(StageOutcome(stage, "failed", reason, time.perf_counter() - t0))
             raise
         outcome = StageOutcome(stage, "ran", reason, time.perf_counter() - t0, steps)
-        _write_marker(config, run_path, outcome, digest)
+        _write_marker(config, run_path, outcome, digest, live)
         outcomes.append(outcome)
         tell(outcome)
     report_path = run_path / "report.html"

@@ -74,6 +74,12 @@ def ingest(
     strict: Annotated[
         bool | None, typer.Option("--strict", help="A missing image is an error instead of a dropped item.")
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live/--no-live", help="Absorb the live store of the run --out lies in (RUN/live/live.db), if any."
+        ),
+    ] = True,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -103,9 +109,16 @@ def ingest(
     cfg = load_config(config, set_ or [], flags)
     started = time.perf_counter()
     with err.status("ingesting…") as status:
-        result = run_ingest(cfg, out_dir, step=lambda msg: status.update(f"{shown(msg)}…"))
+        result = run_ingest(cfg, out_dir, step=lambda msg: status.update(f"{shown(msg)}…"), live=live)
     out.print(stats_table(result.stats))
     _print_drops(result.stats)
+    absorbed = result.stats.get("live")
+    if absorbed:
+        out.print(
+            f"absorbed the live store up to version {absorbed['version']:,}: {absorbed['items']:,} item(s) "
+            f"({absorbed['items_in_dataset']:,} kept by the filter), {absorbed['events']:,} event(s)",
+            highlight=False,
+        )
     out.print(f"wrote {shown(out_dir)} in {time.perf_counter() - started:.1f} s", highlight=False)
 
 

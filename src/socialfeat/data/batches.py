@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler
 
 from socialfeat.artifacts import missing, no_images_hint, read_json, read_schema, read_table
-from socialfeat.data.images import SOLO, ImageCache, Team, build_cache, cache_key, together
+from socialfeat.data.images import SOLO, ImageCache, ImageRoot, Team, build_cache, cache_key, dataset_root, together
 from socialfeat.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,15 @@ log = logging.getLogger(__name__)
 MIN_CROP = 0.75  # smallest crop side, as a share of the image side
 
 
-def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path, bool]:
-    """Every item of the run's dataset with its image path, the image root ingest resolved, and whether ingest
-    allowed absolute image paths."""
+def dataset_images(run: Path) -> tuple[list[tuple[object, str]], ImageRoot]:
+    """Every item of the run's dataset with its image path, and the image root ingest resolved (whether it allowed
+    absolute paths, and the live store's image folder when it absorbed one)."""
     dataset = run / "dataset"
     if not (dataset / "items.parquet").is_file():
         raise missing(dataset / "items.parquet", run)
     stats = read_json(dataset / "stats.json", run=run)
-    recorded = stats.get("missing_images", {})
-    root = Path(recorded.get("image_root", dataset))
+    resolver = dataset_root(dataset, stats)
+    root = resolver.root
     if not root.is_dir():
         raise UserError(str(dataset / "stats.json"), f"image root '{root}' recorded by ingest does not exist")
     if "image" not in read_schema(dataset / "items.parquet", run=run).names and not stats.get("inputs", {}).get(
@@ -45,7 +45,7 @@ def dataset_images(run: Path) -> tuple[list[tuple[object, str]], Path, bool]:
         raise UserError(str(dataset), "has no images: it was ingested without --items; " + no_images_hint(run))
     items = read_table(dataset / "items.parquet", columns=["item_id", "image"], run=run)
     pairs = list(zip(items.column("item_id").to_pylist(), items.column("image").to_pylist(), strict=True))
-    return pairs, root, bool(recorded.get("allow_absolute", False))
+    return pairs, resolver
 
 
 def run_image_cache(
@@ -60,13 +60,15 @@ def run_image_cache(
     """The run's image cache at ``size`` (``run/cache/images-<size>``), built once and rebuilt only when the
     images, their files or the settings changed. With a ``team`` (the ranks that share the run folder's file
     system) its first member checks the cache, and all of them build it together when it has to be built."""
-    items, root, allow_absolute = dataset_images(run)
+    items, resolver = dataset_images(run)
+    root, allow_absolute, live = resolver.root, resolver.allow_absolute, resolver.live
+    live_dir = live.root if live is not None else None
     out = run / "cache" / f"images-{size}"
     found: list[ImageCache] = []
 
     def current() -> bool:
         if team.rank == 0:
-            found.extend(_current_cache(out, items, root, size, strict, max_pixels, allow_absolute))
+            found.extend(_current_cache(out, items, root, size, strict, max_pixels, allow_absolute, live_dir))
         return bool(found)
 
     if together(team, current)[0]:
@@ -82,6 +84,7 @@ def run_image_cache(
         max_pixels=max_pixels,
         allow_absolute=allow_absolute,
         team=team,
+        live=live_dir,
     )
 
 
@@ -93,12 +96,13 @@ def _current_cache(
     strict: bool,
     max_pixels: int,
     allow_absolute: bool,
+    live: Path | None = None,
 ) -> list[ImageCache]:
     """The cache at ``out`` when it was built from exactly these files and settings, else nothing."""
     meta = out / "meta.json"
     if not meta.is_file():
         return []
-    key = cache_key(items, root, size, max_pixels, allow_absolute)
+    key = cache_key(items, root, size, max_pixels, allow_absolute, live)
     try:
         if json.loads(meta.read_text()).get("cache_key") != key:
             return []

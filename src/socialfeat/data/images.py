@@ -106,6 +106,17 @@ class ImageCache:
         return cls(path, size, ids, rows, problems, dict(probs.get("counts", {})))
 
 
+LIVE_PREFIX = "live:"  # an absorbed live item's image path: live:<file> under the run's live/images
+
+
+def dataset_root(dataset: Path, stats: dict[str, Any]) -> ImageRoot:
+    """The image root a dataset's paths resolve under, as ingest recorded it in ``stats.json`` (with the live
+    store's image folder when it absorbed one)."""
+    recorded = stats.get("missing_images", {})
+    live = dataset.parent / "live" / "images" if stats.get("live", {}).get("items") else None
+    return ImageRoot(recorded.get("image_root", dataset), bool(recorded.get("allow_absolute", False)), live)
+
+
 class ImageRoot:
     """The folder an item table's image paths are relative to, and the one check every reader of those paths
     goes through: a path resolves, symlinks followed, to a file under the root — or to None when it lies outside
@@ -113,15 +124,24 @@ class ImageRoot:
 
     Item tables and runs get shared, and their paths are opened, decoded and served as thumbnails: a path must not
     reach files its root does not hold. Folders are resolved once each, so the check costs one ``lstat`` per image.
+
+    A dataset that absorbed a run's live store has a second, trusted root: ``live``, the store's image folder. Its
+    items' paths read ``live:<file>`` and resolve under it, confined the same way; ingest rewrites an item table's
+    own ``live:...`` path to ``./live:...``, so a user's path never reaches it.
     """
 
-    def __init__(self, root: str | os.PathLike[str], allow_absolute: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], allow_absolute: bool = False, live: str | os.PathLike[str] | None = None
+    ) -> None:
         self.root = Path(root)
         self.allow_absolute = allow_absolute
+        self.live = None if live is None else ImageRoot(live)
         self._base = os.path.realpath(root)
         self._dirs: dict[str, str] = {}
 
     def resolve(self, image: str) -> Path | None:
+        if self.live is not None and image.startswith(LIVE_PREFIX):
+            return self.live.resolve(image[len(LIVE_PREFIX) :])
         if "\0" in image:  # no file has such a name (no OS call accepts one): it names nothing, so nothing leaks
             return Path(self._base, image)
         if os.path.isabs(image):  # fine when it lies under the root; elsewhere only when the user allows it
@@ -237,12 +257,13 @@ def cache_key(
     size: int,
     max_pixels: int = 100_000_000,
     allow_absolute: bool = False,
+    live: Path | None = None,
 ) -> str:
     """A hash of ids, paths, file sizes and mtimes, ``size`` and the pixel limit (it decides which images are
     kept): equal keys mean an existing cache can be reused. Nothing outside the root is even looked at."""
     head = f"socialfeat-images v{VERSION} size={size} max_pixels={max_pixels} absolute={allow_absolute}\n"
     h = hashlib.sha256(head.encode())
-    root = ImageRoot(image_root, allow_absolute)
+    root = ImageRoot(image_root, allow_absolute, live)
     for item_id, rel in items:
         path = root.resolve(str(rel))
         try:
@@ -383,8 +404,10 @@ def _allocate(npy: Path, shape: tuple[int, ...]) -> int:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(npy: str, offset: int, root: str, size: int, max_pixels: int, allow_absolute: bool) -> None:
-    state = {"root": ImageRoot(root, allow_absolute), "size": size, "max_pixels": max_pixels, "offset": offset}
+def _init_worker(
+    npy: str, offset: int, root: str, size: int, max_pixels: int, allow_absolute: bool, live: str | None = None
+) -> None:
+    state = {"root": ImageRoot(root, allow_absolute, live), "size": size, "max_pixels": max_pixels, "offset": offset}
     _STATE.update(fd=os.open(npy, os.O_WRONLY), **state)
 
 
@@ -433,6 +456,7 @@ def build_cache(
     max_pixels: int = 100_000_000,
     allow_absolute: bool = False,
     team: Team = SOLO,
+    live: Path | None = None,
 ) -> ImageCache:
     """Decode every (item_id, relative path) once into ``out`` (atomically); bad images are skipped and counted,
     and so is a path that leads outside ``image_root`` (see :func:`confined_path`), which is never opened.
@@ -453,7 +477,7 @@ def build_cache(
         def prepare() -> tuple[str, int] | None:
             if team.rank:
                 return None
-            key.append(cache_key(items, image_root, size, max_pixels, allow_absolute))
+            key.append(cache_key(items, image_root, size, max_pixels, allow_absolute, live))
             check_space(out, total, size)
             tmp = stack.enter_context(atomic_dir(out, "image cache"))
             try:
@@ -463,7 +487,7 @@ def build_cache(
 
         folder, offset = together(team, prepare)[0]
         npy = Path(folder) / "decoded.npy"
-        args = (items, share, npy, offset, image_root, size, max_pixels, allow_absolute, strict, workers, report)
+        args = (items, share, npy, offset, image_root, size, max_pixels, allow_absolute, strict, workers, report, live)
         failed = sorted(itertools.chain.from_iterable(together(team, lambda: _decode_share(*args))))
 
         def finish() -> None:
@@ -487,11 +511,12 @@ def _decode_share(
     strict: bool,
     workers: int,
     progress: Callable[[int, int], None] | None,
+    live: Path | None = None,
 ) -> list[tuple[int, str]]:
     """Decode the rows ``share`` into the file; return the (index, reason) of each image that could not be used."""
     failed: list[tuple[int, str]] = []
     decoded = contextlib.closing(
-        _decode_all(items, share, npy, offset, root, size, max_pixels, allow_absolute, workers, progress)
+        _decode_all(items, share, npy, offset, root, size, max_pixels, allow_absolute, workers, progress, live)
     )
     with decoded as results:  # closing stops the worker pool at once when strict raises
         for i, reason in results:
@@ -549,11 +574,12 @@ def _decode_all(
     allow_absolute: bool,
     workers: int,
     progress: Callable[[int, int], None] | None,
+    live: Path | None = None,
 ) -> Iterator[tuple[int, str | None]]:
     """Yield (index, failure reason or None) as the images ``indices`` finish; several processes unless one
     suffices."""
     workers = min(workers or os.cpu_count() or 1, -(-len(indices) // CHUNK))
-    init = (str(npy), offset, str(root), size, max_pixels, allow_absolute)
+    init = (str(npy), offset, str(root), size, max_pixels, allow_absolute, None if live is None else str(live))
     done = 0
     if workers <= 1:
         _init_worker(*init)

@@ -23,6 +23,7 @@ import pyarrow as pa
 from socialfeat.artifacts import parquet_fingerprints
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, IngestConfig, dump_config, provenance
+from socialfeat.data.absorb import Absorbed, read_live, union_events, union_items
 from socialfeat.data.contract import (
     INTEGER_TYPES,
     PATH_CHARS,
@@ -84,10 +85,18 @@ class _Log:
 
 
 @writes_run(lambda a: run_holding(a["out"]))
-def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], None] | None = None) -> IngestResult:
+def ingest(
+    config: Config,
+    out: str | os.PathLike[str],
+    step: Callable[[str], None] | None = None,
+    live: bool = True,
+    live_version: int | None = None,
+) -> IngestResult:
     """Read the inputs named in ``config.ingest``, validate, filter, and write the dataset to ``out``.
 
-    ``step`` is told the name of each phase as it starts (the CLI shows it as a spinner).
+    ``step`` is told the name of each phase as it starts (the CLI shows it as a spinner). With ``live``, the live
+    store of the run ``out`` belongs to (``out/../live/live.db``) joins the inputs, up to its version
+    ``live_version`` (default: the current one): see :mod:`socialfeat.data.absorb`.
     """
     cfg = config.ingest
     say = step or (lambda _msg: None)
@@ -104,11 +113,12 @@ def ingest(config: Config, out: str | os.PathLike[str], step: Callable[[str], No
     out = Path(out)
     inputs = (cfg.interactions, cfg.items, cfg.comments, cfg.image_root)
     claim_dir(out, "dataset", inputs=inputs, flag="--out")  # before any reading: a wrong --out fails at once
+    absorbed = read_live(out.absolute().parent, live_version) if live else None
     with atomic_dir(out, "dataset", inputs=inputs) as tmp:
         spill = tmp / "_spill"
         con = _connect(cfg, spill)
         try:
-            stats = _run(con, config, tmp, say)
+            stats = _run(con, config, tmp, say, absorbed)
         except duckdb.OutOfMemoryException as exc:  # the limit is the user's setting, not a fault of their files
             reason = str(exc).splitlines()[0].removeprefix("Out of Memory Error: ")
             raise UserError(
@@ -166,17 +176,19 @@ def _shrink_duckdb(con: duckdb.DuckDBPyConnection) -> None:
             continue  # what DuckDB holds cannot be evicted below this; try a higher floor
 
 
-def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def _run(
+    con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callable[[str], None], live: Absorbed | None
+) -> dict[str, Any]:
     cfg = config.ingest
-    say("reading interactions")
+    say("reading interactions" + (f" and the live store (version {live.snapshot.version})" if live else ""))
     assert cfg.interactions is not None
-    lg = _aggregate(con, cfg, config.given_by)
+    lg = _aggregate(con, cfg, config.given_by, live)
     stats: dict[str, Any] = {"before": _before_stats(con, lg), "dropped": {}}
 
     usable = np.ones(_count(con, "icodes"), dtype=bool)
     if cfg.items is not None:
         say("checking items and images")
-        usable = _load_items(con, cfg, stats, config.given_by)
+        usable = _load_items(con, cfg, stats, config.given_by, live)
     _shrink_duckdb(con)  # the pairs now live in DuckDB: let it spill them while numpy holds the codes
     uc, ic = _fetch_codes(con)
 
@@ -204,6 +216,8 @@ def _run(con: duckdb.DuckDBPyConnection, config: Config, tmp: Path, say: Callabl
     stats["inputs"] = {
         name: str(path) for name in ("interactions", "items", "comments", "image_root") if (path := getattr(cfg, name))
     }
+    if live is not None:
+        stats["live"] = live.stats(con)
     return stats
 
 
@@ -215,7 +229,7 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(fetch_one(con, f"SELECT count(*) FROM {table}")[0])  # type: ignore[index]
 
 
-def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: GivenBy) -> _Log:
+def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: GivenBy, live: Absorbed | None) -> _Log:
     """Read the log in cheap passes, then aggregate it once to one row per (user, item).
 
     The cheap passes group by a few keys only: the event kinds, which also count the rows whose value or time
@@ -242,7 +256,8 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
     where = str(t.path)
 
     e_sql = f"CAST({quote(event)} AS VARCHAR)" if event else literal(cfg.default_event)
-    ts_sql = timestamp_sql(time, t.columns[time], _time_mode(con, t, time)) if time else ""
+    time_mode = _time_mode(con, t, time) if time else ""
+    ts_sql = timestamp_sql(time, t.columns[time], time_mode) if time else ""
     # rows that break the contract, counted per event kind in the kinds pass: (condition, column, message)
     checks: list[tuple[str, str, str]] = []
     if value:
@@ -274,6 +289,14 @@ def _aggregate(con: duckdb.DuckDBPyConnection, cfg: IngestConfig, given_by: Give
         rn, _ = first_bad_row(con, t, f"{quote(event)} IS NULL", event)
         raise UserError(where, f"row {rn}: empty event in column '{event}'")
     events_before = {str(row[0]): int(row[1]) for row in kinds}
+    if live is not None and live.snapshot.events:  # the log's rows were checked above; the store's were at `log`
+        event, value, live_kinds = union_events(
+            con, t, live, user=user, item=item, event=event, value=value, time=time, time_mode=time_mode,
+            default_event=cfg.default_event,
+        )  # fmt: skip
+        e_sql = f"CAST({quote(event)} AS VARCHAR)" if event else e_sql
+        for kind, n in live_kinds.items():
+            events_before[kind] = events_before.get(kind, 0) + n
     if len(events_before) > MAX_EVENT_KINDS:
         raise UserError(
             given_by("ingest.columns.event", "--event-col") if cols.event else f"--event-col {event}",
@@ -438,7 +461,7 @@ def _fetch_codes(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray
 
 
 def _load_items(
-    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[str, Any], given_by: GivenBy
+    con: duckdb.DuckDBPyConnection, cfg: IngestConfig, stats: dict[str, Any], given_by: GivenBy, live: Absorbed | None
 ) -> np.ndarray:
     """Read and check the items table; return which item codes are usable (listed, with an image)."""
     assert cfg.items is not None
@@ -490,6 +513,8 @@ def _load_items(
         f"CREATE TEMP TABLE items AS SELECT * FROM items_raw QUALIFY row_number() OVER (PARTITION BY i ORDER BY {rn}) = 1"
     )
     con.execute("DROP TABLE items_raw")
+    if live is not None and live.snapshot.items:
+        union_items(con, live, rn)
 
     root = cfg.image_root if cfg.image_root is not None else t.path.parent
     rows = con.execute(
@@ -502,7 +527,7 @@ def _load_items(
     missing: list[str] = []
     outside: list[str] = []  # paths that lead out of the image root: refused, never opened
     blank: list[tuple[int, object]] = []  # empty image cells: (data row, item id)
-    image_root = ImageRoot(root, cfg.allow_absolute_images)
+    image_root = ImageRoot(root, cfg.allow_absolute_images, live.images if live is not None else None)
     for code, img, item_id, row in rows:
         listed[code] = True
         if img is None or not img.strip():

@@ -147,11 +147,19 @@ class Live:
                     self.items[item.item_id] = item
                 self._item_vec.pop(item.item_id, None)
             self.removed = self.store.removed()
-            for e in self.store.events(since=max(self.version, self.absorbed)):
+            for e in self.store.events(since=self.version):
+                if e.version <= self.absorbed and self._in_batch(e.user_id, e.item_id):
+                    continue  # the batch run absorbed it: its fit has this event already
                 self._count(e.user_id, e.item_id, e.weight)
         self.version = version
         self._block = None
         return True
+
+    def _in_batch(self, user: str, item: str) -> bool:
+        """Whether the dataset holds the pair of an absorbed event: its user and its item passed the popularity
+        filter. An event the filter dropped (a live item or a user with too few events) stays live."""
+        row = self.item_row.get(item)
+        return row is not None and bool(self.rec.in_dataset[row]) and self.rec.user_row(user) >= 0
 
     def _count(self, user: str, item: str, weight: float) -> None:
         self.user_events[user][item] += weight

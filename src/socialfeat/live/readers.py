@@ -20,7 +20,7 @@ from socialfeat.factorize.splits import read_split
 from socialfeat.freshness import check_current, feature_product
 from socialfeat.index import ItemIndex, describe, find_row, item_info, load_index, nearest, normalize
 from socialfeat.index import similar as batch_similar
-from socialfeat.live.catalogue import Live
+from socialfeat.live.catalogue import Live, absorbed_version
 from socialfeat.live.store import LiveStore, image_dir, store_path
 from socialfeat.recommend import Audience, Recommender
 from socialfeat.recommend import audience as batch_audience
@@ -56,12 +56,16 @@ def merged_nearest(
     return [i for i, _ in pairs], [s for _, s in pairs]
 
 
-def describe_live(run: Path, store: LiveStore, ids: list, scores: list[float]) -> list[dict[str, Any]]:
-    """Result rows (rank, item_id, score, title, image) for batch and live items together."""
-    info = item_info(run, [i for i in ids if store.item(str(i)) is None])
+def describe_live(
+    run: Path, store: LiveStore, ids: list, scores: list[float], live: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """Result rows (rank, item_id, score, title, image) for batch and live items together; ``live`` names the live
+    ones (default: every id the store holds, which after a rerun includes items the batch absorbed)."""
+    is_live = (lambda i: str(i) in live) if live is not None else (lambda i: store.item(str(i)) is not None)
+    info = item_info(run, [i for i in ids if not is_live(i)])
     rows = []
     for r, (i, s) in enumerate(zip(ids, scores, strict=True), start=1):
-        item = store.item(str(i)) if i not in info else None
+        item = store.item(str(i)) if i not in info and is_live(i) else None
         found = info.get(i) or (
             {"title": item.title, "image": str(image_dir(run) / item.image)} if item else {"title": None, "image": None}
         )
@@ -96,12 +100,15 @@ def similar(
             check_current(run, [feature_product(source)])
             index = load_index(run, source, column, config)
             query = column_of(image_outputs(config, run, image, source), column)
-            return describe_live(run, store, *merged_nearest(index, live_ids, live_vectors, removed, query, k))
+            live_ids, live_vectors = not_absorbed(run, index, live_ids, live_vectors)
+            found = merged_nearest(index, live_ids, live_vectors, removed, query, k)
+            return describe_live(run, store, *found, set(live_ids))
         text = str(item_id)
         if text in removed:
             raise UserError(text, "removed from the catalogue (socialfeat remove)")
         check_current(run, [feature_product(source)])
         index = load_index(run, source, column, config)
+        live_ids, live_vectors = not_absorbed(run, index, live_ids, live_vectors)
         if text in live_ids:
             query = live_vectors[live_ids.index(text)]  # type: ignore[index]
             exclude: Any = text
@@ -111,7 +118,22 @@ def similar(
                 raise UserError(text, f"unknown item: not in features/{source}.parquet of {run} or its live store")
             exclude = index.ids[row]
             query = index.index.reconstruct(row) if _exact(index) else _stored(run, source, column, exclude)
-        return describe_live(run, store, *merged_nearest(index, live_ids, live_vectors, removed, query, k, exclude))
+        found = merged_nearest(index, live_ids, live_vectors, removed, query, k, exclude)
+        return describe_live(run, store, *found, set(live_ids))
+
+
+def not_absorbed(
+    run: Path, index: ItemIndex, ids: list[str], vectors: np.ndarray | None
+) -> tuple[list[str], np.ndarray | None]:
+    """The live items the batch has not absorbed: after ``run`` absorbed the store, an added item may be in the
+    batch index too, and it must be found once."""
+    if not ids or absorbed_version(run) == 0:
+        return ids, vectors
+    batch = {str(i) for i in index.ids}
+    keep = [n for n, i in enumerate(ids) if i not in batch]
+    if len(keep) == len(ids):
+        return ids, vectors
+    return [ids[n] for n in keep], (vectors[keep] if keep and vectors is not None else None)
 
 
 def _exact(index: ItemIndex) -> bool:
@@ -137,7 +159,13 @@ def for_user(
     live = Live(config, run)
     ranked = live.rank(str(user_id), k or config.index.k, include_seen)
     splits = read_split(run)
-    rows = describe_live(run, live.store, [r["item_id"] for r in ranked], [r["score"] for r in ranked])
+    rows = describe_live(
+        run,
+        live.store,
+        [r["item_id"] for r in ranked],
+        [r["score"] for r in ranked],
+        {r["item_id"] for r in ranked if r["live"]},
+    )
     for row, r in zip(rows, ranked, strict=True):
         cold_by = "live" if r["live"] else live.rec.cold_source
         row.update(
@@ -171,8 +199,10 @@ def audience(
     if result.query is not None:
         index = load_index(run, "learned", config.index.column, config)
         ids, vectors = live.store.vectors("learned", config.index.column)
+        keep = [n for n, i in enumerate(ids) if i in live.items]  # absorbed by a rerun: the batch index has them
+        ids, vectors = [ids[n] for n in keep], (vectors[keep] if keep and vectors is not None else None)
         found = merged_nearest(index, ids, vectors, live.removed, result.query, k)
-        result.similar = describe_live(run, live.store, *found)
+        result.similar = describe_live(run, live.store, *found, set(ids))
     return result
 
 

@@ -108,6 +108,16 @@ class LiveEvent:
     version: int
 
 
+@dataclass
+class Snapshot:
+    """The store as of one version, for the next batch run: every item, and the events (user, item, event, value,
+    time) logged up to that version, in the order logged."""
+
+    version: int
+    items: list[LiveItem]
+    events: list[tuple[str, str, str, float | None, str | None]]
+
+
 class LiveStore:
     """One connection to a run's live store. Cheap to open; open one per thread (SQLite connections are not shared
     across threads here)."""
@@ -293,6 +303,26 @@ class LiveStore:
         if item is not None:
             sql, args = sql + " AND item_id = ?", [*args, item]
         return [LiveEvent(*r) for r in self.db.execute(sql + " ORDER BY seq", args)]
+
+    def for_batch(self, upto: int | None = None) -> Snapshot:
+        """What the next batch run absorbs, read in one transaction (so one consistent state of the store): every
+        item, removed ones too (their events count), and the events up to version ``upto`` (default: the current
+        version; never above it)."""
+        if self.db is None:
+            return Snapshot(0, [], [])
+        db = self.db
+        with self.snapshot():  # one state of the store: no writer waits on it
+            current = self.version()
+            version = current if upto is None else max(0, min(int(upto), current))
+            rows = db.execute(
+                "SELECT item_id, sha256, image, title, text, tags, extra, predicted_by, added_at, version, removed "
+                "FROM items ORDER BY item_id"
+            ).fetchall()
+            items = [_item((*r[:7], b"", *r[7:])) for r in rows]  # no factors: absorbing needs none
+            events = db.execute(
+                "SELECT user_id, item_id, event, value, ts FROM events WHERE version <= ? ORDER BY seq", (version,)
+            ).fetchall()
+        return Snapshot(version, items, events)
 
     def counts(self) -> dict[str, int]:
         """What the store holds: added (live) items, removed items, events, and the users they came from."""

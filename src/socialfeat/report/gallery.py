@@ -16,7 +16,7 @@ from PIL import Image
 
 from socialfeat.artifacts import read_json, read_schema, read_table, rerun_command
 from socialfeat.config import Config
-from socialfeat.data.images import ImageCache, ImageError, ImageRoot, load_image
+from socialfeat.data.images import ImageCache, ImageError, ImageRoot, dataset_root, load_image
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
 from socialfeat.index import current_index, exact_search, feature_files, read_ids, read_rows, search
@@ -60,11 +60,11 @@ class Thumbnails:
     @staticmethod
     def _image_root(dataset: Path) -> ImageRoot | None:
         try:
-            recorded = json.loads((dataset / "stats.json").read_text())["missing_images"]
-            root = Path(recorded["image_root"])
-        except (OSError, ValueError, KeyError, TypeError):
+            stats = json.loads((dataset / "stats.json").read_text())
+            root = dataset_root(dataset, stats) if "image_root" in stats["missing_images"] else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        return ImageRoot(root, bool(recorded.get("allow_absolute", False))) if root.is_dir() else None
+        return root if root is not None and root.root.is_dir() else None
 
     def title(self, item: Any) -> str:
         return self.titles.get(item, str(item))
