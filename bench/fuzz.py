@@ -24,11 +24,15 @@ explorer upload answers 2xx or a 4xx with a one-line JSON error, never 500. The 
   (then exit 130 with nothing half-written is the promise); serve runs up to its server loop, which is skipped;
 - ids (issue 31): ingest ids in CSV/TSV/Parquet/JSON Lines spelled as JSON numbers (2, 1.5, 1e3, 30 digits, above
   int64), booleans, null, nested objects and arrays, Parquet binary: kept as their literal text or refused in one
-  line naming the file and the column.
+  line naming the file and the column;
+- live (issue 32): ``add``, ``log`` and ``remove`` against a run with text ids and one with integer ids
+  (``tests/fuzz_live.py``): malformed images, odd ids and fields, odd events in every table format. Also checked:
+  a refused call leaves the live store's counts and version as they were, and every stored item keeps its vectors
+  and its image (0 half-added items).
 
 Runs in-process on a tiny run it trains first (~1 min). Hypothesis draws the cases from ``--seed``.
 
-    python bench/fuzz.py                      # 5,098 cases (1,250 + 3,662 options + 186 ids)
+    python bench/fuzz.py                      # 5,698 cases (1,250 + 3,662 options + 186 ids + 600 live)
     python bench/fuzz.py --scale 0.1          # a quick look
     python bench/fuzz.py --only embed upload  # some commands
 """
@@ -52,13 +56,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from fuzz_ids import id_cases, run_id_case  # noqa: E402
+from fuzz_live import LIVE_STRATEGIES, LiveBench, run_live_case  # noqa: E402
 from fuzz_options import Bench, option_cases, run_option_case  # noqa: E402
 from fuzzing import STRATEGIES, Outcome, run_cli, run_upload, tiny_run  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 DEFAULT_CASES = {"ingest": 400, "config": 250, "embed": 150, "recommend": 150, "upload": 300}
+LIVE_CASES = {"add": 200, "log": 300, "remove": 100}  # through the CLI against two live runs (text and integer ids)
 GRIDS = ("options", "ids")  # every case of a grid at --scale 1, in a seeded order
-HALF_WRITTEN = ("incomplete", "leftovers", "no output", "sidecar without")
+HALF_WRITTEN = ("incomplete", "leftovers", "no output", "sidecar without", "half-added")
 
 
 def kind(problem: str) -> str:
@@ -98,6 +104,24 @@ def fuzz(command: str, n: int, base: Path, run: Path, client: object, rng_seed: 
     return outcomes
 
 
+def fuzz_live(command: str, n: int, base: Path, bench: LiveBench, rng_seed: int) -> list[Outcome]:
+    """``n`` generated ``add``, ``log`` or ``remove`` calls against the live runs (the store grows as they go)."""
+    outcomes: list[Outcome] = []
+
+    @seed(rng_seed)
+    @settings(
+        max_examples=n, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+    )
+    @given(LIVE_STRATEGIES[command]())
+    def one(case) -> None:  # noqa: ANN001
+        outcomes.append(run_live_case(case, base, bench))
+        if len(outcomes) % 50 == 0:
+            print(f"  {command}: {len(outcomes)} cases", file=sys.stderr, flush=True)
+
+    one()
+    return outcomes
+
+
 def grid(name: str, scale: float, work: Path, bench: Bench, rng_seed: int) -> dict[str, tuple[list[Outcome], float]]:
     """A grid's cases (the first ``scale`` share of a seeded order), grouped for the table: options per command,
     ids per format."""
@@ -121,7 +145,7 @@ def grid(name: str, scale: float, work: Path, bench: Bench, rng_seed: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    choices = [*DEFAULT_CASES, *GRIDS]
+    choices = [*DEFAULT_CASES, *LIVE_CASES, *GRIDS]
     parser.add_argument("--only", nargs="+", choices=choices, default=choices)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every command's case count")
     parser.add_argument("--seed", type=int, default=22)
@@ -146,10 +170,17 @@ def main() -> None:
     client = TestClient(create_app(Explorer(load_config(None, []), run)))
     print(f"tiny run ready in {time.perf_counter() - started:.0f} s: {run}")
     bench = Bench.of(run, tiny / "platform")
+    live = LiveBench.prepare(run, tiny / "platform", work) if set(args.only) & set(LIVE_CASES) else None
     results: dict[str, tuple[list[Outcome], float]] = {}
     for command in args.only:
         if command in GRIDS:
             results.update(grid(command, args.scale, work, bench, args.seed))
+            continue
+        if command in LIVE_CASES:
+            assert live is not None
+            t0 = time.perf_counter()
+            outcomes = fuzz_live(command, max(1, round(LIVE_CASES[command] * args.scale)), work, live, args.seed)
+            results[f"live: {command}"] = (outcomes, time.perf_counter() - t0)
             continue
         n = max(1, round(DEFAULT_CASES[command] * args.scale))
         t0 = time.perf_counter()

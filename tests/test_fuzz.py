@@ -1,8 +1,9 @@
 """Generated malformed inputs through ``ingest``, configs, ``embed --images``, ``recommend --image`` and the explorer's
 upload: never a traceback, exit 0 or 2 with one ``error:`` line, nothing half-written, never a 500. A small
 derandomized sample per command (reproducible in CI); ``bench/fuzz.py`` runs the same strategies at ≥ 1,000 cases.
-Then a bounded sample of the option fuzz (every option of every command, hostile values, foreign folders) and of
-the id-format fuzz, which ``bench/fuzz.py`` runs whole."""
+Then a bounded sample of the option fuzz (every option of every command, hostile values, foreign folders), of
+the id-format fuzz, which ``bench/fuzz.py`` runs whole, and of the live fuzz (``add``, ``log`` and ``remove`` against a
+text-id and an integer-id run: nothing half-added)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fuzz_ids import IdCase, id_cases, run_id_case
+from fuzz_live import LiveBench, LiveCase, add_cases, log_cases, remove_cases, run_live_case
 from fuzz_options import Bench, OptionCase, option_cases, run_option_case, sample
 from fuzzing import (
     Case,
@@ -138,3 +140,31 @@ def test_hostile_option_values_fail_in_one_line_and_touch_nothing(
 @pytest.mark.parametrize("case", _id_sample(), ids=lambda c: c.case.summary[:80])
 def test_ids_are_kept_literally_or_refused_in_one_line(case: IdCase, work: Path) -> None:
     expect(run_id_case(case, work))
+
+
+# ------------------------------------------------------------------------------------------------ the live catalogue
+@pytest.fixture(scope="module")
+def live_bench(embedded_run: Path, platform: Path, tmp_path_factory: pytest.TempPathFactory) -> LiveBench:
+    """A copy of the trained tiny run and an integer-id run of its platform, each with a live store."""
+    return LiveBench.prepare(embedded_run, platform, tmp_path_factory.mktemp("live-fuzz"))
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=12)
+@given(case=add_cases())
+def test_live_add_refuses_a_bad_table_whole(case: LiveCase, work: Path, live_bench: LiveBench) -> None:
+    check(run_live_case(case, work, live_bench))
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=15)
+@given(case=log_cases())
+def test_live_log_refuses_bad_events_whole(case: LiveCase, work: Path, live_bench: LiveBench) -> None:
+    check(run_live_case(case, work, live_bench))
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=8)
+@given(case=remove_cases())
+def test_live_remove_refuses_bad_ids_whole(case: LiveCase, work: Path, live_bench: LiveBench) -> None:
+    check(run_live_case(case, work, live_bench))
