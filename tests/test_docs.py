@@ -1,16 +1,22 @@
 """The manual cannot drift from the program: the CLI reference is what the app generates, and every example the
 docs mark as runnable (``<!-- runnable -->`` on the line before a ```bash or ```python fence, in README.md or
-docs/**/*.md) runs on a small demo run at ``runs/demo`` and exits 0."""
+docs/**/*.md) runs on a small demo run at ``runs/demo`` and exits 0. An example marked ``<!-- runnable: serve
+--writable -->`` runs beside ``socialfeat serve runs/demo --writable`` on a free port, with ``SERVER`` (its address)
+and ``TOKEN`` (the token writes must send) in its environment: the API's curl examples."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +25,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- runnable -->"
+MARK_SERVE = "<!-- runnable: serve --writable -->"  # runs beside a writable explorer of runs/demo
+SERVE_START_S = 180  # the explorer loads the run's models and indexes before it listens
 LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
 TIMEOUT_S = 120  # per example: a marked example is a quick one (a demo at test size, a query), never a server
 FAILED_AT = "docs-example-failed-at: "
@@ -93,6 +101,7 @@ class Example:
     line: int  # of the fence, 1-based
     lang: str  # bash or python
     code: str
+    serve: bool = False  # beside `socialfeat serve runs/demo --writable`
 
     @property
     def where(self) -> str:
@@ -104,7 +113,7 @@ def extract(page: Path) -> list[Example]:
     lines = page.read_text(encoding="utf-8").splitlines()
     found = []
     for i, line in enumerate(lines):
-        if line.strip() != MARK:
+        if line.strip() not in (MARK, MARK_SERVE):
             continue
         where = f"{page}:{i + 1}"
         m = FENCE.match(lines[i + 1]) if i + 1 < len(lines) else None
@@ -118,7 +127,7 @@ def extract(page: Path) -> list[Example]:
             body.append(lines[j].removeprefix(indent))
         else:
             raise ValueError(f"{where}: the marked block is never closed")
-        found.append(Example(page, i + 2, LANGS[m["lang"]], "\n".join(body) + "\n"))
+        found.append(Example(page, i + 2, LANGS[m["lang"]], "\n".join(body) + "\n", line.strip() == MARK_SERVE))
     return found
 
 
@@ -126,10 +135,10 @@ def doc_pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def run_example(example: Example, cwd: Path, scratch: Path) -> None:
+def run_example(example: Example, cwd: Path, scratch: Path, extra_env: dict[str, str] | None = None) -> None:
     """Run one example in ``cwd`` with the venv's tools first on PATH; fail with the page, line and stderr tail."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.update(MPLBACKEND="Agg", PYTHONUNBUFFERED="1", COLUMNS="120")
+    env.update(MPLBACKEND="Agg", PYTHONUNBUFFERED="1", COLUMNS="120", **(extra_env or {}))
     if example.lang == "bash":  # the ERR trap names the command that failed, not just the block's first line
         argv = ["bash", "-Eeuo", "pipefail", "-c", f"trap 'echo \"{FAILED_AT}$BASH_COMMAND\" >&2' ERR\n{example.code}"]
     else:
@@ -194,10 +203,57 @@ def example_dir(demo_work: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(demo_work, tmp_path / "work", symlinks=True))
 
 
+@contextlib.contextmanager
+def writable_server(cwd: Path, scratch: Path) -> Iterator[dict[str, str]]:
+    """``socialfeat serve runs/demo --writable`` in ``cwd`` on a free port with a fresh token, until the block ends:
+    {SERVER, TOKEN} for the example's environment."""
+    token = secrets.token_urlsafe()
+    log = scratch / "serve.log"
+    with open(log, "w") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "socialfeat", "serve", "runs/demo", "--writable", "--port", "0", "--token", token],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=_plain_env(),
+        )
+    try:
+        url = _wait_for_url(server, log)
+        yield {"SERVER": url.rstrip("/"), "TOKEN": token}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _plain_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+
+
+def _wait_for_url(server: subprocess.Popen, log: Path) -> str:
+    """The address the server prints once it listens (``socialfeat explorer: http://127.0.0.1:PORT/ ...``)."""
+    deadline = time.monotonic() + SERVE_START_S
+    while time.monotonic() < deadline:
+        found = re.search(r"socialfeat explorer: (http://\S+?/)", log.read_text(errors="replace"))
+        if found:
+            return found[1]
+        if server.poll() is not None:
+            pytest.fail(f"socialfeat serve --writable exited {server.returncode}: {log.read_text()[-1500:]}")
+        time.sleep(0.2)
+    pytest.fail(f"socialfeat serve --writable did not listen within {SERVE_START_S} s: {log.read_text()[-1500:]}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.where for e in EXAMPLES])
 def test_a_runnable_example_runs(example: Example, example_dir: Path, tmp_path: Path) -> None:
-    run_example(example, example_dir, tmp_path)
+    if not example.serve:
+        run_example(example, example_dir, tmp_path)
+        return
+    with writable_server(example_dir, tmp_path) as server:
+        run_example(example, example_dir, tmp_path, server)
 
 
 def test_the_docs_mark_their_examples_correctly() -> None:
