@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from socialfeat.artifacts import read_json, read_schema, read_table
 from socialfeat.config import Config
-from socialfeat.data.images import ImageError, ImageRoot, decode_image
+from socialfeat.data.images import ImageRoot
 from socialfeat.errors import UserError
 from socialfeat.live.foldin import fold_in, gram
 from socialfeat.live.store import LiveItem, LiveStore, image_dir
@@ -537,10 +537,3 @@ def _write_image(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def decode(data: bytes, size: int, max_pixels: int, where: str, row: int) -> np.ndarray:
-    try:
-        return decode_image(io.BytesIO(data), size, max_pixels)
-    except ImageError as e:
-        raise UserError(where, f"row {row}: cannot use this image ({e})") from None

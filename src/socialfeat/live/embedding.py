@@ -8,12 +8,14 @@ learned model's factors head: the rule ``recommend --image`` follows.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from socialfeat.config import Config
+from socialfeat.data.images import ImageError, decode_image
 from socialfeat.data.tags import split_tags
 from socialfeat.errors import UserError
 from socialfeat.export import Inference, encoder_for
@@ -57,8 +59,6 @@ class Embedder:
     def embed(self, images: list[bytes], where: str, rows: list[int]) -> dict[tuple[str, str], np.ndarray]:
         """Every image decoded first (a bad one fails before any forward pass), then each source in batches:
         {(source, column): (n, d) float32}, columns named as in the feature files."""
-        from socialfeat.live.catalogue import decode
-
         out: dict[tuple[str, str], list[np.ndarray]] = {}
         if not images:
             return {}
@@ -125,3 +125,11 @@ def _fields(model: Any) -> list[str]:
     """The item fields the content model can use (a field it has no source for is left out, not refused: an item
     table carries whatever columns the platform has)."""
     return list(model.fields)
+
+
+def decode(data: bytes, size: int, max_pixels: int, where: str, row: int) -> np.ndarray:
+    """One new item's image as the encoders take it; an image that cannot be used is a one-line UserError."""
+    try:
+        return decode_image(io.BytesIO(data), size, max_pixels)
+    except ImageError as e:
+        raise UserError(where, f"row {row}: cannot use this image ({e})") from None
