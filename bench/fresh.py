@@ -209,6 +209,51 @@ def evaluate(out: Path, info: dict, n_next: int, k: int | None, resamples: int |
     return evaluate_fresh(out / "run", replay, n_next=n_next, k=k, resamples=resamples, data=info)
 
 
+PROTOCOL = """A time-ordered replay through the live catalogue (`socialfeat.live.fresh`). The batch run sees only
+the events before a cut, on the items that arrived before it. Each later item is added with `Live.add` at its
+arrival, and the events in between are logged with `Live.log`. Right after an item is added, each user whose next
+N events include it is shown the catalogue as `Live.rank` orders it (every item they had not engaged with). AUC is
+the share of those items the new one beats (ties ½); recall@k whether it makes the top k (random tie-break). Means
+are over (user, new item) pairs; intervals are a paired bootstrap that resamples users and items together.
+
+The rows differ only in how a new item's factors are predicted before its own events take over (after
+`live.warm_after` = 5): the run's rule as `add` applies it (its content model: learned image + title + tags), ridge
+maps from learned or ImageNet image features (fit on the batch's warm items, λ chosen on its valid cold items, as
+`evaluate` does), the content model without the image, and the mean item vector. Popularity (events so far) and
+random scores rank the same candidates. Nothing was tuned on the data after the cut: the cut, N, k and every
+setting were fixed before the replay ran."""
+
+
+def batch_minutes(run: Path) -> float:
+    """The batch run's time: the seconds each stage's marker recorded when it last ran."""
+    markers = (run / ".pipeline").glob("*.json")
+    return sum(float(json.loads(m.read_text()).get("seconds", 0)) for m in markers) / 60
+
+
+def describe(folder: Path) -> str:
+    """One data set's section: how its arrivals were made, the command, the batch, the table."""
+    from socialfeat.live.fresh import markdown_table
+
+    result = json.loads((folder / "run" / "eval" / "fresh.json").read_text())
+    info = result.get("data") or {}
+    command = (folder / "command.txt").read_text().strip() if (folder / "command.txt").is_file() else ""
+    facts = [
+        f"Arrivals: {info.get('arrival')}.",
+        f"Cut: {info.get('cut_text')}: {info.get('items_before', 0):,} items and {info.get('events_before', 0):,} "
+        f"events before it (the batch run), {info.get('items_after', 0):,} items and {info.get('events_after', 0):,} "
+        "events after it (the replay).",
+        f"Batch run: the stages `socialfeat run` ran took {batch_minutes(folder / 'run'):.0f} min"
+        + (f", with `--set {' '.join(info['batch_sets'])}`." if info.get("batch_sets") else "."),
+        f"Replays: {result.get('seconds', 0) / 60:.0f} min for {len(result.get('replays', {}))} replays; "
+        f"{result.get('events_skipped', 0):,} events on items the batch filtered out were not replayed.",
+    ]
+    notes = folder / "notes.md"  # what was run by hand beside the command, when anything was
+    facts += (
+        [line.removeprefix("- ") for line in notes.read_text().splitlines() if line.strip()] if notes.is_file() else []
+    )
+    return f"`{command}`\n\n" + "\n".join(f"- {f}" for f in facts) + "\n\n" + markdown_table(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["simulator", "movielens", "record"])
@@ -221,20 +266,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resamples", type=int, default=None)
     p.add_argument("--set", action="append", default=[], dest="sets")
     p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--skip-batch", action="store_true", help="replay on OUT/run as it is (its stages run by hand)")
     p.add_argument("--simulator", type=Path)
     p.add_argument("--movielens", type=Path)
     a = p.parse_args(argv)
     if a.what == "record":
-        from socialfeat.live.fresh import markdown_table
-
-        parts = []
+        parts = [PROTOCOL]
         for name, folder in (("Simulator", a.simulator), ("MovieLens-1M", a.movielens)):
-            if folder is None:
-                continue
-            result = json.loads((folder / "run" / "eval" / "fresh.json").read_text())
-            command = (folder / "command.txt").read_text().strip() if (folder / "command.txt").is_file() else ""
-            parts.append(f"### {name}\n\n`{command}`\n\n{markdown_table(result)}")
-        record("Fresh content (issue 32 point 7)", __doc__.split("\n\n", 2)[1] + "\n\n" + "\n\n".join(parts))
+            if folder is not None:
+                parts.append(f"### {name}\n\n{describe(folder)}")
+        record("Fresh content (issue 32 point 7)", "\n\n".join(parts))
         return
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(info, indent=1))
     if a.prepare_only:
         return
-    info["batch_seconds"] = run_batch(config, out, a.sets)
+    if not a.skip_batch:
+        run_batch(config, out, a.sets)
     info["batch_sets"] = a.sets
     result = evaluate(out, info, a.n_next, a.k, a.resamples)
     print(json.dumps({r["name"]: {m: r.get(m) for m in ("auc", "auc_ci")} for r in result["rows"]}, indent=1))

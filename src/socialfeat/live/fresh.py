@@ -201,6 +201,8 @@ def replay(
             out.logged += len(batch)
         (added,) = live.add([item], plan.image_root, k=1, encoders=encoders, predict=predict)
         out.predicted_by[added.predicted_by] += 1
+        if references is not None and base is not None:  # counts do not move until the next events are logged
+            popularity = _popularity(live, base, live.live_block()[0])
         for user in audience.get(item.item_id, []):
             if live.user_vector(user) is None:
                 out.unknown_users += 1
@@ -221,7 +223,7 @@ def replay(
             pairs.recall[name].append(recall)
             if references is not None and base is not None:
                 hidden = ~np.isfinite(scores)
-                for ref, values in ((POPULARITY, _popularity(live, base, ids)), (RANDOM, rng.random(len(scores)))):
+                for ref, values in ((POPULARITY, popularity), (RANDOM, rng.random(len(scores)))):
                     a, r = pair_metrics(np.where(hidden, -np.inf, values), target, k)
                     pairs.auc[ref].append(a)
                     pairs.recall[ref].append(r)
@@ -394,11 +396,13 @@ def evaluate_fresh(
     encoders = {s: encoder_for(config, run, s, threads=0) for s in run_sources(config, run)}
     rec = Recommender(run, index_log=True)
     pairs = Pairs()
+    batch_pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     logs: dict[str, dict[str, Any]] = {}
     for n, name in enumerate(wanted):
         predict, fit = found[name]
         shutil.rmtree(run / "live", ignore_errors=True)
         live = Live(config, run, recommender=rec, create=True)
+        live._batch_pairs = batch_pairs  # the batch users' pairs: read once for every replay, not once per replay
         did = replay(live, plan, audience, name, pairs, k, predict, encoders, config.seed if n == 0 else None)
         logs[name] = {**fit, "seconds": round(did.seconds, 1), "predicted_by": dict(did.predicted_by)}
         log.info("%s: %d pairs in %.0f s", name, len(pairs.auc[name]), did.seconds)
