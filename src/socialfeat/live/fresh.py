@@ -388,6 +388,9 @@ def evaluate_fresh(
     run = Path(run)
     if config is None:
         config = load_config(run / "config.yaml" if (run / "config.yaml").is_file() else None)
+    import torch
+
+    torch.set_num_threads(config.serve.torch_threads)  # a title's text model, one item at a time: as serve runs it
     k = k or config.evaluate.k
     resamples = config.evaluate.bootstrap if resamples is None else resamples
     audience = audiences(plan, n_next)
