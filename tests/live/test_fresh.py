@@ -19,6 +19,7 @@ from socialfeat.live.fresh import (
     Pairs,
     Replay,
     audiences,
+    batch_pairs,
     evaluate_fresh,
     pair_metrics,
     replay,
@@ -165,6 +166,18 @@ def test_a_replay_scores_each_new_item_where_live_rank_puts_it(fresh_run: Path, 
     np.testing.assert_allclose(pairs.recall["live"], [r for _, _, _, r in expected])
     assert all(a == 0.0 or a < 0.5 for a in pairs.auc[POPULARITY])  # a new item has no events yet
     assert all(0.0 <= a <= 1.0 for a in pairs.auc[RANDOM])
+
+
+def test_the_preloaded_batch_pairs_are_what_live_reads_user_by_user(fresh_run: Path) -> None:
+    shutil.rmtree(fresh_run / "live", ignore_errors=True)
+    live = Live(load_config(None, []), fresh_run, create=True)
+    preloaded = batch_pairs(live)
+    assert set(preloaded) == {str(u) for u in live.rec.user_ids}
+    for row in range(0, len(live.rec.user_ids), 7):
+        rows, weights = live.batch_pairs(row)
+        got_rows, got_weights = preloaded[str(live.rec.user_ids[row])]
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_array_equal(got_weights, weights)
 
 
 def test_evaluate_fresh_writes_every_row_and_the_report_renders_it(fresh_run: Path, platform: Path) -> None:
