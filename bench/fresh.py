@@ -15,8 +15,8 @@ Arrival times:
   arrivals spread evenly from the cut to the end; their events before that arrival are dropped (nobody sees an
   item before it is posted). The other items are there from day 0.
 - MovieLens: the shared copy has no timestamps, so a movie's first rating is not known. Arrival order is the
-  MovieID order (MovieLens numbered movies as they joined its catalogue), and each rating is placed at its movie's
-  arrival, the earliest moment it could happen; within a movie, ratings go in user id order.
+  MovieID order (assumed: MovieLens numbered movies as they joined its catalogue). Each rating is placed at its
+  movie's arrival, the earliest moment it could happen; within a movie, ratings go in user id order.
 """
 
 from __future__ import annotations
@@ -247,6 +247,8 @@ def describe(folder: Path) -> str:
         f"Replays: {result.get('seconds', 0) / 60:.0f} min for {len(result.get('replays', {}))} replays; "
         f"{result.get('events_skipped', 0):,} events on items the batch filtered out were not replayed.",
     ]
+    if batch_minutes(folder / "run") < 1:  # its stages ran by hand: notes.md says how
+        facts = [f for f in facts if not f.startswith("Batch run:")]
     notes = folder / "notes.md"  # what was run by hand beside the command, when anything was
     facts += (
         [line.removeprefix("- ") for line in notes.read_text().splitlines() if line.strip()] if notes.is_file() else []
