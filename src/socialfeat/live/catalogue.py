@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 BATCH = 32  # images per forward pass when several items are added at once
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+# (the new items, their embeddings {(source, column): (n, d)}) → (predicted factors, what predicted them) per item
+Predictor = Callable[[list[NewItem], dict[tuple[str, str], np.ndarray]], list[tuple[np.ndarray, str]]]
 
 
 @dataclass
@@ -283,9 +288,10 @@ class Live:
         return self._block
 
     # ------------------------------------------------------------------------------------------------ answers
-    def rank(self, user_id: str, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
-        """The k items with the largest u·v for a user (batch or live), batch and live items together; removed
-        items never, seen ones only with ``include_seen``."""
+    def scores(self, user_id: str, include_seen: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(u·v of every batch item then every live item, with -inf where an item is hidden — removed, not in the
+        dataset, or seen unless ``include_seen`` —, which entries were seen, the live ids): what ``rank`` orders,
+        and what the fresh-content evaluation ranks a new item in."""
         u = self.user_vector(user_id)
         if u is None:
             raise UserError(str(user_id), "unknown user: no factors and no live events")
@@ -311,7 +317,13 @@ class Live:
         block_seen = np.array([i in live_seen for i in ids], dtype=bool)
         if not include_seen and len(ids):
             block_scores = np.where(block_seen, -np.inf, block_scores)
-        both = np.concatenate([scores, block_scores])
+        return np.concatenate([scores, block_scores]), np.concatenate([seen, block_seen]), ids
+
+    def rank(self, user_id: str, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
+        """The k items with the largest u·v for a user (batch or live), batch and live items together; removed
+        items never, seen ones only with ``include_seen``."""
+        rec = self.rec
+        both, seen, ids = self.scores(user_id, include_seen)
         out = []
         n = len(rec.item_ids)
         for i in top_k(both, k):
@@ -323,7 +335,7 @@ class Live:
             else:
                 item = ids[i - n]
                 out.append({"item_id": item, "score": float(both[i]), "warm": self.is_warm_live(item),
-                            "seen": bool(block_seen[i - n]), "live": True})  # fmt: skip
+                            "seen": bool(seen[i]), "live": True})  # fmt: skip
         return out
 
     def audience(self, v: np.ndarray, k: int) -> list[dict[str, Any]]:
@@ -419,10 +431,12 @@ class Live:
         where: str = "items",
         k: int = 10,
         encoders: dict[str, Any] | None = None,
+        predict: Predictor | None = None,
     ) -> list[Added]:
         """Add items (all or none): decode and check every image, embed them in batches under every source the
         run has features for, predict their factors as ``recommend --image`` does, store them in one transaction.
-        The same id with the same image bytes is a no-op; other bytes need ``replace``."""
+        The same id with the same image bytes is a no-op; other bytes need ``replace``. ``predict`` replaces the
+        run's rule for the factors (the fresh-content evaluation adds items with other predictors)."""
         from socialfeat.live.embedding import Embedder
 
         self.sync()
@@ -446,7 +460,7 @@ class Live:
             plan.append((item, data, digest))
         embedder = Embedder(self.config, self.run, encoders)
         outputs = embedder.embed([data for _, data, _ in plan], where, [it.row for it, _, _ in plan])
-        predicted = embedder.factors(plan, outputs)
+        predicted = embedder.factors(plan, outputs) if predict is None else predict([it for it, _, _ in plan], outputs)
         stored: list[tuple[LiveItem, dict[tuple[str, str], np.ndarray]]] = []
         folder = image_dir(self.run)
         folder.mkdir(parents=True, exist_ok=True)

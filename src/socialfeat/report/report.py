@@ -31,6 +31,7 @@ from socialfeat.config import Config, dump_config
 from socialfeat.errors import UserError
 from socialfeat.freshness import check_current
 from socialfeat.report import sections
+from socialfeat.report.fresh import fresh_section
 from socialfeat.report.gallery import (
     Missing,
     Thumbnails,
@@ -54,6 +55,7 @@ TITLES = {
     "training": "Training",
     "evaluation": "Evaluation",
     "hybrid": "Hybrid cold start",
+    "fresh": "Fresh content",
     "transfer": "Transfer",
     "neighbours": "Nearest neighbours",
     "clusters": "Clusters",
@@ -100,6 +102,7 @@ def build(config: Config, run: Path) -> dict[str, Any]:
         "training": lambda: sections.training(run),
         "evaluation": lambda: sections.evaluation(run),
         "hybrid": lambda: hybrid_section(run),
+        "fresh": lambda: fresh_section(run),
         "transfer": lambda: sections.transfer(run),
         "neighbours": lambda: _neighbours(config, run, thumbs),
         "clusters": lambda: {"clusterings": cluster_gallery(config, run, thumbs.get())},
@@ -113,7 +116,9 @@ def build(config: Config, run: Path) -> dict[str, Any]:
         "thumb": config.report.thumbnail,
         "strip": strip_size(config.report.thumbnail),
         "sections": [
-            {"id": sid, "title": TITLES[sid], **_part(build_one, TITLES[sid])} for sid, build_one in builders.items()
+            {"id": sid, "title": TITLES[sid], **_part(build_one, TITLES[sid])}
+            for sid, build_one in builders.items()
+            if sid != "fresh" or (run / "eval" / "fresh.json").is_file()  # a replay's result, only when one was run
         ],
     }
 
