@@ -9,6 +9,7 @@ learned model's factors head: the rule ``recommend --image`` follows.
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,25 +58,33 @@ class Embedder:
         self._content_checked = False
 
     def embed(self, images: list[bytes], where: str, rows: list[int]) -> dict[tuple[str, str], np.ndarray]:
-        """Every image decoded first (a bad one fails before any forward pass), then each source in batches:
-        {(source, column): (n, d) float32}, columns named as in the feature files."""
-        out: dict[tuple[str, str], list[np.ndarray]] = {}
+        """Each source's outputs in batches: {(source, column): (n, d) float32}, columns named as in the feature
+        files. A thread decodes the next batch while the encoders run this one: PIL and ONNX Runtime both release
+        the GIL, so decoding overlaps the forward pass instead of adding to it. A bad image stops the call at its
+        batch, before anything is stored (``add`` stores all or none)."""
         if not images:
             return {}
-        sizes = {self.encoders[s].image_size for s in self.sources}
-        pixels = {
-            size: np.stack([decode(d, size, self.config.train.max_pixels, where, r) for d, r in zip(images, rows, strict=True)])
-            for size in sizes
-        }  # fmt: skip
-        step = self.config.live.batch_size
-        for source in self.sources:
-            found = self.encoders[source]
-            batch = pixels[found.image_size]
-            for start in range(0, len(batch), step):
-                result = encode_batch(found.encoder, np.array(batch[start : start + step]))
-                for key, value in result.items():
-                    column = "features" if key == "features" else f"head_{head_key(key)}"
-                    out.setdefault((source, column), []).append(np.asarray(value, dtype=np.float32))
+        sizes = sorted({self.encoders[s].image_size for s in self.sources})
+        step, max_pixels = self.config.live.batch_size, self.config.train.max_pixels
+
+        def pixels(start: int) -> dict[int, np.ndarray]:
+            part = range(start, min(start + step, len(images)))
+            return {
+                size: np.stack([decode(images[i], size, max_pixels, where, rows[i]) for i in part]) for size in sizes
+            }
+
+        out: dict[tuple[str, str], list[np.ndarray]] = {}
+        with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+            pending = pool.submit(pixels, 0)
+            for start in range(0, len(images), step):
+                batch = pending.result()
+                if start + step < len(images):
+                    pending = pool.submit(pixels, start + step)
+                for source in self.sources:
+                    found = self.encoders[source]
+                    for key, value in encode_batch(found.encoder, batch[found.image_size]).items():
+                        column = "features" if key == "features" else f"head_{head_key(key)}"
+                        out.setdefault((source, column), []).append(np.asarray(value, dtype=np.float32))
         return {key: np.concatenate(parts) for key, parts in out.items()}
 
     def content_model(self) -> Any:
