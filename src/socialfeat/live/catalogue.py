@@ -16,13 +16,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from socialfeat.artifacts import read_json, read_schema, read_table
+from socialfeat.artifacts import read_json, read_schema, read_table, reading, require_columns
 from socialfeat.config import Config
 from socialfeat.data.images import ImageRoot
 from socialfeat.errors import UserError
@@ -114,8 +115,6 @@ class Live:
         self.params = live_params(self.run)
         self.reg = float(self.params["regularization"])
         self.n_warm = int(rec.is_warm.sum())  # warm rows come first: the items the fit had
-        self.item_gram = gram(rec.vectors[: self.n_warm])
-        self.user_gram = gram(rec.users)
         self.item_row = {str(i): r for r, i in enumerate(rec.item_ids)}
         self.int_items = _integer_ids(self.run / "dataset" / "items.parquet", "item_id", self.run)
         self.int_users = _integer_ids(self.run / "dataset" / "users.parquet", "user_id", self.run)
@@ -130,8 +129,30 @@ class Live:
         self._user_vec: dict[str, np.ndarray] = {}
         self._item_vec: dict[str, np.ndarray] = {}
         self._batch_pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._block: tuple[list[str], np.ndarray] | None = None
+        self._block: tuple[list[str], np.ndarray] | None = None  # (ids, a buffer with room): see live_block
+        self._block_rows: dict[str, int] = {}
+        self._outside: np.ndarray | None = None  # rows of items the dataset does not hold
+        self._users_block: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None = None
+        self._log: BatchLog | None = None  # opened at the first event of a batch user
         self.sync()
+
+    @cached_property
+    def item_gram(self) -> np.ndarray:
+        """YᵀY of the warm items, for users' fold-ins: computed at the first event, not by every reader (~3 s at
+        the seed's 423K items on a busy 2-core machine)."""
+        return gram(self.rec.vectors[: self.n_warm])
+
+    @cached_property
+    def user_gram(self) -> np.ndarray:
+        """XᵀX of the batch users, for live items' fold-ins once they are warm."""
+        return gram(self.rec.users)
+
+    def warm_up(self) -> None:
+        """Compute now what a process's first event would (YᵀY, the batch log's row-group index): a server calls
+        this at start-up, so no request pays for it."""
+        self.item_gram  # noqa: B018 - a cached property
+        if self._log is None:
+            self._log = BatchLog(self.run, self.rec)
 
     # ------------------------------------------------------------------------------------------------ replay
     def sync(self) -> bool:
@@ -145,19 +166,26 @@ class Live:
             version = self.store.version()
             if version == self.version:
                 return False
+            changed, gone = [], False
             for item in self.store.items(since=self.version):
-                if item.removed or item.item_id in self.item_row:  # removed, or absorbed into the batch since
-                    self.items.pop(item.item_id, None)
-                else:
+                # removed, absorbed into the batch since, or replaced (it moves to the end, as the store orders it)
+                gone = self.items.pop(item.item_id, None) is not None or gone
+                if not (item.removed or item.item_id in self.item_row):
                     self.items[item.item_id] = item
+                    changed.append(item.item_id)
                 self._item_vec.pop(item.item_id, None)
             self.removed = self.store.removed()
             for e in self.store.events(since=self.version):
                 if e.version <= self.absorbed and self._in_batch(e.user_id, e.item_id):
                     continue  # the batch run absorbed it: its fit has this event already
                 self._count(e.user_id, e.item_id, e.weight)
+                changed.extend(self.user_events[e.user_id])  # live items folded in with this user's vector
         self.version = version
-        self._block = None
+        self._users_block = None
+        if gone:
+            self._block = None
+        elif self._block is not None:
+            self._refresh_block(changed)
         return True
 
     def _in_batch(self, user: str, item: str) -> bool:
@@ -165,6 +193,23 @@ class Live:
         filter. An event the filter dropped (a live item or a user with too few events) stays live."""
         row = self.item_row.get(item)
         return row is not None and bool(self.rec.in_dataset[row]) and self.rec.user_row(user) >= 0
+
+    def _refresh_block(self, changed: list[str]) -> None:
+        """Keep the ranking block current without a rebuild (which costs a Python call per live item): new items
+        appended in the order added, the rows of replaced items and items with new events written again."""
+        assert self._block is not None
+        ids, buffer = self._block
+        for item in dict.fromkeys(changed):
+            if item not in self.items:
+                continue
+            row = self._block_rows.get(item)
+            if row is None:
+                row = self._block_rows[item] = len(ids)
+                ids.append(item)
+                if row == len(buffer):
+                    buffer = np.concatenate([buffer, np.zeros_like(buffer)])
+            buffer[row] = self.item_vector(item)
+        self._block = (ids, buffer)
 
     def _count(self, user: str, item: str, weight: float) -> None:
         self.user_events[user][item] += weight
@@ -251,28 +296,14 @@ class Live:
         key = str(self.rec.user_ids[row])
         found = self._batch_pairs.get(key)
         if found is None:
-            dataset = self.run / "dataset"
-            users = read_table(
-                dataset / "users.parquet",
-                columns=["user_idx"],
-                run=self.run,
-                filters=[("user_id", "=", self.rec.user_ids[row])],
-            )
-            if users.num_rows == 0:
-                found = (np.zeros(0, np.int64), np.zeros(0, np.float32))
-            else:
-                uidx = users.column("user_idx")[0].as_py()
-                inter = read_table(
-                    dataset / "interactions.parquet",
-                    columns=["item_idx", "weight"],
-                    run=self.run,
-                    filters=[("user_idx", "=", uidx)],
-                )
-                idx = inter.column("item_idx").to_numpy()
-                rows = self.rec._idx_to_row[idx[idx < len(self.rec._idx_to_row)]]
-                w = inter.column("weight").to_numpy().astype(np.float32)[idx < len(self.rec._idx_to_row)]
-                keep = (rows >= 0) & (rows < self.n_warm)
-                found = (rows[keep], w[keep])
+            if self._log is None:
+                self._log = BatchLog(self.run, self.rec)
+            idx, w = self._log.pairs(row)
+            inside = idx < len(self.rec._idx_to_row)
+            rows = self.rec._idx_to_row[idx[inside]]
+            w = w.astype(np.float32)[inside]
+            keep = (rows >= 0) & (rows < self.n_warm)
+            found = (rows[keep], w[keep])
             if len(self._batch_pairs) > 10_000:
                 self._batch_pairs.clear()
             self._batch_pairs[key] = found
@@ -282,85 +313,116 @@ class Live:
         """(ids, factor vectors) of the live items, in the order added: what user rankings score besides the batch."""
         if self._block is None:
             ids = list(self.items)
-            k = self.rec.vectors.shape[1]
-            vectors = np.stack([self.item_vector(i) for i in ids]) if ids else np.zeros((0, k), np.float32)
-            self._block = (ids, vectors.astype(np.float32, copy=False))
-        return self._block
+            buffer = np.zeros((max(64, 2 * len(ids)), self.rec.vectors.shape[1]), np.float32)  # room to append
+            for row, item in enumerate(ids):
+                buffer[row] = self.item_vector(item)
+            self._block, self._block_rows = (ids, buffer), {item: row for row, item in enumerate(ids)}
+        ids, buffer = self._block
+        return ids, buffer[: len(ids)]
 
     # ------------------------------------------------------------------------------------------------ answers
     def scores(self, user_id: str, include_seen: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(u·v of every batch item then every live item, with -inf where an item is hidden — removed, not in the
         dataset, or seen unless ``include_seen`` —, which entries were seen, the live ids): what ``rank`` orders,
         and what the fresh-content evaluation ranks a new item in."""
+        scores, seen_rows, ids, block_scores, block_seen = self._masked(user_id, include_seen)
+        seen = np.zeros(len(scores), dtype=bool)
+        seen[seen_rows] = True
+        return np.concatenate([scores, block_scores]), np.concatenate([seen, block_seen]), ids
+
+    def _masked(
+        self, user_id: str, include_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """(batch scores, rows the user saw, live ids, live scores, which live items the user saw), hidden items at
+        -inf. Masked in place, and the seen live items found from the user's own events: no pass over the
+        catalogue or the live items beyond the two products."""
         u = self.user_vector(user_id)
         if u is None:
             raise UserError(str(user_id), "unknown user: no factors and no live events")
         rec = self.rec
         scores = rec.vectors @ u
-        seen = np.zeros(len(rec.item_ids), dtype=bool)
         row = rec.user_row(user_id)
-        if row >= 0:
-            seen[rec.seen(row)] = True
         live_seen = self.user_events.get(user_id, {})
-        for item in live_seen:
-            r = self.item_row.get(item)
-            if r is not None:
-                seen[r] = True
-        hidden = ~rec.in_dataset if include_seen else seen | ~rec.in_dataset
-        for item in self.removed:
-            r = self.item_row.get(item)
-            if r is not None:
-                hidden[r] = True
-        scores = np.where(hidden, -np.inf, scores)
+        seen_rows = np.concatenate([
+            rec.seen(row) if row >= 0 else np.zeros(0, np.int64),
+            np.array([r for item in live_seen if (r := self.item_row.get(item)) is not None], dtype=np.int64),
+        ])  # fmt: skip
+        if self._outside is None:
+            self._outside = np.flatnonzero(~rec.in_dataset)  # rows no ranking offers
+        scores[self._outside] = -np.inf
+        if not include_seen:
+            scores[seen_rows] = -np.inf
+        scores[np.array([r for i in self.removed if (r := self.item_row.get(i)) is not None], dtype=np.int64)] = -np.inf
         ids, block = self.live_block()
         block_scores = block @ u
-        block_seen = np.array([i in live_seen for i in ids], dtype=bool)
-        if not include_seen and len(ids):
-            block_scores = np.where(block_seen, -np.inf, block_scores)
-        return np.concatenate([scores, block_scores]), np.concatenate([seen, block_seen]), ids
+        block_seen = np.zeros(len(ids), dtype=bool)
+        for item in live_seen:
+            r = self._block_rows.get(item)
+            if r is not None:
+                block_seen[r] = True
+        if not include_seen:
+            block_scores[block_seen] = -np.inf
+        return scores, seen_rows, ids, block_scores, block_seen
 
     def rank(self, user_id: str, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
         """The k items with the largest u·v for a user (batch or live), batch and live items together; removed
         items never, seen ones only with ``include_seen``."""
         rec = self.rec
-        both, seen, ids = self.scores(user_id, include_seen)
-        out = []
+        scores, seen_rows, ids, block_scores, block_seen = self._masked(user_id, include_seen)
+        seen = set(seen_rows.tolist())
         n = len(rec.item_ids)
-        for i in top_k(both, k):
-            if not np.isfinite(both[i]):
+        # the k best of each part, merged as one ranking of both would order them: ties keep batch before live
+        found = [*top_k(scores, k).tolist(), *(n + top_k(block_scores, k)).tolist()]
+        score = {i: float(scores[i] if i < n else block_scores[i - n]) for i in found}
+        out = []
+        for i in sorted(found, key=lambda i: (-score[i], i))[:k]:
+            if not np.isfinite(score[i]):
                 continue
             if i < n:
-                out.append({"item_id": rec.item_ids[i], "score": float(both[i]), "warm": bool(rec.is_warm[i]),
-                            "seen": bool(seen[i]), "live": False})  # fmt: skip
+                out.append({"item_id": rec.item_ids[i], "score": score[i], "warm": bool(rec.is_warm[i]),
+                            "seen": i in seen, "live": False})  # fmt: skip
             else:
                 item = ids[i - n]
-                out.append({"item_id": item, "score": float(both[i]), "warm": self.is_warm_live(item),
-                            "seen": bool(seen[i]), "live": True})  # fmt: skip
+                out.append({"item_id": item, "score": score[i], "warm": self.is_warm_live(item),
+                            "seen": bool(block_seen[i - n]), "live": True})  # fmt: skip
         return out
 
     def audience(self, v: np.ndarray, k: int) -> list[dict[str, Any]]:
         """The k users with the largest u·v̂: batch users (folded in again where they have live events) and users
         first seen live."""
         rec = self.rec
+        if not self.user_events:
+            return audience_of(rec.user_ids, rec.users, v, k)
+        rows, known, new_ids, new = self.live_users()
         scores = rec.users @ v
-        extra_ids: list[str] = []
-        extra_scores: list[float] = []
-        for user in self.user_events:
-            vector = self.user_vector(user)
-            assert vector is not None
-            row = rec.user_row(user)
-            if row >= 0:
-                scores[row] = float(vector @ v)
-            else:
-                extra_ids.append(user)
-                extra_scores.append(float(vector @ v))
-        if not extra_ids:
-            return (
-                audience_of(rec.user_ids, rec.users, v, k)
-                if not self.user_events
-                else _ranked_users(rec.user_ids, scores, k)
+        scores[rows] = known @ v
+        if not new_ids:
+            return _ranked_users(rec.user_ids, scores, k)
+        return _ranked_users(list(rec.user_ids) + new_ids, np.concatenate([scores, new @ v]), k)
+
+    def live_users(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """(rows of batch users with live events, their folded-in vectors, ids of users first seen live, theirs):
+        stacked once per store version, so scoring every user for an added item is two products, not a loop."""
+        if self._users_block is None:
+            rows, known, new_ids, new = [], [], [], []
+            for user in self.user_events:
+                vector = self.user_vector(user)
+                assert vector is not None
+                row = self.rec.user_row(user)
+                if row >= 0:
+                    rows.append(row)
+                    known.append(vector)
+                else:
+                    new_ids.append(user)
+                    new.append(vector)
+            width = self.rec.users.shape[1]
+            self._users_block = (
+                np.array(rows, dtype=np.int64),
+                np.stack(known) if known else np.zeros((0, width), np.float32),
+                new_ids,
+                np.stack(new) if new else np.zeros((0, width), np.float32),
             )
-        return _ranked_users(list(rec.user_ids) + extra_ids, np.concatenate([scores, np.array(extra_scores)]), k)
+        return self._users_block
 
     def describe(self, item_id: str) -> dict[str, Any] | None:
         """Title and image path of a live item (None for others)."""
@@ -483,6 +545,49 @@ class Live:
             results[live.item_id] = Added(live.item_id, status, live.predicted_by, self.audience(live.factors, k))
         order = [getattr(i, "item", i).item_id for i in items]
         return [results[i] for i in dict.fromkeys(order)]
+
+
+class BatchLog:
+    """Batch users' pairs from the dataset's log, for fold-in: each user's rows come from the row groups whose
+    user_idx range holds them (ingest sorts the log by user, so that is one or two groups). The file is opened and
+    checked once, and the user ids mapped to user_idx once: a user's first event costs one row-group read, not two
+    filtered reads that open, check and scan whole files."""
+
+    def __init__(self, run: Path, rec: Recommender) -> None:
+        import pyarrow.parquet as pq
+
+        dataset = run / "dataset"
+        users = read_table(dataset / "users.parquet", columns=["user_id", "user_idx"], run=run)
+        self.user_idx = np.full(len(rec.user_ids), -1, dtype=np.int64)  # by the Recommender's user row
+        for user, idx in zip(users.column("user_id").to_pylist(), users.column("user_idx").to_pylist(), strict=True):
+            r = rec.user_row(user)
+            if r >= 0:
+                self.user_idx[r] = idx
+        path = dataset / "interactions.parquet"
+        with reading(path, "Parquet", run):
+            require_columns(path, ["user_idx", "item_idx", "weight"], run)
+            self.file = pq.ParquetFile(path)
+        meta = self.file.metadata
+        col = self.file.schema_arrow.get_field_index("user_idx")
+        stats = [meta.row_group(g).column(col).statistics for g in range(meta.num_row_groups)]
+        known = all(st is not None and st.has_min_max for st in stats)
+        self.low = np.array([st.min for st in stats], dtype=np.int64) if known else None
+        self.high = np.array([st.max for st in stats], dtype=np.int64) if known else None
+
+    def pairs(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item_idx, weight) of the user at the Recommender's ``row``; empty for a user the dataset lacks."""
+        uidx = int(self.user_idx[row])
+        if uidx < 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if self.low is None or self.high is None:  # no statistics: every group, filtered
+            groups = list(range(self.file.metadata.num_row_groups))
+        else:
+            groups = np.flatnonzero((self.low <= uidx) & (self.high >= uidx)).tolist()
+        if not groups:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        table = self.file.read_row_groups(groups, columns=["user_idx", "item_idx", "weight"])
+        mine = table.column("user_idx").to_numpy() == uidx
+        return table.column("item_idx").to_numpy()[mine].astype(np.int64), table.column("weight").to_numpy()[mine]
 
 
 def _ranked_users(user_ids: list, scores: np.ndarray, k: int) -> list[dict[str, Any]]:

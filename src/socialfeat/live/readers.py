@@ -22,7 +22,7 @@ from socialfeat.index import ItemIndex, describe, find_row, item_info, load_inde
 from socialfeat.index import similar as batch_similar
 from socialfeat.live.catalogue import Live, absorbed_version
 from socialfeat.live.store import LiveStore, image_dir, store_path
-from socialfeat.recommend import Audience, Recommender
+from socialfeat.recommend import Audience, Recommender, top_k
 from socialfeat.recommend import audience as batch_audience
 from socialfeat.recommend import for_user as batch_for_user
 
@@ -48,9 +48,9 @@ def merged_nearest(
     if live_vectors is not None and len(live_ids):
         q = normalize(np.asarray(vector, np.float32)[None])[0]
         cos = normalize(live_vectors) @ q
-        keep = [n for n, i in enumerate(live_ids) if i != exclude and str(i) != str(exclude)]
-        order = sorted(keep, key=lambda n: -cos[n])[:k]
-        pairs += [(live_ids[n], float(cos[n])) for n in order]
+        if exclude is not None and str(exclude) in live_ids:  # list scans in C: no Python loop per live item
+            cos[live_ids.index(str(exclude))] = -np.inf
+        pairs += [(live_ids[n], float(cos[n])) for n in top_k(cos, k) if np.isfinite(cos[n])]
     pairs.sort(key=lambda p: -p[1])
     pairs = pairs[:k]
     return [i for i, _ in pairs], [s for _, s in pairs]
