@@ -7,7 +7,7 @@ their next N events (:mod:`socialfeat.live.fresh` defines the metric).
 
     python bench/fresh.py simulator --out /tmp/fresh-sim          # the demo platform (3,000 items × 2,000 users)
     python bench/fresh.py movielens --out /tmp/fresh-ml --set train.epochs=3
-    python bench/fresh.py record --simulator /tmp/fresh-sim --movielens /tmp/fresh-ml
+    python bench/fresh.py record --simulator /tmp/fresh-sim --movielens /tmp/fresh-ml3 /tmp/fresh-ml
 
 Arrival times:
 - simulator: its events carry timestamps over 90 days, but its items have no arrival (every item is viewed from
@@ -270,13 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prepare-only", action="store_true")
     p.add_argument("--skip-batch", action="store_true", help="replay on OUT/run as it is (its stages run by hand)")
     p.add_argument("--simulator", type=Path)
-    p.add_argument("--movielens", type=Path)
+    p.add_argument("--movielens", type=Path, nargs="*", help="one or more MovieLens replays' folders")
     a = p.parse_args(argv)
     if a.what == "record":
         parts = [PROTOCOL]
-        for name, folder in (("Simulator", a.simulator), ("MovieLens-1M", a.movielens)):
-            if folder is not None:
-                parts.append(f"### {name}\n\n{describe(folder)}")
+        folders = [("Simulator", a.simulator)] if a.simulator else []
+        for folder in a.movielens or []:
+            sets = json.loads((folder / "run" / "eval" / "fresh.json").read_text())["data"].get("batch_sets") or []
+            folders.append((f"MovieLens-1M ({', '.join(sets) or 'configs/movielens.yaml'})", folder))
+        for name, folder in folders:
+            parts.append(f"### {name}\n\n{describe(folder)}")
         record("Fresh content (issue 32 point 7)", "\n\n".join(parts))
         return
     out = a.out.resolve()
