@@ -85,13 +85,15 @@ def similar(
     set_: SetOpt = None,
 ) -> None:
     """Items most similar to a known item or to a new image file."""
-    from socialfeat.live.readers import similar as run_similar
+    from socialfeat.library import Run
 
     _one_of("ITEM_ID/--image", item_id, image)
     _not_empty("ITEM_ID", "an item id", item_id)
     flags = config_flags(index__source=("--source", source), index__column=("--column", column), index__k=("--k", k))
     cfg = load_config(config, set_ or [], flags)
-    rows = run_similar(cfg, run, item_id=item_id, image=image)
+    if image is not None and image.is_dir():  # the library's words name no flag
+        raise UserError(str(image), "is a folder; --image expects an image file (JPEG, PNG, WebP, …)")
+    rows = Run(run, cfg).similar(item_id if item_id is not None else image).rows()
     query = f"item {shown(item_id)}" if item_id is not None else shown(image)
     out.print(_items_table(f"similar to {query} ({shown(cfg.index.source)}/{shown(cfg.index.column)})", rows))
 
@@ -110,8 +112,7 @@ def recommend(
     set_: SetOpt = None,
 ) -> None:
     """Users a new image would reach (--image), or items for a known user (--user), cold items included."""
-    from socialfeat.data.tags import given_tags
-    from socialfeat.live.readers import audience, for_user
+    from socialfeat.library import Run
 
     described = title is not None or text is not None or tags is not None
     if described and user is not None:
@@ -121,21 +122,22 @@ def recommend(
     _not_empty("--user", "a user id", user)
     new_item = image is not None or described
     cfg = load_config(config, set_ or [], config_flags(index__k=("--k", k)))
+    opened = Run(run, cfg)
     if new_item:
-        result = audience(cfg, run, image, title=title, text=text, tags=given_tags(tags))
+        result = opened.audience(image, title=title, text=text, tags=tags)
         what = image.name if image is not None else repr(title or text or tags)
         table = Table(title=f"audience of {shown(what)}", title_justify="left", caption="score u·predicted factors")
         for name, justify in (("rank", "right"), ("user id", "left"), ("score", "right")):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for r in result.users:
+        for r in result.users.rows():
             table.add_row(str(r["rank"]), shown(r["user_id"]), f"{r['score']:.4f}")
         out.print(table)
         for note in result.notes:
             out.print(f"note: {shown(note)}", highlight=False, soft_wrap=True)
         if result.similar:
-            out.print(_items_table(f"similar items (learned/{shown(cfg.index.column)})", result.similar))
+            out.print(_items_table(f"similar items (learned/{shown(cfg.index.column)})", result.similar.rows()))
     else:
-        rows = for_user(cfg, run, user, include_seen=include_seen)
+        rows = opened.recommend(user, include_seen=include_seen).rows()
         title = f"items for user {shown(user)}{' (seen included)' if include_seen else ''}"
         table = _items_table(title, rows, ("factors",))
         by = next((r["predicted_by"] for r in rows if r.get("predicted_by")), None)

@@ -221,6 +221,31 @@ def _decode(source: Path | BinaryIO, size: int, max_pixels: int) -> np.ndarray:
         raise ImageError("corrupt", f"{type(e).__name__}: {e}") from None
 
 
+def square_image(im: Image.Image, size: int, max_pixels: int = 100_000_000) -> np.ndarray:
+    """``decode_image`` for an image already open in memory, as a library caller holds it.
+
+    Args:
+        im: A PIL image in any mode.
+        size: Side of the square output, in pixels.
+        max_pixels: Larger images are refused.
+
+    Returns:
+        RGB uint8 pixels of shape (size, size, 3): upright, alpha on white, centre-cropped.
+
+    Raises:
+        ImageError: The image is too large or its pixels cannot be read.
+    """
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageError("too large", f"{w}x{h} pixels is more than {max_pixels:,}")
+    try:
+        im.load()
+        return _to_square(_to_rgb(_upright(im)), size)
+    except OSError as e:
+        reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
+        raise ImageError(reason, str(e)) from None
+
+
 def _upright(im: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; broken EXIF metadata is not worth losing an otherwise good image."""
     try:

@@ -18,7 +18,7 @@ from socialfeat.config import Config
 from socialfeat.errors import UserError
 from socialfeat.factorize.splits import read_split
 from socialfeat.freshness import check_current, feature_product
-from socialfeat.index import ItemIndex, describe, find_row, item_info, load_index, nearest, normalize
+from socialfeat.index import ItemIndex, describe, find_row, item_info, load_index, nearest, neighbours, normalize
 from socialfeat.index import similar as batch_similar
 from socialfeat.live.catalogue import Live, absorbed_version
 from socialfeat.live.store import LiveStore, image_dir, store_path
@@ -91,18 +91,16 @@ def similar(
     source = source or config.index.source
     column = column or config.index.column
     k = k or config.index.k
+    if image is not None:
+        from socialfeat.index import column_of, image_outputs
+
+        check_current(run, [feature_product(source)])
+        index = load_index(run, source, column, config)
+        query = column_of(image_outputs(config, run, image, source), column)
+        return near_vector(run, index, query, k, source, column)
     with LiveStore(run) as store:
         removed = store.removed()
         live_ids, live_vectors = store.vectors(source, column)
-        if image is not None:
-            from socialfeat.index import column_of, image_outputs
-
-            check_current(run, [feature_product(source)])
-            index = load_index(run, source, column, config)
-            query = column_of(image_outputs(config, run, image, source), column)
-            live_ids, live_vectors = not_absorbed(run, index, live_ids, live_vectors)
-            found = merged_nearest(index, live_ids, live_vectors, removed, query, k)
-            return describe_live(run, store, *found, set(live_ids))
         text = str(item_id)
         if text in removed:
             raise UserError(text, "removed from the catalogue (socialfeat remove)")
@@ -119,6 +117,31 @@ def similar(
             exclude = index.ids[row]
             query = index.index.reconstruct(row) if _exact(index) else _stored(run, source, column, exclude)
         found = merged_nearest(index, live_ids, live_vectors, removed, query, k, exclude)
+        return describe_live(run, store, *found, set(live_ids))
+
+
+def near_vector(
+    run: str | os.PathLike[str], index: ItemIndex, vector: np.ndarray, k: int, source: str, column: str
+) -> list[dict[str, Any]]:
+    """The k items nearest to a query vector (a new image the caller embedded), live items included.
+
+    Args:
+        run: The run folder.
+        index: The opened batch index of the source and column the vector belongs to.
+        vector: The query, in the index's space.
+        k: How many items to return.
+        source: The feature source of the index (live items are stored per source).
+        column: The feature column of the index.
+
+    Returns:
+        Result rows (rank, item_id, score, title, image, live), best first.
+    """
+    run = Path(run)
+    if not has_live(run):
+        return neighbours(run, index, vector, k)
+    with LiveStore(run) as store:
+        live_ids, live_vectors = not_absorbed(run, index, *store.vectors(source, column))
+        found = merged_nearest(index, live_ids, live_vectors, store.removed(), vector, k)
         return describe_live(run, store, *found, set(live_ids))
 
 
@@ -212,4 +235,4 @@ def counts(run: str | os.PathLike[str]) -> dict[str, int]:
         return store.counts()
 
 
-__all__ = ["audience", "counts", "describe", "for_user", "has_live", "merged_nearest", "similar"]
+__all__ = ["audience", "counts", "describe", "for_user", "has_live", "merged_nearest", "near_vector", "similar"]
