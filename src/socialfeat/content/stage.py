@@ -337,6 +337,13 @@ def intervals(
 # ------------------------------------------------------------------------------------------------ the stage
 @dataclass
 class ContentResult:
+    """Where the content model went and how each of its sources scored.
+
+    Attributes:
+        out: The content model's folder, ``RUN/content``.
+        metrics: Each source's cold-start rows alone, in pairs and together, the chosen model, intervals and notes.
+    """
+
     out: Path
     metrics: dict[str, Any]
 
@@ -364,9 +371,23 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
 
 @writes_run()
 def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> ContentResult:
-    """Build the content blocks, fit one ridge map per block, score every source alone, in pairs and together
-    (fusion weights on valid, AUC on test, both on evaluate's user samples), bootstrap their intervals, and write
-    ``features/<source>.parquet`` for the item sources and the content model to ``RUN/content/``."""
+    """Fit the content model: a new item's factors from its image, title, text, tags and numbers.
+
+    One ridge map per source is fit and scored alone, in pairs and together. Fusion weights come from the valid
+    items and AUC from the test items, on evaluate's user samples. Writes ``features/<source>.parquet`` per item
+    source, and the model to ``RUN/content/``.
+
+    Args:
+        config: The run's configuration; reads ``content``, ``evaluate`` and ``seed``.
+        run: The run folder, holding ``factors/`` and the image sources' features.
+        step: Hears the name of each phase as it starts.
+
+    Returns:
+        The content folder and its metrics.
+
+    Raises:
+        UserError: No or unknown sources, stale factors or features, or no source that could be built.
+    """
     run = Path(run)
     say = step or (lambda _m: None)
     t0 = time.perf_counter()

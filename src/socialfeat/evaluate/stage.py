@@ -54,6 +54,14 @@ Step = Callable[[str], None]
 
 @dataclass
 class EvaluateResult:
+    """Where the evaluation went and what it measured.
+
+    Attributes:
+        out: The metrics file, ``RUN/eval/metrics.json``.
+        metrics: Per feature source its cold-start AUC, retrieval and probe scores, plus paired differences
+            with bootstrap intervals, notes and settings.
+    """
+
     out: Path
     metrics: dict[str, Any]
 
@@ -190,8 +198,23 @@ def evaluate(
     labels: str | os.PathLike[str] | None = None,
     step: Step | None = None,
 ) -> EvaluateResult:
-    """Evaluate every feature source row of ``run`` on its cold items; write ``run/eval`` (metrics.json,
-    config.yaml, manifest.json). ``labels`` (default: ``config.evaluate.labels``) enables the linear probes."""
+    """Score every feature source on the same cold items, so that learned and ImageNet features compare fairly.
+
+    Writes ``run/eval``: ``metrics.json``, ``config.yaml`` and ``manifest.json``.
+
+    Args:
+        config: The run's configuration; reads ``evaluate`` and ``seed``.
+        run: The run folder, holding ``factors/`` and ``features/``.
+        sources: Which sources to score; default every one the run has.
+        labels: A table of item labels for linear probes; default ``config.evaluate.labels``.
+        step: Hears the name of each phase as it starts.
+
+    Returns:
+        The metrics file and its content.
+
+    Raises:
+        UserError: No run folder, an unknown source, stale or missing features, or a bad λ grid.
+    """
     run = Path(run)
     cfg = config.evaluate
     say = step or (lambda _msg: None)

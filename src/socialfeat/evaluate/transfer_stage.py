@@ -39,6 +39,14 @@ Step = Callable[[str], None]
 
 @dataclass
 class TransferResult:
+    """Where the probe results went, one file per labelled set.
+
+    Attributes:
+        outs: The files written, ``RUN/eval/transfer-<name>.json``.
+        results: Their content, in the same order: classes, chance level, and per source its k-fold and
+            few-shot probe accuracy.
+    """
+
     outs: list[Path]
     results: list[dict[str, Any]]
 
@@ -153,8 +161,21 @@ def transfer(
     sources: list[str] | None = None,
     progress: Step | None = None,
 ) -> TransferResult:
-    """Probe every feature source on every labelled set (default ``config.transfer.sets``); write
-    ``run/eval/transfer-<name>.json`` per set and return their contents."""
+    """Probe every feature source on labelled images the model never saw, to test whether the features transfer.
+
+    Args:
+        config: The run's configuration; reads ``transfer``, ``embed`` and ``train``.
+        run: The run folder.
+        sets: The labelled image sets; default ``config.transfer.sets``.
+        sources: Which sources to probe; default ``config.transfer.sources``, plus meta-class when the run has it.
+        progress: Hears the name of each phase as it starts.
+
+    Returns:
+        The files written, ``run/eval/transfer-<name>.json`` per set, and their content.
+
+    Raises:
+        UserError: No run folder or set, a bad table or label column, an unknown source, or a stale model.
+    """
     run = Path(run)
     say = progress or (lambda _msg: None)
     if not run.is_dir():
