@@ -35,7 +35,7 @@ SKIP_LINE = re.compile(r"^\s*(?:\||#{1,6}\s|!!!|\?\?\?|:::|--8<--|<!--|\[[^\]]+\
 LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 ATTRS = re.compile(r"\{\s*[#.][^}]*\}")  # attr_list: {#id .class}
 TAG = re.compile(r"<[^>]+>")
-ABBREV = re.compile(r"(?:\b(?:e\.g|i\.e|vs|cf|etc|approx|resp|no|fig)\.|\b[A-Za-z]\.)$", re.I)
+ABBREV = re.compile(r"(?:\b(?i:e\.g|i\.e|vs|cf|etc|approx|resp|no|fig)\.|(?:^|[\s(])[A-Z]\.)$")  # and initials
 END = re.compile(r"(?<=[.!?])[\"')\]*_]*\s+(?=[A-Z0-9`\"'(\[*_])")
 WORD = re.compile(r"[A-Za-z0-9]")
 
