@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATED = {Path("docs/reference/cli.md")}  # written by docs/gen_cli.py from --help, not by hand
+GENERATED = {
+    Path("docs/reference/cli.md")
+}  # written by docs/gen_cli.py from --help, not by hand
 LONG_WORDS = 40  # the issue's measure: the share of sentences over this many words
 CODE_WIDTH = 88  # the widest code line that shows whole on the site
 
@@ -35,7 +37,9 @@ SKIP_LINE = re.compile(r"^\s*(?:\||#{1,6}\s|!!!|\?\?\?|:::|--8<--|<!--|\[[^\]]+\
 LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 ATTRS = re.compile(r"\{\s*[#.][^}]*\}")  # attr_list: {#id .class}
 TAG = re.compile(r"<[^>]+>")
-ABBREV = re.compile(r"(?:\b(?i:e\.g|i\.e|vs|cf|etc|approx|resp|no|fig)\.|(?:^|[\s(])[A-Z]\.)$")  # and initials
+ABBREV = re.compile(
+    r"(?:\b(?i:e\.g|i\.e|vs|cf|etc|approx|resp|no|fig)\.|(?:^|[\s(])[A-Z]\.)$"
+)  # and initials
 END = re.compile(r"(?<=[.!?])[\"')\]*_]*\s+(?=[A-Z0-9`\"'(\[*_])")
 WORD = re.compile(r"[A-Za-z0-9]")
 
@@ -52,7 +56,9 @@ class Page:
     path: Path
     sentences: list[Sentence] = field(default_factory=list)
     code_lines: int = 0
-    wide_code: list[int] = field(default_factory=list)  # line numbers of code lines over CODE_WIDTH
+    wide_code: list[int] = field(
+        default_factory=list
+    )  # line numbers of code lines over CODE_WIDTH
 
     def over(self, words: int) -> list[Sentence]:
         return [s for s in self.sentences if s.words > words]
@@ -102,7 +108,9 @@ def split(text: str) -> list[str]:
 def measure(path: Path) -> Page:
     page = Page(path)
     lines = path.read_text(encoding="utf-8").splitlines()
-    prose: list[str] = []  # the page with everything that is not prose blanked, so line numbers hold
+    prose: list[
+        str
+    ] = []  # the page with everything that is not prose blanked, so line numbers hold
     fence = ""
     in_front = bool(lines) and lines[0].strip() == "---"
     in_comment = False
@@ -123,7 +131,9 @@ def measure(path: Path) -> Page:
             fence = m[1]
         elif line.strip().startswith("<!--") and "-->" not in line:
             in_comment = True
-        elif not SKIP_LINE.match(line) and not line.startswith("        "):  # 8 spaces: :::'s options
+        elif not SKIP_LINE.match(line) and not line.startswith(
+            "        "
+        ):  # 8 spaces: :::'s options
             keep = line
         prose.append(keep)
     for start, text in units(prose):
@@ -145,7 +155,9 @@ def name(path: Path) -> str:
 
 
 def report(measured: list[Page], over: int | None) -> None:
-    print(f"{'page':34} {'sentences':>9} {f'>{LONG_WORDS} w':>7} {'longest':>8}  {'code':>5} {f'>{CODE_WIDTH}':>5}")
+    print(
+        f"{'page':34} {'sentences':>9} {f'>{LONG_WORDS} w':>7} {'longest':>8}  {'code':>5} {f'>{CODE_WIDTH}':>5}"
+    )
     for page in measured:
         long = len(page.over(LONG_WORDS))
         top = page.longest()
@@ -156,7 +168,11 @@ def report(measured: list[Page], over: int | None) -> None:
         )
     every = [s for p in measured for s in p.sentences]
     long = sum(len(p.over(LONG_WORDS)) for p in measured)
-    worst = max(((s, p) for p in measured for s in p.sentences), key=lambda sp: sp[0].words, default=None)
+    worst = max(
+        ((s, p) for p in measured for s in p.sentences),
+        key=lambda sp: sp[0].words,
+        default=None,
+    )
     code = sum(p.code_lines for p in measured)
     wide = sum(len(p.wide_code) for p in measured)
     print()
@@ -165,7 +181,9 @@ def report(measured: list[Page], over: int | None) -> None:
     )
     print(f"over {LONG_WORDS} words: {long} ({100 * long / max(len(every), 1):.1f}%)")
     if worst:
-        print(f"longest: {worst[0].words} words at {name(worst[1].path)}:{worst[0].line}")
+        print(
+            f"longest: {worst[0].words} words at {name(worst[1].path)}:{worst[0].line}"
+        )
     print(f"code lines over {CODE_WIDTH} characters: {wide} of {code}")
     if over is not None:
         print()
@@ -173,13 +191,21 @@ def report(measured: list[Page], over: int | None) -> None:
             for s in page.over(over):
                 print(f"{name(page.path)}:{s.line}: {s.words} words: {s.text[:100]}…")
             for number in page.wide_code:
-                print(f"{name(page.path)}:{number}: code line over {CODE_WIDTH} characters")
+                print(
+                    f"{name(page.path)}:{number}: code line over {CODE_WIDTH} characters"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pages", nargs="*", help="pages to measure (default: README.md and docs/**/*.md)")
-    parser.add_argument("--over", type=int, metavar="WORDS", help="list every sentence over WORDS words")
+    parser.add_argument(
+        "pages",
+        nargs="*",
+        help="pages to measure (default: README.md and docs/**/*.md)",
+    )
+    parser.add_argument(
+        "--over", type=int, metavar="WORDS", help="list every sentence over WORDS words"
+    )
     args = parser.parse_args(argv)
     report([measure(p) for p in pages(args.pages)], args.over)
     return 0
