@@ -112,15 +112,15 @@ def scale(args: argparse.Namespace) -> str:
         metrics = json.loads(Path(f"{tmp}/factors/metrics.json").read_text())
     h = metrics["heldout"]
     return (
-        f"{rows:,} synthetic events (appreciations 14.8%, views the rest; user and item ids drawn independently "
-        "from power laws over 1.9M ids each, so the log has popularity but no taste structure: a scale test, "
-        "not a quality test): "
-        f"{stats['before']['pairs']:,} user–item pairs, {stats['after']['pairs']:,} after filtering "
+        f"{rows:,} synthetic events: appreciations 14.8%, views the rest.\n"
+        "User and item ids are drawn independently from power laws over 1.9M ids each (bench/_platform.py's DuckDB "
+        "log).\nSo the log has popularity but no taste structure: a scale test, not a quality test.\n"
+        f"It holds {stats['before']['pairs']:,} user–item pairs, {stats['after']['pairs']:,} after filtering "
         f"({stats['after']['users']:,} users × {stats['after']['items']:,} items).\n\n"
         + "\n".join(lines)
-        + f"\n\nPeak RSS {peak:.2f} GB (target ≤ 16 GB: {'met' if peak <= 16 else 'missed'}); ingest streams the log "
-        f"through DuckDB, factorize loads only the pair arrays. Held-out recall@{h['k']} (no structure to find, "
-        f"so popularity should win): model "
+        + f"\n\nPeak RSS {peak:.2f} GB (target ≤ 16 GB: {'met' if peak <= 16 else 'missed'}).\n"
+        "Ingest streams the log through DuckDB; factorize loads only the pair arrays.\n"
+        f"Held-out recall@{h['k']} has no structure to find, so popularity should win: model "
         f"{h['model']['recall']:.3f}, popularity {h['popularity']['recall']:.3f}.\n"
     )
 

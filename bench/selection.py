@@ -135,15 +135,20 @@ def main() -> None:
         return statistics.median(m / r for m, r in zip(mine, ref[what][-len(mine) :], strict=True))
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    argv, threads = " ".join(sys.argv[1:]), torch.get_num_threads()
     lines = [
-        f"`python bench/selection.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` — "
-        f"`{args.backbone}` at {args.image_size} px, untrained, CPU ({torch.get_num_threads()} torch thread(s)); "
-        f"`train.select_users` {args.users:,}, `train.select_valid_items` {args.valid_items:,}, `select_items` 1,000 "
-        f"warm items, 7 λ. Planted run folders (users 0.73 per item, 25% valid cold items; see the script). "
-        f"Load average when done: {load} (other processes shared the cores; the sizes were timed in alternating "
-        f"rounds, so load falls on each alike; seconds: a size's fastest of {args.rounds} calls, an unsampled "
-        "case's one call in the last round; × the smallest: the median over rounds of the ratio to the smallest size "
-        "in the same round; CPU seconds are the process's own, which contention inflates least).",
+        f"    python bench/selection.py{' ' + argv if argv else ''}",
+        "",
+        f"- Model: `{args.backbone}` at {args.image_size} px, untrained, on CPU with {threads} torch "
+        f"thread{'s' if threads != 1 else ''}.",
+        f"- Settings: `train.select_users` {args.users:,}, `train.select_valid_items` {args.valid_items:,}, "
+        "`select_items` 1,000 warm items, 7 λ.",
+        "- Data: run folders holding bench/_platform.py's planted problem (users 0.73 per item, 25% valid cold items).",
+        f"- Load average when done: {load}. The sizes were timed in alternating rounds, so load falls on each alike.",
+        f"- Seconds: a size's fastest of {args.rounds} call{'s' if args.rounds != 1 else ''}. An unsampled case makes "
+        "one call, in the last round.",
+        "- × the smallest: the median over rounds of the ratio to the smallest size in the same round.",
+        "- CPU seconds are the process's own, which contention inflates least.",
         "",
         "| items | users ranked | valid cold items | positives per user | embedded | setup s (once) "
         "| s per selection | × the smallest | CPU s | × the smallest | of which ridge + ranking, CPU s | valid AUC |",
@@ -165,11 +170,12 @@ def main() -> None:
     off, off_cpu = max(abs(w - 1) for w in walls), max(abs(c - 1) for c in cpus)
     verdict = "met" if max(off, off_cpu) <= 0.2 else ("met in CPU seconds" if off_cpu <= 0.2 else "not met")
     note = (
-        f"\n\nFarthest from the smallest size: {off:.0%} in wall seconds, {off_cpu:.0%} in CPU seconds (target: "
-        f"within ±20% from {sizes[0]:,} to {sizes[-1]:,} items: {verdict}). Every selection embeds the same rows and ranks "
-        "the same users × items; what still differs is how many of a sampled user's positives fall among the sampled "
-        "valid items (more in a small catalogue), and the per-user AUC counts in one pass per positive. The setup "
-        "(reading the split, drawing the samples) is once per training and grows with the catalogue."
+        f"\n\nFarthest from the smallest size: {off:.0%} in wall seconds, {off_cpu:.0%} in CPU seconds.\n"
+        f"The target, within ±20% from {sizes[0]:,} to {sizes[-1]:,} items, is {verdict}.\n"
+        "Every selection embeds the same rows and ranks the same users × items.\n"
+        "What still differs is how many of a sampled user's positives fall among the sampled valid items: more in a "
+        "small catalogue.\nThe per-user AUC counts in one pass per positive.\n"
+        "The setup (reading the split, drawing the samples) runs once per training and grows with the catalogue."
     )
     print(note.strip())
     if not args.no_record:

@@ -266,20 +266,26 @@ def main() -> None:
                 proc.wait(30)
             print(f"{runtime}: {len(results[runtime]['latencies']['upload'])} uploads", flush=True)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
+    flags = (
+        f"--run {args.run} --runtime {args.runtime} --items {args.items}"
+        f"{f' --users {args.users}' if args.users else ''}"
+        f"{f' --interactions {args.interactions}' if args.interactions else ''}"
+        f"{''.join(f' --server-set {x}' for x in args.server_set)} --seconds {args.seconds:g}"
+    )
+    kb = np.mean([p.stat().st_size for p in photos]) / 1e3
+    by_id = args.clients - args.uploaders - args.searchers
     lines = [
-        f"`python bench/serve.py --run {args.run} --runtime {args.runtime} --items {args.items}"
-        f"{f' --users {args.users}' if args.users else ''}{f' --interactions {args.interactions}' if args.interactions else ''}"
-        f"{''.join(f' --server-set {x}' for x in args.server_set)} --seconds {args.seconds:g}` — {args.items:,} items ({kinds}), "
-        f"{health['users']:,} users, the models of {args.run} "
-        f"for uploads ({health['sources']['learned']['image_size']} px), "
-        f"{args.clients} concurrent clients for {args.seconds:.0f} s per runtime "
-        f"({args.clients - args.uploaders - args.searchers} by id, {args.searchers} searching titles, "
-        f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"
-        f" each); server start-up {', '.join(f'{k} {v:.1f} s' for k, v in starts.items())} (onnx: includes a first "
-        f"export when the run had none), server peak RSS at start-up / after the load "
-        f"{', '.join(f'{k} {a:.2f} / {b:.2f} GB' for k, (a, b) in rss.items())}, "
-        f"index build {sum(index_s.values()):.0f} s. Runtimes measured one after the "
-        "other in this run, on the same machine.",
+        f"    python bench/serve.py {flags}",
+        "",
+        f"- {args.items:,} items ({kinds}) and {health['users']:,} users.",
+        f"- Uploads go through the models of {args.run} ({health['sources']['learned']['image_size']} px).",
+        f"- {args.clients} concurrent clients for {args.seconds:.0f} s per runtime: {by_id} by id, {args.searchers} "
+        f"searching titles, {args.uploaders} uploading {len(photos)} ImageNet photos (~{kb:.0f} KB each).",
+        f"- Server start-up: {', '.join(f'{k} {v:.1f} s' for k, v in starts.items())}.",
+        "  An onnx start-up includes a first export when the run had none.",
+        "- Server peak RSS at start-up / after the load: "
+        f"{', '.join(f'{k} {a:.2f} / {b:.2f} GB' for k, (a, b) in rss.items())}.",
+        f"- Index build {sum(index_s.values()):.0f} s. The runtimes ran one after the other, on the same machine.",
         "",
         "| runtime | request | requests | per s | p50 ms | p90 ms | p99 ms | max ms | errors | p99 target | p99 / target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
