@@ -84,7 +84,7 @@ def make(folder: Path, n_items: int, n_users: int, seed: int = 0) -> None:
 
 def load(folder: Path) -> object:
     """The saved problem as today's ``ColdStartData`` (every eligible user; the child samples)."""
-    from socialfeat.evaluate.coldstart import ColdStartData, _truth
+    from socialfeat.measures.coldstart import ColdStartData, _truth
 
     split = np.load(folder / "split.npy")
     pairs = np.load(folder / "pairs.npy")
@@ -141,7 +141,7 @@ def before(folder: Path, cc: object, k: int, say: object) -> dict[str, object]:
 
     from threadpoolctl import threadpool_limits
 
-    from socialfeat.evaluate.coldstart import fit_ridge_map
+    from socialfeat.measures.coldstart import fit_ridge_map
 
     mod = before_module(folder)
     data = load(folder)
@@ -198,7 +198,7 @@ def child(folder: Path, impl: str, users: int, valid_users: int, resamples: int)
         boot = None
     else:
         from socialfeat.content.stage import chosen_factors, fit_models, intervals
-        from socialfeat.evaluate.coldstart import sampled
+        from socialfeat.measures.coldstart import sampled
 
         data = sampled(load(folder), users, valid_users, seed=0)
         bl = blocks(folder, data, dense_tags=False)

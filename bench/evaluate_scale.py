@@ -105,7 +105,7 @@ def before_module(folder: Path) -> object:
             capture_output=True,
             text=True,
         ).stdout
-        (package / f"{name}.py").write_text(source.replace("socialfeat.evaluate.metrics", "before_eval.metrics"))
+        (package / f"{name}.py").write_text(source.replace("socialfeat.measures.metrics", "before_eval.metrics"))
     sys.path.insert(0, str(folder))
     import before_eval.coldstart as module  # type: ignore[import-not-found]
 
@@ -118,7 +118,7 @@ def row(folder: Path, which: str, impl: str, users: int, valid_users: int, resam
         cs = before_module(folder)
         data = load(folder, cs)
     else:
-        from socialfeat.evaluate import coldstart as cs
+        from socialfeat.measures import coldstart as cs
 
         data = cs.sampled(load(folder, cs), users, valid_users, seed=0)
     n_items = len(data.item_ids)
@@ -138,7 +138,7 @@ def row(folder: Path, which: str, impl: str, users: int, valid_users: int, resam
     seconds = time.perf_counter() - started
     boot = None
     if per_user is not None and resamples:
-        from socialfeat.evaluate.bootstrap import resampled_means
+        from socialfeat.measures.bootstrap import resampled_means
 
         t0 = time.perf_counter()
         resampled_means(np.repeat(per_user[:, None], 10, axis=1), resamples, 0)  # a 10-row table's bootstrap
