@@ -105,7 +105,7 @@ def before_module(folder: Path) -> object:
             capture_output=True,
             text=True,
         ).stdout
-        (package / f"{name}.py").write_text(source.replace("socialfeat.measures.metrics", "before_eval.metrics"))
+        (package / f"{name}.py").write_text(source.replace("socialfeat.evaluate.metrics", "before_eval.metrics"))
     sys.path.insert(0, str(folder))
     import before_eval.coldstart as module  # type: ignore[import-not-found]
 
