@@ -180,7 +180,7 @@ def save_planted(folder: Path, p: Planted) -> None:
 def load_planted(folder: Path, module: Any = None) -> Any:
     """The saved problem as a ``ColdStartData`` of ``module`` (today's cold-start module, or one from before)."""
     if module is None:
-        from socialfeat.evaluate import coldstart as module
+        from socialfeat.measures import coldstart as module
     split = np.load(folder / "split.npy")
     pairs = np.load(folder / "pairs.npy")
     u = np.load(folder / "user_factors.npy")

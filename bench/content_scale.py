@@ -95,7 +95,7 @@ def before(folder: Path, cc: object, k: int, say: object) -> dict[str, object]:
 
     from threadpoolctl import threadpool_limits
 
-    from socialfeat.evaluate.coldstart import fit_ridge_map
+    from socialfeat.measures.coldstart import fit_ridge_map
 
     mod = before_module(folder)
     data = load_planted(folder)
@@ -152,7 +152,7 @@ def child(folder: Path, impl: str, users: int, valid_users: int, resamples: int)
         boot = None
     else:
         from socialfeat.content.stage import chosen_factors, fit_models, intervals
-        from socialfeat.evaluate.coldstart import sampled
+        from socialfeat.measures.coldstart import sampled
 
         data = sampled(load_planted(folder), users, valid_users, seed=0)
         bl = blocks(folder, data, dense_tags=False)

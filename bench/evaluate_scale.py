@@ -70,7 +70,7 @@ def row(folder: Path, which: str, impl: str, users: int, valid_users: int, resam
         cs = before_module(folder)
         data = load_planted(folder, cs)
     else:
-        from socialfeat.evaluate import coldstart as cs
+        from socialfeat.measures import coldstart as cs
 
         data = cs.sampled(load_planted(folder, cs), users, valid_users, seed=0)
     n_items = len(data.item_ids)
@@ -90,7 +90,7 @@ def row(folder: Path, which: str, impl: str, users: int, valid_users: int, resam
     seconds = time.perf_counter() - started
     boot = None
     if per_user is not None and resamples:
-        from socialfeat.evaluate.bootstrap import resampled_means
+        from socialfeat.measures.bootstrap import resampled_means
 
         t0 = time.perf_counter()
         resampled_means(np.repeat(per_user[:, None], 10, axis=1), resamples, 0)  # a 10-row table's bootstrap

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from socialfeat.artifacts import read_table, reading, rerun_command
 from socialfeat.config import Config
+from socialfeat.data.splits import read_split
 from socialfeat.errors import UserError
-from socialfeat.factorize.splits import read_split
 from socialfeat.features import content_older_than, read_features
 from socialfeat.freshness import check_current
 from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours

@@ -31,8 +31,8 @@ from socialfeat.artifacts import damaged, fingerprints, read_json, read_safetens
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, TrainConfig, dump_config, provenance
 from socialfeat.data.batches import CachedImages, EpochBatches
+from socialfeat.data.splits import uniform
 from socialfeat.errors import Interrupted, UserError
-from socialfeat.factorize.splits import uniform
 from socialfeat.freshness import check_inputs
 from socialfeat.jsonio import json_lines
 from socialfeat.models.backbones import create_backbone

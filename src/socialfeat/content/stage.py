@@ -41,8 +41,10 @@ from socialfeat.content.gram import Grams, valid_auc
 from socialfeat.content.joint import JointFitter, JointMap
 from socialfeat.content.sources import IMAGE_SOURCES, ITEM_SOURCES, Block, compact, image_block, item_blocks
 from socialfeat.errors import UserError
-from socialfeat.evaluate.bootstrap import LEVEL, difference, interval, resampled_means
-from socialfeat.evaluate.coldstart import (
+from socialfeat.features import vectors_column
+from socialfeat.freshness import check_current, feature_product
+from socialfeat.measures.bootstrap import LEVEL, difference, interval, resampled_means
+from socialfeat.measures.coldstart import (
     ColdStartData,
     RidgeMap,
     factor_scores,
@@ -51,9 +53,7 @@ from socialfeat.evaluate.coldstart import (
     score_users,
     user_sample,
 )
-from socialfeat.evaluate.metrics import select_best
-from socialfeat.features import vectors_column
-from socialfeat.freshness import check_current, feature_product
+from socialfeat.measures.metrics import select_best
 from socialfeat.runlock import writes_run
 from socialfeat.tensor_io import write_safetensors
 
@@ -126,7 +126,7 @@ def block_map(
 ) -> tuple[RidgeMap, dict[str, Any], np.ndarray]:
     """One block's ridge map to the item factors, λ chosen by valid AUC over the valid-user sample, solved from the
     block's Gram (every λ's valid predictions from one pass over the valid rows); the map, the choice made (as
-    :func:`~socialfeat.evaluate.coldstart.fit_ridge_map` reports it) and the valid items' predictions at that λ."""
+    :func:`~socialfeat.measures.coldstart.fit_ridge_map` reports it) and the valid items' predictions at that λ."""
     weights = grams.ridge_path(name, lambdas)
     s, mean = grams.blocks[name], grams.mean_has[name]
     f, lacking = len(mean), ~s.has[data.valid]
@@ -355,7 +355,7 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
     item_sources = [b.name for b in blocks if b.name in ITEM_SOURCES]
     if not cc.lightfm or not item_sources:
         return None, None
-    from socialfeat.evaluate.lightfm_peer import lightfm_missing, lightfm_row
+    from socialfeat.content.lightfm_peer import lightfm_missing, lightfm_row
 
     name = f"LightFM (WARP), item features: {' + '.join(item_sources)} (dense blocks: 32 principal components)"
     missing = lightfm_missing()

@@ -27,8 +27,14 @@ from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot_sparse, vocabulary
 from socialfeat.errors import UserError
-from socialfeat.evaluate.bootstrap import LEVEL, difference, interval, resampled_means
-from socialfeat.evaluate.coldstart import (
+from socialfeat.evaluate.hybrid import content_section
+from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
+from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
+from socialfeat.features import SOURCES as EMBED_SOURCES
+from socialfeat.freshness import check_current, feature_product
+from socialfeat.jsonio import finite
+from socialfeat.measures.bootstrap import LEVEL, difference, interval, resampled_means
+from socialfeat.measures.coldstart import (
     aligned_features,
     coldstart_scored,
     load_coldstart,
@@ -37,12 +43,6 @@ from socialfeat.evaluate.coldstart import (
     sampled,
     user_sample,
 )
-from socialfeat.evaluate.hybrid import content_section
-from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
-from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
-from socialfeat.features import SOURCES as EMBED_SOURCES
-from socialfeat.freshness import check_current, feature_product
-from socialfeat.jsonio import finite
 from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)

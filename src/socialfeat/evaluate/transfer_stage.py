@@ -23,10 +23,10 @@ from socialfeat.config import Config, TransferSet, provenance
 from socialfeat.data.image_tables import ImageTable, load_image_table, problem_summary
 from socialfeat.data.images import ImageCache
 from socialfeat.errors import UserError
-from socialfeat.evaluate.metrics import majority_rate
 from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.features import MODEL_DIRS, SOURCES, embed_rows, source_model
 from socialfeat.freshness import MODEL_PRODUCTS, check_current
+from socialfeat.measures.metrics import majority_rate
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runlock import writes_run
 from socialfeat.runtime import Dist, default_workers, pick_device, table_cache

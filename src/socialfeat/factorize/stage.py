@@ -26,11 +26,11 @@ from pydantic import ValidationError
 from socialfeat.artifacts import parquet_fingerprints, read_schema, read_table
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, FactorizeConfig, SplitConfig, dump_config, provenance
+from socialfeat.data.splits import SPLITS, TRAIN, item_splits, leave_k_out
 from socialfeat.errors import UserError
 from socialfeat.factorize import create_factorizer
 from socialfeat.factorize.base import Factors, FitDiverged
 from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
-from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
 from socialfeat.resources import check_memory
 from socialfeat.runlock import writes_run
 
