@@ -39,19 +39,78 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024**2  # KB → GB
 
 
+# The stage section (a ``## `` heading of RESULTS.md) that a new recorded section joins, by words of its heading:
+# the first match wins. A heading that matches none goes before the archive link, as a section of its own.
+STAGES = (
+    (("live catalogue", "fresh content", "bench/live.py", "bench/fresh.py"), "Live catalogue"),
+    (("every stage at scale", "image side", "bench/scale.py", "bench/image_scale.py"), "Every stage at scale"),
+    (("fuzz",), "Fuzz"),
+    (("demo", "simulate"), "Demo and simulator"),
+    (("ingest",), "Ingest"),
+    (("factorize",), "Factorize"),
+    (("train", "fine-tuning"), "Train"),
+    (("embed",), "Embed"),
+    (("web explorer", "serve"), "Serve"),
+    (("content", "hybrid"), "Content"),
+    (("evaluate", "cold start", "data-scale"), "Evaluate"),
+)
+ARCHIVE = "Archive"  # the last section: the link to the dated archive of figures that no longer describe the code
+_HEADING = re.compile(r"(#{2,6}) (.+)")
+
+
+def _headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    """(line, level, title) of every heading of level 2 or more outside code fences."""
+    found, fence = [], False
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        elif not fence and (m := _HEADING.fullmatch(line.rstrip())):
+            found.append((i, len(m[1]), m[2].strip()))
+    return found
+
+
+def _shifted(body: str, by: int) -> list[str]:
+    """The body's lines with its own headings moved ``by`` levels down: a body written under ``##`` placed lower."""
+    lines = body.rstrip("\n").splitlines()
+    for i, _, _ in _headings(lines) if by else ():
+        lines[i] = "#" * by + lines[i]
+    return lines
+
+
+def _stage(heading: str) -> str | None:
+    low = heading.lower()
+    return next((stage for words, stage in STAGES if any(w in low for w in words)), None)
+
+
 def record(heading: str, body: str) -> None:
-    """Replace (or append) the section under ``## heading`` in RESULTS.md, dated, with the hardware."""
-    title = f"## {heading}"
-    section = f"{title}\n\nMeasured {time.strftime('%Y-%m-%d')} on {hardware()}.\n\n{body}"
+    """Replace the section titled ``heading`` in RESULTS.md, dated, with the hardware; or add it.
+
+    A section is found at whatever level it sits and replaced in place, its body's headings moved to fit. A new one
+    goes first under its stage's ``##`` section (:data:`STAGES`: newest first), else before the archive link.
+    Headings stay unique: a heading that is there is replaced, never added twice."""
+    section = f"Measured {time.strftime('%Y-%m-%d')} on {hardware()}.\n\n{body}"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(title) + r".*?(?=\n## |\Z)", re.S)
-    # a function, not a string: the section's own backslashes stay as written; "\n" keeps the blank line before the
-    # next heading
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text)
+    lines = text.rstrip("\n").splitlines()
+    heads = _headings(lines)
+    at = next(((i, level) for i, level, title in heads if title == heading), None)
+    if at is not None:
+        start, level = at
+        end = next((j for j, lv, _ in heads if j > start and lv <= level), len(lines))
     else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
+        stage = next((i for i, lv, title in heads if lv == 2 and title == _stage(heading)), None)
+        if stage is not None:  # before the stage's first subsection, or the next stage when it has none
+            level = 3
+            start = end = next((j for j, lv, _ in heads if j > stage and lv <= 3), len(lines))
+        else:
+            level = 2
+            start = end = next((i for i, lv, title in heads if lv == 2 and title == ARCHIVE), len(lines))
+    new = ["#" * level + " " + heading, "", *_shifted(section, level - 2), ""]
+    if start == len(lines) and lines and lines[-1].strip():
+        new.insert(0, "")
+    lines[start:end] = new
+    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
+    tmp.write_text("\n".join(lines).rstrip("\n") + "\n")
+    os.replace(tmp, RESULTS)  # atomic: a reader never sees half a file
     print(f"recorded in {RESULTS}")
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 from _results import record  # noqa: E402
 
 from socialfeat.data.images import load_image  # noqa: E402
-from socialfeat.evaluate.coldstart import coldstart_row, load_coldstart  # noqa: E402
+from socialfeat.measures.coldstart import coldstart_row, load_coldstart  # noqa: E402
 from socialfeat.models.backbones import IMAGENET_BACKBONE, create_backbone, preprocess  # noqa: E402
 
 LAMBDAS = [10.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5]

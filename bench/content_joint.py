@@ -25,7 +25,7 @@ from _results import record  # noqa: E402
 
 from socialfeat.config import load_config  # noqa: E402
 from socialfeat.content import JointFitter, image_block, item_blocks  # noqa: E402
-from socialfeat.evaluate.coldstart import fit_ridge_map, load_coldstart, sampled  # noqa: E402
+from socialfeat.measures.coldstart import fit_ridge_map, load_coldstart, sampled  # noqa: E402
 
 
 def _spin(seconds: float) -> None:

@@ -6,9 +6,9 @@ standardised plus decade bins), at two sizes, and the growth between them.
     python bench/content_scale.py                     # 30K items × 22K users, 100K × 73K; records RESULTS.md
     python bench/content_scale.py --before            # also the content code before issue 23 at the first size
 
-The problem is bench/evaluate_scale.py's latent model (64-d taste; each user's cold interactions the 10 of 40 random
-cold items they score highest; the warm items' "ALS factors" v plus noise; the image block a noisy linear image of
-v), with tags as 40 facets × 50 tags (8 facets per item, the facet's tag nearest to v with Gumbel noise; 5% of items
+The problem is bench/_platform.py's planted one, as in bench/evaluate_scale.py (64-d taste; each user's cold
+interactions the 10 of 40 random cold items they score highest; the warm items' "ALS factors" v plus noise; the
+image block a noisy linear image of v), with tags as 40 facets × 50 tags (8 facets per item, the facet's tag nearest to v with Gumbel noise; 5% of items
 untagged) and a year from one latent coordinate (5% missing). Each measurement runs in a fresh process (peak RSS from
 wait4) on data saved by another; *before* is the content code at BEFORE (every eligible user, the tags one-hot
 dense, a float64 standardised copy of every item in the joint fitter, every item predicted per trial) with today's
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -32,78 +31,33 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _platform import (  # noqa: E402
+    USERS_PER_ITEM,
+    D,
+    image_block,
+    load_planted,
+    plant,
+    save_planted,
+    tag_block,
+    year_column,
+)
 from _results import exponent, record, run_measured  # noqa: E402
 
 LAMBDAS = [0.1, 1, 10, 100, 1_000, 10_000, 100_000]  # evaluate.ridge_lambdas' default
-F, D, FACETS, PER_FACET, TAGS_PER_ITEM = 64, 1280, 40, 50, 8
+FACETS, PER_FACET, TAGS_PER_ITEM = 40, 50, 8
 BEFORE = "e89654d0c499533e165cdf127f7e52ac134c22d9"  # main before the content half of issue 23
 
 
 def make(folder: Path, n_items: int, n_users: int, seed: int = 0) -> None:
-    """The planted problem as .npy/.npz files in ``folder``."""
-    rng = np.random.default_rng(seed)
-    v = (rng.normal(size=(n_items, F)) / math.sqrt(F)).astype(np.float32)
-    u = rng.normal(size=(n_users, F)).astype(np.float32)
-    split = rng.choice(3, n_items, p=[0.8, 0.1, 0.1])
-    cold = np.nonzero(split > 0)[0]
-    candidates = cold[rng.integers(0, len(cold), (n_users, 40))]
-    taste = np.einsum("uf,ucf->uc", u, v[candidates]) + rng.normal(0, 0.3, candidates.shape).astype(np.float32)
-    liked = np.take_along_axis(candidates, np.argsort(-taste, axis=1)[:, :10], axis=1)
-    np.save(folder / "pairs.npy", np.unique(np.arange(n_users)[:, None] * n_items + liked))
-    np.save(folder / "split.npy", split)
-    np.save(folder / "user_factors.npy", u)
-    train = np.nonzero(split == 0)[0]
-    np.save(folder / "item_factors.npy", v[train] + rng.normal(0, 0.05, (len(train), F)).astype(np.float32))
-    mix = rng.normal(size=(F, D)).astype(np.float32)
+    """The planted problem (bench/_platform.py) as .npy/.npz files in ``folder``: image block, tags and a year."""
+    planted = plant(n_items, n_users, seed)
+    save_planted(folder, planted)
     image = np.lib.format.open_memmap(folder / "image.npy", "w+", np.float32, (n_items, D))
-    for i in range(0, n_items, 8192):
-        c = v[i : i + 8192]
-        image[i : i + 8192] = c @ mix + rng.normal(0, 0.5, (len(c), D)).astype(np.float32) + 3.0
+    image_block(planted, image)
     image.flush()
     del image
-    facets = rng.normal(size=(FACETS, F, PER_FACET)).astype(np.float32)
-    chosen = np.argsort(rng.random((n_items, FACETS)), axis=1)[:, :TAGS_PER_ITEM]
-    cols = np.empty((n_items, TAGS_PER_ITEM), np.int64)
-    for j in range(TAGS_PER_ITEM):
-        fac = chosen[:, j]
-        scores = np.einsum("nf,nft->nt", v * 4.0, facets[fac]) + rng.gumbel(size=(n_items, PER_FACET))
-        cols[:, j] = fac * PER_FACET + scores.argmax(axis=1)
-    tagged = rng.random(n_items) > 0.05
-    rows = np.repeat(np.arange(n_items), TAGS_PER_ITEM)
-    keep = np.repeat(tagged, TAGS_PER_ITEM)
-    tags = sp.csr_matrix(
-        (np.ones(int(keep.sum()), np.float32), (rows[keep], cols.ravel()[keep])), shape=(n_items, FACETS * PER_FACET)
-    )
-    tags.sum_duplicates()
-    tags.data[:] = 1.0
-    sp.save_npz(folder / "tags.npz", tags)
-    year = np.round(1990 + 12 * v[:, 0] * math.sqrt(F) + rng.normal(0, 4, n_items))
-    year[rng.random(n_items) < 0.05] = np.nan
-    np.save(folder / "year.npy", year)
-
-
-def load(folder: Path) -> object:
-    """The saved problem as today's ``ColdStartData`` (every eligible user; the child samples)."""
-    from socialfeat.evaluate.coldstart import ColdStartData, _truth
-
-    split = np.load(folder / "split.npy")
-    pairs = np.load(folder / "pairs.npy")
-    u = np.load(folder / "user_factors.npy")
-    n_items, n_users = len(split), len(u)
-    users, items = pairs // n_items, pairs % n_items
-    train, valid, test = (np.nonzero(split == s)[0] for s in (0, 1, 2))
-    return ColdStartData(
-        item_ids=list(range(n_items)),
-        split=np.array(["train", "valid", "test"])[split],
-        train=train,
-        valid=valid,
-        test=test,
-        item_factors=np.load(folder / "item_factors.npy"),
-        user_factors=u,
-        valid_truth=_truth(users, items, valid, n_users, n_items),
-        test_truth=_truth(users, items, test, n_users, n_items),
-        normalize="none",
-    )
+    sp.save_npz(folder / "tags.npz", tag_block(planted, FACETS, PER_FACET, TAGS_PER_ITEM, untagged=0.05))
+    np.save(folder / "year.npy", year_column(planted, missing=0.05))
 
 
 def blocks(folder: Path, data: object, dense_tags: bool) -> list[object]:
@@ -141,10 +95,10 @@ def before(folder: Path, cc: object, k: int, say: object) -> dict[str, object]:
 
     from threadpoolctl import threadpool_limits
 
-    from socialfeat.evaluate.coldstart import fit_ridge_map
+    from socialfeat.measures.coldstart import fit_ridge_map
 
     mod = before_module(folder)
-    data = load(folder)
+    data = load_planted(folder)
     bl = blocks(folder, data, dense_tags=True)
     has = {b.name: b.has for b in bl}
     maps, fits, predictions = {}, {}, {}
@@ -198,9 +152,9 @@ def child(folder: Path, impl: str, users: int, valid_users: int, resamples: int)
         boot = None
     else:
         from socialfeat.content.stage import chosen_factors, fit_models, intervals
-        from socialfeat.evaluate.coldstart import sampled
+        from socialfeat.measures.coldstart import sampled
 
-        data = sampled(load(folder), users, valid_users, seed=0)
+        data = sampled(load_planted(folder), users, valid_users, seed=0)
         bl = blocks(folder, data, dense_tags=False)
         say("start")
         fitted = fit_models(bl, data, cc, LAMBDAS, 20, say)
@@ -244,7 +198,7 @@ def main() -> None:
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="content-scale-") as tmp:
         for n_items in sizes:
-            n_users = round(0.73 * n_items)
+            n_users = round(USERS_PER_ITEM * n_items)
             folder = Path(tmp) / str(n_items)
             folder.mkdir()
             made, _ = run_measured([*me, "--make", str(folder), str(n_items), str(n_users)])

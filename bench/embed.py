@@ -125,9 +125,10 @@ def main() -> None:
     if args.no_record:
         return
     lines = [
-        f"Load average when done: {load} (other processes share the cores; the two runtimes alternate in one "
-        "process, so both see about the same load, but a burst of it can still land on one run: the median of the "
-        "rounds' ratios, each from two runs adjacent in time, is the sturdier figure).",
+        f"Load average when done: {load}; other processes shared the cores.\n"
+        "The two runtimes alternate in one process, so both see about the same load.\n"
+        "A burst of it can still land on one run.\n"
+        "The median of the rounds' ratios, each from two runs adjacent in time, is the sturdier figure.",
         "",
         f"`socialfeat embed RUN --source imagenet` (EfficientNet-Lite0, ImageNet weights) over {results[0]['items']} "
         f"simulated items, `embed.batch_size` = {args.batch}, {args.threads} threads for both runtimes, "

@@ -5,10 +5,10 @@ the growth between them.
     python bench/evaluate_scale.py                       # 30K items × 22K users, 100K × 73K; records RESULTS.md
     python bench/evaluate_scale.py --before     # also the pre-issue-23 code at 30K (all users, float64, dense tags)
 
-The problem comes from a latent model: users u and items v (64-d); a user's cold interactions are the 10 of 40
-random cold items they score highest (u·v plus noise); the warm items' "ALS factors" are v plus noise; the learned
-features are a noisy linear image of v; the tags are, in 8 of 64 facets of 64 tags each, the facet's tag nearest
-to v (with Gumbel noise). Each row runs in a fresh process (peak RSS from wait4) on the data saved by another, so
+The problem is bench/_platform.py's planted one: users u and items v (64-d); a user's cold interactions are the 10
+of 40 random cold items they score highest (u·v plus noise); the warm items' "ALS factors" are v plus noise; the
+learned features are a noisy linear image of v; the tags are, in 8 of 64 facets of 64 tags each, the facet's tag
+nearest to v (with Gumbel noise). Each row runs in a fresh process (peak RSS from wait4) on the data saved by another, so
 the figures are what the row costs with its inputs in memory — not the generation.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -29,67 +28,20 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _platform import USERS_PER_ITEM, image_block, load_planted, plant, save_planted, tag_block  # noqa: E402
 from _results import exponent, record, run_measured  # noqa: E402
 
 LAMBDAS = [0.1, 1, 10, 100, 1_000, 10_000, 100_000]  # evaluate.ridge_lambdas' default
-F, D, FACETS, PER_FACET, TAGS_PER_ITEM = 64, 1280, 64, 64, 8
+FACETS, PER_FACET, TAGS_PER_ITEM = 64, 64, 8
 BEFORE = "8daec2a47095f5a395033e6eadeaaf968339b88d"  # main before issue 23: every user, float64 copies, dense tags
 
 
 def make(folder: Path, n_items: int, n_users: int, seed: int = 0) -> None:
-    """The planted problem as .npy/.npz files in ``folder``."""
-    rng = np.random.default_rng(seed)
-    v = (rng.normal(size=(n_items, F)) / math.sqrt(F)).astype(np.float32)
-    u = rng.normal(size=(n_users, F)).astype(np.float32)  # u·v has std 1: taste outweighs the noise below
-    split = rng.choice(3, n_items, p=[0.8, 0.1, 0.1])  # train, valid, test: factorize's cold fraction 0.2
-    cold = np.nonzero(split > 0)[0]
-    candidates = cold[rng.integers(0, len(cold), (n_users, 40))]
-    taste = np.einsum("uf,ucf->uc", u, v[candidates]) + rng.normal(0, 0.3, candidates.shape).astype(np.float32)
-    liked = np.take_along_axis(candidates, np.argsort(-taste, axis=1)[:, :10], axis=1)
-    pairs = np.unique(np.arange(n_users)[:, None] * n_items + liked)
-    np.save(folder / "pairs.npy", pairs)
-    np.save(folder / "split.npy", split)
-    np.save(folder / "user_factors.npy", u)
-    train = np.nonzero(split == 0)[0]
-    np.save(folder / "item_factors.npy", v[train] + rng.normal(0, 0.05, (len(train), F)).astype(np.float32))
-    mix = rng.normal(size=(F, D)).astype(np.float32)
-    features = np.empty((n_items, D), np.float32)
-    for i in range(0, n_items, 8192):  # a learned-like block: a noisy linear image of v, offset like pooled ReLUs
-        c = v[i : i + 8192]
-        features[i : i + 8192] = c @ mix + rng.normal(0, 0.5, (len(c), D)).astype(np.float32) + 3.0
-    np.save(folder / "features.npy", features)
-    facets = rng.normal(size=(FACETS, F, PER_FACET)).astype(np.float32)
-    rows = np.repeat(np.arange(n_items), TAGS_PER_ITEM)
-    chosen = np.argsort(rng.random((n_items, FACETS)), axis=1)[:, :TAGS_PER_ITEM]  # 8 facets per item
-    cols = np.empty((n_items, TAGS_PER_ITEM), np.int64)
-    for j in range(TAGS_PER_ITEM):
-        fac = chosen[:, j]
-        scores = np.einsum("nf,nft->nt", v * 4.0, facets[fac]) + rng.gumbel(size=(n_items, PER_FACET))
-        cols[:, j] = fac * PER_FACET + scores.argmax(axis=1)
-    tags = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols.ravel())), shape=(n_items, FACETS * PER_FACET))
-    sp.save_npz(folder / "tags.npz", tags)
-
-
-def load(folder: Path, module: object) -> object:
-    """A ``ColdStartData`` (of ``module``: today's coldstart or the one before) from the saved problem."""
-    split = np.load(folder / "split.npy")
-    pairs = np.load(folder / "pairs.npy")
-    u = np.load(folder / "user_factors.npy")
-    n_items, n_users = len(split), len(u)
-    users, items = pairs // n_items, pairs % n_items
-    train, valid, test = (np.nonzero(split == s)[0] for s in (0, 1, 2))
-    return module.ColdStartData(  # type: ignore[attr-defined]
-        item_ids=list(range(n_items)),
-        split=np.array(["train", "valid", "test"])[split],
-        train=train,
-        valid=valid,
-        test=test,
-        item_factors=np.load(folder / "item_factors.npy"),
-        user_factors=u,
-        valid_truth=module._truth(users, items, valid, n_users, n_items),  # type: ignore[attr-defined]
-        test_truth=module._truth(users, items, test, n_users, n_items),  # type: ignore[attr-defined]
-        normalize="none",
-    )
+    """The planted problem (bench/_platform.py) as .npy/.npz files in ``folder``: a learned-like block and tags."""
+    planted = plant(n_items, n_users, seed)
+    save_planted(folder, planted)
+    np.save(folder / "features.npy", image_block(planted))
+    sp.save_npz(folder / "tags.npz", tag_block(planted, FACETS, PER_FACET, TAGS_PER_ITEM))
 
 
 def before_module(folder: Path) -> object:
@@ -116,11 +68,11 @@ def row(folder: Path, which: str, impl: str, users: int, valid_users: int, resam
     """One row in this process: load, rank, (bootstrap), and write what it measured to ``folder``."""
     if impl == "before":
         cs = before_module(folder)
-        data = load(folder, cs)
+        data = load_planted(folder, cs)
     else:
-        from socialfeat.evaluate import coldstart as cs
+        from socialfeat.measures import coldstart as cs
 
-        data = cs.sampled(load(folder, cs), users, valid_users, seed=0)
+        data = cs.sampled(load_planted(folder, cs), users, valid_users, seed=0)
     n_items = len(data.item_ids)
     if which == "learned":
         features: np.ndarray | sp.csr_matrix = np.load(folder / "features.npy")
@@ -138,7 +90,7 @@ def row(folder: Path, which: str, impl: str, users: int, valid_users: int, resam
     seconds = time.perf_counter() - started
     boot = None
     if per_user is not None and resamples:
-        from socialfeat.evaluate.bootstrap import resampled_means
+        from socialfeat.measures.bootstrap import resampled_means
 
         t0 = time.perf_counter()
         resampled_means(np.repeat(per_user[:, None], 10, axis=1), resamples, 0)  # a 10-row table's bootstrap
@@ -174,7 +126,7 @@ def main() -> None:
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="evaluate-scale-") as tmp:
         for n_items in sizes:
-            n_users = round(0.73 * n_items)
+            n_users = round(USERS_PER_ITEM * n_items)
             folder = Path(tmp) / str(n_items)
             folder.mkdir()
             made, _ = run_measured([*me, "--make", str(folder), str(n_items), str(n_users)])

@@ -18,43 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import duckdb
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
 MOVIELENS = HERE.parent.parent / "shared" / "data" / "movielens-1m"
 sys.path.insert(0, str(HERE))
+from _platform import powerlaw_dataset, powerlaw_log  # noqa: E402
 from _results import hardware, record, run_measured  # noqa: E402
-
-
-def synthetic_dataset(run: Path, n_users: int, n_items: int, n_pairs: int, seed: int = 0) -> None:
-    """A dataset/ folder as ingest writes it: power-law users and items, unique pairs, weights 1–5."""
-    rng = np.random.default_rng(seed)
-    users = np.minimum((n_users * rng.power(0.35, n_pairs * 11 // 10)).astype(np.int64), n_users - 1)
-    items = np.minimum((n_items * rng.power(0.3, n_pairs * 11 // 10)).astype(np.int64), n_items - 1)
-    keys = np.unique(users * n_items + items)[:n_pairs]
-    ds = run / "dataset"
-    ds.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table(
-            {
-                "user_idx": (keys // n_items).astype(np.int32),
-                "item_idx": (keys % n_items).astype(np.int32),
-                "weight": rng.integers(1, 6, len(keys)).astype(np.float32),
-            }
-        ),
-        ds / "interactions.parquet",
-    )
-    pq.write_table(
-        pa.table({"user_id": np.arange(n_users), "user_idx": np.arange(n_users, dtype=np.int32)}), ds / "users.parquet"
-    )
-    pq.write_table(
-        pa.table({"item_id": np.arange(n_items), "item_idx": np.arange(n_items, dtype=np.int32)}), ds / "items.parquet"
-    )
-
 
 BARE_FIT = """
 import sys, time, numpy as np, pyarrow.parquet as pq, scipy.sparse as sp
@@ -72,7 +43,7 @@ with threadpool_limits(1, "blas"):
 def overhead(args: argparse.Namespace) -> str:
     run = DATA / "factorize-overhead"
     if not (run / "dataset" / "interactions.parquet").exists():
-        synthetic_dataset(run, 300_000, 400_000, args.pairs)
+        powerlaw_dataset(run, 300_000, 400_000, args.pairs)
     pairs = pq.read_metadata(run / "dataset" / "interactions.parquet").num_rows
     cmd = [
         sys.executable,
@@ -107,15 +78,7 @@ def scale(args: argparse.Namespace) -> str:
     rows = args.events
     log = DATA / f"behance-{rows}.parquet"
     if not log.exists():
-        users, items = 1_900_000, 1_900_000
-        con = duckdb.connect()
-        con.execute(f"""COPY (SELECT
-            (floor({users} * pow((hash(range) % 1000003) / 1000003.0, 2.0)))::BIGINT AS user_id,
-            (floor({items} * pow((hash(range * 31 + 7) % 1000003) / 1000003.0, 2.6)))::BIGINT AS item_id,
-            CASE WHEN hash(range * 17) % 1000 < 148 THEN 'appreciate' ELSE 'view' END AS event
-          FROM range({rows})) TO '{log}.tmp' (FORMAT parquet, COMPRESSION zstd)""")
-        con.close()
-        Path(f"{log}.tmp").rename(log)
+        powerlaw_log(log, rows, 1_900_000, 1_900_000, (2.0, 2.6), [("appreciate", 148), ("view", 1000)], out_of=1000)
     lines = ["| stage | wall | peak RSS |", "|---|---:|---:|"]
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         steps = [
@@ -149,15 +112,15 @@ def scale(args: argparse.Namespace) -> str:
         metrics = json.loads(Path(f"{tmp}/factors/metrics.json").read_text())
     h = metrics["heldout"]
     return (
-        f"{rows:,} synthetic events (appreciations 14.8%, views the rest; user and item ids drawn independently "
-        "from power laws over 1.9M ids each, so the log has popularity but no taste structure: a scale test, "
-        "not a quality test): "
-        f"{stats['before']['pairs']:,} user–item pairs, {stats['after']['pairs']:,} after filtering "
+        f"{rows:,} synthetic events: appreciations 14.8%, views the rest.\n"
+        "User and item ids are drawn independently from power laws over 1.9M ids each (bench/_platform.py's DuckDB "
+        "log).\nSo the log has popularity but no taste structure: a scale test, not a quality test.\n"
+        f"It holds {stats['before']['pairs']:,} user–item pairs, {stats['after']['pairs']:,} after filtering "
         f"({stats['after']['users']:,} users × {stats['after']['items']:,} items).\n\n"
         + "\n".join(lines)
-        + f"\n\nPeak RSS {peak:.2f} GB (target ≤ 16 GB: {'met' if peak <= 16 else 'missed'}); ingest streams the log "
-        f"through DuckDB, factorize loads only the pair arrays. Held-out recall@{h['k']} (no structure to find, "
-        f"so popularity should win): model "
+        + f"\n\nPeak RSS {peak:.2f} GB (target ≤ 16 GB: {'met' if peak <= 16 else 'missed'}).\n"
+        "Ingest streams the log through DuckDB; factorize loads only the pair arrays.\n"
+        f"Held-out recall@{h['k']} has no structure to find, so popularity should win: model "
         f"{h['model']['recall']:.3f}, popularity {h['popularity']['recall']:.3f}.\n"
     )
 

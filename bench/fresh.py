@@ -216,12 +216,15 @@ N events include it is shown the catalogue as `Live.rank` orders it (every item 
 the share of those items the new one beats (ties ½); recall@k whether it makes the top k (random tie-break). Means
 are over (user, new item) pairs; intervals are a paired bootstrap that resamples users and items together.
 
-The rows differ only in how a new item's factors are predicted before its own events take over (after
-`live.warm_after` = 5): the run's rule as `add` applies it (its content model: learned image + title + tags), ridge
-maps from learned or ImageNet image features (fit on the batch's warm items, λ chosen on its valid cold items, as
-`evaluate` does), the content model without the image, and the mean item vector. Popularity (events so far) and
-random scores rank the same candidates. Nothing was tuned on the data after the cut: the cut, N, k and every
-setting were fixed before the replay ran."""
+The rows differ only in how a new item's factors are predicted before its own events take over (after `live.warm_after` = 5):
+
+- the run's rule as `add` applies it (its content model: learned image + title + tags);
+- ridge maps from learned or ImageNet image features, fit on the batch's warm items, λ chosen on its valid cold items (as `evaluate` does);
+- the content model without the image;
+- the mean item vector.
+
+Popularity (events so far) and random scores rank the same candidates.
+Nothing was tuned on the data after the cut: the cut, N, k and every setting were fixed before the replay ran."""
 
 
 def batch_minutes(run: Path) -> float:

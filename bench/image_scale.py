@@ -295,24 +295,54 @@ def table(points: list[dict[str, Any]]) -> str:
 
 
 def details(points: list[dict[str, Any]]) -> str:
-    rows = []
-    for p in points:
-        sel, emb = p["selection"], p["embed"]
-        capped = p.get("selection_capped")
-        more = f"; capped: calls {capped['calls']} s, sample {capped['sample']}" if capped else ""
-        split = "; ".join(
-            f"{name} {p[name]['anon_gb']:.2f} GB anonymous + {p[name]['file_gb']:.2f} GB mapped files"
-            for name in ("epoch", "selection", "embed")
-            if "anon_gb" in p[name]
+    """Epoch selection's calls and samples, then each step's resident memory and embed's pass: two tables."""
+
+    def n(x: Any) -> str:
+        return f"{x:,}" if isinstance(x, int) else "–"
+
+    def sample(sel: dict[str, Any]) -> str:
+        got = sel["sample"]
+        return (
+            f"{n(got.get('embedded'))} | {n(got.get('fit_items'))} | "
+            f"{n(got.get('select_valid_items'))} of {n(got.get('select_valid_items_of'))} | "
+            f"{n(got.get('select_users'))} of {n(got.get('select_users_of'))}"
         )
-        more += f"; resident at the step's end: {split}" if split else ""
+
+    def calls(sel: dict[str, Any]) -> str:
+        return ", ".join(f"{c:g}" for c in sel["calls"])
+
+    def resident(step: dict[str, Any]) -> str:
+        return f"{step['anon_gb']:.2f} + {step['file_gb']:.2f}" if "anon_gb" in step else "–"
+
+    rows = [
+        "Epoch selection's calls and samples (load average at each size's start in brackets):",
+        "",
+        "| items × users | calls, s | images | fit items | valid items | users | selector built |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        sel, capped = p["selection"], p.get("selection_capped")
+        load = ", ".join(f"{x:.1f}" for x in p["load"])
         rows.append(
-            f"- {p['items']:,} items × {p['users']:,} users (load average at the start "
-            f"{', '.join(f'{x:.1f}' for x in p['load'])}): selection calls {sel['calls']} s over "
-            f"{sel['images']:,} images (sample {sel['sample']}), selector built in {sel['setup_seconds']:.1f} s"
-            f"{more}; embed via {emb['runtime']}, export {emb['export_seconds']:.1f} s, "
-            f"{emb.get('after_first_batch_images_per_s', float('nan')):.1f} img/s after the first batch, "
-            f"{emb.get('second_half_images_per_s', float('nan')):.1f} over the second half"
+            f"| {p['items']:,} × {p['users']:,} ({load}) | {calls(sel)} | {sample(sel)} | {sel['setup_seconds']:.1f} s |"
+        )
+        if capped:
+            rows.append(f"| {p['items']:,}, capped | {calls(capped)} | {sample(capped)} | – |")
+    rows += [
+        "",
+        "Resident memory at the step's end (anonymous + mapped files), and embed's pass:",
+        "",
+        "| items | epoch GB | selection GB | embed GB | runtime | export s | img/s after the first batch "
+        "| img/s, second half |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for p in points:
+        emb = p["embed"]
+        rows.append(
+            f"| {p['items']:,} | {resident(p['epoch'])} | {resident(p['selection'])} | {resident(emb)} "
+            f"| {emb['runtime']} | {emb['export_seconds']:.1f} "
+            f"| {emb.get('after_first_batch_images_per_s', float('nan')):.1f} "
+            f"| {emb.get('second_half_images_per_s', float('nan')):.1f} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -374,16 +404,17 @@ def main() -> None:
                 else f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}."
             )
             + "\n\n"
-            "Each cell: images/s (images per CPU second, all threads and decoder processes: what sharing the "
-            "cores inflates least) · the step's seconds (its own timer: cache build, the epoch's loop, the median "
-            "selection call, embed's forward passes) · peak RSS of the step's fresh process. The ratio columns: "
-            "each larger size's rate ÷ the smallest size's (target: within ±15% for cache, epoch and embed; "
-            "selection: seconds per call within ±20% — its sample of valid items stops growing at "
-            "`train.select_valid_items` (2,000; the demo split holds 5% valid items, so it binds from 40K items on), "
-            f"so a second row caps it at {CAPPED}, below every size's valid items). Demo config, 96 px, EfficientNet-Lite0 "
-            f"last-4, {'CUDA' if args.gpu else 'CPU'}.\n\n    python bench/image_scale.py"
-            + (" --gpu" if args.gpu else "")
-            + "\n\n"
+            "Each cell: images/s (images per CPU second, all threads and decoder processes) · the step's seconds "
+            "· peak RSS.\nImages per CPU second is what sharing the cores inflates least.\n"
+            "The seconds are the step's own timer: cache build, the epoch's loop, the median selection call, "
+            "embed's forward passes.\nPeak RSS is that of the step's fresh process.\n"
+            "The ratio columns divide each larger size's rate by the smallest size's.\n"
+            "Targets: within ±15% for cache, epoch and embed; selection seconds per call within ±20%.\n"
+            "Selection's sample of valid items stops growing at `train.select_valid_items` (2,000).\n"
+            "The demo split holds 5% valid items, so that cap binds from 40K items on.\n"
+            f"A second selection row caps the sample at {CAPPED}, below every size's valid items.\n"
+            f"Demo config, 96 px, EfficientNet-Lite0 last-4, {'CUDA' if args.gpu else 'CPU'}.\n\n"
+            "    python bench/image_scale.py" + (" --gpu" if args.gpu else "") + "\n\n"
         )
         title = "The image side at catalogue scale (bench/image_scale.py" + (", GPU)" if args.gpu else ")")
         record(title, intro + body)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import duckdb
+from _platform import powerlaw_log
 from _results import hardware, record, run_measured
 
 HERE = Path(__file__).resolve().parent
@@ -26,28 +26,13 @@ RSS_TARGET_GB = 2.0
 
 
 def generate(rows: int, fmt: str) -> Path:
-    """A log with power-law user activity and item popularity, 4 event kinds and epoch timestamps."""
+    """A log with power-law user activity and item popularity, 4 event kinds and epoch timestamps (cached)."""
     DATA.mkdir(exist_ok=True)
     path = DATA / f"log-{rows}.{fmt}"
     if path.exists():
         return path
-    users, items = max(rows // 40, 10), max(rows // 150, 10)
-    tmp = path.with_suffix(".tmp")
-    options = "(FORMAT parquet, COMPRESSION zstd)" if fmt == "parquet" else "(FORMAT csv, HEADER true)"
-    con = duckdb.connect()
-    con.execute(f"""
-        COPY (
-          SELECT
-            (floor({users} * pow((hash(range) % 1000003) / 1000003.0, 2.2)))::BIGINT AS user_id,
-            (floor({items} * pow((hash(range * 31 + 7) % 1000003) / 1000003.0, 3.0)))::BIGINT AS item_id,
-            CASE WHEN hash(range * 17) % 100 < 80 THEN 'view' WHEN hash(range * 17) % 100 < 93 THEN 'like'
-                 WHEN hash(range * 17) % 100 < 98 THEN 'comment' ELSE 'share' END AS event,
-            1700000000 + (range * 7) % 7776000 AS timestamp
-          FROM range({rows})
-        ) TO '{tmp}' {options}""")
-    con.close()
-    tmp.rename(path)
-    return path
+    events = [("view", 80), ("like", 93), ("comment", 98), ("share", 100)]
+    return powerlaw_log(path, rows, max(rows // 40, 10), max(rows // 150, 10), (2.2, 3.0), events, timestamps=True)
 
 
 def bare_scan_cmd(path: Path, fmt: str) -> list[str]:

@@ -262,14 +262,21 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def by_epoch(rows: list[dict[str, Any]]) -> str:
-    """The selection score of every epoch, per variant: where training helped, stalled or hurt."""
-    parts = [
-        f"{r['variant']} {v[0]:.3f} → " + ", ".join(f"{x:.3f}" for x in v[1:])
-        for r in rows
-        if (v := r.get("select_valid_auc_by_epoch")) and None not in v
+    """The selection score of every epoch, per variant, as a table: where training helped, stalled or hurt."""
+    scored = [(r["variant"], v) for r in rows if (v := r.get("select_valid_auc_by_epoch")) and None not in v]
+    if not scored:
+        return ""
+    epochs = max(len(v) for _, v in scored)
+    lines = [
+        "",
+        "Selection score by epoch: valid cold AUC, ridge on 1,000 warm items; epoch 0 is the untrained start.",
+        "",
+        "| variant | " + " | ".join(str(e) for e in range(epochs)) + " |",
+        "|---|" + "---:|" * epochs,
     ]
-    head = "\nSelection score by epoch (valid cold AUC, ridge on 1,000 warm items; first value = the untrained start): "
-    return head + "; ".join(parts) + ".\n" if parts else ""
+    for name, v in scored:
+        lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in v) + " |" * (1 + epochs - len(v)))
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

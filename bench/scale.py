@@ -9,12 +9,13 @@ exponent of each between sizes (issue 23, part 1).
     python bench/scale.py --sizes 100000,423000 --keep     # keeps the platforms (prints where)
     python bench/scale.py --sizes 100000,423000 --reuse /tmp/socialfeat-scale-x   # every stage again on them
 
-The platform is made fast, vectorised, on the simulator's taste model (socialfeat.data.simulate): items get its
-attributes (palette, texture, composition, object) and log-normal popularity, users its sparse Dirichlet tastes and
-power-law activity; a view picks a taste class (palette × texture × composition) with probability ∝ affinity³ ×
-the class's popularity mass (20% exploring by popularity alone), then an item of that class ∝ popularity — the
-simulator's distribution, drawn with replacement and de-duplicated instead of by a Gumbel top-k over every item.
-A view is liked with the simulator's sigmoid of affinity and popularity. No bots, comments or shares.
+The platform is bench/_platform.py's taste platform, made fast, vectorised, on the simulator's taste model
+(socialfeat.data.simulate): items get its attributes (palette, texture, composition, object) and log-normal
+popularity, users its sparse Dirichlet tastes and power-law activity; a view picks a taste class (palette × texture
+× composition) with probability ∝ affinity³ × the class's popularity mass (20% exploring by popularity alone), then
+an item of that class ∝ popularity — the simulator's distribution, drawn with replacement and de-duplicated instead
+of by a Gumbel top-k over every item. A view is liked with the simulator's sigmoid of affinity and popularity. No
+bots, comments or shares.
 
 Images: every item's path is a hard link to one 8×8 PNG, so ingest keeps the items (it drops an item whose image
 file is missing) at the cost of one directory entry each. Features: no CNN — ``features/{learned,imagenet,random}
@@ -42,140 +43,15 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _platform import USERS_PER_ITEM, D, taste_platform  # noqa: E402
 from _results import exponent, hardware, record  # noqa: E402
 
 SEED_ITEMS, SEED_INTERACTIONS = 423_000, 31_000_000
-USERS_PER_ITEM = 0.73
-D = 1280  # EfficientNet-Lite0's pooled width, what embed writes for every source
 # serve start-up: the first, which also exports each source's encoder to ONNX (cached in RUN/export/); the
 # restart: the same with the export cached — what grows with the catalogue
 STAGES = ("ingest", "factorize", "targets", "index", "content", "evaluate", "report", "serve start-up", "serve restart")
 EMBEDDED = ("learned", "imagenet", "random")
 EVAL_SOURCES = (*EMBEDDED, "metadata")
-
-
-# ---------------------------------------------------------------------------------------------- the platform
-def make_platform(folder: Path, n_items: int, n_users: int, n_interactions: int, seed: int = 0) -> dict:
-    """interactions.parquet, items.csv, images/ (hard links) and latent.npz (item attributes) in ``folder``."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    from socialfeat.data import simulate as sim
-
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    items = sim.sample_items(n_items, rng)
-    attrs = list(sim.TASTE_WEIGHT)  # palette, texture, composition: what taste is about
-    sizes = [len(sim.ATTR_VALUES[a]) for a in attrs]
-    n_class = int(np.prod(sizes))
-    cls = np.ravel_multi_index(tuple(items[a] for a in attrs), sizes)  # item → taste class
-    pop = items["popularity"]
-    # affinity of every user to every class, as simulate.affinity (users × 120)
-    taste = {a: rng.dirichlet([sim.TASTE_ALPHA[a]] * len(sim.ATTR_VALUES[a]), n_users) for a in attrs}
-    grid = np.unravel_index(np.arange(n_class), sizes)
-    aff = sum((sim.TASTE_WEIGHT[a] * k) * taste[a][:, g] for a, k, g in zip(attrs, sizes, grid, strict=True))
-    aff = aff.astype(np.float32)
-    mass = np.bincount(cls, weights=pop, minlength=n_class)  # popularity mass of each class
-    weighted = aff**sim.TASTE_SHARPNESS * mass
-    q = (1 - sim.EXPLORE) * weighted / weighted.sum(1, keepdims=True) + sim.EXPLORE * mass / mass.sum()
-    cum_q = np.cumsum(q, axis=1)
-    cum_q /= cum_q[:, -1:]
-    # items by class, cumulative popularity: an item of class c ∝ popularity is a searchsorted in c's span
-    order = np.argsort(cls, kind="stable")
-    cum_pop = np.cumsum(pop[order])
-    ends = np.cumsum(np.bincount(cls, minlength=n_class))
-    lo = np.r_[0.0, cum_pop][ends - np.bincount(cls, minlength=n_class)]
-    hi = cum_pop[ends - 1]
-    logpop = np.log(pop)
-    zpop = (logpop - logpop.mean()) / max(float(logpop.std()), 1e-9)
-
-    def p_like(u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(sim.LIKE_SLOPE * (aff[u, cls[i]] - sim.LIKE_MID) + 0.4 * zpop[i])))
-
-    def draw(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        users = np.repeat(np.arange(n_users), counts)
-        out = np.empty(len(users), np.int64)
-        for s in range(0, len(users), 1 << 20):
-            u = users[s : s + (1 << 20)]
-            r = rng.random(len(u))[:, None]
-            c = np.minimum((cum_q[u] < r).sum(1), n_class - 1)
-            x = lo[c] + rng.random(len(u)) * (hi[c] - lo[c])
-            out[s : s + len(u)] = order[np.minimum(np.searchsorted(cum_pop, x, side="right"), n_items - 1)]
-        return users, out
-
-    # views so that views + likes ≈ n_interactions: the like rate from a pilot sample
-    pilot_u = rng.integers(0, n_users, 100_000)
-    _, pilot_i = draw(np.bincount(pilot_u, minlength=n_users))
-    like_rate = float(p_like(np.repeat(np.arange(n_users), np.bincount(pilot_u, minlength=n_users)), pilot_i).mean())
-    target_views = round(n_interactions / (1 + like_rate))
-    activity = rng.pareto(1.6, n_users) + 1.0
-    cap = max(1, min(n_items // 2, int(25 * target_views / n_users)))
-    counts = sim._scale_to_mean(activity, target_views / n_users, cap)
-    pairs = np.empty(0, np.int64)
-    for _ in range(4):  # top up what de-duplication took
-        short = target_views - len(pairs)
-        if short <= 0.01 * target_views:
-            break
-        scale = short / counts.sum()
-        extra = rng.binomial(counts, min(1.0, scale * 1.05)) if scale < 1 else counts
-        u, i = draw(extra)
-        pairs = np.unique(np.concatenate([pairs, u * n_items + i]))
-    pairs = pairs[rng.permutation(len(pairs))[:target_views]]
-    vu, vi = pairs // n_items, pairs % n_items
-    liked = rng.random(len(vu)) < p_like(vu, vi)
-    t_view = 1_709_251_200 + rng.integers(0, sim.HORIZON_S, len(vu))
-    t_like = t_view[liked] + 1 + np.floor(rng.exponential(8.0, int(liked.sum()))).astype(np.int64)
-    table = pa.table(
-        {
-            "user_id": np.concatenate([vu, vu[liked]]),
-            "item_id": np.concatenate([vi, vi[liked]]),
-            "event": pa.DictionaryArray.from_arrays(
-                np.r_[np.zeros(len(vu), np.int8), np.ones(int(liked.sum()), np.int8)], ["view", "like"]
-            ),
-            "timestamp": np.concatenate([t_view, t_like]),
-        }
-    )
-    pq.write_table(table, folder / "interactions.parquet")
-    # items: image (a hard link to one PNG), title, tags correlated with the taste class, a year
-    images = folder / "images"
-    images.mkdir()
-    from PIL import Image
-
-    links = 60_000  # ext4 allows 65,000 links to one inode: a fresh copy of the PNG for every 60,000 items
-    for k in range(n_items):
-        blank = folder / f"blank-{k // links}.png"
-        if k % links == 0:
-            Image.new("RGB", (8, 8), (128, 128, 128)).save(blank)
-        os.link(blank, images / f"{k}.png")
-    words = {a: [sim.VOCAB[a][v] for v in sim.ATTR_VALUES[a]] for a in attrs}
-    pick = {a: rng.integers(0, 5, n_items) for a in attrs}
-    topic = cls * 30 + rng.integers(0, 30, n_items)  # 3,600 class-correlated tags
-    noise = rng.integers(0, 500, n_items)
-    objects = sim.ATTR_VALUES["object"]
-    tags = [
-        f"{words['palette'][p][a]}|{words['texture'][t][b]}|{words['composition'][c][d]}|{objects[o]}|t{tp}|n{nz}"
-        for p, a, t, b, c, d, o, tp, nz in zip(
-            items["palette"], pick["palette"], items["texture"], pick["texture"], items["composition"],
-            pick["composition"], items["object"], topic, noise, strict=True,
-        )
-    ]  # fmt: skip
-    adj, noun = rng.integers(0, len(sim.TITLE_ADJ), n_items), rng.integers(0, len(sim.TITLE_NOUN), n_items)
-    titles = [f"{sim.TITLE_ADJ[a]} {sim.TITLE_NOUN[b]} {k}" for k, (a, b) in enumerate(zip(adj, noun, strict=True))]
-    year = np.round(1990 + 3.0 * items["palette"] + rng.normal(0, 3, n_items))
-    year[rng.random(n_items) < 0.05] = np.nan
-    items_table = pa.table(
-        {
-            "item_id": np.arange(n_items),
-            "image": [f"images/{k}.png" for k in range(n_items)],
-            "title": titles,
-            "tags": tags,
-            "year": pa.array(year, mask=np.isnan(year)),
-        }
-    )
-    pcsv.write_csv(items_table, folder / "items.csv")
-    np.savez(folder / "latent.npz", **{a: items[a] for a in sim.ATTR_VALUES}, popularity=pop)
-    return {"views": len(vu), "likes": int(liked.sum()), "seconds": time.perf_counter() - t0}
 
 
 def write_features(platform: Path, run: Path, config_path: Path, seed: int = 0) -> float:
@@ -386,7 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.make:
         folder = Path(args.make[0])
-        made = make_platform(folder, *map(int, args.make[1:]))
+        made = taste_platform(folder, *map(int, args.make[1:]))
         (folder / "made.json").write_text(json.dumps(made))
         return
     if args.features:

@@ -5,8 +5,8 @@ which issue 24 wants the same at every catalogue size (within ±20%).
     python bench/selection.py --backbone tf_efficientnet_lite0 # the demo's backbone (minutes per call on 2 busy cores)
     python bench/selection.py --unsampled 10000,30000          # also every user and every valid item (before)
 
-Each size is a run folder planted the way bench/evaluate_scale.py plants its problem (64-d latent taste; users 0.73
-per item; each user's 10 cold interactions are the best of 40 random cold items), written as factorize writes it
+Each size is a run folder with bench/_platform.py's planted problem, as bench/evaluate_scale.py uses it (64-d
+latent taste; users 0.73 per item; each user's 10 cold interactions are the best of 40 random cold items), written as factorize writes it
 (item_split, item_factors, user_factors, cold_interactions), with an image cache of the demo's size whose rows are
 random pixels (a sparse file: only the rows a selection reads are written). 25% of the items are valid cold items,
 so the 2,000-item cap (`train.select_valid_items`) binds at every size. The model is the tiny test backbone at the
@@ -21,7 +21,6 @@ least).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -33,44 +32,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _platform import USERS_PER_ITEM, F, plant, write_factors  # noqa: E402
 from _results import record  # noqa: E402
 
-F = 64  # ALS factors
 VALID, TEST = 0.25, 0.15  # cold fractions of the catalogue
 
 
-def plant(run: Path, n_items: int, image_size: int, seed: int = 0) -> None:
+def make(run: Path, n_items: int, image_size: int, seed: int = 0) -> None:
     """A run folder with factorize's four outputs for ``n_items`` items and an image cache (sparse, unwritten)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(seed)
-    n_users = round(0.73 * n_items)
-    v = (rng.normal(size=(n_items, F)) / math.sqrt(F)).astype(np.float32)
-    u = rng.normal(size=(n_users, F)).astype(np.float32)
-    split = rng.choice(3, n_items, p=[1 - VALID - TEST, VALID, TEST])
-    cold = np.flatnonzero(split > 0)
-    candidates = cold[rng.integers(0, len(cold), (n_users, 40))]
-    taste = np.einsum("uf,ucf->uc", u, v[candidates]) + rng.normal(0, 0.3, candidates.shape).astype(np.float32)
-    liked = np.take_along_axis(candidates, np.argsort(-taste, axis=1)[:, :10], axis=1)
-    pairs = np.unique(np.arange(n_users)[:, None] * n_items + liked)
-    train = np.flatnonzero(split == 0)
-    noisy = v[train] + rng.normal(0, 0.05, (len(train), F)).astype(np.float32)
-
-    def vectors(x: np.ndarray) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), F)
-
-    out = run / "factors"
-    out.mkdir(parents=True)
-    ids = [f"i{i:07d}" for i in range(n_items)]
-    names = np.array(["train", "valid", "test"])[split].tolist()
-    pq.write_table(
-        pa.table({"item_idx": np.arange(n_items), "item_id": ids, "split": names}), out / "item_split.parquet"
-    )
-    pq.write_table(pa.table({"item_idx": train, "factors": vectors(noisy)}), out / "item_factors.parquet")
-    pq.write_table(pa.table({"user_idx": np.arange(n_users), "factors": vectors(u)}), out / "user_factors.parquet")
-    pairs_t = pa.table({"user_idx": pairs // n_items, "item_idx": pairs % n_items})
-    pq.write_table(pairs_t, out / "cold_interactions.parquet")
+    planted = plant(n_items, round(USERS_PER_ITEM * n_items), seed, valid=VALID, test=TEST)
+    write_factors(run, planted, [f"i{i:07d}" for i in range(n_items)])
     cache = run / "cache"
     cache.mkdir()
     np.lib.format.open_memmap(cache / "images.npy", "w+", np.uint8, (n_items, image_size, image_size, 3)).flush()
@@ -123,7 +94,7 @@ def main() -> None:
         cases: dict[tuple[int, str], tuple[object, float]] = {}
         for n in sorted(set(sizes) | set(unsampled)):
             t0 = time.perf_counter()
-            plant(Path(tmp) / str(n), n, args.image_size)
+            make(Path(tmp) / str(n), n, args.image_size)
             planted = time.perf_counter() - t0
             if n in sizes:
                 cases[(n, "sampled")] = selector(Path(tmp) / str(n), args.users, args.valid_items)
@@ -164,15 +135,20 @@ def main() -> None:
         return statistics.median(m / r for m, r in zip(mine, ref[what][-len(mine) :], strict=True))
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    argv, threads = " ".join(sys.argv[1:]), torch.get_num_threads()
     lines = [
-        f"`python bench/selection.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` — "
-        f"`{args.backbone}` at {args.image_size} px, untrained, CPU ({torch.get_num_threads()} torch thread(s)); "
-        f"`train.select_users` {args.users:,}, `train.select_valid_items` {args.valid_items:,}, `select_items` 1,000 "
-        f"warm items, 7 λ. Planted run folders (users 0.73 per item, 25% valid cold items; see the script). "
-        f"Load average when done: {load} (other processes shared the cores; the sizes were timed in alternating "
-        f"rounds, so load falls on each alike; seconds: a size's fastest of {args.rounds} calls, an unsampled "
-        "case's one call in the last round; × the smallest: the median over rounds of the ratio to the smallest size "
-        "in the same round; CPU seconds are the process's own, which contention inflates least).",
+        f"    python bench/selection.py{' ' + argv if argv else ''}",
+        "",
+        f"- Model: `{args.backbone}` at {args.image_size} px, untrained, on CPU with {threads} torch "
+        f"thread{'s' if threads != 1 else ''}.",
+        f"- Settings: `train.select_users` {args.users:,}, `train.select_valid_items` {args.valid_items:,}, "
+        "`select_items` 1,000 warm items, 7 λ.",
+        "- Data: run folders holding bench/_platform.py's planted problem (users 0.73 per item, 25% valid cold items).",
+        f"- Load average when done: {load}. The sizes were timed in alternating rounds, so load falls on each alike.",
+        f"- Seconds: a size's fastest of {args.rounds} call{'s' if args.rounds != 1 else ''}. An unsampled case makes "
+        "one call, in the last round.",
+        "- × the smallest: the median over rounds of the ratio to the smallest size in the same round.",
+        "- CPU seconds are the process's own, which contention inflates least.",
         "",
         "| items | users ranked | valid cold items | positives per user | embedded | setup s (once) "
         "| s per selection | × the smallest | CPU s | × the smallest | of which ridge + ranking, CPU s | valid AUC |",
@@ -194,11 +170,12 @@ def main() -> None:
     off, off_cpu = max(abs(w - 1) for w in walls), max(abs(c - 1) for c in cpus)
     verdict = "met" if max(off, off_cpu) <= 0.2 else ("met in CPU seconds" if off_cpu <= 0.2 else "not met")
     note = (
-        f"\n\nFarthest from the smallest size: {off:.0%} in wall seconds, {off_cpu:.0%} in CPU seconds (target: "
-        f"within ±20% from {sizes[0]:,} to {sizes[-1]:,} items: {verdict}). Every selection embeds the same rows and ranks "
-        "the same users × items; what still differs is how many of a sampled user's positives fall among the sampled "
-        "valid items (more in a small catalogue), and the per-user AUC counts in one pass per positive. The setup "
-        "(reading the split, drawing the samples) is once per training and grows with the catalogue."
+        f"\n\nFarthest from the smallest size: {off:.0%} in wall seconds, {off_cpu:.0%} in CPU seconds.\n"
+        f"The target, within ±20% from {sizes[0]:,} to {sizes[-1]:,} items, is {verdict}.\n"
+        "Every selection embeds the same rows and ranks the same users × items.\n"
+        "What still differs is how many of a sampled user's positives fall among the sampled valid items: more in a "
+        "small catalogue.\nThe per-user AUC counts in one pass per positive.\n"
+        "The setup (reading the split, drawing the samples) runs once per training and grows with the catalogue."
     )
     print(note.strip())
     if not args.no_record:

@@ -1,8 +1,8 @@
 """The web explorer under load: ``socialfeat serve`` on 127.0.0.1 with 100,000 items, 8 concurrent clients for 60 s.
 
-The index size is what matters for lookups, so the 100k items carry synthetic features (a mixture of 1,000 clusters,
-the dimensions of the real run); uploads go through the real trained model and ImageNet model of a demo run and
-real photos (../shared/data/imagenet-sample, JPEGs of a few hundred KB). Five clients ask for neighbours by id
+The index size is what matters for lookups, so the 100k items carry synthetic features (bench/_platform.py's
+clustered run: a mixture of 1,000 clusters, the dimensions of the real run); uploads go through the real trained
+model and ImageNet model of a demo run and real photos (../shared/data/imagenet-sample, JPEGs of a few hundred KB). Five clients ask for neighbours by id
 (learned or ImageNet, k=12), two upload photos (neighbours under both sources + predicted audience) and one
 searches titles (a word of a title or a piece of an id, one page of 60), each client sending its next request as
 soon as the last one answered. The clients run in this process, on the same 2 cores as the server: the figures
@@ -27,7 +27,6 @@ import http.client
 import json
 import multiprocessing
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,132 +36,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _platform import clustered_run  # noqa: E402
 from _results import record  # noqa: E402
-
-from socialfeat.config import load_config  # noqa: E402
-from socialfeat.features import vectors_column  # noqa: E402
-from socialfeat.index import build_index  # noqa: E402
 
 PHOTOS = HERE.parent.parent / "shared" / "data" / "imagenet-sample"
 TARGETS_MS = {"by id": 50.0, "upload": 300.0, "title search": 50.0}
-
-
-def _width(path: Path, column: str) -> int:
-    return pq.read_schema(path).field(column).type.list_size
-
-
-def synthetic_run(
-    demo: Path, out: Path, n: int, users: int | None = None, interactions: int | None = None, seed: int = 0
-) -> dict[str, float]:
-    """A run of ``n`` items with clustered synthetic features of the demo's widths, the demo's model and images
-    (cycled), and the demo's users or ``users`` planted ones with random factors — big enough to load the index
-    and the log like a real platform would. Returns build seconds."""
-    rng = np.random.default_rng(seed)
-    for part in ("model", "factors"):
-        (out / part).mkdir(parents=True, exist_ok=True)
-    (out / "dataset").mkdir(parents=True, exist_ok=True)
-    (out / "features").mkdir(parents=True, exist_ok=True)
-    factors = _width(demo / "factors" / "item_factors.parquet", "factors")
-    if users is None:
-        shutil.copy(demo / "dataset" / "users.parquet", out / "dataset" / "users.parquet")
-    else:
-        pq.write_table(
-            pa.table(
-                {
-                    "user_id": [f"v{u:07d}" for u in range(users)],
-                    "user_idx": pa.array(np.arange(users), pa.int32()),
-                    "n_items": pa.array(np.full(users, 1), pa.int32()),
-                }
-            ),
-            out / "dataset" / "users.parquet",
-        )
-    stats = json.loads((demo / "dataset" / "stats.json").read_text())
-    (out / "dataset" / "stats.json").write_text(json.dumps(stats))
-    demo_items = pq.read_table(demo / "dataset" / "items.parquet", columns=["image", "title", "tags"]).to_pylist()
-    ids = [f"s{i:06d}" for i in range(n)]
-    source = [demo_items[i % len(demo_items)] for i in range(n)]
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": ids,
-                "item_idx": pa.array(np.arange(n), pa.int32()),
-                "image": [s["image"] for s in source],
-                "title": [f"{s['title']} #{i}" for i, s in enumerate(source)],
-                "tags": [s["tags"] for s in source],
-                "n_users": pa.array(rng.integers(1, 500, n), pa.int32()),
-            }
-        ),
-        out / "dataset" / "items.parquet",
-    )
-    user_idx = pq.read_table(out / "dataset" / "users.parquet", columns=["user_idx"]).column("user_idx").to_numpy()
-    pairs = interactions or 20 * n // 10
-    log_users = np.sort(rng.choice(user_idx, pairs))  # ingest writes the log sorted by user
-    pq.write_table(
-        pa.table(
-            {
-                "user_idx": pa.array(log_users, pa.int32()),
-                "item_idx": pa.array(rng.integers(0, n, pairs), pa.int32()),
-                "weight": pa.array(np.ones(pairs, np.float32)),
-            }
-        ),
-        out / "dataset" / "interactions.parquet",
-    )
-    if users is None:
-        shutil.copy(demo / "factors" / "user_factors.parquet", out / "factors" / "user_factors.parquet")
-    else:
-        pq.write_table(
-            pa.table(
-                {
-                    "user_id": [f"v{u:07d}" for u in range(users)],
-                    "user_idx": pa.array(np.arange(users), pa.int32()),
-                    "factors": vectors_column(rng.normal(0, 0.3, (users, factors)).astype(np.float32)),
-                }
-            ),
-            out / "factors" / "user_factors.parquet",
-        )
-    split = np.where(rng.random(n) < 0.2, "test", "train")
-    pq.write_table(
-        pa.table({"item_id": ids, "item_idx": pa.array(np.arange(n), pa.int32()), "split": split}),
-        out / "factors" / "item_split.parquet",
-    )
-    warm = np.flatnonzero(split == "train")
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": [ids[i] for i in warm],
-                "item_idx": pa.array(warm, pa.int32()),
-                "factors": vectors_column(rng.normal(0, 0.3, (len(warm), factors))),
-            }
-        ),
-        out / "factors" / "item_factors.parquet",
-    )
-    # the model after the factors it was trained on, the features after the model: the run is current
-    shutil.copytree(demo / "model", out / "model", dirs_exist_ok=True)
-    for path in (out / "model").rglob("*"):
-        path.touch()
-    seconds = {}
-    for name in ("learned", "imagenet"):
-        path = demo / "features" / f"{name}.parquet"
-        schema = pq.read_schema(path)
-        columns: dict[str, pa.Array] = {"item_id": pa.array(ids)}
-        for field in schema:
-            if field.name == "item_id":
-                continue
-            d = field.type.list_size
-            centres = rng.normal(0, 1, (1000, d)).astype(np.float32)
-            vectors = centres[rng.integers(0, 1000, n)] + rng.normal(0, 0.5, (n, d)).astype(np.float32)
-            columns[field.name] = vectors_column(np.abs(vectors) if field.name == "features" else vectors)
-        pq.write_table(pa.table(columns), out / "features" / f"{name}.parquet")
-        shutil.copy(demo / "features" / f"{name}.json", out / "features" / f"{name}.json")
-        t0 = time.perf_counter()
-        build_index(load_config(None, []), out, name, "features")
-        seconds[name] = time.perf_counter() - t0
-    return seconds
 
 
 def peak_rss_gb(pid: int) -> float:
@@ -359,7 +241,7 @@ def main() -> None:
         if (run / "features" / "imagenet.faiss").is_file():
             index_s = {"reused": 0.0}
         else:
-            index_s = synthetic_run(args.run, run, args.items, args.users, args.interactions)
+            index_s = clustered_run(args.run, run, args.items, args.users, args.interactions)
         print(f"synthetic run of {args.items:,} items in {time.perf_counter() - t0:.0f} s "
               f"(indexes: {', '.join(f'{k} {v:.0f} s' for k, v in index_s.items())})")  # fmt: skip
         ids = [f"s{i:06d}" for i in range(args.items)]
@@ -384,20 +266,26 @@ def main() -> None:
                 proc.wait(30)
             print(f"{runtime}: {len(results[runtime]['latencies']['upload'])} uploads", flush=True)
     kinds = ", ".join(f"{k} {v['kind']} index of {v['dimension']}-d" for k, v in health["sources"].items())
+    flags = (
+        f"--run {args.run} --runtime {args.runtime} --items {args.items}"
+        f"{f' --users {args.users}' if args.users else ''}"
+        f"{f' --interactions {args.interactions}' if args.interactions else ''}"
+        f"{''.join(f' --server-set {x}' for x in args.server_set)} --seconds {args.seconds:g}"
+    )
+    kb = np.mean([p.stat().st_size for p in photos]) / 1e3
+    by_id = args.clients - args.uploaders - args.searchers
     lines = [
-        f"`python bench/serve.py --run {args.run} --runtime {args.runtime} --items {args.items}"
-        f"{f' --users {args.users}' if args.users else ''}{f' --interactions {args.interactions}' if args.interactions else ''}"
-        f"{''.join(f' --server-set {x}' for x in args.server_set)} --seconds {args.seconds:g}` — {args.items:,} items ({kinds}), "
-        f"{health['users']:,} users, the models of {args.run} "
-        f"for uploads ({health['sources']['learned']['image_size']} px), "
-        f"{args.clients} concurrent clients for {args.seconds:.0f} s per runtime "
-        f"({args.clients - args.uploaders - args.searchers} by id, {args.searchers} searching titles, "
-        f"{args.uploaders} uploading {len(photos)} ImageNet photos, ~{np.mean([p.stat().st_size for p in photos]) / 1e3:.0f} KB"
-        f" each); server start-up {', '.join(f'{k} {v:.1f} s' for k, v in starts.items())} (onnx: includes a first "
-        f"export when the run had none), server peak RSS at start-up / after the load "
-        f"{', '.join(f'{k} {a:.2f} / {b:.2f} GB' for k, (a, b) in rss.items())}, "
-        f"index build {sum(index_s.values()):.0f} s. Runtimes measured one after the "
-        "other in this run, on the same machine.",
+        f"    python bench/serve.py {flags}",
+        "",
+        f"- {args.items:,} items ({kinds}) and {health['users']:,} users.",
+        f"- Uploads go through the models of {args.run} ({health['sources']['learned']['image_size']} px).",
+        f"- {args.clients} concurrent clients for {args.seconds:.0f} s per runtime: {by_id} by id, {args.searchers} "
+        f"searching titles, {args.uploaders} uploading {len(photos)} ImageNet photos (~{kb:.0f} KB each).",
+        f"- Server start-up: {', '.join(f'{k} {v:.1f} s' for k, v in starts.items())}.",
+        "  An onnx start-up includes a first export when the run had none.",
+        "- Server peak RSS at start-up / after the load: "
+        f"{', '.join(f'{k} {a:.2f} / {b:.2f} GB' for k, (a, b) in rss.items())}.",
+        f"- Index build {sum(index_s.values()):.0f} s. The runtimes ran one after the other, on the same machine.",
         "",
         "| runtime | request | requests | per s | p50 ms | p90 ms | p99 ms | max ms | errors | p99 target | p99 / target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -39,18 +39,28 @@ def text(value: str) -> str:
 def paragraphs(help_text: str) -> list[str]:
     """A docstring's paragraphs, each on one line (click's ``\\b`` no-rewrap markers dropped)."""
     blocks = re.split(r"\n\s*\n", help_text.replace("\b", "").strip())
-    return [" ".join(line.strip() for line in block.splitlines()) for block in blocks if block.strip()]
+    return [
+        " ".join(line.strip() for line in block.splitlines())
+        for block in blocks
+        if block.strip()
+    ]
 
 
 def _params_table(command: Any, ctx: Any) -> list[str]:
     rows = []
     for param in command.get_params(ctx):
         record = param.get_help_record(ctx)
-        if record is None or record[0] == "--help":  # hidden, or the same --help on every command
+        if (
+            record is None or record[0] == "--help"
+        ):  # hidden, or the same --help on every command
             continue
         names, help_text = record
         rows.append(f"| `{names}` | {text(' '.join(help_text.split()))} |")
-    return ["| argument or option | what it does |", "| --- | --- |", *rows] if rows else []
+    return (
+        ["| argument or option | what it does |", "| --- | --- |", *rows]
+        if rows
+        else []
+    )
 
 
 def _section(command: Any, ctx: Any, path: str, anchor: str, level: str) -> list[str]:
@@ -89,7 +99,10 @@ def main(argv: list[str]) -> int:
     page = render()
     if "--check" in argv:
         if not PAGE.is_file() or PAGE.read_text(encoding="utf-8") != page:
-            print("docs/reference/cli.md is out of date; run: make docs-cli", file=sys.stderr)
+            print(
+                "docs/reference/cli.md is out of date; run: make docs-cli",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PAGE.parent.mkdir(parents=True, exist_ok=True)

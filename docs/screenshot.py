@@ -18,14 +18,22 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 HERE = Path(__file__).resolve().parent
-PHOTO = HERE.parent.parent / "shared" / "data" / "imagenet-sample" / "n01530575_brambling.JPEG"
+PHOTO = (
+    HERE.parent.parent
+    / "shared"
+    / "data"
+    / "imagenet-sample"
+    / "n01530575_brambling.JPEG"
+)
 
 
 def main(run: Path, content: tuple[str, str, Path] | None = None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "socialfeat", "serve", str(run), "--port", str(port)])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "socialfeat", "serve", str(run), "--port", str(port)]
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -45,12 +53,18 @@ def main(run: Path, content: tuple[str, str, Path] | None = None) -> None:
             page.wait_for_selector("#similar-imagenet .card")
             expect(page.locator("#similar-learned .card")).to_have_count(12)
             page.wait_for_timeout(1500)  # thumbnails
-            page.screenshot(path=str(HERE / "explorer-item.jpg"), full_page=False, quality=80)
+            page.screenshot(
+                path=str(HERE / "explorer-item.jpg"), full_page=False, quality=80
+            )
             page.click("nav a[data-tab=upload]")
             page.set_input_files("#file", str(PHOTO))
-            page.wait_for_selector("#upload-results:not([hidden]) #upload-learned .card")
+            page.wait_for_selector(
+                "#upload-results:not([hidden]) #upload-learned .card"
+            )
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(HERE / "explorer-upload.jpg"), full_page=False, quality=80)
+            page.screenshot(
+                path=str(HERE / "explorer-upload.jpg"), full_page=False, quality=80
+            )
             if content:  # a run with a content model: an upload described by its title and tags too
                 title, tags, poster = content
                 page.reload()
@@ -60,7 +74,11 @@ def main(run: Path, content: tuple[str, str, Path] | None = None) -> None:
                 page.set_input_files("#file", str(poster))
                 page.wait_for_selector("#upload-content:not([hidden])")
                 page.wait_for_timeout(1500)
-                page.screenshot(path=str(HERE / "explorer-upload-content.jpg"), full_page=False, quality=80)
+                page.screenshot(
+                    path=str(HERE / "explorer-upload-content.jpg"),
+                    full_page=False,
+                    quality=80,
+                )
             browser.close()
     finally:
         server.terminate()
@@ -70,4 +88,7 @@ def main(run: Path, content: tuple[str, str, Path] | None = None) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(Path(args[0] if args else "runs/demo"), (args[1], args[2], Path(args[3])) if len(args) == 4 else None)
+    main(
+        Path(args[0] if args else "runs/demo"),
+        (args[1], args[2], Path(args[3])) if len(args) == 4 else None,
+    )

@@ -26,7 +26,8 @@ def chromium() -> Iterator[Browser]:
     """The system's chromium through Playwright's executable_path: Playwright never fetches a browser."""
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+            args=["--no-sandbox"],
         )
         try:
             yield browser
@@ -37,7 +38,9 @@ def chromium() -> Iterator[Browser]:
 @contextmanager
 def served(folder: Path) -> Iterator[str]:
     """The built site over HTTP on a free local port, as a reader would open it (search needs HTTP, not file://)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder)
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -61,7 +64,10 @@ def report(html: Path) -> None:
 
 def site(folder: Path) -> None:
     """The getting-started page and one stage page of the built site, opened as a new user would."""
-    shots = {"getting-started/": "site-getting-started.jpg", "stages/train/": "site-stage.jpg"}
+    shots = {
+        "getting-started/": "site-getting-started.jpg",
+        "stages/train/": "site-stage.jpg",
+    }
     with served(folder) as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         for path, name in shots.items():

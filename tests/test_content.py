@@ -16,9 +16,9 @@ from cli_helpers import fails, ok
 from socialfeat.config import load_config
 from socialfeat.content import ContentModel, content, fuse, numeric_rows, numeric_stats, year_from_title
 from socialfeat.data.tags import multi_hot
-from socialfeat.evaluate.coldstart import load_coldstart
-from socialfeat.evaluate.metrics import standardizer
 from socialfeat.features import read_features
+from socialfeat.measures.coldstart import load_coldstart
+from socialfeat.measures.metrics import standardizer
 
 pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
 

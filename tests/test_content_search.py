@@ -20,7 +20,7 @@ from socialfeat.content import Block, fit_models
 from socialfeat.content.gram import Grams
 from socialfeat.content.joint import DROPOUTS
 from socialfeat.content.stage import fuse, intervals
-from socialfeat.evaluate.coldstart import (
+from socialfeat.measures.coldstart import (
     ColdStartData,
     _truth,
     factor_scores,
@@ -28,7 +28,7 @@ from socialfeat.evaluate.coldstart import (
     sampled,
     score_users,
 )
-from socialfeat.evaluate.metrics import select_best, standardizer
+from socialfeat.measures.metrics import select_best, standardizer
 
 F = 8
 LAMBDAS = [0.1, 1.0, 10.0, 100.0, 1000.0]

@@ -7,7 +7,7 @@ import pytest
 from scipy.linalg import LinAlgError, cho_factor
 
 from socialfeat import linalg
-from socialfeat.evaluate.metrics import ridge_path
+from socialfeat.measures.metrics import ridge_path
 
 
 def _indefinite_gram(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from socialfeat.config import TrainConfig
-from socialfeat.evaluate.coldstart import ColdStartData, load_coldstart, ridge_predictions
+from socialfeat.measures.coldstart import ColdStartData, load_coldstart, ridge_predictions
 from socialfeat.selection import METRIC, Selector, best_epoch, make_selector
 
 LAMBDAS = [0.1, 1.0, 10.0, 100.0, 1000.0]

@@ -363,7 +363,7 @@ def test_meta_class_baseline_trains_embeds_and_gets_an_evaluate_row(warm_run: Pa
 
 def test_ridge_head_computes_the_selection_ridge_on_raw_features() -> None:
     """The closed-form head equals evaluate's ridge (standardise, map, add the mean) at the same λ."""
-    from socialfeat.evaluate.metrics import ridge_path, standardizer
+    from socialfeat.measures.metrics import ridge_path, standardizer
     from socialfeat.selection import ridge_head
 
     rng = np.random.default_rng(0)

@@ -453,7 +453,29 @@ class LiveConfig(StrictModel):
 
 
 class Config(StrictModel):
-    """The whole resolved configuration of a run."""
+    """The whole resolved configuration of a run: one section per stage, validated, with every default filled in.
+
+    Build one with :func:`load_config`, which also records where each value came from for error messages.
+
+    Attributes:
+        name: The run's name; :func:`socialfeat.pipeline.run` writes to ``runs/<name>`` by default.
+        seed: One seed for every stage's randomness, so a rerun gives the same outputs.
+        ingest: Where the raw logs are and how to read them.
+        filter: Popularity filtering of users and items.
+        simulate: Size and shape of the demo platform.
+        split: Cold items and per-user held-out interactions.
+        factorize: The ALS factorization of the interaction matrix.
+        targets: What the image model learns to predict.
+        train: The image model and how it trains.
+        embed: Feature extraction for the run's items or any table of images.
+        index: The nearest-neighbour index over one feature source.
+        evaluate: Cold-start, retrieval and probe evaluation.
+        report: What the HTML report shows.
+        serve: The web explorer.
+        transfer: Linear probes on labelled image collections.
+        content: The content model of new items.
+        live: The live catalogue of items and events since the batch run.
+    """
 
     name: str = "demo"
     seed: int = Field(0, ge=0, le=MAX_INT, description="one seed for every stage's randomness")
@@ -477,8 +499,15 @@ class Config(StrictModel):
     _file: str | None = PrivateAttr(None)
 
     def given_by(self, key: str, flag: str) -> str:
-        """How an error about the value of dotted ``key`` names where the user gave it: the ``--set`` item, the
-        flag, or the config file with the key; ``flag`` when that is unknown (a config built in code)."""
+        """How an error about a value names where the user gave it, so they know what to change.
+
+        Args:
+            key: The dotted key, such as ``train.epochs``.
+            flag: What to name when the origin is unknown, as in a config built in code.
+
+        Returns:
+            The ``--set`` item, the flag, or the config file with the key; else ``flag``.
+        """
         source = _source_of(key, self._sources)
         if source is None:
             return flag
@@ -707,7 +736,17 @@ def load_config(
 ) -> Config:
     """Resolve defaults < YAML file < command-line flags < ``key=value`` overrides into a :class:`Config`.
 
-    ``flags`` maps a dotted key to ``(flag name, value)`` so that a bad value names the flag.
+    Args:
+        path: A YAML config file; None for the defaults alone.
+        overrides: ``key=value`` items, as ``--set`` gives them; they win over everything else.
+        flags: Dotted key to ``(flag name, value)``, so that an error about a bad value names the flag.
+
+    Returns:
+        The validated configuration, which remembers where each value came from.
+
+    Raises:
+        UserError: A missing or unreadable file, invalid YAML, an unknown key or a bad value, named where it was
+            given.
     """
     merged: dict[str, Any] = Config().model_dump()
     sources: dict[str, str] = {}
@@ -790,8 +829,18 @@ def with_paths(config: Config, change: Callable[[str], str]) -> dict[str, Any]:
 
 
 def dump_config(config: Config, folder: str | os.PathLike[str] | None = None) -> str:
-    """The resolved config as YAML, as written into every output: its paths absolute, or relative to ``folder``
-    (where the file goes) under a header that says so. Either way it names the same files from any folder."""
+    """The resolved config as YAML, as written into every output, so that any output says how it was made.
+
+    Either way it names the same files from any working folder.
+
+    Args:
+        config: The configuration to write.
+        folder: Where the file goes: paths become relative to it, under a header that says so. None keeps
+            them absolute.
+
+    Returns:
+        The YAML text.
+    """
     if folder is None:
         return yaml.safe_dump(with_paths(config, absolute), sort_keys=False)
     return RELATIVE_HEADER + yaml.safe_dump(with_paths(config, relative_to(folder)), sort_keys=False)

@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EmbedResult:
+    """Where one source's item features went and how they were made.
+
+    Attributes:
+        out: The feature file, ``RUN/features/<source>.parquet``; under ``torchrun``, this rank's part.
+        summary: Source, model, items, dimension, heads, runtime (``onnx`` or ``torch``), seconds and images/s.
+    """
+
     out: Path
     summary: dict[str, Any]
 
@@ -45,8 +52,24 @@ class EmbedResult:
 def embed(
     config: Config, run: str | os.PathLike[str], source: str = "learned", progress: Progress | None = None
 ) -> EmbedResult:
-    """Write ``run/features/<source>.parquet``: item_id, ``features`` (pooled) and, for ``learned``, one column
-    per head (``head_factors``, ``head_factor_clusters``, …)."""
+    """Write a feature vector for every item of a run, cold items included, to ``run/features/<source>.parquet``.
+
+    The file holds ``item_id`` and ``features`` (pooled). For ``learned`` it adds one column per head, such as
+    ``head_factors``.
+
+    Args:
+        config: The run's configuration; reads ``embed`` and ``train``.
+        run: The run folder, holding ``dataset/`` and, for ``learned``, ``model/``.
+        source: ``learned``, ``imagenet``, ``random`` or ``meta-class``.
+        progress: Hears ``(done, total, images_per_s)`` as batches finish.
+
+    Returns:
+        The feature file and a summary.
+
+    Raises:
+        UserError: An unknown source, or a model older than what it was trained on, with the command that
+            rebuilds it.
+    """
     run = Path(run)
     # every rank sees the run folder (shared, or a copy on each node), else all stop at once in one line
     d: Dist = setup_distributed(config.train.device, config.train.dist_timeout_minutes, run)

@@ -73,6 +73,13 @@ def refuse_run_folders(out: Path, run: Path, flag: str = "--out") -> None:
 
 @dataclass
 class EmbedImagesResult:
+    """Where the features of a table of images went and which images were skipped.
+
+    Attributes:
+        out: The feature file; under ``torchrun``, this rank's part.
+        summary: Source, model, rows read and embedded, images skipped and why, runtime, seconds and images/s.
+    """
+
     out: Path
     summary: dict[str, Any]
 
@@ -89,9 +96,29 @@ def embed_images(
     progress: Progress | None = None,
     cache_progress: Callable[[int, int], None] | None = None,
 ) -> EmbedImagesResult:
-    """Write ``out`` (Parquet): ``image`` (the path as given), the table's other columns, ``features`` (pooled)
-    and, for ``learned``, ``head_<target>`` per head — one row per usable image, in table order — plus a JSON
-    sidecar (``out`` with ``.json``) with the model, throughput and every image that was skipped, and why."""
+    """Write features of any table of images, not only a run's items, to ``out`` as Parquet.
+
+    One row per usable image, in table order: ``image`` (the path as given), the table's other columns,
+    ``features`` (pooled) and, for ``learned``, ``head_<target>`` per head. A JSON sidecar beside ``out`` lists
+    every image skipped, and why.
+
+    Args:
+        config: The run's configuration; reads ``embed``, ``train`` and ``ingest.allow_absolute_images``.
+        run: The run whose model embeds; its image cache goes into ``RUN/cache``.
+        images: A CSV, TSV, Parquet or JSONL table with an image path per row, or a folder of class folders.
+        out: The ``.parquet`` file to write, outside any run's folders.
+        image_root: The folder the table's paths are relative to; default the table's folder.
+        source: ``learned``, ``imagenet``, ``random`` or ``meta-class``.
+        image_column: The table's column holding the image paths.
+        progress: Hears ``(done, total, images_per_s)`` as batches finish.
+        cache_progress: Hears ``(done, total)`` while images are decoded into the cache.
+
+    Returns:
+        The feature file and a summary.
+
+    Raises:
+        UserError: A bad table or ``out``, an ``out`` inside a run's folders, or a stale model.
+    """
     if not Path(out).name:  # '' or '.' or a path ending in '..': no file name to write
         raise UserError("--out", f"expected a file name ending in .parquet for the feature file, got {str(out)!r}")
     run, out = Path(run), Path(out)

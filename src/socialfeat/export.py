@@ -50,6 +50,14 @@ CROP = (
 
 @dataclass
 class ExportResult:
+    """A written ONNX export.
+
+    Attributes:
+        path: The .onnx file; its sidecar sits beside it with a .json suffix.
+        meta: What the sidecar holds: inputs, outputs, image size, the graph's sha256 and the checked difference.
+        seconds: Time taken.
+    """
+
     path: Path
     meta: dict[str, Any]
     seconds: float
@@ -107,8 +115,24 @@ def export(
     out: str | os.PathLike[str] | None = None,
     opset: int | None = None,
 ) -> ExportResult:
-    """Write the source's model as ONNX (``out``, default ``RUN/export/<source>.onnx``) and its JSON sidecar,
-    atomically; check the written graph against PyTorch on a random batch before it is kept."""
+    """Write a source's model as ONNX with its JSON sidecar, atomically.
+
+    The written graph is checked against PyTorch on a random batch before it is kept. Another serving stack can
+    then run the model without socialfeat or PyTorch.
+
+    Args:
+        config: The run's configuration (the image size and runtime settings come from it).
+        run: The run folder.
+        source: Which model: ``learned`` (the run's trained model), ``imagenet`` or ``random``.
+        out: The .onnx path; default ``RUN/export/<source>.onnx``. It must be new or an earlier export.
+        opset: The ONNX opset; default the exporter's choice.
+
+    Returns:
+        The graph's path, the sidecar's metadata and the seconds taken.
+
+    Raises:
+        UserError: The run is missing, the model is not trained, or ``out`` holds something else.
+    """
     run = Path(run)
     if not run.is_dir():
         raise UserError(str(run), "run folder not found")

@@ -52,7 +52,12 @@ BATCH_BYTES = 64 << 20  # vectors read, normalised and added at a time: the inde
 
 @dataclass
 class IndexResult:
-    """What ``build_index`` wrote: the index file and its sidecar's content."""
+    """What :func:`build_index` wrote: the index file and what its sidecar records.
+
+    Attributes:
+        path: The index file, ``RUN/features/<source>[.<column>].faiss``.
+        meta: The sidecar's content: kind, items, dimension, build time and the feature file's fingerprint.
+    """
 
     path: Path
     meta: dict[str, Any]
@@ -229,7 +234,23 @@ def _make_index(
 def build_index(
     config: Config, run: str | os.PathLike[str], source: str | None = None, column: str | None = None
 ) -> IndexResult:
-    """Write ``features/<source>[.<column>].faiss`` and its JSON sidecar (kind, size, feature-file fingerprint)."""
+    """Build a faiss index over one feature column, so that similar items are found without a full scan.
+
+    The kind follows the size: exact, then HNSW, then IVF-PQ. A JSON sidecar records the feature file's
+    fingerprint, so a stale index is rebuilt, never searched.
+
+    Args:
+        config: The run's configuration; reads ``index`` and ``seed``.
+        run: The run folder, holding ``features/<source>.parquet``.
+        source: The feature source; default ``config.index.source``.
+        column: The feature column; default ``config.index.column``, the pooled ``features``.
+
+    Returns:
+        The index file and its sidecar's content.
+
+    Raises:
+        UserError: Features missing or stale, an unknown column, or no items to index.
+    """
     run = Path(run)
     source = source or config.index.source
     column = column or config.index.column
@@ -508,7 +529,25 @@ def similar(
     k: int | None = None,
     column: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Items nearest to a known item (itself left out) or to a new image file, under one feature source."""
+    """Items nearest to a known item, itself left out, or to a new image, by cosine under one feature source.
+
+    Give exactly one of ``item_id`` and ``image``. A missing or stale index is rebuilt first.
+
+    Args:
+        config: The run's configuration; reads ``index``, and ``serve`` for how a new image is embedded.
+        run: The run folder.
+        item_id: A known item; matched as given, or by its text.
+        image: A new image file, embedded by the source's model.
+        source: The feature source; default ``config.index.source``.
+        k: How many items; default ``config.index.k``.
+        column: The feature column; default ``config.index.column``.
+
+    Returns:
+        One dict per item, best first: ``rank``, ``item_id``, ``score``, ``title`` and ``image``.
+
+    Raises:
+        UserError: Both or neither of ``item_id`` and ``image``, an unknown item, or stale features.
+    """
     run = Path(run)
     if (item_id is None) == (image is None):
         raise UserError("ITEM_ID/--image", "give exactly one: an item id or --image PATH")

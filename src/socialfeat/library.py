@@ -458,12 +458,20 @@ class Results(list[T], Generic[T]):
 
     @property
     def ids(self) -> list[Any]:
-        """The item or user ids, best first."""
+        """The item or user ids, best first.
+
+        Returns:
+            One id per result, as the dataset gives it.
+        """
         return [r.user_id if isinstance(r, User) else r.item_id for r in self]  # type: ignore[attr-defined]
 
     @property
     def scores(self) -> np.ndarray:
-        """The scores as a float32 vector, best first."""
+        """The scores, best first.
+
+        Returns:
+            A float32 vector, one score per result.
+        """
         return np.array([r.score for r in self], dtype=np.float32)
 
     def rows(self) -> list[dict[str, Any]]:

@@ -104,7 +104,15 @@ Progress = Callable[[str], None]
 
 @dataclass
 class StageOutcome:
-    """What happened to one stage: ``action`` is skipped, start, ran, would run or failed."""
+    """What happened to one stage, as ``on_stage`` hears it and :class:`RunResult` keeps it.
+
+    Attributes:
+        stage: The stage's name, such as ``ingest`` or ``train``.
+        action: ``skipped``, ``start``, ``ran``, ``would run`` or ``failed``.
+        reason: Why it ran: ``--force``, ``after ingest``, a changed setting; ``up to date`` when skipped.
+        seconds: How long it ran; 0 for a stage that did not run.
+        steps: Seconds per part of a stage with parts, such as embed's per feature source.
+    """
 
     stage: str
     action: str
@@ -115,6 +123,15 @@ class StageOutcome:
 
 @dataclass
 class RunResult:
+    """What a whole run did: :func:`run` and :func:`demo` return it once the last stage is done.
+
+    Attributes:
+        run: The run folder.
+        stages: One outcome per stage, in order; skipped stages included.
+        seconds: Wall time of the whole run.
+        report: The run's ``report.html``, or None when no report was written.
+    """
+
     run: Path
     stages: list[StageOutcome]
     seconds: float
@@ -430,11 +447,27 @@ def run(
     on_stage: Callable[[StageOutcome], None] | None = None,
     progress: Callable[[str, str], None] | None = None,
 ) -> RunResult:
-    """Run the stages in order into ``run_dir`` (default ``runs/<config.name>``), skipping the current ones.
+    """Run the stages in order into ``run_dir``, skipping each one whose outputs are current.
 
-    ``on_stage`` hears each stage start and end (``stage_line`` prints one); ``progress(stage, message)`` hears
-    what a running stage is doing. ``dry_run`` only says what would run. A stage's UserError propagates after
-    ``on_stage`` heard it fail; the outputs of earlier stages, and its own previous ones, stay as they were.
+    A failed stage leaves the outputs of earlier stages, and its own previous ones, as they were. The next call
+    starts again from the stage that failed.
+
+    Args:
+        config: The run's configuration; ``config.ingest`` names the logs to start from.
+        run_dir: The run folder; default ``runs/<config.name>``.
+        from_stage: Rerun this stage and every later one, even when current.
+        force: Rerun every stage.
+        simulate: Add the ``simulate`` stage in front, as :func:`demo` does.
+        dry_run: Only say what would run; nothing is written.
+        on_stage: Hears each stage start and end (``stage_line`` prints one).
+        progress: Hears ``(stage, message)`` while a stage works, for a progress display.
+
+    Returns:
+        Each stage's outcome, the total time and the report's path.
+
+    Raises:
+        UserError: An unknown ``from_stage``, no interaction log, a ``run_dir`` holding something else, or a
+            stage's own error (told to ``on_stage`` first).
     """
     started = time.perf_counter()
     run_path = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -509,8 +542,19 @@ def packaged_demo_config() -> Iterator[Path]:
 def demo_config(
     out: str | os.PathLike[str], small: bool = False, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
-    """The packaged demo config with its platform paths inside ``out``; ``small`` shrinks it to test size;
-    ``overrides`` (``--set``) come last and are taken as given."""
+    """The packaged demo config with its platform paths inside ``out``, so a demo run is self-contained.
+
+    Args:
+        out: The demo's run folder; the platform goes to ``out/platform``.
+        small: Shrink to test size: a tiny model on small images, seconds instead of minutes.
+        overrides: ``key=value`` items, as ``--set`` gives them; they come last and win.
+
+    Returns:
+        The resolved configuration.
+
+    Raises:
+        UserError: An override with an unknown key or a bad value.
+    """
     out = Path(out)
     with packaged_demo_config() as path:
         base = load_config(path).model_dump()
@@ -537,7 +581,22 @@ def demo(
     on_stage: Callable[[StageOutcome], None] | None = None,
     progress: Callable[[str, str], None] | None = None,
 ) -> RunResult:
-    """Simulate the demo platform into ``out/platform`` and run the whole pipeline on it."""
+    """Simulate the demo platform into ``out/platform`` and run the whole pipeline on it.
+
+    Args:
+        out: The run folder: new, empty, or an earlier demo run.
+        small: Shrink to test size, as :func:`demo_config` does.
+        overrides: ``key=value`` items, as ``--set`` gives them.
+        force: Rerun every stage.
+        on_stage: Hears each stage start and end, as in :func:`run`.
+        progress: Hears ``(stage, message)`` while a stage works.
+
+    Returns:
+        Each stage's outcome, the total time and the report's path.
+
+    Raises:
+        UserError: A bad override, an ``out`` that holds something else, or a stage's own error.
+    """
     config = demo_config(out, small, overrides)
     return run(config, out, force=force, simulate=True, on_stage=on_stage, progress=progress)
 

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from socialfeat.artifacts import read_table, reading, rerun_command
 from socialfeat.config import Config
+from socialfeat.data.splits import read_split
 from socialfeat.errors import UserError
-from socialfeat.factorize.splits import read_split
 from socialfeat.features import content_older_than, read_features
 from socialfeat.freshness import check_current
 from socialfeat.index import check_column, column_of, describe, image_outputs, load_index, neighbours
@@ -35,7 +35,16 @@ LOG_BATCH = 1 << 20  # interactions read per batch when the log is indexed: the 
 
 @dataclass
 class Audience:
-    """The users a new image would reach, best first, the items most like it, and its predicted factors."""
+    """The users a new image would reach, best first, the items most like it, and its predicted factors.
+
+    Attributes:
+        users: One dict per user, best first: ``rank``, ``user_id`` and ``score`` (u·v̂).
+        similar: The items most like the image under the learned features, as :func:`socialfeat.index.similar`
+            gives them; empty without an image.
+        factors: The predicted item factors v̂.
+        notes: Which content sources scored the item, and what was left out.
+        query: The image's vector in the learned index; None without an image.
+    """
 
     users: list[dict[str, Any]]
     similar: list[dict[str, Any]]
@@ -75,9 +84,26 @@ def audience(
     text: str | None = None,
     tags: list[str] | None = None,
 ) -> Audience:
-    """A new item → predicted item factors v̂ → the k users with the largest u·v̂, plus the k items most like its
-    image under the learned features. With only an image, v̂ is the learned model's factors head; with a title,
-    text or tags too, the run's content model fuses every source given (see :mod:`socialfeat.content`)."""
+    """Predict who would engage with a new item: its factors v̂, then the k users with the largest u·v̂.
+
+    With only an image, v̂ is the learned model's factors head. With a title, text or tags too, the run's content
+    model fuses every source given (see :mod:`socialfeat.content`).
+
+    Args:
+        config: The run's configuration; reads ``index`` and ``serve``.
+        run: The run folder, holding ``factors/`` and ``model/``; ``content/`` for a title, text or tags.
+        image: The new item's image file; None to score from title, text or tags alone.
+        k: How many users and similar items; default ``config.index.k``.
+        title: The item's title, read by the content model.
+        text: The item's text, read by the content model.
+        tags: The item's tags, read by the content model.
+
+    Returns:
+        The top users, the most similar items, the predicted factors and notes on what scored it.
+
+    Raises:
+        UserError: Nothing to score, an empty title, a model without a factors head, or a stale content model.
+    """
     run = Path(run)
     k = k or config.index.k
     check_current(run, ["features/learned"] if image is not None else ["factors"])  # the model and its inputs
@@ -201,9 +227,27 @@ class Recommender:
     and where each of the dataset's items sits among them.
 
     Who saw what comes from the dataset's interactions in one of two ways. By default each call reads that one
-    user's rows (a filtered read: ``recommend --user`` answers one user and never loads the log). With
-    ``index_log`` the log's two integer columns are read once into a CSR (user row → item rows), so a server
-    answers every user from memory: the web explorer keeps one of those, as of its start-up."""
+    user's rows: ``recommend --user`` answers one user and never loads the log. With ``index_log`` the log is
+    read once into memory, so a server answers every user fast; the web explorer keeps one, as of its start-up.
+
+    Args:
+        run: The run folder, holding ``factors/`` and ``dataset/``, and ``features/learned.parquet`` or
+            ``content/`` for cold items.
+        index_log: Read the whole interaction log once, for a server that answers many users.
+
+    Attributes:
+        run: The run folder.
+        user_ids: The user ids, in the rows of ``users``.
+        users: The user factor matrix.
+        item_ids: Every rankable item: warm items, then cold ones.
+        vectors: Each item's factor vector, true for warm items and predicted for cold ones.
+        is_warm: Which rows of ``item_ids`` are warm.
+        cold_source: What predicted the cold items' factors: ``content`` or ``image``.
+        in_dataset: Which rows of ``item_ids`` the dataset holds; only those are offered.
+
+    Raises:
+        UserError: Factors older than the dataset, or no current prediction for the cold items.
+    """
 
     def __init__(self, run: str | os.PathLike[str], index_log: bool = False) -> None:
         run = Path(run)
@@ -267,9 +311,16 @@ class Recommender:
         return indptr, item_rows
 
     def seen(self, row: int) -> np.ndarray:
-        """Rows of ``item_ids`` the user at ``row`` interacted with (cold items' interactions too): from the indexed
-        log, else from that user's rows of the dataset's interactions alone (a filtered read: the log is sorted by
-        user)."""
+        """Which items a user interacted with, so that rankings can leave them out.
+
+        Reads the indexed log, else only that user's rows of the dataset's interactions (the log is sorted by user).
+
+        Args:
+            row: The user's row, from :meth:`user_row`.
+
+        Returns:
+            Rows of ``item_ids``, cold items' included.
+        """
         if self._log is not None:
             indptr, items = self._log
             return items[indptr[row] : indptr[row + 1]].astype(np.int64)
@@ -291,12 +342,30 @@ class Recommender:
         return rows[rows >= 0]
 
     def user_row(self, user_id: Any) -> int:
-        """Row of a user id (matched as text, as the CLI and URLs give it); -1 if unknown."""
+        """The row of a user id, matched as text because the CLI and URLs give ids as text.
+
+        Args:
+            user_id: The user's id.
+
+        Returns:
+            The user's row in ``users``, or -1 for an unknown user.
+        """
         return self._user_rows.get(str(user_id), -1)
 
     def rank(self, user_id: Any, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
-        """The k items with the largest u·v for a known user: item_id, score, warm, seen; unknown user → UserError.
-        Items the dataset does not hold are never offered; those the user engaged with only with ``include_seen``."""
+        """The k items with the largest u·v for a known user; items the dataset does not hold are never offered.
+
+        Args:
+            user_id: A user with factors.
+            k: How many items.
+            include_seen: Also offer items the user already engaged with.
+
+        Returns:
+            One dict per item, best first: ``item_id``, ``score``, ``warm`` and ``seen``.
+
+        Raises:
+            UserError: An unknown user, one without interactions in the factorization.
+        """
         row = self.user_row(user_id)
         if row < 0:
             raise UserError(str(user_id), "unknown user: not in factors/user_factors.parquet (users need interactions)")
@@ -335,9 +404,25 @@ def _lookup(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def for_user(
     config: Config, run: str | os.PathLike[str], user_id: Any, k: int | None = None, include_seen: bool = False
 ) -> list[dict[str, Any]]:
-    """Rank every item for a known user by u·v: warm items with their true factors, cold ones with predicted
-    factors (the content model's when there is one, else ``head_factors`` of features/learned.parquet); items the
-    user already saw are left out by default."""
+    """Rank every item for a known user by u·v, cold items included, so new items reach users at once.
+
+    Warm items use their true factors. Cold ones use predicted factors: the content model's when the run has one,
+    else the learned model's ``head_factors``.
+
+    Args:
+        config: The run's configuration; reads ``index.k``.
+        run: The run folder.
+        user_id: A user with factors; matched as text.
+        k: How many items; default ``config.index.k``.
+        include_seen: Also offer items the user already engaged with.
+
+    Returns:
+        One dict per item, best first: ``rank``, ``item_id``, ``score``, ``title``, ``image``, ``warm``,
+        ``factors``, ``predicted_by``, ``split`` and ``seen``.
+
+    Raises:
+        UserError: An unknown user, or factors or features older than their inputs.
+    """
     run = Path(run)
     recommender = Recommender(run)
     ranked = recommender.rank(user_id, k or config.index.k, include_seen)

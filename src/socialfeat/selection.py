@@ -3,7 +3,7 @@
 At the untrained start (epoch 0) and after every epoch, the model embeds a seeded sub-sample of warm items and a
 seeded sample of valid cold items (``train.select_valid_items``); a ridge from the warm items' pooled features to
 their ALS factors (``evaluate``'s protocol, λ chosen on valid) predicts the valid items' factors, and a seeded sample
-of users (``train.select_users``, :func:`~socialfeat.evaluate.coldstart.sampled`, as ``evaluate`` draws them) is
+of users (``train.select_users``, :func:`~socialfeat.measures.coldstart.sampled`, as ``evaluate`` draws them) is
 ranked against the valid items' hidden interactions. Every rank embeds its share of the rows, one gather joins them,
 rank 0 ranks and every rank gets its answer, so each selection costs the same at any catalogue size and every rank
 agrees on the best epoch. The best epoch becomes ``run/model``. The test items are never read: their truth is
@@ -25,9 +25,9 @@ import torch.distributed as dist
 
 from socialfeat.config import TrainConfig
 from socialfeat.errors import UserError
-from socialfeat.evaluate.coldstart import ColdStartData, eligible_users, fit_ridge_map, load_coldstart, sampled
-from socialfeat.evaluate.metrics import ridge_path, standardizer
 from socialfeat.features import embed_rows
+from socialfeat.measures.coldstart import ColdStartData, eligible_users, fit_ridge_map, load_coldstart, sampled
+from socialfeat.measures.metrics import ridge_path, standardizer
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runtime import Dist
 

@@ -31,8 +31,8 @@ from socialfeat.artifacts import damaged, fingerprints, read_json, read_safetens
 from socialfeat.atomic import atomic_dir, claim_dir, write_json, write_text
 from socialfeat.config import Config, TrainConfig, dump_config, provenance
 from socialfeat.data.batches import CachedImages, EpochBatches
+from socialfeat.data.splits import uniform
 from socialfeat.errors import Interrupted, UserError
-from socialfeat.factorize.splits import uniform
 from socialfeat.freshness import check_inputs
 from socialfeat.jsonio import json_lines
 from socialfeat.models.backbones import create_backbone
@@ -342,6 +342,14 @@ def ranking_loss(cfg: TrainConfig, pred: torch.Tensor, teacher: torch.Tensor, us
 # ---------------------------------------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:
+    """Where the trained model went and how its training went.
+
+    Attributes:
+        out: The model folder, ``RUN/model`` or ``RUN/meta-class``.
+        metrics: One record per epoch, as in ``metrics.jsonl``: losses, validation scores, images/s.
+        summary: Items trained on and held out, parameters, device, steps, time, and the epoch kept.
+    """
+
     out: Path
     metrics: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -355,9 +363,25 @@ def train(
     progress: Progress | None = None,
     name: str = "model",
 ) -> TrainResult:
-    """Train the image model on the warm items' images to predict their targets; write ``run/<name>`` (``model``;
-    ``meta-class`` for the baseline of :func:`train_meta_class`). Ctrl-C ends in :class:`Interrupted`, which says
-    whether a checkpoint was kept for ``--resume``."""
+    """Train the image model on the warm items' images to predict their targets, and keep its best epoch.
+
+    One loop serves a CPU, one GPU, and many GPUs under ``torchrun``. Only rank 0 writes ``run/<name>``.
+
+    Args:
+        config: The run's configuration; reads ``train`` and ``seed``.
+        run: The run folder, holding ``targets/`` and ``dataset/``.
+        resume: Continue from the last checkpoint; the result equals an uninterrupted run's.
+        progress: Hears one event dict per step, epoch, selection and image-cache update.
+        name: The model folder: ``model``, or ``meta-class`` for :func:`train_meta_class`.
+
+    Returns:
+        The model folder, per-epoch metrics and a summary.
+
+    Raises:
+        UserError: Targets missing or stale, settings that cannot work together, or a resume with changed
+            settings.
+        Interrupted: Ctrl-C; it says whether a checkpoint was kept for ``--resume``.
+    """
     try:
         return _train(config, Path(run), resume, progress, name)
     except KeyboardInterrupt:
@@ -755,6 +779,22 @@ def meta_class_config(config: Config) -> Config:
 def train_meta_class(
     config: Config, run: str | os.PathLike[str], resume: bool = False, progress: Progress | None = None
 ) -> TrainResult:
-    """Train the meta-class baseline — the same backbone, fine-tuning and selection, taught by the items' tags
-    alone — into ``run/meta-class``, so that behaviour and metadata teachers are compared on equal terms."""
+    """Train the meta-class baseline into ``run/meta-class``: the same recipe, taught by the items' tags alone.
+
+    It shares backbone, fine-tuning and selection with :func:`train`, so behaviour and metadata teachers are
+    compared on equal terms.
+
+    Args:
+        config: The run's configuration; its ``train`` section is used with the tags head as the only target.
+        run: The run folder, holding ``targets/tags.parquet``.
+        resume: Continue from the last checkpoint.
+        progress: Hears one event dict per step and epoch, as in :func:`train`.
+
+    Returns:
+        The model folder, per-epoch metrics and a summary.
+
+    Raises:
+        UserError: No tags target, or the errors of :func:`train`.
+        Interrupted: Ctrl-C, as in :func:`train`.
+    """
     return train(meta_class_config(config), Path(run), resume, progress, name="meta-class")

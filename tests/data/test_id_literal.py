@@ -245,8 +245,8 @@ def test_an_image_table_keeps_json_ids_as_written(tmp_path: Path) -> None:
 
 def test_a_json_split_file_names_items_by_their_literal_ids(tmp_path: Path) -> None:
     from socialfeat.config import SplitConfig
+    from socialfeat.data.splits import TEST, TRAIN, VALID, item_splits
     from socialfeat.errors import UserError
-    from socialfeat.factorize.splits import TEST, TRAIN, VALID, item_splits
 
     ids: list[object] = [2, BIG, "b"]
     split = tmp_path / "split.jsonl"

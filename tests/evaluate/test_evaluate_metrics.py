@@ -11,8 +11,10 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from socialfeat.evaluate.coldstart import ColdStartData, coldstart_row, popularity_oracle, random_reference
-from socialfeat.evaluate.metrics import (
+from socialfeat.evaluate.probe import PROBE_C, _fit_predict, few_shot_sample
+from socialfeat.evaluate.retrieval import nearest, overlap_test
+from socialfeat.measures.coldstart import ColdStartData, coldstart_row, popularity_oracle, random_reference
+from socialfeat.measures.metrics import (
     accuracy,
     auc_per_user,
     average_ranks,
@@ -27,8 +29,6 @@ from socialfeat.evaluate.metrics import (
     standardizer,
     top_k,
 )
-from socialfeat.evaluate.probe import PROBE_C, _fit_predict, few_shot_sample
-from socialfeat.evaluate.retrieval import nearest, overlap_test
 
 
 def naive_auc(scores: np.ndarray, positives: np.ndarray) -> float:

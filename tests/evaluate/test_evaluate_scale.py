@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from socialfeat.evaluate import metrics
-from socialfeat.evaluate.coldstart import ColdStartData, coldstart_row, sampled
-from socialfeat.evaluate.metrics import Standardized, ridge_path, standardizer, top_k
 from socialfeat.evaluate.retrieval import nearest
+from socialfeat.measures import metrics
+from socialfeat.measures.coldstart import ColdStartData, coldstart_row, sampled
+from socialfeat.measures.metrics import Standardized, ridge_path, standardizer, top_k
 
 
 def full_sort_top_k(scores: np.ndarray, k: int) -> np.ndarray:

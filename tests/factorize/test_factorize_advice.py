@@ -65,7 +65,7 @@ def test_the_memory_check_uses_what_the_machine_has(run: Path, monkeypatch: pyte
 
 
 def test_a_feature_matrix_too_large_for_memory_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from socialfeat.evaluate.coldstart import check_feature_memory
+    from socialfeat.measures.coldstart import check_feature_memory
 
     check_feature_memory("learned", 1000, 64)  # 0.5 MB: fits anywhere
     monkeypatch.setattr(resources, "available_memory", lambda: 1024**3)

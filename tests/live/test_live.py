@@ -71,8 +71,8 @@ def test_cold_items_added_one_at_a_time_get_the_batch_heads_factors_and_auc(run:
     """Without a content model an added item's factors are the learned model's factors head, as `embed` wrote it
     for the batch's cold items: the same within 1e-4, so the cold-start AUC is the same too."""
     from socialfeat.content.stage import scored
-    from socialfeat.evaluate.coldstart import load_coldstart
     from socialfeat.features import read_features
+    from socialfeat.measures.coldstart import load_coldstart
 
     live = Live(CFG, run)
     test = _test_items(run)

@@ -114,8 +114,8 @@ def evaluate(
 ) -> None:
     """Score every feature source on the cold items: cold-start audience prediction (AUC, recall, NDCG),
     behavioural retrieval (audience overlap of nearest neighbours) and linear probes on known labels."""
-    from socialfeat.evaluate.bootstrap import describe
     from socialfeat.evaluate.stage import evaluate as run_evaluate
+    from socialfeat.measures.bootstrap import describe
 
     flags = config_flags(seed=("--seed", seed), evaluate__labels=("--labels", labels), evaluate__k=("-k", k))
     cfg = load_config(config, set_ or [], flags)

@@ -1,4 +1,4 @@
-"""Command of the export stage: a run's model as ONNX, for serving it in another stack."""
+"""Command of the export stage: a run's model as ONNX, for serving it in another stack, or as a timm folder."""
 
 from __future__ import annotations
 
@@ -33,8 +33,16 @@ def export(
     source: Annotated[
         str, typer.Option("--source", help="Model to export: learned, imagenet, random or meta-class.")
     ] = "learned",
+    fmt: Annotated[
+        str, typer.Option("--format", help="onnx (a graph for ONNX Runtime) or timm (a folder timm loads).")
+    ] = "onnx",
     out_file: Annotated[
-        Path | None, typer.Option("--out", "-o", help="The .onnx file [RUN/export/SOURCE.onnx].")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The .onnx file [RUN/export/SOURCE.onnx]; with --format timm, a folder [RUN/export/SOURCE-timm].",
+        ),
     ] = None,
     opset: Annotated[
         int | None,
@@ -43,11 +51,19 @@ def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Export a model as ONNX: uint8 NHWC images in (normalised inside the graph), pooled features and every
-    head out, any batch size; a JSON sidecar beside it gives the image size, crop rule, heads and fingerprint."""
+    """Export a model as ONNX, or with --format timm as a folder timm loads. ONNX: uint8 NHWC images in, pooled
+    features and every head out; a JSON sidecar gives the image size, crop rule and fingerprint. timm: the backbone
+    as config.json + model.safetensors, for timm.create_model("local-dir:DIR")."""
     from socialfeat.export import export as run_export
     from socialfeat.export import onnxruntime_available
 
+    if fmt not in ("onnx", "timm"):
+        raise UserError("--format", f"expected onnx or timm, got '{fmt}'")
+    if fmt == "timm":
+        if opset is not None:
+            raise UserError("--opset", "applies to --format onnx only")
+        _export_timm(run, source, out_file, config, set_)
+        return
     if out_file is not None and out_file.suffix.lower() != ".onnx":
         raise UserError("--out", f"expected a .onnx file name, got '{out_file.name}'")
     missing = onnxruntime_available()
@@ -70,6 +86,33 @@ def export(
     out.print(
         f"checked against PyTorch: max relative difference {meta['max_relative_error']:.1e}; "
         f"sidecar {shown(result.path.with_suffix('.json'))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _export_timm(run: Path, source: str, out_dir: Path | None, config: Path | None, set_: list[str] | None) -> None:
+    """``export --format timm``: the backbone as a folder timm loads, and how to load it."""
+    from socialfeat.export_timm import CONFIG, WEIGHTS, export_timm
+
+    result = export_timm(load_config(config, set_ or []), run, source, out_dir)
+    size = (result.path / WEIGHTS).stat().st_size / 1e6
+    meta = result.config["socialfeat"]
+    out.print(
+        f"wrote {shown(result.path)} ({CONFIG}, {WEIGHTS}: {size:.1f} MB) in {result.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"{result.config['architecture']}: {result.config['num_features']} pooled features, "
+        f"{meta['image_size']} px input; heads not exported",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f'load it: timm.create_model("local-dir:{shown(result.path)}", pretrained=True, num_classes=0); '
+        f"checked through timm's loader: max relative difference {meta['max_relative_error']:.1e}",
         highlight=False,
         soft_wrap=True,
     )

@@ -132,7 +132,7 @@ def demo(
         result = pipeline.demo(out_dir, small, set_ or [], force, on_stage=on_stage, progress=progress)
     metrics_path = result.run / "eval" / "metrics.json"
     if metrics_path.is_file():
-        from socialfeat.evaluate.bootstrap import describe
+        from socialfeat.measures.bootstrap import describe
 
         metrics = json.loads(metrics_path.read_text())
         out.print(headline_table(metrics))

@@ -101,7 +101,7 @@ def _hybrid_scope(section: dict[str, Any]) -> str:
 
 def hybrid_differences(section: dict[str, Any]) -> list[str]:
     """One line per difference the content rows' headline states, with its interval and whether it contains 0."""
-    from socialfeat.evaluate.bootstrap import describe
+    from socialfeat.measures.bootstrap import describe
 
     entries = section.get("differences") or []
     return [describe(d) for d in entries if isinstance(d, dict) and isinstance(d.get("diff"), int | float)]

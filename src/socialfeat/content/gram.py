@@ -17,9 +17,9 @@ import scipy.sparse as sp
 
 from socialfeat.content.sources import Block
 from socialfeat.errors import UserError
-from socialfeat.evaluate.coldstart import ColdStartData, factor_scores, rank_users
-from socialfeat.evaluate.metrics import standardizer
 from socialfeat.linalg import solve_ridge_system
+from socialfeat.measures.coldstart import ColdStartData, factor_scores, rank_users
+from socialfeat.measures.metrics import standardizer
 
 CHUNK_CELLS = 4_000_000  # dense cells standardised at once (≈ 16 MB of float32)
 
@@ -178,7 +178,7 @@ class Grams:
 
     def ridge_path(self, name: str, lambdas: list[float]) -> list[np.ndarray]:
         """One block's own ridge W = (G + λI)⁻¹ Zᵀ Y for each λ: each source's map of late fusion (the same weights
-        as :func:`socialfeat.evaluate.coldstart.fit_ridge_map` on that block, from the Gram already built)."""
+        as :func:`socialfeat.measures.coldstart.fit_ridge_map` on that block, from the Gram already built)."""
         if self.fit_items[name] < 2:
             raise UserError(name, f"only {self.fit_items[name]} warm items have features; cannot fit the ridge mapping")
         g, eye = self.block(name, name), np.eye(self.blocks[name].width)

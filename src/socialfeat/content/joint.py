@@ -12,8 +12,8 @@ import numpy as np
 
 from socialfeat.content.gram import Grams, valid_auc
 from socialfeat.content.sources import Block
-from socialfeat.evaluate.coldstart import ColdStartData
 from socialfeat.linalg import solve_ridge_system
+from socialfeat.measures.coldstart import ColdStartData
 
 DROPOUTS = (0.0, 0.25, 0.5)  # source dropout rates tried on valid (0: a plain block-wise ridge)
 

@@ -13,7 +13,7 @@ from socialfeat.content.joint import JointMap
 from socialfeat.content.sources import IMAGE_SOURCES, item_text, numeric_rows, year_from_title
 from socialfeat.data.tags import multi_hot
 from socialfeat.errors import UserError
-from socialfeat.evaluate.coldstart import RidgeMap
+from socialfeat.measures.coldstart import RidgeMap
 
 
 class ContentModel:

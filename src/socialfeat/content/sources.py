@@ -16,7 +16,7 @@ from socialfeat.artifacts import read_table
 from socialfeat.config import Config
 from socialfeat.data.tags import multi_hot_sparse, split_tags, vocabulary
 from socialfeat.errors import UserError
-from socialfeat.evaluate.coldstart import ColdStartData, aligned_features
+from socialfeat.measures.coldstart import ColdStartData, aligned_features
 
 IMAGE_SOURCES = ("learned", "imagenet")
 ITEM_SOURCES = ("text", "tags", "numeric")

@@ -41,8 +41,10 @@ from socialfeat.content.gram import Grams, valid_auc
 from socialfeat.content.joint import JointFitter, JointMap
 from socialfeat.content.sources import IMAGE_SOURCES, ITEM_SOURCES, Block, compact, image_block, item_blocks
 from socialfeat.errors import UserError
-from socialfeat.evaluate.bootstrap import LEVEL, difference, interval, resampled_means
-from socialfeat.evaluate.coldstart import (
+from socialfeat.features import vectors_column
+from socialfeat.freshness import check_current, feature_product
+from socialfeat.measures.bootstrap import LEVEL, difference, interval, resampled_means
+from socialfeat.measures.coldstart import (
     ColdStartData,
     RidgeMap,
     factor_scores,
@@ -51,9 +53,7 @@ from socialfeat.evaluate.coldstart import (
     score_users,
     user_sample,
 )
-from socialfeat.evaluate.metrics import select_best
-from socialfeat.features import vectors_column
-from socialfeat.freshness import check_current, feature_product
+from socialfeat.measures.metrics import select_best
 from socialfeat.runlock import writes_run
 from socialfeat.tensor_io import write_safetensors
 
@@ -126,7 +126,7 @@ def block_map(
 ) -> tuple[RidgeMap, dict[str, Any], np.ndarray]:
     """One block's ridge map to the item factors, λ chosen by valid AUC over the valid-user sample, solved from the
     block's Gram (every λ's valid predictions from one pass over the valid rows); the map, the choice made (as
-    :func:`~socialfeat.evaluate.coldstart.fit_ridge_map` reports it) and the valid items' predictions at that λ."""
+    :func:`~socialfeat.measures.coldstart.fit_ridge_map` reports it) and the valid items' predictions at that λ."""
     weights = grams.ridge_path(name, lambdas)
     s, mean = grams.blocks[name], grams.mean_has[name]
     f, lacking = len(mean), ~s.has[data.valid]
@@ -337,6 +337,13 @@ def intervals(
 # ------------------------------------------------------------------------------------------------ the stage
 @dataclass
 class ContentResult:
+    """Where the content model went and how each of its sources scored.
+
+    Attributes:
+        out: The content model's folder, ``RUN/content``.
+        metrics: Each source's cold-start rows alone, in pairs and together, the chosen model, intervals and notes.
+    """
+
     out: Path
     metrics: dict[str, Any]
 
@@ -348,7 +355,7 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
     item_sources = [b.name for b in blocks if b.name in ITEM_SOURCES]
     if not cc.lightfm or not item_sources:
         return None, None
-    from socialfeat.evaluate.lightfm_peer import lightfm_missing, lightfm_row
+    from socialfeat.content.lightfm_peer import lightfm_missing, lightfm_row
 
     name = f"LightFM (WARP), item features: {' + '.join(item_sources)} (dense blocks: 32 principal components)"
     missing = lightfm_missing()
@@ -364,9 +371,23 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
 
 @writes_run()
 def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> ContentResult:
-    """Build the content blocks, fit one ridge map per block, score every source alone, in pairs and together
-    (fusion weights on valid, AUC on test, both on evaluate's user samples), bootstrap their intervals, and write
-    ``features/<source>.parquet`` for the item sources and the content model to ``RUN/content/``."""
+    """Fit the content model: a new item's factors from its image, title, text, tags and numbers.
+
+    One ridge map per source is fit and scored alone, in pairs and together. Fusion weights come from the valid
+    items and AUC from the test items, on evaluate's user samples. Writes ``features/<source>.parquet`` per item
+    source, and the model to ``RUN/content/``.
+
+    Args:
+        config: The run's configuration; reads ``content``, ``evaluate`` and ``seed``.
+        run: The run folder, holding ``factors/`` and the image sources' features.
+        step: Hears the name of each phase as it starts.
+
+    Returns:
+        The content folder and its metrics.
+
+    Raises:
+        UserError: No or unknown sources, stale factors or features, or no source that could be built.
+    """
     run = Path(run)
     say = step or (lambda _m: None)
     t0 = time.perf_counter()

@@ -62,7 +62,12 @@ FLOAT_MAX = float(np.finfo(np.float32).max)  # the largest weight a dataset's fl
 
 @dataclass
 class IngestResult:
-    """Where the dataset went and what it holds (the content of ``stats.json``)."""
+    """Where the dataset went and what it holds.
+
+    Attributes:
+        out: The dataset folder, ``RUN/dataset`` in a run.
+        stats: What ``stats.json`` records: rows dropped and why, sizes after filtering, event weights, inputs.
+    """
 
     out: Path
     stats: dict[str, Any]
@@ -94,9 +99,20 @@ def ingest(
 ) -> IngestResult:
     """Read the inputs named in ``config.ingest``, validate, filter, and write the dataset to ``out``.
 
-    ``step`` is told the name of each phase as it starts (the CLI shows it as a spinner). With ``live``, the live
-    store of the run ``out`` belongs to (``out/../live/live.db``) joins the inputs, up to its version
-    ``live_version`` (default: the current one): see :mod:`socialfeat.data.absorb`.
+    Args:
+        config: The run's configuration; ``config.ingest`` names the logs and ``config.filter`` the popularity cuts.
+        out: The dataset folder, ``RUN/dataset`` in a run: new, empty, or an earlier dataset.
+        step: Hears the name of each phase as it starts; the CLI shows it as a spinner.
+        live: Join the live store of the run ``out`` belongs to (``out/../live/live.db``), when there is one.
+            See :mod:`socialfeat.data.absorb`.
+        live_version: The live store's version to read up to; default the current one.
+
+    Returns:
+        The dataset folder and its statistics.
+
+    Raises:
+        UserError: A missing input, a bad row (named by file, row and column), too little memory, or an ``out``
+            that holds something else.
     """
     cfg = config.ingest
     say = step or (lambda _msg: None)

@@ -506,10 +506,21 @@ def _write_images(
 
 
 def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
-    """Write the demo platform into `out` atomically; return a summary (counts per file and event, sizes, seed).
+    """Write the demo platform into ``out`` atomically: images, items, interactions, comments and hidden labels.
 
-    Refuses (UserError) an ``out`` that is neither new, empty nor a previous platform (see ``atomic.claim_dir``),
-    so that a typo in ``--out`` cannot replace someone's folder."""
+    Args:
+        out: The platform folder: new, empty, or an earlier platform, which is replaced once the new one is done.
+        config: How many users and items, their views, comment and share rates, and the image size.
+        seed: The seed; the same seed gives the same platform.
+        progress: Hears ``(phase, done, total)`` while views are drawn and images are written.
+
+    Returns:
+        A summary: the seed, the sizes, the rows per file, the count of each event and the bytes written.
+
+    Raises:
+        UserError: A negative seed, or an ``out`` that holds something else, so a typo in ``--out`` cannot
+            replace someone's folder.
+    """
     out = Path(out)
     if seed < 0:
         raise UserError("--seed", f"must be >= 0 (got {seed})")

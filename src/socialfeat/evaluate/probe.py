@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialfeat.errors import UserError
-from socialfeat.evaluate.metrics import accuracy, majority_rate, standardizer
+from socialfeat.measures.metrics import accuracy, majority_rate, standardizer
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialfeat.artifacts import read_table
-from socialfeat.evaluate.metrics import jaccard, top_k
+from socialfeat.measures.metrics import jaccard, top_k
 
 SPARSE_CELLS = 4_000_000  # query × item similarities computed at once for a sparse source (≈ 16 MB of float32)
 

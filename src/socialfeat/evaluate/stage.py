@@ -27,8 +27,14 @@ from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, dump_config, provenance
 from socialfeat.data.tags import item_tags, multi_hot_sparse, vocabulary
 from socialfeat.errors import UserError
-from socialfeat.evaluate.bootstrap import LEVEL, difference, interval, resampled_means
-from socialfeat.evaluate.coldstart import (
+from socialfeat.evaluate.hybrid import content_section
+from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
+from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
+from socialfeat.features import SOURCES as EMBED_SOURCES
+from socialfeat.freshness import check_current, feature_product
+from socialfeat.jsonio import finite
+from socialfeat.measures.bootstrap import LEVEL, difference, interval, resampled_means
+from socialfeat.measures.coldstart import (
     aligned_features,
     coldstart_scored,
     load_coldstart,
@@ -37,12 +43,6 @@ from socialfeat.evaluate.coldstart import (
     sampled,
     user_sample,
 )
-from socialfeat.evaluate.hybrid import content_section
-from socialfeat.evaluate.probe import PROBE_C, LabelSet, probe_row, read_labels
-from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
-from socialfeat.features import SOURCES as EMBED_SOURCES
-from socialfeat.freshness import check_current, feature_product
-from socialfeat.jsonio import finite
 from socialfeat.runlock import writes_run
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,14 @@ Step = Callable[[str], None]
 
 @dataclass
 class EvaluateResult:
+    """Where the evaluation went and what it measured.
+
+    Attributes:
+        out: The metrics file, ``RUN/eval/metrics.json``.
+        metrics: Per feature source its cold-start AUC, retrieval and probe scores, plus paired differences
+            with bootstrap intervals, notes and settings.
+    """
+
     out: Path
     metrics: dict[str, Any]
 
@@ -190,8 +198,23 @@ def evaluate(
     labels: str | os.PathLike[str] | None = None,
     step: Step | None = None,
 ) -> EvaluateResult:
-    """Evaluate every feature source row of ``run`` on its cold items; write ``run/eval`` (metrics.json,
-    config.yaml, manifest.json). ``labels`` (default: ``config.evaluate.labels``) enables the linear probes."""
+    """Score every feature source on the same cold items, so that learned and ImageNet features compare fairly.
+
+    Writes ``run/eval``: ``metrics.json``, ``config.yaml`` and ``manifest.json``.
+
+    Args:
+        config: The run's configuration; reads ``evaluate`` and ``seed``.
+        run: The run folder, holding ``factors/`` and ``features/``.
+        sources: Which sources to score; default every one the run has.
+        labels: A table of item labels for linear probes; default ``config.evaluate.labels``.
+        step: Hears the name of each phase as it starts.
+
+    Returns:
+        The metrics file and its content.
+
+    Raises:
+        UserError: No run folder, an unknown source, stale or missing features, or a bad λ grid.
+    """
     run = Path(run)
     cfg = config.evaluate
     say = step or (lambda _msg: None)

@@ -23,10 +23,10 @@ from socialfeat.config import Config, TransferSet, provenance
 from socialfeat.data.image_tables import ImageTable, load_image_table, problem_summary
 from socialfeat.data.images import ImageCache
 from socialfeat.errors import UserError
-from socialfeat.evaluate.metrics import majority_rate
 from socialfeat.evaluate.transfer import check_labels, probe_source
 from socialfeat.features import MODEL_DIRS, SOURCES, embed_rows, source_model
 from socialfeat.freshness import MODEL_PRODUCTS, check_current
+from socialfeat.measures.metrics import majority_rate
 from socialfeat.models.heads import FeatureModel, head_key
 from socialfeat.runlock import writes_run
 from socialfeat.runtime import Dist, default_workers, pick_device, table_cache
@@ -39,6 +39,14 @@ Step = Callable[[str], None]
 
 @dataclass
 class TransferResult:
+    """Where the probe results went, one file per labelled set.
+
+    Attributes:
+        outs: The files written, ``RUN/eval/transfer-<name>.json``.
+        results: Their content, in the same order: classes, chance level, and per source its k-fold and
+            few-shot probe accuracy.
+    """
+
     outs: list[Path]
     results: list[dict[str, Any]]
 
@@ -153,8 +161,21 @@ def transfer(
     sources: list[str] | None = None,
     progress: Step | None = None,
 ) -> TransferResult:
-    """Probe every feature source on every labelled set (default ``config.transfer.sets``); write
-    ``run/eval/transfer-<name>.json`` per set and return their contents."""
+    """Probe every feature source on labelled images the model never saw, to test whether the features transfer.
+
+    Args:
+        config: The run's configuration; reads ``transfer``, ``embed`` and ``train``.
+        run: The run folder.
+        sets: The labelled image sets; default ``config.transfer.sets``.
+        sources: Which sources to probe; default ``config.transfer.sources``, plus meta-class when the run has it.
+        progress: Hears the name of each phase as it starts.
+
+    Returns:
+        The files written, ``run/eval/transfer-<name>.json`` per set, and their content.
+
+    Raises:
+        UserError: No run folder or set, a bad table or label column, an unknown source, or a stale model.
+    """
     run = Path(run)
     say = progress or (lambda _msg: None)
     if not run.is_dir():

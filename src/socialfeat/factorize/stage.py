@@ -26,11 +26,11 @@ from pydantic import ValidationError
 from socialfeat.artifacts import parquet_fingerprints, read_schema, read_table
 from socialfeat.atomic import atomic_dir, write_json, write_text
 from socialfeat.config import Config, FactorizeConfig, SplitConfig, dump_config, provenance
+from socialfeat.data.splits import SPLITS, TRAIN, item_splits, leave_k_out
 from socialfeat.errors import UserError
 from socialfeat.factorize import create_factorizer
 from socialfeat.factorize.base import Factors, FitDiverged
 from socialfeat.factorize.metrics import evaluate_ranking, popularity_scores, random_scores
-from socialfeat.factorize.splits import SPLITS, TRAIN, item_splits, leave_k_out
 from socialfeat.resources import check_memory
 from socialfeat.runlock import writes_run
 
@@ -67,6 +67,13 @@ class Interactions:
 
 @dataclass
 class FactorizeResult:
+    """Where the factors went and how well they rank held-out interactions.
+
+    Attributes:
+        out: The factors folder, ``RUN/factors``.
+        metrics: What ``metrics.json`` records: the item split, held-out ranking metrics, sweep results, fit time.
+    """
+
     out: Path
     metrics: dict[str, Any]
 
@@ -352,7 +359,22 @@ def check_factor_memory(config: Config, shape: tuple[int, int]) -> None:
 
 @writes_run()
 def factorize(config: Config, run: str | os.PathLike[str], progress: Progress | None = None) -> FactorizeResult:
-    """Factorize ``run/dataset`` into ``run/factors`` (see the module docstring for the order of work)."""
+    """Factorize ``run/dataset`` into user and item factors in ``run/factors``, measured on held-out interactions.
+
+    Cold items stay out of the fit, so that evaluation can predict them from images alone.
+
+    Args:
+        config: The run's configuration; reads ``factorize``, ``split`` and ``seed``.
+        run: The run folder, holding ``dataset/``.
+        progress: Hears ``(fit, iteration, iterations, loss)`` after each ALS iteration; loss may be None.
+
+    Returns:
+        The factors folder and its metrics.
+
+    Raises:
+        UserError: No current dataset, too little memory for the factors, no warm items, or a fit that
+            diverges.
+    """
     run = Path(run)
     cfg, seed = config.factorize, config.seed
     started = time.perf_counter()

@@ -70,6 +70,19 @@ class Upload:
     data: bytes
 
 
+@dataclass
+class Embedded:
+    """Uploads' outputs and predicted factors, made by :meth:`Live.embed` before ``add`` takes a server's lock.
+
+    Embedding is the slow part of an add (~50-100 ms a photo on one core), and it reads no live state. A server
+    runs it first, so reads and events need not wait for it.
+    """
+
+    digests: list[str]
+    outputs: dict[tuple[str, str], np.ndarray]
+    predicted: list[tuple[np.ndarray, str]]
+
+
 def live_params(run: Path) -> dict[str, Any]:
     """What fold-in must share with the fit: factorize's params and the event weights the dataset was made with."""
     metrics = read_json(run / "factors" / "metrics.json", run=run)
@@ -134,6 +147,7 @@ class Live:
         self._outside: np.ndarray | None = None  # rows of items the dataset does not hold
         self._users_block: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None = None
         self._log: BatchLog | None = None  # opened at the first event of a batch user
+        self._embedders: dict[int, Any] = {}  # by the encoders' id: one Embedder (and content model) per caller
         self.sync()
 
     @cached_property
@@ -331,16 +345,16 @@ class Live:
         return np.concatenate([scores, block_scores]), np.concatenate([seen, block_seen]), ids
 
     def _masked(
-        self, user_id: str, include_seen: bool
+        self, user_id: str, include_seen: bool, batch: tuple[np.ndarray, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
         """(batch scores, rows the user saw, live ids, live scores, which live items the user saw), hidden items at
         -inf. Masked in place, and the seen live items found from the user's own events: no pass over the
-        catalogue or the live items beyond the two products."""
-        u = self.user_vector(user_id)
-        if u is None:
-            raise UserError(str(user_id), "unknown user: no factors and no live events")
+        catalogue or the live items beyond the two products. ``batch``: (u, its batch scores) from
+        :meth:`batch_scores`, made outside a server's lock; the ranking is then as of that vector."""
+        if batch is None:
+            batch = self.batch_scores(user_id)
+        u, scores = batch
         rec = self.rec
-        scores = rec.vectors @ u
         row = rec.user_row(user_id)
         live_seen = self.user_events.get(user_id, {})
         seen_rows = np.concatenate([
@@ -364,11 +378,26 @@ class Live:
             block_scores[block_seen] = -np.inf
         return scores, seen_rows, ids, block_scores, block_seen
 
-    def rank(self, user_id: str, k: int, include_seen: bool = False) -> list[dict[str, Any]]:
+    def user_or_error(self, user_id: str) -> np.ndarray:
+        """The user's vector (folded in where they have live events); a UserError for an unknown user."""
+        u = self.user_vector(user_id)
+        if u is None:
+            raise UserError(str(user_id), "unknown user: no factors and no live events")
+        return u
+
+    def batch_scores(self, user_id: str, u: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(u, u·v of every batch item): the one product over the whole catalogue. The batch factors never
+        change, so given ``u`` this reads no live state and a server runs it outside its lock."""
+        u = self.user_or_error(user_id) if u is None else u
+        return u, self.rec.vectors @ u
+
+    def rank(
+        self, user_id: str, k: int, include_seen: bool = False, batch: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[dict[str, Any]]:
         """The k items with the largest u·v for a user (batch or live), batch and live items together; removed
-        items never, seen ones only with ``include_seen``."""
+        items never, seen ones only with ``include_seen``. ``batch``: see :meth:`_masked`."""
         rec = self.rec
-        scores, seen_rows, ids, block_scores, block_seen = self._masked(user_id, include_seen)
+        scores, seen_rows, ids, block_scores, block_seen = self._masked(user_id, include_seen, batch)
         seen = set(seen_rows.tolist())
         n = len(rec.item_ids)
         # the k best of each part, merged as one ranking of both would order them: ties keep batch before live
@@ -480,6 +509,44 @@ class Live:
         warm = sorted({e.item_id for e in events if self.is_warm_live(e.item_id)})
         return Logged(len(rows), len(users), len(before), warm)
 
+    def _embedder(self, encoders: dict[str, Any] | None) -> Any:
+        """One Embedder per encoders dict: its content model and sessions are loaded once, not per add."""
+        from socialfeat.live.embedding import Embedder
+
+        key = id(encoders) if encoders is not None else 0
+        found = self._embedders.get(key)
+        if found is None or (encoders is not None and found.encoders is not encoders):
+            found = self._embedders[key] = Embedder(self.config, self.run, encoders)
+        return found
+
+    def _embed_plan(
+        self,
+        plan: list[tuple[NewItem, bytes, str]],
+        where: str,
+        encoders: dict[str, Any] | None,
+        predict: Predictor | None,
+    ) -> Embedded:
+        embedder = self._embedder(encoders)
+        outputs = embedder.embed([data for _, data, _ in plan], where, [it.row for it, _, _ in plan])
+        predicted = embedder.factors(plan, outputs) if predict is None else predict([it for it, _, _ in plan], outputs)
+        return Embedded([d for _, _, d in plan], outputs, predicted)
+
+    def embed(
+        self,
+        items: list[NewItem] | list[Upload],
+        image_root: Path | None = None,
+        where: str = "items",
+        encoders: dict[str, Any] | None = None,
+    ) -> Embedded:
+        """Every item's outputs and predicted factors, read from the run's models only: no live state, so a
+        server calls it outside its lock and passes the result to ``add``. A bad image is the same UserError."""
+        images = _image_bytes(items, image_root, self.config, where)
+        plan = [
+            (getattr(i, "item", i), data, hashlib.sha256(data).hexdigest())
+            for i, data in zip(items, images, strict=True)
+        ]
+        return self._embed_plan(plan, where, encoders, None)
+
     def _writer(self) -> LiveStore:
         if not self.store.exists:
             self.store = LiveStore(self.run, create=True)
@@ -494,19 +561,20 @@ class Live:
         k: int = 10,
         encoders: dict[str, Any] | None = None,
         predict: Predictor | None = None,
+        embedded: Embedded | None = None,
     ) -> list[Added]:
         """Add items (all or none): decode and check every image, embed them in batches under every source the
         run has features for, predict their factors as ``recommend --image`` does, store them in one transaction.
         The same id with the same image bytes is a no-op; other bytes need ``replace``. ``predict`` replaces the
-        run's rule for the factors (the fresh-content evaluation adds items with other predictors)."""
-        from socialfeat.live.embedding import Embedder
-
+        run's rule for the factors (the fresh-content evaluation adds items with other predictors). ``embedded``:
+        what :meth:`embed` made for these ``items`` beforehand (used where the bytes still match)."""
         self.sync()
         images = _image_bytes(items, image_root, self.config, where)
         before = set(self.items)  # what ``replaced`` means: the id held another image until now
         plan: list[tuple[NewItem, bytes, str]] = []
+        chosen: list[int] = []  # each planned item's place in ``items``, to pick its rows of ``embedded``
         results: dict[str, Added] = {}
-        for item, data in zip([getattr(i, "item", i) for i in items], images, strict=True):
+        for n, (item, data) in enumerate(zip([getattr(i, "item", i) for i in items], images, strict=True)):
             self.check_item_id(item.item_id, where)
             digest = hashlib.sha256(data).hexdigest()
             if item.item_id in self.item_row:
@@ -520,9 +588,13 @@ class Live:
                     where, f"row {item.row}: item '{item.item_id}' was added with other image bytes; give --replace"
                 )
             plan.append((item, data, digest))
-        embedder = Embedder(self.config, self.run, encoders)
-        outputs = embedder.embed([data for _, data, _ in plan], where, [it.row for it, _, _ in plan])
-        predicted = embedder.factors(plan, outputs) if predict is None else predict([it for it, _, _ in plan], outputs)
+            chosen.append(n)
+        if embedded is not None and [d for _, _, d in plan] == [embedded.digests[n] for n in chosen]:
+            outputs = {key: value[chosen] for key, value in embedded.outputs.items()}
+            predicted = [embedded.predicted[n] for n in chosen]
+        else:
+            found = self._embed_plan(plan, where, encoders, predict)
+            outputs, predicted = found.outputs, found.predicted
         stored: list[tuple[LiveItem, dict[tuple[str, str], np.ndarray]]] = []
         folder = image_dir(self.run)
         folder.mkdir(parents=True, exist_ok=True)

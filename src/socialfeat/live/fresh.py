@@ -43,9 +43,9 @@ import numpy as np
 from socialfeat.artifacts import read_table
 from socialfeat.atomic import write_json
 from socialfeat.config import Config, load_config
-from socialfeat.evaluate.bootstrap import LEVEL, interval, signed
 from socialfeat.live.catalogue import Live, Predictor
 from socialfeat.live.tables import NewEvent, NewItem
+from socialfeat.measures.bootstrap import LEVEL, interval, signed
 from socialfeat.recommend import Recommender
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def weighted_means(
 # ---------------------------------------------------------------------------------------------------- predictors
 def _ridge_predictor(run: Path, config: Config, source: str) -> tuple[Predictor, dict[str, Any]]:
     """A ridge map from ``source``'s pooled image features to factors, fit as ``evaluate`` fits its rows."""
-    from socialfeat.evaluate.coldstart import aligned_features, fit_ridge_map, load_coldstart, sampled
+    from socialfeat.measures.coldstart import aligned_features, fit_ridge_map, load_coldstart, sampled
 
     ev = config.evaluate
     data = sampled(load_coldstart(run), ev.users, ev.valid_users, config.seed)
@@ -311,7 +311,7 @@ def _ridge_predictor(run: Path, config: Config, source: str) -> tuple[Predictor,
 
 def _mean_predictor(run: Path) -> tuple[Predictor, dict[str, Any]]:
     """Every new item gets the mean factor vector of the batch's warm items: no image, no text."""
-    from socialfeat.evaluate.coldstart import load_coldstart
+    from socialfeat.measures.coldstart import load_coldstart
 
     mean = load_coldstart(run).item_factors.mean(axis=0).astype(np.float32)
     return (lambda items, _outputs: [(mean, "mean") for _ in items]), {}

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from socialfeat.config import Config
+from socialfeat.data.splits import read_split
 from socialfeat.errors import UserError
-from socialfeat.factorize.splits import read_split
 from socialfeat.freshness import check_current, feature_product
 from socialfeat.index import ItemIndex, describe, find_row, item_info, load_index, nearest, neighbours, normalize
 from socialfeat.index import similar as batch_similar

@@ -17,8 +17,8 @@ from PIL import Image
 from socialfeat.artifacts import read_json, read_schema, read_table, rerun_command
 from socialfeat.config import Config
 from socialfeat.data.images import ImageCache, ImageError, ImageRoot, dataset_root, load_image
+from socialfeat.data.splits import read_split
 from socialfeat.errors import UserError
-from socialfeat.factorize.splits import read_split
 from socialfeat.index import current_index, exact_search, feature_files, read_ids, read_rows, search
 
 log = logging.getLogger(__name__)

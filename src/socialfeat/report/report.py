@@ -65,7 +65,19 @@ TITLES = {
 
 @writes_run(lambda a: a["run"] if inside(a["out"], a["run"]) else None)
 def report(config: Config, run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``run/report.html`` (or ``out``) atomically and return its path."""
+    """Write one self-contained HTML report of a run, readable in a minute, atomically.
+
+    Args:
+        config: The run's configuration; reads ``report``.
+        run: The run folder, holding at least one stage's output.
+        out: The ``.html`` file to write; default ``run/report.html``. Only an earlier report is replaced.
+
+    Returns:
+        The report's path.
+
+    Raises:
+        UserError: No run folder, no stage output, a stale evaluation, or an ``out`` that is not a report.
+    """
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise UserError(str(run), "is a file; expected a run folder")

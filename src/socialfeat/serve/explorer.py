@@ -26,10 +26,10 @@ from PIL import Image
 from socialfeat.artifacts import read_schema, read_table
 from socialfeat.config import Config
 from socialfeat.data.images import ImageError, decode_image, load_image
+from socialfeat.data.splits import read_split
 from socialfeat.data.tags import given_tags
 from socialfeat.errors import UserError
 from socialfeat.export import Inference, encoder_for
-from socialfeat.factorize.splits import read_split
 from socialfeat.features import Encoder
 from socialfeat.index import ItemIndex, column_of, load_index, model_outputs
 from socialfeat.live.tables import NewItem

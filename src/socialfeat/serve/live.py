@@ -250,9 +250,13 @@ class LiveView:
             live = self.sync()
             if live is not None:
                 try:
-                    return live.rank(user_id, k, include_seen)
+                    u = live.user_or_error(user_id)
                 except UserError:
                     raise NotFound(f"unknown user '{user_id}'") from None
+        if live is not None:
+            batch = live.batch_scores(user_id, u)  # the product over the catalogue, outside the lock
+            with self.lock:
+                return live.rank(user_id, k, include_seen, batch)
         if self.rec.user_row(user_id) < 0:
             raise NotFound(f"unknown user '{user_id}'")
         return [{**r, "live": False} for r in self.rec.rank(user_id, k, include_seen)]
@@ -285,19 +289,20 @@ class LiveView:
         return live
 
     def add(self, item: NewItem, data: bytes, replace: bool, k: int) -> dict[str, Any]:
-        """Add (or replace) one uploaded item; the same id with the same bytes changes nothing."""
+        """Add (or replace) one uploaded item; the same id with the same bytes changes nothing. The image is
+        embedded between two holds of the lock, so searches, rankings and events do not wait for the model."""
+        digest = hashlib.sha256(data).hexdigest()
         with self.lock:
             live = self._writer()
-            live.check_item_id(item.item_id, "item_id")
-            if item.item_id in live.item_row:
-                gone = " (removed, but a batch item's id stays taken)" if item.item_id in live.removed else ""
-                raise Conflict(f"item '{item.item_id}' is in the batch catalogue already{gone}; choose another id")
-            current = live.items.get(item.item_id)
-            if current is not None and not replace and current.sha256 != hashlib.sha256(data).hexdigest():
-                raise Conflict(
-                    f"item '{item.item_id}' was added with other image bytes; send replace=true to replace it"
-                )
-            (added,) = live.add([Upload(item, data)], replace=replace, where="image", k=k, encoders=self.encoders)
+            unchanged = self._check_add(live, item, digest, replace)
+        upload = Upload(item, data)
+        embedded = None if unchanged else live.embed([upload], where="image", encoders=self.encoders)
+        with self.lock:
+            live = self._writer()
+            self._check_add(live, item, digest, replace)  # again: another request may have taken the id meanwhile
+            (added,) = live.add(
+                [upload], replace=replace, where="image", k=k, encoders=self.encoders, embedded=embedded
+            )
             self.sync()
             audience = added.audience or live.audience(live.items[item.item_id].factors, k)
             return {
@@ -307,6 +312,19 @@ class LiveView:
                 "audience": audience,
                 "version": live.version,
             }
+
+    @staticmethod
+    def _check_add(live: Live, item: NewItem, digest: str, replace: bool) -> bool:
+        """A 409 for an id the batch holds or one added with other bytes (unless ``replace``); True when the
+        same id holds these very bytes (nothing to embed)."""
+        live.check_item_id(item.item_id, "item_id")
+        if item.item_id in live.item_row:
+            gone = " (removed, but a batch item's id stays taken)" if item.item_id in live.removed else ""
+            raise Conflict(f"item '{item.item_id}' is in the batch catalogue already{gone}; choose another id")
+        current = live.items.get(item.item_id)
+        if current is not None and not replace and current.sha256 != digest:
+            raise Conflict(f"item '{item.item_id}' was added with other image bytes; send replace=true to replace it")
+        return current is not None and current.sha256 == digest
 
     def remove(self, item_id: str) -> dict[str, Any]:
         with self.lock:

@@ -30,6 +30,13 @@ TEXT_COLUMNS = ("title", "tags", "text")
 
 @dataclass
 class TargetsResult:
+    """Where the targets went and what they hold.
+
+    Attributes:
+        out: The targets folder, ``RUN/targets``.
+        summary: Per target its size (dimension, clusters or tags), plus each cluster's words and typical items.
+    """
+
     out: Path
     summary: dict[str, Any]
 
@@ -64,8 +71,23 @@ def item_words(run: Path, item_idx: np.ndarray) -> list[set[str]]:
 
 @writes_run()
 def targets(config: Config, run: str | os.PathLike[str]) -> TargetsResult:
-    """Write ``run/targets``: ``factors.parquet``, ``factor_clusters.parquet`` and/or ``engagement.parquet``
-    (cluster -1 = an item without comments, masked), plus ``clusters.json``."""
+    """Turn the item factors into what the image model learns to predict, in ``run/targets``.
+
+    Each target in ``config.targets.targets`` gets one file: ``factors.parquet``, ``factor_clusters.parquet``,
+    ``engagement.parquet`` or ``tags.parquet``. In engagement, cluster -1 marks an item without comments, which
+    the loss skips.
+
+    Args:
+        config: The run's configuration; reads ``targets`` and ``seed``.
+        run: The run folder, holding ``factors/`` and ``dataset/``.
+
+    Returns:
+        The targets folder and a summary of each target.
+
+    Raises:
+        UserError: Factors missing or older than the dataset, no comments for engagement, or no tags for the
+            tags target.
+    """
     run = Path(run)
     cfg = config.targets
     check_inputs(run, "targets")  # factors/ current with dataset/: no targets from an older factorization

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialfeat.artifacts import read_table
-from socialfeat.evaluate.coldstart import ColdStartData, score_users
+from socialfeat.measures.coldstart import ColdStartData, score_users
 
 
 def lightfm_missing() -> str | None:

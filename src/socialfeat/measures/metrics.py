@@ -1,10 +1,10 @@
-"""Pure metric functions of the evaluate stage: per-user ranking metrics on dense score matrices, audience overlap,
-ridge regression (primal and dual, one Gram matrix for every λ, dense or on a standardised sparse matrix) and probe
-accuracies.
+"""Pure metric functions that evaluate, content and selection share: per-user ranking metrics on dense score
+matrices, audience overlap, ridge regression (primal and dual, one Gram matrix for every λ, dense or on a
+standardised sparse matrix) and probe accuracies.
 
 Nothing here reads files or draws random numbers, so each function is checked against a naive reference in
 tests/evaluate/test_evaluate_metrics.py. Scores are ``users × items``; NaN scores rank last. Work stays in the
-dtype it is given (float32 in the stage): only vectors and d × d systems are float64, never an n × d matrix.
+dtype it is given (float32 in the stages): only vectors and d × d systems are float64, never an n × d matrix.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from socialfeat.evaluate import bootstrap
-from socialfeat.evaluate.bootstrap import difference, interval, resampled_means
-from socialfeat.evaluate.coldstart import eligible_users, sample_users
+from socialfeat.measures import bootstrap
+from socialfeat.measures.bootstrap import difference, interval, resampled_means
+from socialfeat.measures.coldstart import eligible_users, sample_users
 
 
 def naive_means(per_user: np.ndarray, resamples: int, seed: int) -> np.ndarray:

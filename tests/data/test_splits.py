@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from socialfeat.config import SplitConfig
+from socialfeat.data.splits import TEST, TRAIN, VALID, item_splits, leave_k_out, uniform
 from socialfeat.errors import UserError
-from socialfeat.factorize.splits import TEST, TRAIN, VALID, item_splits, leave_k_out, uniform
 
 
 def test_leave_k_out_takes_the_latest_per_user() -> None:

@@ -5,7 +5,7 @@ to their ALS factors, with λ chosen on the valid cold items, or directly when t
 every user's score for a test cold item is u·v̂. The hidden interactions of the test items are the truth.
 
 Users are ranked on a seeded sample (:func:`sample_users`) when there are more than the config asks for; every row
-keeps its per-user AUCs (:class:`Ranked`) so that the stage can bootstrap intervals over the same users.
+keeps its per-user AUCs (:class:`Ranked`) so that a stage can bootstrap intervals over the same users.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import scipy.sparse as sp
 
 from socialfeat.artifacts import read_json, read_table
 from socialfeat.errors import UserError
-from socialfeat.evaluate.metrics import (
+from socialfeat.features import feature_batches, read_features
+from socialfeat.measures.metrics import (
     Standardized,
     auc_per_user,
     mean_or_nan,
@@ -34,7 +35,6 @@ from socialfeat.evaluate.metrics import (
     standardizer,
     top_k,
 )
-from socialfeat.features import feature_batches, read_features
 
 log = logging.getLogger(__name__)
 
