@@ -67,21 +67,19 @@ def open_run(path: str | os.PathLike[str], config: Config | str | os.PathLike[st
 class Run:
     """A run folder: its features, neighbours, audiences and recommendations, and its live catalogue.
 
-    Make one with :func:`open_run`, which checks the folder. Every method reads the run afresh.
-    Only the image encoders are kept between calls.
+    Make one with :func:`open_run`, which checks the folder; this constructor does not.
+    Every method reads the run afresh. Only the image encoders are kept between calls.
+
+    Args:
+        path: The run folder.
+        config: The settings every method uses, or None for the CLI's defaults.
 
     Attributes:
         path: The run folder.
-        config: The settings every method uses (the CLI's defaults unless given).
+        config: The settings every method uses.
     """
 
     def __init__(self, path: str | os.PathLike[str], config: Config | None = None) -> None:
-        """Wrap a run folder without checking it; :func:`open_run` checks it.
-
-        Args:
-            path: The run folder.
-            config: The settings, or None for the defaults.
-        """
         self.path = Path(path)
         self.config = config if config is not None else load_config()
         self._encoders: dict[str, Inference] = {}
