@@ -217,12 +217,13 @@ def main() -> None:
     lines = [
         f"Load average when done: {load_avg} (other processes share the cores; seconds are wall time).",
         "",
-        f"Planted cold-start problem (64-d latent taste; 10 cold interactions per user; 80/10/10 warm/valid/test); "
-        f"blocks: image 1,280-d dense, tags 2,000-d sparse one-hot (8 per item), numeric (a year: z + decade bins). "
-        f"λ grid of 7, `content.fusion_step` 0.1, joint search on; `evaluate.users` = {args.users:,}, "
-        f"`evaluate.valid_users` = {args.valid_users:,}; bootstrap {args.bootstrap:,} resamples of every row. "
-        f"*before*: the content code at {BEFORE[:7]} (every eligible user, dense tags, float64 copies, every item "
-        "predicted per trial) with today's evaluate helpers.",
+        "The planted cold-start problem: 64-d latent taste, 10 cold interactions per user, 80/10/10 warm/valid/test.\n"
+        "- Blocks: image 1,280-d dense, tags 2,000-d sparse one-hot (8 per item), numeric (a year: z + decade bins).\n"
+        f"- Search: a λ grid of 7, `content.fusion_step` 0.1, joint search on; `evaluate.users` = {args.users:,}, "
+        f"`evaluate.valid_users` = {args.valid_users:,}.\n"
+        f"- Bootstrap: {args.bootstrap:,} resamples of every row.\n"
+        f"- *before*: the content code at {BEFORE[:7]} with today's evaluate helpers. It used every eligible user, "
+        "dense tags, float64 copies, and predicted every item per trial.",
         "",
         "| items | users | code | users ranked | seconds | peak RSS | model | test AUC | bootstrap s | phases |",
         "|---:|---:|---|---:|---:|---:|---|---:|---:|---|",

@@ -299,10 +299,12 @@ def main() -> None:
         f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (seconds are wall time of a "
         "fresh process per stage, imports included; peak RSS from wait4).",
         "",
-        "Simulated platform on the simulator's taste model (bench/scale.py): views and likes; images one shared 8×8 "
-        "PNG; learned/ImageNet/random features (1,280-d) drawn from the latent attributes, no CNN. content: learned "
-        "+ tags (~4K) + numeric (year), LightFM off; evaluate: learned, ImageNet, random, metadata; "
-        "index: learned, ImageNet, random (what serve opens); model/: an untrained stand-in for serve's upload encoder.",
+        "The platform is bench/scale.py's, on the simulator's taste model, with views and likes.\n"
+        "- Images: one shared 8×8 PNG. Learned, ImageNet and random features (1,280-d) are drawn from the latent "
+        "attributes; no CNN runs.\n"
+        "- content: learned + tags (~4K) + numeric (year), LightFM off.\n"
+        "- evaluate: learned, ImageNet, random, metadata. index: learned, ImageNet, random (what serve opens).\n"
+        "- model/: an untrained stand-in for serve's upload encoder.",
         "",
     ]
     for r in results:
