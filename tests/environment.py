@@ -38,7 +38,8 @@ def need(ok: object, reason: str) -> None:
         return
     if required():
         pytest.fail(f"{PREFIX}{reason} ({SWITCH}=1 turns this skip into a failure)", pytrace=False)
-    pytest.skip(f"{PREFIX}{reason}", allow_module_level=True)
+    # reported at the test that needs it (as a skipif mark is), not at this helper
+    raise pytest.skip.Exception(f"{PREFIX}{reason}", allow_module_level=True, _use_item_location=True)
 
 
 def need_module(name: str, reason: str) -> ModuleType:
