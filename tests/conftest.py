@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from environment import need, need_module
 
 from socialfeat.config import SimulateConfig
 
@@ -26,8 +27,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def movielens() -> Path:
-    if not (MOVIELENS / "interactions.csv").exists():
-        pytest.skip(f"real data not present at {MOVIELENS} (it is in CI and beside developer checkouts)")
+    need((MOVIELENS / "interactions.csv").exists(), f"no MovieLens sample at {MOVIELENS} (../shared/data)")
     return MOVIELENS
 
 
@@ -141,7 +141,7 @@ def served_run(embedded_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def explorer(served_run: Path):  # noqa: ANN201
-    pytest.importorskip("fastapi")
+    need_module("fastapi", "the serve extra is not installed")
     from socialfeat.config import load_config
     from socialfeat.serve.explorer import Explorer
 
@@ -178,7 +178,7 @@ def content_run(embedded_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A copy of the embedded run with a fitted content model over the learned features, text and tags (the upload
     form's title, text and tags fields; imagenet left out: its joint fits would triple the time); skipped without
     the text extra."""
-    pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
+    need_module("sentence_transformers", "the text extra is not installed")
     from socialfeat.config import load_config
     from socialfeat.content import content
 
@@ -191,7 +191,7 @@ def content_run(embedded_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="session")
 def content_explorer(content_run: Path):  # noqa: ANN201
-    pytest.importorskip("fastapi")
+    need_module("fastapi", "the serve extra is not installed")
     from socialfeat.config import load_config
     from socialfeat.serve.explorer import Explorer
 

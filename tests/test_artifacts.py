@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import fails, ok
+from environment import need_module
 
 from socialfeat.artifacts import (
     damaged,
@@ -328,7 +329,7 @@ def test_a_damaged_image_cache_is_rebuilt(run: Path, caplog: pytest.LogCaptureFi
 @pytest.fixture
 def onnx_ready() -> None:
     for name in ("onnx", "onnxruntime", "onnxscript"):
-        pytest.importorskip(name, reason="the export extra is not installed")
+        need_module(name, "the export extra is not installed")
 
 
 def test_a_garbage_onnx_export_is_named_with_export(

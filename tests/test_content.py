@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import fails, ok
+from environment import need_module
 
 from socialfeat.config import load_config
 from socialfeat.content import ContentModel, content, fuse, numeric_rows, numeric_stats, year_from_title
@@ -20,7 +21,7 @@ from socialfeat.features import read_features
 from socialfeat.measures.coldstart import load_coldstart
 from socialfeat.measures.metrics import standardizer
 
-pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
+need_module("sentence_transformers", "the text extra is not installed")
 
 SOURCES = "content.sources=[learned,imagenet,text,tags]"
 

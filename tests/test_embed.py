@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from cli_helpers import fails
+from environment import need_module
 
 from socialfeat import export as export_module
 from socialfeat.artifacts import fingerprints
@@ -31,7 +32,7 @@ TINY = [
 
 
 def onnx_installed() -> None:
-    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    need_module("onnxruntime", "the export extra is not installed")
 
 
 @pytest.fixture(scope="module")

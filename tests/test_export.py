@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from cli_helpers import fails, ok
+from environment import need_module
 
 from socialfeat.artifacts import fingerprints
 from socialfeat.config import load_config
@@ -21,7 +22,7 @@ from socialfeat.export import OnnxEncoder, encoder_for, export, export_path, loa
 from socialfeat.features import encode_batch, read_features
 from socialfeat.index import image_outputs
 
-pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+need_module("onnxruntime", "the export extra is not installed")
 
 TOLERANCE = 1e-4  # relative: max |onnx − torch| / max |torch|, per output
 

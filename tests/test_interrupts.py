@@ -1,7 +1,8 @@
 """Ctrl-C during a stage: one line saying what was kept, exit 130, never a traceback; nothing half-written.
 
-Real SIGINTs to a real process: ingest is interrupted while DuckDB reads a large log (DuckDB turns the signal into
-its own ``Query interrupted`` error), train at a chosen step by its fault-injection hook."""
+Real SIGINTs to a real process, sent at a point the test waits for, never after a fixed delay. Ingest is interrupted
+once it starts reading a large log (DuckDB turns the signal into its own ``Query interrupted`` error); train at a
+chosen step by its fault-injection hook."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from environment import need
 
 from socialfeat.config import load_config
 from socialfeat.factorize.stage import factorize
@@ -48,23 +50,50 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return log
 
 
+# The CLI in a child that touches a marker file as ingest starts its DuckDB read of the log (the phase the
+# spinner calls "reading interactions"): the test signals once the marker exists, not after a guessed delay.
+MARKED_INGEST = """
+import sys
+from pathlib import Path
+
+import socialfeat.data.ingest as ingest
+from socialfeat.cli import main
+
+marker, aggregate = Path(sys.argv[1]), ingest._aggregate
+
+
+def marked(*args, **kwargs):
+    marker.touch()
+    return aggregate(*args, **kwargs)
+
+
+ingest._aggregate = marked
+main(sys.argv[2:])
+"""
+
+
 def ingest_mid_query(log: Path, out: Path, sig: signal.Signals) -> tuple[int | None, str]:
-    """Start ingest, send ``sig`` once its query runs (its temporary folder exists), return (exit code, stderr)."""
-    proc = start("ingest", "--interactions", str(log), "--out", str(out))
-    deadline = time.monotonic() + 60
-    while not list(out.parent.glob(f".{out.name}.tmp-*")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
+    """Start ingest, send ``sig`` once it reads the log (its marker exists), return (exit code, stderr).
+
+    The read of 6 million rows takes seconds and the signal follows the marker within a poll: an ingest that
+    finished first is an environment fault (a far faster machine), failed under ``SOCIALFEAT_REQUIRE_ALL``."""
+    marker = out.parent.parent / "reading.marker"  # beside the run folder: ingest must not see it
+    argv = ["ingest", "--interactions", str(log), "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", MARKED_INGEST, str(marker), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert marker.exists(), f"ingest never started reading the log: {proc.poll()=}"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
+    need(proc.returncode != 0, "ingest finished before the signal arrived, though it was sent as reading began")
     return proc.returncode, err
 
 
 def test_a_killed_ingest_leaves_temporaries_the_next_ingest_removes(big_log: Path, tmp_path: Path) -> None:
     out = tmp_path / "run" / "dataset"
     code, _ = ingest_mid_query(big_log, out, signal.SIGKILL)
-    if code == 0:
-        pytest.skip("ingest finished before the kill arrived (a fast machine)")
     assert code == -signal.SIGKILL and list(out.parent.glob(".dataset.tmp-*"))  # SIGKILL: nothing can clean up
     small = tmp_path / "small.csv"
     small.write_text("user_id,item_id\nu1,i1\nu2,i1\n")
@@ -76,8 +105,6 @@ def test_a_killed_ingest_leaves_temporaries_the_next_ingest_removes(big_log: Pat
 
 def test_ctrl_c_during_ingest_keeps_nothing(big_log: Path, tmp_path: Path) -> None:
     code, err = ingest_mid_query(big_log, tmp_path / "run" / "dataset", signal.SIGINT)
-    if code == 0:
-        pytest.skip("ingest finished before the interrupt arrived (a fast machine)")
     assert code == 130, err
     assert err.strip().splitlines() == ["interrupted: nothing was written; earlier outputs are as they were"]
     assert not (tmp_path / "run").exists()  # the folder it created for the dataset is gone too

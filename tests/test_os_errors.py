@@ -2,8 +2,8 @@
 large — are one line naming the output path and the reason, exit 2, with nothing half-written left behind.
 
 Real faults, not mocks: running as root defeats mode bits, so an immutable folder (``chattr +i``) refuses writes; a
-small tmpfs fills up or is remounted read-only; ``RLIMIT_FSIZE`` makes a write fail with EFBIG. Each test skips, with
-the reason, where the machine does not allow it."""
+small tmpfs fills up or is remounted read-only; ``RLIMIT_FSIZE`` makes a write fail with EFBIG. Where the machine does
+not allow a fault, the test skips with the reason; ``SOCIALFEAT_REQUIRE_ALL=1`` (CI) makes that a failure."""
 
 from __future__ import annotations
 

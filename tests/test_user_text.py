@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import fails, ok
+from environment import need_module
 
 from socialfeat.cli import out
 from socialfeat.cli.options import one_line, shown
@@ -183,7 +184,7 @@ def test_an_empty_user_or_item_id_is_a_proper_line(hostile: dict, capsys: pytest
 
 def test_ids_with_a_newline_are_addressable_in_the_api(hostile: dict) -> None:
     """Starlette's ``path`` parameter stops at a newline (404 before); a query parameter carries any id at all."""
-    pytest.importorskip("fastapi")
+    need_module("fastapi", "the serve extra is not installed")
     from fastapi.testclient import TestClient
 
     from socialfeat.config import load_config

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from environment import need
 from PIL import Image, ImageFile
 
 from socialfeat.data import images
@@ -313,8 +314,7 @@ def test_cache_key_tracks_files_and_size(good: dict[str, Path], tmp_path: Path) 
 
 
 def test_real_posters(movielens: Path, tmp_path: Path) -> None:
-    if not (movielens / "items.csv").exists():
-        pytest.skip(f"no items.csv in {movielens}")
+    need((movielens / "items.csv").exists(), f"no items.csv in the MovieLens sample at {movielens}")
     with open(movielens / "items.csv", newline="") as fh:
         items = [(row["item_id"], row["image"]) for row in itertools.islice(csv.DictReader(fh), 40)]
     cache = build_cache(items, movielens, tmp_path / "posters", size=64, workers=2)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from environment import need_module
 from rich.console import Console
 
 from socialfeat.cli import main, out
@@ -35,7 +36,7 @@ def evaluate_cli(run: Path) -> tuple[dict[str, Any], str]:
 @pytest.fixture(scope="module")
 def fitted(embedded_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the embedded run with a content model on learned, ImageNet, text and tags (the content stage)."""
-    pytest.importorskip("sentence_transformers", reason="the text extra is not installed (the content model's text)")
+    need_module("sentence_transformers", "the text extra is not installed (the content model's text)")
     from socialfeat.content import content
 
     run = tmp_path_factory.mktemp("hybrid") / "run"

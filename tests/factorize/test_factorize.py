@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from environment import need, need_module
 from run_edits import rewrite_table
 
 from socialfeat.config import load_config
@@ -21,9 +22,8 @@ SMALL = ["factorize.factors=16", "factorize.iterations=8", "factorize.alpha=1"] 
 
 def spark_ready(backend: str) -> None:
     if backend == "spark":
-        pytest.importorskip("pyspark", reason="the spark extra is not installed")
-        if shutil.which("java") is None:
-            pytest.skip("Spark needs Java on PATH")
+        need_module("pyspark", "the spark extra is not installed")
+        need(shutil.which("java"), "Spark needs Java on PATH")
 
 
 def run_factorize(run: Path, backend: str, *extra: str) -> dict:
@@ -129,8 +129,7 @@ def movielens_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from socialfeat.data.ingest import ingest
 
-    if not (MOVIELENS / "interactions.csv").exists():
-        pytest.skip(f"real data not present at {MOVIELENS}")
+    need((MOVIELENS / "interactions.csv").exists(), f"no MovieLens sample at {MOVIELENS} (../shared/data)")
     run = tmp_path_factory.mktemp("ml")
     cfg = load_config(None, [], {"ingest.interactions": ("t", MOVIELENS / "interactions.csv")})
     ingest(cfg, run / "dataset")

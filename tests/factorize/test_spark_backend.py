@@ -12,17 +12,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+from environment import need, need_module
 
-pytest.importorskip("pyspark", reason="the Spark backend needs pyspark: pip install 'socialfeat[spark]'")
+need_module("pyspark", "the Spark backend needs pyspark: pip install 'socialfeat[spark]'")
+need(shutil.which("java"), "the Spark backend needs Java 17 ('java' not on PATH)")
 
 from socialfeat.config import FactorizeConfig  # noqa: E402
 from socialfeat.errors import UserError  # noqa: E402
 from socialfeat.factorize.spark import MIN_RATING, SparkALS, _write_ratings, spark_reg_param  # noqa: E402
 
-pytestmark = [
-    pytest.mark.spark,
-    pytest.mark.skipif(shutil.which("java") is None, reason="the Spark backend needs Java 17 ('java' not on PATH)"),
-]
+pytestmark = [pytest.mark.spark]
 
 N_USERS, N_ITEMS, GROUPS = 300, 200, 4
 

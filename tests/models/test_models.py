@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from environment import need
 
 from socialfeat.data.images import load_image
 from socialfeat.models.backbones import create_backbone, imagenet_classifier, preprocess
@@ -28,8 +29,7 @@ IMAGENET_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 def test_packaged_imagenet_weights_classify_the_sample() -> None:
     """The packaged Lite0 weights, mapped into timm's model, recognise the ImageNet sample photos."""
-    if not (IMAGENET_SAMPLE / "labels.csv").is_file():
-        pytest.skip(f"ImageNet sample not present at {IMAGENET_SAMPLE} (it is in CI and beside developer checkouts)")
+    need((IMAGENET_SAMPLE / "labels.csv").is_file(), f"no ImageNet sample at {IMAGENET_SAMPLE} (../shared/data)")
     with open(IMAGENET_SAMPLE / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     images = np.stack([load_image(IMAGENET_SAMPLE / r["file"], 224) for r in rows])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from environment import need_module
 from PIL import Image
 
 from socialfeat.config import load_config
@@ -118,7 +119,7 @@ def test_upload_finds_the_image_itself_and_its_audience(client, served_run: Path
 
 
 def test_uploads_answer_alike_on_both_runtimes_and_say_where_the_time_went(served_run: Path, explorer) -> None:  # noqa: ANN001
-    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    need_module("onnxruntime", "the export extra is not installed")
     from socialfeat.serve.explorer import Explorer
 
     eager = Explorer(load_config(None, ["serve.runtime=torch"]), served_run)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from environment import need, need_module
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -22,11 +23,8 @@ CHROMIUM = os.environ.get("SOCIALFEAT_CHROMIUM") or shutil.which("chromium") or 
 
 
 def _chromium() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    if os.environ.get("SOCIALFEAT_REQUIRE_BROWSER"):  # CI installs it: there, a missing browser is a failure
-        pytest.fail(f"no chromium at {CHROMIUM}; apt-get install chromium")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    need(Path(CHROMIUM).is_file(), f"no chromium at {CHROMIUM}: apt-get install chromium (Debian's, not Playwright's)")
+    return CHROMIUM
 
 
 @contextlib.contextmanager
@@ -70,7 +68,7 @@ def browser_page(sync_api, chromium: str, app, problems: list[str]) -> Iterator[
 
 def test_page_in_chromium(explorer, served_run: Path, tmp_path: Path) -> None:  # noqa: ANN001
     chromium = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = need_module("playwright.sync_api", "the dev extra (Playwright) is not installed")
     from socialfeat.report.gallery import Thumbnails
     from socialfeat.serve.app import create_app
 
@@ -127,7 +125,7 @@ def test_page_in_chromium(explorer, served_run: Path, tmp_path: Path) -> None:  
 
 def test_upload_with_title_and_tags_in_chromium(content_explorer, content_run: Path) -> None:  # noqa: ANN001
     chromium = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = need_module("playwright.sync_api", "the dev extra (Playwright) is not installed")
     from socialfeat.report.gallery import Thumbnails
     from socialfeat.serve.app import create_app
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 from cli_helpers import fails, ok
+from environment import need_module
 from PIL import Image
 
 import socialfeat
 from socialfeat.config import load_config
 
-pytest.importorskip("fastapi")
+need_module("fastapi", "the serve extra is not installed")
 
 TOKEN = "t0ken-for-the-tests-0123456789"
 
