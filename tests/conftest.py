@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import copy
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 from environment import need, need_module
 
 from socialfeat.config import SimulateConfig
+
+# A suite started in the background by a shell without job control (`pytest … &`) inherits SIGINT ignored, and so
+# does every CLI child it starts: the Ctrl-C tests' signals would vanish and the stage would run to the end.
+# Children get the default back from here (a handler resets to SIG_DFL at exec; SIG_IGN would survive it).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOVIELENS = SHARED / "movielens-1m"

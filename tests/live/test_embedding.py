@@ -48,3 +48,31 @@ def test_a_bad_image_in_a_later_batch_adds_nothing(run: Path) -> None:
         Live(config, run).add(uploads, where="t")
     assert LiveStore(run).counts()["items"] == 0
     assert not list((run / "live" / "images").glob("*"))
+
+
+def test_threads_asking_for_the_content_model_at_once_all_get_it(
+    content_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server embeds uploads on several threads outside its lock. Before the load was locked, a second thread
+    saw "checked, no model" while the first still loaded it, and its upload failed with a 400 ("no 'factors'
+    head, and the run no content model"): the latency bench at 423K hit it once in 2,000 adds."""
+    import threading
+    import time
+
+    import socialfeat.content as content_pkg
+
+    real = content_pkg.ContentModel
+
+    def slow(*args: object, **kwargs: object) -> object:
+        time.sleep(0.3)  # a load long enough for the other threads to arrive meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(content_pkg, "ContentModel", slow)
+    embedder = Embedder(load_config(None, ["live.sources=[learned]"]), content_run, {})
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(embedder.content_model())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(m is not None for m in got) and len({id(m) for m in got}) == 1

@@ -9,6 +9,7 @@ learned model's factors head: the rule ``recommend --image`` follows.
 from __future__ import annotations
 
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ class Embedder:
                 self.encoders[source] = encoder_for(config, run, source, threads=0)
         self._content: Any = None
         self._content_checked = False
+        self._content_lock = threading.Lock()
 
     def embed(self, images: list[bytes], where: str, rows: list[int]) -> dict[tuple[str, str], np.ndarray]:
         """Each source's outputs in batches: {(source, column): (n, d) float32}, columns named as in the feature
@@ -88,16 +90,19 @@ class Embedder:
         return {key: np.concatenate(parts) for key, parts in out.items()}
 
     def content_model(self) -> Any:
-        """The run's content model when it is current with the factors and features, else None."""
-        if not self._content_checked:
-            self._content_checked = True
-            if (self.run / "content" / "model.json").is_file():
-                from socialfeat.content import ContentModel
+        """The run's content model when it is current with the factors and features, else None. Loaded once under
+        a lock: a server embeds uploads on several threads, and a second caller must not see "checked, none" while
+        the first is still loading."""
+        with self._content_lock:
+            if not self._content_checked:
+                if (self.run / "content" / "model.json").is_file():
+                    from socialfeat.content import ContentModel
 
-                model = ContentModel(self.run)
-                if content_older_than(self.run, list(model.maps)) is None:
-                    self._content = model
-        return self._content
+                    model = ContentModel(self.run)
+                    if content_older_than(self.run, list(model.maps)) is None:
+                        self._content = model
+                self._content_checked = True
+            return self._content
 
     def factors(
         self, plan: list[tuple[NewItem, bytes, str]], outputs: dict[tuple[str, str], np.ndarray]
