@@ -76,10 +76,13 @@ def main() -> None:
     dims = " + ".join(f"{b.name} {b.features.shape[1]}" for b in blocks)
     lines = [
         f"`python bench/content_joint.py --run {args.run}{' --busy' if args.busy else ''}` — the joint search of "
-        f"{' + '.join(combo)} ({dims} columns; {len(data.train):,} warm items, {len(data.valid):,} valid), "
-        f"{args.repeats} runs per setting, alternating"
-        + (", beside a process keeping both cores busy with matrix products" if args.busy else ", nothing else running")
-        + ".",
+        f"{' + '.join(combo)}: {dims} columns; {len(data.train):,} warm items, {len(data.valid):,} valid.\n"
+        f"Each setting ran {args.repeats} times, alternating, "
+        + (
+            "beside a process keeping both cores busy with matrix products."
+            if args.busy
+            else "with nothing else running."
+        ),
         "",
         "| BLAS threads | best s | mean s | valid AUC |",
         "|---|---:|---:|---:|",
