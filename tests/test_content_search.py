@@ -245,8 +245,9 @@ def test_content_rows_intervals_are_a_naive_bootstrap_of_their_per_user_aucs() -
         picks = np.minimum((rng.random(n) * n).astype(np.int64), n - 1)
         means.append(np.nanmean(per_user[picks], axis=0))
     means = np.array(means)
-    for j, r in enumerate(rows):
-        assert r["auc_ci"] == pytest.approx(list(np.percentile(means[:, j], [2.5, 97.5])), abs=2e-6)
+    for j, r in enumerate(rows):  # the users-only interval is the naive bootstrap's; the two-way one is wider
+        assert r["auc_ci_users"] == pytest.approx(list(np.percentile(means[:, j], [2.5, 97.5])), abs=2e-6)
+        assert r["auc_ci"][1] - r["auc_ci"][0] > r["auc_ci_users"][1] - r["auc_ci_users"][0]
     labels = [d["label"] for d in differences]
     assert labels == ["full model − best without the image"]  # one image source: no learned − ImageNet
     (d,) = differences
@@ -254,8 +255,9 @@ def test_content_rows_intervals_are_a_naive_bootstrap_of_their_per_user_aucs() -
     no_image = [j for j, r in enumerate(rows) if "learned" not in r["sources"]]
     b = max(no_image, key=lambda j: rows[j]["valid_auc"])  # chosen on valid, never on test
     assert d["diff"] == pytest.approx(rows[a]["auc"] - rows[b]["auc"])
-    assert d["ci"] == pytest.approx(list(np.percentile(means[:, a] - means[:, b], [2.5, 97.5])), abs=2e-6)
+    assert d["ci_users"] == pytest.approx(list(np.percentile(means[:, a] - means[:, b], [2.5, 97.5])), abs=2e-6)
     assert d["contains_zero"] == (d["ci"][0] <= 0 <= d["ci"][1])
+    assert d["contains_zero_users"] == (d["ci_users"][0] <= 0 <= d["ci_users"][1])
     assert d["a"].startswith("learned + tags + numeric") and "learned" not in d["b"]
 
 
@@ -322,13 +324,15 @@ def test_the_lightfm_peer_ranks_the_same_users_and_pairs_with_the_rows(
     pq.write_table(pa.table(pairs), tmp_path / "dataset" / "interactions.parquet")
     config = load_config(None, ["content.lightfm_threads=3", "evaluate.k=10"])
     notes: list[str] = []
-    peer, per_user = _peer(tmp_path, config, blocks, data, notes, lambda _m: None)
-    assert not notes and peer is not None and per_user is not None
+    peer, ranked = _peer(tmp_path, config, blocks, data, notes, lambda _m: None)
+    assert not notes and peer is not None and ranked is not None
+    per_user = ranked.auc
+    assert ranked.item_influence is not None and len(ranked.item_influence) == len(data.test)
     assert seen == {"threads": 3, "shape": (400, 700), "width": 42}  # tags one-hot (40) as is, numeric (2)
     assert peer["users"] == len(data.test_users) == len(per_user) and peer["threads"] == 3
     assert np.nanmean(per_user.astype(np.float64)) == pytest.approx(peer["auc"], abs=1e-6)
     fitted = fit_models(blocks, data, settings(), LAMBDAS, 10)
-    differences = intervals(fitted, peer, per_user, 100, 0)
+    differences = intervals(fitted, peer, ranked, 100, 0)
     lightfm = next(d for d in differences if d["label"] == "full model − LightFM")
     assert lightfm["b"] == "LightFM (WARP)" and lightfm["ci"] is not None
     assert peer["auc_ci"][0] <= peer["auc"] <= peer["auc_ci"][1]

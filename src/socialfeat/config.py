@@ -351,7 +351,9 @@ class EvaluateConfig(StrictModel):
     )
     valid_users: int = Field(5000, ge=0, description="users λ is chosen on (the valid cold items), seeded; 0 = all")
     bootstrap: int = Field(
-        1000, ge=0, description="paired bootstrap resamples of the users for 95% intervals of AUCs; 0 = off"
+        1000,
+        ge=0,
+        description="paired bootstrap resamples of the users and test items for 95% intervals of AUCs; 0 = off",
     )
 
 

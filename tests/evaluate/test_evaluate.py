@@ -21,6 +21,7 @@ from socialfeat.evaluate import evaluate
 from socialfeat.evaluate.probe import read_labels
 from socialfeat.evaluate.stage import plan_rows
 from socialfeat.features import vectors_column
+from socialfeat.measures.bootstrap import OVER
 
 BASE_ROWS = {
     "learned · pooled": ("learned", "features", "ridge"),
@@ -181,10 +182,21 @@ def test_every_auc_has_a_paired_interval_and_the_headline_differences_theirs(eva
     sample = m["sample"]  # the tiny platform has fewer users than evaluate.users: every eligible user is scored
     assert sample["users"] == sample["of"] == m["split"]["users_evaluated"] and not sample["sampled"]
     assert sample["text"] == f"AUC over {sample['users']:,} of {sample['of']:,} users"
-    assert m["bootstrap"] == {"resamples": 1000, "level": 0.95, "paired": True, "over": "users", "seed": 0}
+    assert m["bootstrap"] == {
+        "resamples": 1000,
+        "level": 0.95,
+        "paired": True,
+        "over": "users and items",
+        "items": m["split"]["test"],
+        "method": OVER,
+        "seed": 0,
+    }
     for entry in [*m["rows"], *m["references"]]:
         c = entry["coldstart"]
         assert c["auc_ci"][0] <= c["auc"] <= c["auc_ci"][1] and c["users"] == sample["users"], entry["name"]
+        assert c["auc_ci_users"][0] <= c["auc"] <= c["auc_ci_users"][1], entry["name"]
+        if "oracle" not in entry:  # the items add spread (the oracle's ranking does not depend on them alone)
+            assert c["auc_ci"][1] - c["auc_ci"][0] > c["auc_ci_users"][1] - c["auc_ci_users"][0], entry["name"]
     rows = {r["name"]: r for r in m["rows"]}
     learned = max((r for r in m["rows"] if r["source"] == "learned"), key=lambda r: r["coldstart"]["valid_auc"])
     diffs = {d["label"]: d for d in m["differences"]}
@@ -194,6 +206,8 @@ def test_every_auc_has_a_paired_interval_and_the_headline_differences_theirs(eva
         assert d["diff"] == pytest.approx(rows[d["a"]]["coldstart"]["auc"] - rows[d["b"]]["coldstart"]["auc"])
         lo, hi = d["ci"]
         assert lo <= hi and d["contains_zero"] == (lo <= 0 <= hi)
+        lo_u, hi_u = d["ci_users"]
+        assert lo_u <= hi_u and d["contains_zero_users"] == (lo_u <= 0 <= hi_u)
 
 
 def test_the_cli_states_the_user_sample_and_the_differences(

@@ -42,7 +42,7 @@ def results_table(metrics: dict[str, Any]) -> Table:
         f"items, λ chosen on {split['valid']:,} valid cold items",
         title_justify="left",
         caption="lift: audience overlap of nearest neighbours ÷ that of random pairs"
-        + (f"; 95% CI: paired bootstrap over the users ({resamples:,} resamples)" if with_ci else "")
+        + (f"; 95% CI: paired bootstrap over the users and test items ({resamples:,} resamples)" if with_ci else "")
         + ("; probe columns: test accuracy with all training labels" if probes else ""),
         caption_justify="left",
         box=box.SIMPLE_HEAD,

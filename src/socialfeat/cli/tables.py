@@ -117,7 +117,9 @@ def hybrid_table(section: dict[str, Any]) -> Table:
     caption += "(scored from the others)"
     if with_ci:
         resamples = (section.get("bootstrap") or {}).get("resamples")
-        caption += "; 95% CI: paired bootstrap over the users" + (f" ({resamples:,} resamples)" if resamples else "")
+        caption += "; 95% CI: paired bootstrap over the users and test items" + (
+            f" ({resamples:,} resamples)" if resamples else ""
+        )
     table = Table(
         title=f"hybrid cold start on {split.get('test', 0):,} new items{_hybrid_scope(section)}: the content "
         "model's sources alone, in pairs and together",

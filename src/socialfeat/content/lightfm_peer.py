@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialfeat.artifacts import read_table
-from socialfeat.measures.coldstart import ColdStartData, score_users
+from socialfeat.measures.coldstart import ColdStartData, Ranked, score_users
 
 
 def lightfm_missing() -> str | None:
@@ -45,10 +45,10 @@ def lightfm_row(
     epochs: int = 10,
     components: int = 64,
     threads: int = 2,
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[dict[str, Any], Ranked]:
     """LightFM with ``features`` (n_items × d, by item_idx: the content blocks side by side, dense or sparse) as its
     only item features, so a cold item is as representable as a warm one; users by identity, fit on ``threads``.
-    The metrics on the test items over ``data.test_users`` (every eligible user when None), and the per-user AUCs."""
+    The metrics on the test items over ``data.test_users`` (every eligible user when None), and the per-user ranking."""
     from lightfm import LightFM
 
     t0 = time.perf_counter()
@@ -72,6 +72,6 @@ def lightfm_row(
     def score(rows: np.ndarray) -> np.ndarray:
         return user_emb[rows] @ test_emb + test_bias[None, :] + user_bias[rows, None]
 
-    ranked = score_users(score, data.test_truth, k, data.test_users)
+    ranked = score_users(score, data.test_truth, k, data.test_users, influence=True)
     result = {**ranked.summary(), "epochs": epochs, "components": components, "threads": max(1, threads)}
-    return result | {"seconds": time.perf_counter() - t0}, ranked.auc.astype(np.float32)
+    return result | {"seconds": time.perf_counter() - t0}, ranked

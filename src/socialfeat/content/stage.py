@@ -13,8 +13,8 @@ are solved from the blocks' Gram matrices, built once (:class:`~socialfeat.conte
 Every choice is made on the same seeded sample of valid users as ``evaluate``'s λ, and every row is scored on the
 same sample of test users as ``evaluate``'s rows (``evaluate.users``, ``evaluate.valid_users``, the run's seed), so
 the two tables are comparable user for user. ``content/metrics.json`` scores every single source, every pair and the
-full models on the test cold items with ``evaluate``'s protocol, each with a paired bootstrap 95% interval (the same
-resamples of the same users as ``evaluate``), the differences the headline states with theirs, and the chosen model
+full models on the test cold items with ``evaluate``'s protocol, each with a paired bootstrap 95% interval over the
+users and the test items (the same resamples as ``evaluate``), the differences the headline states with theirs, and the chosen model
 with each of its sources withheld, so each source's share of the gain is on the table.
 """
 
@@ -43,9 +43,10 @@ from socialfeat.content.sources import IMAGE_SOURCES, ITEM_SOURCES, Block, compa
 from socialfeat.errors import UserError
 from socialfeat.features import vectors_column
 from socialfeat.freshness import check_current, feature_product
-from socialfeat.measures.bootstrap import LEVEL, difference, interval, resampled_means
+from socialfeat.measures.bootstrap import LEVEL, OVER, difference, interval, two_way_means
 from socialfeat.measures.coldstart import (
     ColdStartData,
+    Ranked,
     RidgeMap,
     factor_scores,
     load_coldstart,
@@ -159,10 +160,12 @@ def map_predictions(grams: Grams, name: str, ridge: RidgeMap, items: np.ndarray)
 @dataclass
 class Fitted:
     """What the search fit and scored: the content table's rows with each row's per-user test AUC (aligned with
-    ``data.test_users``), each block's own map, the chosen model and how it degrades with a source withheld."""
+    ``data.test_users``) and each test item's influence on it, each block's own map, the chosen model and how it
+    degrades with a source withheld."""
 
     rows: list[dict[str, Any]]
     per_user: list[np.ndarray]
+    per_item: list[np.ndarray]
     fits: dict[str, dict[str, Any]]
     maps: dict[str, RidgeMap]
     chosen: dict[str, Any]
@@ -172,11 +175,11 @@ class Fitted:
     joint: JointFitter | None
 
 
-def scored(v_test: np.ndarray, data: ColdStartData, k: int) -> tuple[dict[str, Any], np.ndarray]:
+def scored(v_test: np.ndarray, data: ColdStartData, k: int) -> tuple[dict[str, Any], Ranked]:
     """AUC, recall@k and NDCG@k of predicted factors of the test cold items (aligned with ``data.test``) over the
-    test-user sample, and the per-user AUCs the bootstrap resamples."""
-    ranked = score_users(factor_scores(data.user_factors, v_test), data.test_truth, k, data.test_users)
-    return ranked.summary(), ranked.auc.astype(np.float32)
+    test-user sample, and the ranking whose per-user AUCs and item influences the bootstrap resamples."""
+    ranked = score_users(factor_scores(data.user_factors, v_test), data.test_truth, k, data.test_users, influence=True)
+    return ranked.summary(), ranked
 
 
 def fit_models(
@@ -218,13 +221,15 @@ def fit_models(
     fusion = FusionScores(valid, at_valid, grams.mean_v, data)
     rows: list[dict[str, Any]] = []
     per_user: list[np.ndarray] = []
+    per_item: list[np.ndarray] = []
     candidates: list[tuple[float, dict[str, Any]]] = []  # (valid AUC, the model) for the full sources
 
     def add(row: dict[str, Any], v_test: np.ndarray) -> int:
-        summary, auc = scored(v_test, data, k)
+        summary, ranked = scored(v_test, data, k)
         rows.append({"sources": row.pop("sources"), "model": row.pop("model"), "valid_auc": row.pop("valid_auc"),
                      **summary, "test_items_missing_a_source": row.pop("lacking"), **row})  # fmt: skip
-        per_user.append(auc)
+        per_user.append(ranked.auc.astype(np.float32))
+        per_item.append(ranked.item_influence)
         return len(rows) - 1
 
     for combo in dict.fromkeys(combos):
@@ -260,7 +265,7 @@ def fit_models(
         else:
             v = fuse(test, at_test | {source: np.zeros_like(at_test[source])}, chosen["weights"], grams.mean_v)
         withheld.append({"withheld": source, **scored(v, data, k)[0]})
-    return Fitted(rows, per_user, fits, maps, chosen, withheld, fulls, grams, joint)
+    return Fitted(rows, per_user, per_item, fits, maps, chosen, withheld, fulls, grams, joint)
 
 
 def chosen_factors(fitted: Fitted, data: ColdStartData) -> np.ndarray:
@@ -295,26 +300,33 @@ def _best(rows: list[dict[str, Any]], where: Callable[[dict[str, Any]], bool]) -
 
 
 def intervals(
-    fitted: Fitted, peer: dict[str, Any] | None, peer_auc: np.ndarray | None, resamples: int, seed: int
+    fitted: Fitted, peer: dict[str, Any] | None, peer_ranked: Ranked | None, resamples: int, seed: int
 ) -> list[dict[str, Any]]:
-    """Set each row's (and the paired peer's) ``auc_ci`` from a paired bootstrap over the test-user sample — the
-    same resamples as ``evaluate`` (seed [seed, 2] over the same users) — and return the differences the headline
-    states: the chosen full model − the best model without the image, the full model with the learned image − the
-    one with the ImageNet image, and the full model − LightFM."""
+    """Set each row's (and the paired peer's) ``auc_ci`` (users and items) and ``auc_ci_users`` from a paired
+    bootstrap over the test-user sample and the test items — the same resamples as ``evaluate`` (seed [seed, 2]
+    over the same users and items) — and return the differences the headline states: the chosen full model − the
+    best model without the image, the full model with the learned image − the one with the ImageNet image, and the
+    full model − LightFM."""
     rows = fitted.rows
-    columns = list(fitted.per_user) + ([peer_auc] if peer_auc is not None else [])
-    point = [r["auc"] for r in rows] + ([peer["auc"]] if peer is not None and peer_auc is not None else [])
-    means = resampled_means(np.stack(columns, axis=1), resamples, [seed, 2]) if resamples and columns else None
-    if means is not None:
+    with_peer = peer is not None and peer_ranked is not None
+    columns = list(fitted.per_user) + ([peer_ranked.auc.astype(np.float32)] if with_peer else [])
+    influences = list(fitted.per_item) + ([peer_ranked.item_influence] if with_peer else [])
+    per_item = None if any(i is None for i in influences) else np.stack(influences, axis=1)
+    point = [r["auc"] for r in rows] + ([peer["auc"]] if with_peer else [])
+    means, users = (None, None)
+    if resamples and columns:
+        means, users = two_way_means(np.stack(columns, axis=1), per_item, resamples, [seed, 2])
+    if means is not None and users is not None:
         for j, r in enumerate(rows):
-            r["auc_ci"] = interval(means[:, j])
-        if peer is not None and peer_auc is not None:
+            r["auc_ci"], r["auc_ci_users"] = interval(means[:, j]), interval(users[:, j])
+        if with_peer:
             peer["auc_ci"] = interval(means[:, len(rows)])
+            peer["auc_ci_users"] = interval(users[:, len(rows)])
     out: list[dict[str, Any]] = []
 
     def entry(a: int, b: int, label: str, b_name: str | None = None) -> None:
         names = {"a": row_name(rows[a]), "b": b_name or row_name(rows[b])}
-        out.append(names | {"label": label, **difference(means, point, a, b)})
+        out.append(names | {"label": label, **difference(means, point, a, b, users=users)})
 
     chosen = fitted.chosen.get("row")
     image = set(IMAGE_SOURCES)
@@ -329,7 +341,7 @@ def intervals(
             by_image[sources[0]] = _best(rows, lambda r, full=full: tuple(r["sources"]) == full)
     if by_image.get("learned") is not None and by_image.get("imagenet") is not None:
         entry(by_image["learned"], by_image["imagenet"], "learned − ImageNet (full models)")
-    if chosen is not None and peer is not None and peer_auc is not None:
+    if chosen is not None and with_peer:
         entry(chosen, len(rows), "full model − LightFM", str(peer.get("name", "LightFM")).split(",")[0])
     return out
 
@@ -349,7 +361,7 @@ class ContentResult:
 
 
 def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, notes: list[str],
-          say: Callable[[str], None]) -> tuple[dict[str, Any] | None, np.ndarray | None]:  # fmt: skip
+          say: Callable[[str], None]) -> tuple[dict[str, Any] | None, Ranked | None]:  # fmt: skip
     """The LightFM row on the same test-user sample (so it pairs with the content rows), or why it is skipped."""
     cc = config.content
     item_sources = [b.name for b in blocks if b.name in ITEM_SOURCES]
@@ -365,8 +377,8 @@ def _peer(run: Path, config: Config, blocks: list[Block], data: ColdStartData, n
     say("LightFM peer")
     side = sp.hstack([compact(b.features) for b in blocks if b.name in item_sources], format="csr")
     threads = cc.lightfm_threads or os.cpu_count() or 1
-    row, per_user = lightfm_row(run, data, side, config.evaluate.k, config.seed, threads=threads)
-    return {"name": name, **row}, per_user
+    row, ranked = lightfm_row(run, data, side, config.evaluate.k, config.seed, threads=threads)
+    return {"name": name, **row}, ranked
 
 
 @writes_run()
@@ -412,10 +424,10 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
         raise UserError(str(run), "no content source to fit: " + "; ".join(notes))
     fitted = fit_models(blocks, data, cc, lambdas, ec.k, say)
     factors = chosen_factors(fitted, data)
-    peer, peer_auc = _peer(run, config, blocks, data, notes, say)
+    peer, peer_ranked = _peer(run, config, blocks, data, notes, say)
     if ec.bootstrap:
-        say(f"bootstrap ({ec.bootstrap:,} resamples of {len(data.test_users):,} users)")
-    differences = intervals(fitted, peer, peer_auc, ec.bootstrap, config.seed)
+        say(f"bootstrap ({ec.bootstrap:,} resamples of {len(data.test_users):,} users and {len(data.test):,} items)")
+    differences = intervals(fitted, peer, peer_ranked, ec.bootstrap, config.seed)
     metrics = {
         "rows": fitted.rows,
         "fits": fitted.fits,
@@ -426,7 +438,15 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
         "notes": notes,
         "split": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
         "sample": user_sample(data, config.seed),
-        "bootstrap": {"resamples": ec.bootstrap, "level": LEVEL, "paired": True, "over": "users", "seed": config.seed},
+        "bootstrap": {
+            "resamples": ec.bootstrap,
+            "level": LEVEL,
+            "paired": True,
+            "over": "users and items",
+            "items": len(data.test),
+            "method": OVER,
+            "seed": config.seed,
+        },
         "seconds": time.perf_counter() - t0,
     }
     _write(config, run, blocks, fitted.maps, fitted.chosen | {"factors": factors}, metrics, data)

@@ -3,9 +3,10 @@ retrieval and linear probes — written to ``run/eval/metrics.json`` with refere
 popularity oracle) that bracket what the numbers can mean, and, when the run has a current content model, its
 hybrid rows (item sources alone, in pairs and together; see :mod:`socialfeat.evaluate.hybrid`).
 
-Every row is ranked on the same seeded sample of users (``evaluate.users``), and a paired bootstrap over those
-users (``evaluate.bootstrap`` resamples) gives each row's AUC a 95% interval and each headline difference (learned
-against ImageNet, random and metadata features) an interval that says whether it is more than noise."""
+Every row is ranked on the same seeded sample of users (``evaluate.users``) and the same test items. A paired
+bootstrap over those users and items (``evaluate.bootstrap`` resamples; :mod:`socialfeat.measures.bootstrap`) gives
+each row's AUC a 95% interval. Each headline difference (learned against ImageNet, random and metadata features)
+gets an interval that says whether it is more than noise. The users-only interval stays beside it as ``ci_users``."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
 from socialfeat.freshness import check_current, feature_product
 from socialfeat.jsonio import finite
-from socialfeat.measures.bootstrap import LEVEL, difference, interval, resampled_means
+from socialfeat.measures.bootstrap import LEVEL, OVER, difference, interval, two_way_means
 from socialfeat.measures.coldstart import (
     aligned_features,
     coldstart_scored,
@@ -169,15 +170,22 @@ def _number(value: Any) -> bool:
 
 
 def intervals(
-    results: list[dict[str, Any]], references: list[dict[str, Any]], per_user: np.ndarray, resamples: int, seed: int
+    results: list[dict[str, Any]],
+    references: list[dict[str, Any]],
+    per_user: np.ndarray,
+    resamples: int,
+    seed: int,
+    per_item: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Set each row's and reference's ``auc_ci`` from a paired bootstrap of ``per_user`` (users × (rows + refs)
-    AUCs) and return the headline differences: learned − ImageNet, learned − random, learned − metadata."""
+    """Set each row's and reference's ``auc_ci`` (users and items) and ``auc_ci_users`` from a paired bootstrap
+    of ``per_user`` (users × (rows + refs) AUCs) and ``per_item`` (test items × (rows + refs) influences), and
+    return the headline differences: learned − ImageNet, learned − random, learned − metadata."""
     entries = [*results, *references]
-    means = resampled_means(per_user, resamples, [seed, 2]) if resamples else None
+    means, users = two_way_means(per_user, per_item, resamples, [seed, 2]) if resamples else (None, None)
     for j, entry in enumerate(entries):
-        if means is not None:
+        if means is not None and users is not None:
             entry["coldstart"]["auc_ci"] = interval(means[:, j])
+            entry["coldstart"]["auc_ci_users"] = interval(users[:, j])
     point = [e["coldstart"]["auc"] for e in entries]
     learned = _best(results, "learned")
     out = []
@@ -186,7 +194,9 @@ def intervals(
         if learned is None or other is None:
             continue
         a, b = results[learned]["name"], results[other]["name"]
-        out.append({"a": a, "b": b, "label": f"learned − {label}", **difference(means, point, learned, other)})
+        out.append(
+            {"a": a, "b": b, "label": f"learned − {label}", **difference(means, point, learned, other, users=users)}
+        )
     return out
 
 
@@ -247,6 +257,7 @@ def evaluate(
 
     results: list[dict[str, Any]] = []
     per_user: list[np.ndarray] = []  # per-user test AUC of each row, float32, for the bootstrap
+    per_item: list[np.ndarray] = []  # each test item's influence on each row's AUC, for the bootstrap's items
     retrieval_cache: dict[tuple[str, str], dict[str, Any]] = {}
     probe_cache: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -272,6 +283,7 @@ def evaluate(
         }
         entry["coldstart"], ranked = coldstart_scored(features, has, row.mapping, data, lambdas, cfg.k)
         per_user.append(ranked.auc.astype(np.float32))
+        per_item.append(ranked.item_influence)
         lam = entry["coldstart"].get("lambda")
         if lam is not None and len(lambdas) > 1 and lam in (lambdas[0], lambdas[-1]):
             notes.append(
@@ -299,6 +311,7 @@ def evaluate(
     say("references")
     random_ranked, popular_ranked = random_scored(data, cfg.k, config.seed), popularity_scored(data, cfg.k)
     per_user += [random_ranked.auc.astype(np.float32), popular_ranked.auc.astype(np.float32)]
+    per_item += [random_ranked.item_influence, popular_ranked.item_influence]
     references = [
         {
             "name": "random scores",
@@ -313,8 +326,13 @@ def evaluate(
             "the ceiling of a predictor that only guesses how popular a new image will be",
         },
     ]
-    say(f"bootstrap ({cfg.bootstrap:,} resamples of {sample['users']:,} users)" if cfg.bootstrap else "differences")
-    differences = intervals(results, references, np.stack(per_user, axis=1), cfg.bootstrap, config.seed)
+    if cfg.bootstrap:
+        say(f"bootstrap ({cfg.bootstrap:,} resamples of {sample['users']:,} users and {len(data.test):,} test items)")
+    else:
+        say("differences")
+    differences = intervals(
+        results, references, np.stack(per_user, axis=1), cfg.bootstrap, config.seed, np.stack(per_item, axis=1)
+    )
     split = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
     hybrid, hybrid_notes = content_section(run, split, cfg.k, sample)
     notes.extend(hybrid_notes)
@@ -322,7 +340,15 @@ def evaluate(
         "k": cfg.k,
         "split": {**split, "users_evaluated": sample["users"], "users_eligible": sample["of"]},
         "sample": sample,
-        "bootstrap": {"resamples": cfg.bootstrap, "level": LEVEL, "paired": True, "over": "users", "seed": config.seed},
+        "bootstrap": {
+            "resamples": cfg.bootstrap,
+            "level": LEVEL,
+            "paired": True,
+            "over": "users and items",
+            "items": len(data.test),
+            "method": OVER,
+            "seed": config.seed,
+        },
         "rows": results,
         "references": references,
         "differences": differences,

@@ -126,6 +126,112 @@ def auc_per_user(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     return out
 
 
+def auc_item_influence(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, int]:
+    """(Σ over rows of each column's influence on the row's AUC, rows with a defined AUC): what lets a bootstrap
+    resample the items (columns) as well as the users (rows) without ranking every row again.
+
+    Weighting column k by w_k moves row u's AUC, to first order, by (w_k − 1)·φ_uk. For a positive k,
+    φ_uk = (V_k − AUC_u)/n_pos with V_k its share of the negatives ranked below it; for a negative k,
+    φ_uk = (V'_k − AUC_u)/n_neg with V'_k the share of the positives ranked above it (DeLong's placement values;
+    ties count ½). One sort per row gives every placement; a row with few positives is counted instead, one pass
+    per positive.
+    """
+    pos = np.asarray(positives, dtype=bool)
+    if pos.shape != np.shape(scores):
+        raise ValueError(f"positives {pos.shape} and scores {np.shape(scores)} differ in shape")
+    s = _clean_scores(scores)
+    n_rows, n = s.shape
+    if n_rows == 0 or n == 0:
+        return np.zeros(n), 0
+    n_pos = pos.sum(axis=1)
+    few = n_pos <= COUNT_POSITIVES
+    if few.all():
+        return _influence_by_counting(s, pos, n_pos)
+    total, defined = _influence_by_sorting(s[~few], pos[~few])
+    if few.any():
+        counted, more = _influence_by_counting(s[few], pos[few], n_pos[few])
+        total, defined = total + counted, defined + more
+    return total, defined
+
+
+def _influence_by_counting(s: np.ndarray, pos: np.ndarray, n_pos: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`auc_item_influence` for rows with few positives: one pass per positive slot counts, for every item,
+    the positives above it, and for every positive the items below it (as :func:`_rank_sums_by_counting`)."""
+    n_rows, n = s.shape
+    keep = (n_pos > 0) & (n_pos < n)
+    s, pos, n_pos = s[keep], pos[keep], n_pos[keep]
+    if not len(s):
+        return np.zeros(n), 0
+    order = np.argsort(-n_pos, kind="stable")
+    s, pos, n_pos = s[order], pos[order], n_pos[order]
+    r, c = np.nonzero(pos)
+    slot = np.arange(len(r)) - (np.cumsum(n_pos) - n_pos)[r]
+    width = int(n_pos[0])
+    scored = np.full((len(s), width), np.nan, s.dtype)
+    scored[r, slot] = s[r, c]
+    above = np.zeros(s.shape, np.float32)  # positives above each item, ties ½
+    below = np.zeros((len(s), width))  # items below each positive, ties ½ (itself included: ½)
+    for j in range(width):
+        m = int(np.count_nonzero(n_pos > j))
+        rows, p = s[:m], scored[:m, j : j + 1]
+        greater, equal = p > rows, p == rows
+        above[:m] += greater
+        above[:m] += np.float32(0.5) * equal
+        below[:m, j] = np.count_nonzero(greater, axis=1) + 0.5 * np.count_nonzero(equal, axis=1)
+    with np.errstate(invalid="ignore"):
+        pp = (scored[:, :, None] > scored[:, None, :]) + 0.5 * (scored[:, :, None] == scored[:, None, :])
+    neg_below = below - pp.sum(axis=2)  # NaN slots compare false: they add nothing
+    n_neg = (n - n_pos).astype(np.float64)
+    v_pos = neg_below / n_neg[:, None]
+    valid = np.arange(width)[None, :] < n_pos[:, None]
+    auc = np.where(valid, v_pos, 0.0).sum(axis=1) / n_pos
+    coef = (1.0 / (n_pos * n_neg)).astype(np.float32)
+    phi = above * coef[:, None] - (auc / n_neg).astype(np.float32)[:, None]  # a negative's φ
+    phi[pos] = 0.0
+    total = phi.sum(axis=0, dtype=np.float64)
+    np.add.at(total, c, ((v_pos - auc[:, None]) / n_pos[:, None])[r, slot])  # each positive's own φ
+    return total, len(s)
+
+
+def _influence_by_sorting(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`auc_item_influence` from one sort per row: tie groups from the sorted scores, positive counts from a
+    running sum."""
+    n_rows, n = s.shape
+    if n_rows == 0:
+        return np.zeros(n), 0
+    order = np.argsort(s, axis=1, kind="stable")
+    ss = np.take_along_axis(s, order, axis=1)
+    ps = np.take_along_axis(pos, order, axis=1)
+    through = np.cumsum(ps, axis=1, dtype=np.int32)  # positives at or below each sorted position
+    idx = np.arange(n, dtype=np.int32)
+    new = np.empty((n_rows, n), dtype=bool)  # a tie group starts here
+    new[:, 0] = True
+    np.not_equal(ss[:, 1:], ss[:, :-1], out=new[:, 1:])
+    del ss
+    start = np.maximum.accumulate(np.where(new, idx, np.int32(0)), axis=1)
+    new[:, :-1] = new[:, 1:]  # now: a tie group ends here
+    new[:, -1] = True
+    end = np.minimum.accumulate(np.where(new, idx, np.int32(n - 1))[:, ::-1], axis=1)[:, ::-1]
+    del new
+    pos_below = np.take_along_axis(through - ps, start, axis=1)  # positives strictly below the group
+    pos_through = np.take_along_axis(through, end, axis=1)  # positives in or below the group
+    del through
+    n_pos = pos_through[:, -1].astype(np.float64)
+    n_neg = n - n_pos
+    ok = (n_pos > 0) & (n_neg > 0)
+    tied_pos = pos_through - pos_below
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # a positive: negatives below it, ties ½; a negative: positives above it, ties ½
+        v_pos = ((start - pos_below) + 0.5 * ((end + 1 - start) - tied_pos)) / n_neg[:, None]
+        v_neg = ((n_pos[:, None] - pos_through) + 0.5 * tied_pos) / n_pos[:, None]
+        auc = np.where(ps, v_pos, 0.0).sum(axis=1) / n_pos
+        phi = np.where(ps, (v_pos - auc[:, None]) / n_pos[:, None], (v_neg - auc[:, None]) / n_neg[:, None])
+    del v_pos, v_neg, start, end, pos_below, pos_through, tied_pos
+    out = np.empty_like(phi)
+    np.put_along_axis(out, order, phi, axis=1)
+    return out[ok].sum(axis=0), int(ok.sum())
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first; ties go to the lower item index.
 

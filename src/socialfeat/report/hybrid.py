@@ -119,7 +119,7 @@ def hybrid_section(run: Path) -> dict[str, Any]:
         f"the source dropout chosen on valid. Best test AUC, recall@{k} and NDCG@{k} in bold"
         + ("; the peer (italics) is not a candidate." if ran else ".")
         + (
-            f" 95% interval: paired bootstrap over the same users ({resamples:,} resamples), percentiles."
+            f" 95% interval: paired bootstrap over the same users and test items ({resamples:,} resamples), percentiles."
             if with_ci and isinstance(resamples, int)
             else ""
         )

@@ -424,7 +424,7 @@ def evaluation(run: Path) -> dict[str, Any]:
         )
         + ". Best value per column in bold; references (italics) excluded."
         + (
-            f" 95% interval: paired bootstrap over the same users ({_resamples(m)} resamples), percentiles."
+            f" 95% interval: paired bootstrap over the same users and test items ({_resamples(m)} resamples), percentiles."
             if with_ci
             else ""
         )
