@@ -9,6 +9,7 @@ recipe of its config, scored by `evaluate` on the same cold test items throughou
 
     python bench/quality_scale.py --sim 1000,3000,10000 --movielens 0.25,0.5,1
     python bench/quality_scale.py --record        # the rows gathered so far → RESULTS.md
+    python bench/quality_scale.py --from-run /tmp/e2e-100k/run --size 100000   # a point from a finished run
 """
 
 from __future__ import annotations
@@ -55,16 +56,17 @@ def _scores(run: Path) -> dict[str, Any]:
         t = {(r["source"], r["column"]): r["kfold"]["mean"] for r in json.loads(path.read_text())["rows"]}
         if ("learned", "features") in t and ("imagenet", "features") in t:
             probes[path.stem.removeprefix("transfer-")] = [t["learned", "features"], t["imagenet", "features"]]
-    gap_ci = next(  # the paired bootstrap interval of learned − ImageNet, where evaluate drew one
-        (d.get("ci") for d in metrics.get("differences") or [] if d.get("label") == "learned − ImageNet"), None
-    )
+    gap = next((d for d in metrics.get("differences") or [] if d.get("label") == "learned − ImageNet"), {})
+    over = (metrics.get("bootstrap") or {}).get("over", "users")  # evaluate resamples users and items since 2026-12-07
     return {
         "warm_items": metrics["split"]["train"],
         "test_items": metrics["split"]["test"],
         "learned": learned["auc"],
         "imagenet": imagenet["auc"],
         "gap": learned["auc"] - imagenet["auc"],
-        "gap_ci": gap_ci,
+        "gap_ci": gap.get("ci"),
+        "gap_ci_over": over,
+        "gap_ci_users": gap.get("ci_users") if over != "users" else gap.get("ci"),
         "selected_epoch": model.get("selected_epoch"),
         "train_minutes": float(train["seconds"]) / 60,
         "probes": probes,
@@ -115,9 +117,11 @@ def _probes(row: dict[str, Any]) -> str:
 
 
 def _gap(row: dict[str, Any]) -> str:
-    """``+0.0164 [+0.0080, +0.0250]``: the interval where the point has one (points before the bootstrap have none)."""
+    """``+0.0164 [+0.0080, +0.0250]``: the interval where the point has one (points before the bootstrap have none);
+    one over the users alone (points before 2026-12-07) is marked "users"."""
     ci = row.get("gap_ci")
-    shown = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci and ci[0] is not None else ""
+    users_only = row.get("gap_ci_over", "users") == "users"
+    shown = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]{' users' if users_only else ''}" if ci and ci[0] is not None else ""
     return f"{row['gap']:+.4f}{shown}"
 
 
@@ -140,6 +144,8 @@ def main() -> None:
     ap.add_argument("--movielens", default="", help="fractions of the warm posters, e.g. 0.25,0.5,1")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
     ap.add_argument("--record", action="store_true", help="write the rows gathered so far into RESULTS.md")
+    ap.add_argument("--from-run", type=Path, help="add the point of a finished demo-recipe run (with --size)")
+    ap.add_argument("--size", type=int, help="the catalogue size of --from-run's platform")
     args = ap.parse_args()
     os.chdir(ROOT)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -154,12 +160,22 @@ def main() -> None:
             "Each point a whole run on 2 CPU cores; test AUC by `evaluate` (ridge from pooled features to the ALS "
             "factors, λ on valid). Simulator: `socialfeat demo` with `simulate.n_items=N` (users 2 per 3 items). "
             "MovieLens: `configs/movielens.yaml` on a seeded fraction of the warm posters, cold items unchanged. "
-            "`python bench/quality_scale.py --sim N,… --movielens F,…`. The interval: evaluate's paired bootstrap "
-            "over users (1,000 resamples), where the point has one (the points measured before it landed, up to "
-            "10,000 items on 2026-12-02, have none). Train minutes are wall time on a shared machine.\n\n"
-            + table(ordered)
+            "`python bench/quality_scale.py --sim N,… --movielens F,…`; a point from a finished run of the demo "
+            "recipe (bench/e2e.py's): `--from-run RUN --size N`. The interval: evaluate's paired bootstrap "
+            "(1,000 resamples) over users and test items; an interval marked *users* resampled the users alone "
+            "(points before 2026-12-07); points up to 10,000 items on 2026-12-02 have none. "
+            "Train minutes are wall time on a shared machine.\n\n" + table(ordered)
         )
         record("data-scale curve (bench/quality_scale.py)", body)
+        return
+    if args.from_run:
+        if not args.size:
+            raise SystemExit("--from-run needs --size N (the simulated items of that run)")
+        row = {"curve": "simulator", "size": args.size, "run": str(args.from_run), **_scores(args.from_run)}
+        rows_path.parent.mkdir(exist_ok=True)
+        with rows_path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(table([row]), flush=True)
         return
     for n in [int(x) for x in args.sim.split(",") if x]:
         row = sim_point(n, args.work)
