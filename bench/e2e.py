@@ -502,7 +502,7 @@ def section(states: list[dict[str, Any]], against: dict[str, Any] | None, comman
     """The RESULTS.md body: how it was run, then per size its table and quality lines, then the exponents."""
     first = states[0]
     lines = [
-        f"Command: `{command}` at commit {first.get('commit') or '?'}; device: {first['device']}.",
+        f"Command: {command} at commit {first.get('commit') or '?'}; device: {first['device']}.",
         "",
         "The platform is `socialfeat simulate`'s: users 2 per 3 items, real images, the demo's taste model.",
         "The run is the packaged demo config on it: EfficientNet-Lite0, last 4 blocks, the epochs stated.",
@@ -580,7 +580,8 @@ def main() -> None:
     against = json.loads(a.against.read_text()) if a.against else None
     if a.compare:
         states = sorted((json.loads(p.read_text()) for p in a.compare), key=lambda s: s["args"]["items"])
-        command = "python bench/e2e.py --items N --out DIR, then --compare " + " ".join(str(p) for p in a.compare)
+        runs = " and ".join(f"`{canonical(s['args'])}`" for s in states)
+        command = f"{runs}, then `python bench/e2e.py --compare " + " ".join(str(p) for p in a.compare) + "`"
     else:
         if a.resume and a.out is None:
             parser.error("--resume needs --out")
@@ -599,10 +600,7 @@ def main() -> None:
             }
         print(f"e2e: working in {out}", flush=True)
         states = [run_all(out, given, a.resume)]
-        args = states[0]["args"]
-        command = f"python bench/e2e.py --items {args['items']} --epochs {args['epochs']}" + (
-            " --gpu" if args["gpu"] else ""
-        )
+        command = f"`{canonical(states[0]['args'])}`"
     print(section(states, against, command))
     if a.record:
         record(GPU_HEADING if states[0]["args"]["gpu"] else HEADING, section(states, against, command))
@@ -612,6 +610,14 @@ def main() -> None:
         for row in summary_rows(states):
             summary(*row, after=after)
             after = row[0]
+
+
+def canonical(args: dict[str, Any]) -> str:
+    """The command that makes a run with these arguments (its --out aside)."""
+    gpu = " --gpu" if args["gpu"] else ""
+    return (
+        f"python bench/e2e.py --items {args['items']} --epochs {args['epochs']} --image-size {args['image_size']}{gpu}"
+    )
 
 
 def _demo_epochs() -> int:
