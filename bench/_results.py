@@ -43,7 +43,10 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
 # the first match wins. A heading that matches none goes before the archive link, as a section of its own.
 STAGES = (
     (("live catalogue", "fresh content", "bench/live.py", "bench/fresh.py"), "Live catalogue"),
-    (("every stage at scale", "image side", "bench/scale.py", "bench/image_scale.py"), "Every stage at scale"),
+    (
+        ("every stage at scale", "image side", "bench/scale.py", "bench/image_scale.py", "bench/e2e.py"),
+        "Every stage at scale",
+    ),
     (("fuzz",), "Fuzz"),
     (("demo", "simulate"), "Demo and simulator"),
     (("ingest",), "Ingest"),
@@ -112,6 +115,32 @@ def record(heading: str, body: str) -> None:
     tmp.write_text("\n".join(lines).rstrip("\n") + "\n")
     os.replace(tmp, RESULTS)  # atomic: a reader never sees half a file
     print(f"recorded in {RESULTS}")
+
+
+def summary(claim: str, figure: str, target: str, command: str, after: str = "") -> None:
+    """Set the row of RESULTS.md's summary table whose claim is ``claim``, dated today; or add it after the last
+    row whose claim starts with ``after`` (at the end when none does).
+
+    Rows that no script writes stay as they were: the rest of the table is kept by hand."""
+    lines = RESULTS.read_text().rstrip("\n").splitlines()
+    heads = _headings(lines)
+    at = next((i for i, lv, title in heads if lv == 2 and title == "Summary"), None)
+    if at is None:
+        raise SystemExit(f"{RESULTS} has no '## Summary' section")
+    end = next((j for j, lv, _ in heads if j > at and lv <= 2), len(lines))
+    table = [i for i in range(at, end) if lines[i].startswith("|")]
+    if len(table) < 2:
+        raise SystemExit(f"{RESULTS}: the summary section has no table")
+    row = f"| {claim} | {figure} | {target} | {command} | {time.strftime('%Y-%m-%d')} |"
+    same = next((i for i in table[2:] if lines[i].split("|")[1].strip() == claim), None)
+    if same is not None:
+        lines[same] = row
+    else:
+        near = [i for i in table[2:] if after and lines[i].split("|")[1].strip().startswith(after)]
+        lines.insert((near or table)[-1] + 1, row)
+    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, RESULTS)
 
 
 def exponent(a: float, b: float, size_a: int, size_b: int) -> float:
