@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,9 +77,9 @@ def demo_platform(record_it: bool) -> None:
 
 def others() -> str:
     """The busiest other processes when the timing started: what shared the cores."""
-    ps = subprocess.run(["ps", "-eo", "pcpu,ni,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True)
+    ps = subprocess.run(["ps", "-eo", "pcpu,ni,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True)
     busy = [line.split(None, 2) for line in ps.stdout.splitlines()[:6]]
-    busy = [f"{comm.strip()} ({cpu}% CPU, nice {ni})" for cpu, ni, comm in busy if float(cpu) >= 5.0]
+    busy = [f"`{cmd.strip()[:70]}` ({cpu}% CPU, nice {ni})" for cpu, ni, cmd in busy if float(cpu) >= 5.0]
     return ", ".join(busy) or "nothing over 5% CPU"
 
 
@@ -118,6 +119,12 @@ def scaling(sizes: list[int], record_it: bool) -> None:
     ]
     if record_it:
         record("simulate at scale (bench/simulate.py --scaling)", "\n".join(lines) + "\n")
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (the pools' workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _threads(folder: Path, values: list[dict[str, str]], ids: list[str]) -> None:
@@ -166,13 +173,15 @@ def images(n: int, record_it: bool) -> None:
             "1 process, files": lambda: sim._write_images(work / "one", values, ids, 96, 0, (sim.S_IMAGES,), workers=1),
             f"{os.cpu_count()} processes, one zip": lambda: _archive(work / "images.zip", values, ids),
         }
+        cpu: dict[str, float] = {}
         for name, write in ways.items():
             os.sync()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), _cpu()
             write()
             os.sync()
-            seconds[name] = time.perf_counter() - started
-            print(f"write: {name}: {seconds[name]:.1f} s ({n / seconds[name]:.0f} img/s)", flush=True)
+            seconds[name], cpu[name] = time.perf_counter() - started, _cpu() - cpu_started
+            print(f"write: {name}: {seconds[name]:.1f} s ({n / seconds[name]:.0f} img/s), "
+                  f"CPU {cpu[name]:.1f} s ({n / cpu[name]:.0f} img per CPU s)", flush=True)  # fmt: skip
         same = all(
             (work / "threads" / f"{i}.png").read_bytes() == (work / "procs" / f"{i}.png").read_bytes() for i in ids
         )
@@ -199,9 +208,12 @@ def images(n: int, record_it: bool) -> None:
         "",
         f"    python bench/simulate.py --images {n}",
         "",
-        "| write | seconds | images/s | ÷ two threads' time |",
-        "|---|---:|---:|---:|",
-        *(f"| {k} | {s:.1f} | {n / s:.0f} | {s / base:.2f} |" for k, s in seconds.items()),
+        "| write | seconds | images/s | ÷ two threads' time | CPU s | images per CPU s |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {k} | {s:.1f} | {n / s:.0f} | {s / base:.2f} | {cpu[k]:.1f} | {n / cpu[k]:.0f} |"
+            for k, s in seconds.items()
+        ),
         "",
         "| read back (one process) | seconds | images/s |",
         "|---|---:|---:|",
