@@ -77,9 +77,15 @@ def demo_platform(record_it: bool) -> None:
 
 def others() -> str:
     """The busiest other processes when the timing started: what shared the cores."""
-    ps = subprocess.run(["ps", "-eo", "pcpu,ni,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True)
-    busy = [line.split(None, 2) for line in ps.stdout.splitlines()[:6]]
-    busy = [f"`{cmd.strip()[:70]}` ({cpu}% CPU, nice {ni})" for cpu, ni, cmd in busy if float(cpu) >= 5.0]
+    ps = subprocess.run(
+        ["ps", "-eo", "pid,pcpu,ni,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True
+    )
+    busy = [line.split(None, 3) for line in ps.stdout.splitlines()[:7]]
+    busy = [
+        f"`{cmd.strip()[:70]}` ({cpu}% CPU, nice {ni})"
+        for pid, cpu, ni, cmd in busy
+        if float(cpu) >= 5.0 and int(pid) != os.getpid()
+    ]
     return ", ".join(busy) or "nothing over 5% CPU"
 
 
