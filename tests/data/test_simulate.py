@@ -161,14 +161,16 @@ def test_class_draw_matches_the_per_item_distribution(monkeypatch: pytest.Monkey
     assert 0.5 * np.abs(seen - q).sum() < 0.03  # total variation; sampling noise alone is about 0.01
 
 
-def test_every_user_gets_their_views_distinct() -> None:
-    cfg = SimulateConfig(n_users=500, n_items=200, views_per_user=30)
-    users = sim.sample_users(cfg.n_users, cfg.n_items, cfg.views_per_user, np.random.default_rng(0))
-    items = sim.sample_items(cfg.n_items, np.random.default_rng(1))
-    u, i = sim.sample_views(users, items, np.random.default_rng(2))
+# the second: users want half of a tiny catalogue (the cap), so some rounds of draws bring nothing new
+@pytest.mark.parametrize("n_users,n_items,views", [(500, 200, 30), (20, 20, 60)])
+def test_every_user_gets_their_views_distinct(n_users: int, n_items: int, views: int) -> None:
+    cfg = SimulateConfig(n_users=n_users, n_items=n_items, views_per_user=views)
+    users = sim.sample_users(cfg.n_users, cfg.n_items, cfg.views_per_user, sim._rng(0, sim.S_USERS))
+    items = sim.sample_items(cfg.n_items, sim._rng(0, sim.S_ITEMS))
+    u, i = sim.sample_views(users, items, sim._rng(0, sim.S_VIEWS))
     assert len(np.unique(u * cfg.n_items + i)) == len(u)
-    views = np.bincount(u, minlength=cfg.n_users)
-    assert (views >= users.n_views).all()  # each its count (heavy users up to half the catalogue), then the feed
+    views_of = np.bincount(u, minlength=cfg.n_users)
+    assert (views_of >= users.n_views).all()  # each its count (heavy users up to half the catalogue), then the feed
     assert np.bincount(i, minlength=cfg.n_items).min() >= sim.MIN_VIEWS
 
 

@@ -413,7 +413,9 @@ def _distinct(
         fresh = keys[~_member(keys, kept)]
         by_key = np.argsort(fresh, kind="stable")
         ordered = fresh[by_key]
-        first = np.sort(by_key[np.r_[True, ordered[1:] != ordered[:-1]]])  # first occurrences, in draw order
+        head = np.ones(len(ordered), bool)  # a round may bring nothing new: every draw already kept
+        head[1:] = ordered[1:] != ordered[:-1]
+        first = np.sort(by_key[head])  # first occurrences, in draw order
         fresh = fresh[first]
         owner = fresh // n_items
         rank = np.arange(len(fresh)) - np.searchsorted(owner, owner)  # draws are grouped by user
