@@ -7,7 +7,7 @@ Four shapes, from the cheapest to the richest; each is seeded and draws in a fix
 - **A planted cold-start problem** (:func:`plant`): 64-d latent taste, each user's cold interactions the 10 of 40
   random cold items they score highest, warm "ALS factors" that are the latent taste plus noise. Blocks drawn after
   it: a learned-like image block, a faceted tag one-hot and a year.
-- **A taste platform** (:func:`taste_platform`): the simulator's taste model (socialfeat.data.simulate), vectorised,
+- **A taste platform** (:func:`taste_platform`): the simulator's items, users and events (socialfeat.data.simulate)
   as ingest's input files: interactions, items with titles and tags, and hard-linked blank images.
 - **A clustered run** (:func:`clustered_run`): a demo run's model and images, with clustered features, random factors
   and a random log of any size, as the run folder the explorer opens.
@@ -224,90 +224,35 @@ def write_factors(run: Path, p: Planted, ids: list[str]) -> None:
 def taste_platform(folder: Path, n_items: int, n_users: int, n_interactions: int, seed: int = 0) -> dict:
     """interactions.parquet, items.csv, images/ (hard links) and latent.npz (item attributes) in ``folder``.
 
-    Items get the simulator's attributes (palette, texture, composition, object) and log-normal popularity; users
-    its sparse Dirichlet tastes and power-law activity. A view picks a taste class with probability ∝ affinity³ ×
-    the class's popularity mass (20% exploring by popularity alone), then an item of that class ∝ popularity:
-    the simulator's distribution, drawn with replacement and de-duplicated instead of by a Gumbel top-k over every
-    item. A view is liked with the simulator's sigmoid of affinity and popularity. No bots, comments or shares.
-    Every image is a hard link to one 8×8 PNG, so ingest keeps the items at the cost of one directory entry each.
+    Items, users and events are the simulator's own (:func:`socialfeat.data.simulate.sample_platform`): its
+    attributes and popularity, sparse tastes, power-law activity and bots, and its views, likes, comments and shares.
+    Its mean views per user is set so that all events come to about ``n_interactions``: a small pilot platform gives
+    the events per view. No image is drawn: every image is a hard link to one 8×8 PNG, so ingest keeps the items at
+    the cost of one directory entry each. Titles and tags are this bench's: tags correlated with the taste class.
     """
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
+    from socialfeat.config import SimulateConfig
     from socialfeat.data import simulate as sim
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    items = sim.sample_items(n_items, rng)
-    attrs = list(sim.TASTE_WEIGHT)  # palette, texture, composition: what taste is about
-    sizes = [len(sim.ATTR_VALUES[a]) for a in attrs]
-    n_class = int(np.prod(sizes))
-    cls = np.ravel_multi_index(tuple(items[a] for a in attrs), sizes)  # item → taste class
+    pilot = sim.sample_platform(SimulateConfig(n_users=2000, n_items=3000, views_per_user=20), seed).events
+    per_view = len(pilot["event"]) / int((pilot["event"] == 0).sum())
+    config = SimulateConfig(n_users=n_users, n_items=n_items, views_per_user=n_interactions / per_view / n_users)
+    platform = sim.sample_platform(config, seed)
+    items, ev = platform.items, platform.events
+    rng = np.random.default_rng([seed, 1])  # the bench's own titles and tags
+    attrs = list(sim.TASTE_WEIGHT)
+    cls = sim.taste_class(items)
     pop = items["popularity"]
-    # affinity of every user to every class, as simulate.affinity (users × 120)
-    taste = {a: rng.dirichlet([sim.TASTE_ALPHA[a]] * len(sim.ATTR_VALUES[a]), n_users) for a in attrs}
-    grid = np.unravel_index(np.arange(n_class), sizes)
-    aff = sum((sim.TASTE_WEIGHT[a] * k) * taste[a][:, g] for a, k, g in zip(attrs, sizes, grid, strict=True))
-    aff = aff.astype(np.float32)
-    mass = np.bincount(cls, weights=pop, minlength=n_class)  # popularity mass of each class
-    weighted = aff**sim.TASTE_SHARPNESS * mass
-    q = (1 - sim.EXPLORE) * weighted / weighted.sum(1, keepdims=True) + sim.EXPLORE * mass / mass.sum()
-    cum_q = np.cumsum(q, axis=1)
-    cum_q /= cum_q[:, -1:]
-    # items by class, cumulative popularity: an item of class c ∝ popularity is a searchsorted in c's span
-    order = np.argsort(cls, kind="stable")
-    cum_pop = np.cumsum(pop[order])
-    ends = np.cumsum(np.bincount(cls, minlength=n_class))
-    lo = np.r_[0.0, cum_pop][ends - np.bincount(cls, minlength=n_class)]
-    hi = cum_pop[ends - 1]
-    logpop = np.log(pop)
-    zpop = (logpop - logpop.mean()) / max(float(logpop.std()), 1e-9)
-
-    def p_like(u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(sim.LIKE_SLOPE * (aff[u, cls[i]] - sim.LIKE_MID) + 0.4 * zpop[i])))
-
-    def draw(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        users = np.repeat(np.arange(n_users), counts)
-        out = np.empty(len(users), np.int64)
-        for s in range(0, len(users), 1 << 20):
-            u = users[s : s + (1 << 20)]
-            r = rng.random(len(u))[:, None]
-            c = np.minimum((cum_q[u] < r).sum(1), n_class - 1)
-            x = lo[c] + rng.random(len(u)) * (hi[c] - lo[c])
-            out[s : s + len(u)] = order[np.minimum(np.searchsorted(cum_pop, x, side="right"), n_items - 1)]
-        return users, out
-
-    # views so that views + likes ≈ n_interactions: the like rate from a pilot sample
-    pilot_u = rng.integers(0, n_users, 100_000)
-    _, pilot_i = draw(np.bincount(pilot_u, minlength=n_users))
-    like_rate = float(p_like(np.repeat(np.arange(n_users), np.bincount(pilot_u, minlength=n_users)), pilot_i).mean())
-    target_views = round(n_interactions / (1 + like_rate))
-    activity = rng.pareto(1.6, n_users) + 1.0
-    cap = max(1, min(n_items // 2, int(25 * target_views / n_users)))
-    counts = sim._scale_to_mean(activity, target_views / n_users, cap)
-    pairs = np.empty(0, np.int64)
-    for _ in range(4):  # top up what de-duplication took
-        short = target_views - len(pairs)
-        if short <= 0.01 * target_views:
-            break
-        scale = short / counts.sum()
-        extra = rng.binomial(counts, min(1.0, scale * 1.05)) if scale < 1 else counts
-        u, i = draw(extra)
-        pairs = np.unique(np.concatenate([pairs, u * n_items + i]))
-    pairs = pairs[rng.permutation(len(pairs))[:target_views]]
-    vu, vi = pairs // n_items, pairs % n_items
-    liked = rng.random(len(vu)) < p_like(vu, vi)
-    t_view = 1_709_251_200 + rng.integers(0, sim.HORIZON_S, len(vu))
-    t_like = t_view[liked] + 1 + np.floor(rng.exponential(8.0, int(liked.sum()))).astype(np.int64)
     table = pa.table(
         {
-            "user_id": np.concatenate([vu, vu[liked]]),
-            "item_id": np.concatenate([vi, vi[liked]]),
-            "event": pa.DictionaryArray.from_arrays(
-                np.r_[np.zeros(len(vu), np.int8), np.ones(int(liked.sum()), np.int8)], ["view", "like"]
-            ),
-            "timestamp": np.concatenate([t_view, t_like]),
+            "user_id": ev["user"],
+            "item_id": ev["item"],
+            "event": pa.DictionaryArray.from_arrays(ev["event"], list(sim.EVENTS)),
+            "timestamp": 1_709_251_200 + ev["t"],
         }
     )
     pq.write_table(table, folder / "interactions.parquet")
@@ -349,7 +294,8 @@ def taste_platform(folder: Path, n_items: int, n_users: int, n_interactions: int
     )
     pcsv.write_csv(items_table, folder / "items.csv")
     np.savez(folder / "latent.npz", **{a: items[a] for a in sim.ATTR_VALUES}, popularity=pop)
-    return {"views": len(vu), "likes": int(liked.sum()), "seconds": time.perf_counter() - t0}
+    counts = {f"{e}s": int((ev["event"] == k).sum()) for k, e in enumerate(sim.EVENTS)}
+    return {**counts, "events": len(ev["event"]), "seconds": time.perf_counter() - t0}
 
 
 # -------------------------------------------------------------------------------------------- the clustered run

@@ -17,8 +17,8 @@ in a fresh process, so its peak RSS (wait4) is its own:
 - **selection**: train's epoch selection (`make_selector` + `Selector.score`, `train.select_users` 5,000 and
   `train.select_valid_items` 2,000) with the epoch's model; built once, scored three times, the median call kept;
 - **embed**: `embed --source learned` of every item (ONNX Runtime on CPU; the export is timed apart).
-Simulate's own items/s is shown too; it is not one of the issue's targets (its log sampling ranks every item per
-user: the demo platform's generator, not a pipeline stage).
+Simulate's own items/s is shown too; it is not one of the issue's targets (the demo platform's generator, not a
+pipeline stage; bench/simulate.py --scaling measures its growth).
 
 Targets (issue 24): selection seconds per call within ±20% from 10K to 100K; images/s of cache, epoch and embed
 within ±15% across sizes; peak RSS not growing beyond the arrays a step must hold.

@@ -9,13 +9,10 @@ exponent of each between sizes (issue 23, part 1).
     python bench/scale.py --sizes 100000,423000 --keep     # keeps the platforms (prints where)
     python bench/scale.py --sizes 100000,423000 --reuse /tmp/socialfeat-scale-x   # every stage again on them
 
-The platform is bench/_platform.py's taste platform, made fast, vectorised, on the simulator's taste model
-(socialfeat.data.simulate): items get its attributes (palette, texture, composition, object) and log-normal
-popularity, users its sparse Dirichlet tastes and power-law activity; a view picks a taste class (palette × texture
-× composition) with probability ∝ affinity³ × the class's popularity mass (20% exploring by popularity alone), then
-an item of that class ∝ popularity — the simulator's distribution, drawn with replacement and de-duplicated instead
-of by a Gumbel top-k over every item. A view is liked with the simulator's sigmoid of affinity and popularity. No
-bots, comments or shares.
+The platform is bench/_platform.py's taste platform: the simulator's own items, users and events
+(socialfeat.data.simulate.sample_platform, linear in users + items + events): its attributes (palette, texture,
+composition, object) and log-normal popularity, sparse Dirichlet tastes, power-law activity and bots, and its views,
+likes, comments and shares. Its mean views per user is set so that all events come to about the interactions asked.
 
 Images: every item's path is a hard link to one 8×8 PNG, so ingest keeps the items (it drops an item whose image
 file is missing) at the cost of one directory entry each. Features: no CNN — ``features/{learned,imagenet,random}
@@ -206,9 +203,10 @@ def one_size(tmp: Path, n_items: int, n_users: int, n_interactions: int, threads
         if error:
             raise SystemExit(f"making the platform failed: {error}")
     made = json.loads((folder / "made.json").read_text())
-    rows = made["views"] + made["likes"]
+    rows = made["events"]
     print(f"\n{n_items:,} items × {n_users:,} users: {rows:,} interactions ({made['views']:,} views, "
-          f"{made['likes']:,} likes) made in {made['seconds']:.0f} s", flush=True)  # fmt: skip
+          f"{made['likes']:,} likes, {made['comments']:,} comments, {made['shares']:,} shares) made in "
+          f"{made['seconds']:.0f} s", flush=True)  # fmt: skip
     cfg = write_config(folder, run, threads)
     commands = stage_commands(run, cfg)
     results: dict[str, dict] = {}
@@ -299,7 +297,7 @@ def main() -> None:
         f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (seconds are wall time of a "
         "fresh process per stage, imports included; peak RSS from wait4).",
         "",
-        "The platform is bench/scale.py's, on the simulator's taste model, with views and likes.\n"
+        "The platform is the simulator's items, users and events (views, likes, comments, shares).\n"
         "- Images: one shared 8×8 PNG. Learned, ImageNet and random features (1,280-d) are drawn from the latent "
         "attributes; no CNN runs.\n"
         "- content: learned + tags (~4K) + numeric (year), LightFM off.\n"

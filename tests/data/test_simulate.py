@@ -66,7 +66,9 @@ def test_interactions_contract(small: tuple[Path, dict]) -> None:
         else:
             assert key in viewed, f"{r['event']} before view: {r}"
     views = Counter(r["item_id"] for r in rows if r["event"] == "view")
-    assert len(views) == SMALL.n_items and min(views.values()) >= 3
+    assert len(views) == SMALL.n_items and min(views.values()) >= sim.MIN_VIEWS
+    pairs = [(r["user_id"], r["item_id"]) for r in rows if r["event"] == "view"]
+    assert len(pairs) == len(set(pairs))  # a user views an item once
     assert abs(sum(views.values()) / SMALL.n_users - SMALL.views_per_user) < 0.15 * SMALL.views_per_user
 
 
@@ -100,6 +102,88 @@ def test_taste_signal_is_real_and_object_is_ignored(small: tuple[Path, dict]) ->
     assert like_lift(out, "palette") > 2.0
     assert like_lift(out, "texture") > 1.4
     assert 0.7 < like_lift(out, "object") < 1.3
+
+
+def test_views_follow_taste(small: tuple[Path, dict]) -> None:
+    out, _ = small
+    assert sim.taste_lift(out, "palette", "view") > 1.5
+    assert sim.taste_lift(out, "texture", "view") > 1.2
+    assert 0.8 < sim.taste_lift(out, "object", "view") < 1.2
+
+
+def test_comments_mention_taste_words(small: tuple[Path, dict]) -> None:
+    out, _ = small
+    labels = {r["item_id"]: r for r in read(out / "labels.csv")[1]}
+    comments = read(out / "comments.csv")[1]
+    assert len(comments) > 50
+
+    def mentions(c: dict[str, str]) -> bool:
+        words = {w for a in sim.TASTE_WEIGHT for w in sim.VOCAB[a][labels[c["item_id"]][a]]}
+        return any(w in c["text"].rstrip("!").split() for w in words)
+
+    assert sum(map(mentions, comments)) >= 0.95 * len(comments)
+
+
+def test_bots_view_at_random_and_like_at_their_rate(tmp_path: Path) -> None:
+    cfg = SimulateConfig(n_users=3000, n_items=400, views_per_user=10)
+    users = sim.sample_users(cfg.n_users, cfg.n_items, cfg.views_per_user, np.random.default_rng(0))
+    items = sim.sample_items(cfg.n_items, np.random.default_rng(1))
+    u, i = sim.sample_views(users, items, np.random.default_rng(2))
+    bots = np.nonzero(users.is_bot)[0]
+    assert len(bots) == 3
+    views = np.bincount(u, minlength=cfg.n_users)
+    assert (views[bots] == min(cfg.n_items // 2, 25 * 10)).all()  # the cap
+    # bots ignore popularity: their items are as popular as the catalogue's average, humans' are more popular
+    pop = items["popularity"]
+    bot_pop = pop[i[np.isin(u, bots)]].mean()
+    assert abs(bot_pop - pop.mean()) < 0.25 * pop.mean() < pop[i[~np.isin(u, bots)]].mean() - pop.mean()
+    ev = sim.sample_events(users, items, u, i, cfg, np.random.default_rng(3))
+    bot_views = np.isin(ev["user"], bots) & (ev["event"] == 0)
+    bot_likes = np.isin(ev["user"], bots) & (ev["event"] == 1)
+    assert bot_likes.sum() / bot_views.sum() == pytest.approx(sim.BOT_LIKE_P, abs=0.05)
+
+
+def test_class_draw_matches_the_per_item_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one taste repeated: each user's single view is a draw from popularity × (0.8·affinity³/Σ + 0.2/Σ popularity)
+    n_users, n_items = 40_000, 60
+    items = sim.sample_items(n_items, np.random.default_rng(0))
+    taste = {a: np.repeat(np.random.default_rng(1).dirichlet([0.5] * len(sim.ATTR_VALUES[a]), 1), n_users, 0)
+             for a in sim.TASTE_WEIGHT}  # fmt: skip
+    users = sim.Users(taste, np.ones(n_users, np.int64), np.zeros(n_users, bool))
+    monkeypatch.setattr(sim, "MIN_VIEWS", 0)  # the draw alone, without the new-posts feed
+    u, i = sim.sample_views(users, items, np.random.default_rng(2))
+    assert len(u) == n_users
+    aff = sim.class_affinity(taste, slice(0, 1))[0][sim.taste_class(items)].astype(np.float64)
+    pop = items["popularity"]
+    weighted = aff**sim.TASTE_SHARPNESS * pop
+    q = (1 - sim.EXPLORE) * weighted / weighted.sum() + sim.EXPLORE * pop / pop.sum()
+    seen = np.bincount(i, minlength=n_items) / n_users
+    assert 0.5 * np.abs(seen - q).sum() < 0.03  # total variation; sampling noise alone is about 0.01
+
+
+# the second: users want half of a tiny catalogue (the cap), so some rounds of draws bring nothing new
+@pytest.mark.parametrize("n_users,n_items,views", [(500, 200, 30), (20, 20, 60)])
+def test_every_user_gets_their_views_distinct(n_users: int, n_items: int, views: int) -> None:
+    cfg = SimulateConfig(n_users=n_users, n_items=n_items, views_per_user=views)
+    users = sim.sample_users(cfg.n_users, cfg.n_items, cfg.views_per_user, sim._rng(0, sim.S_USERS))
+    items = sim.sample_items(cfg.n_items, sim._rng(0, sim.S_ITEMS))
+    u, i = sim.sample_views(users, items, sim._rng(0, sim.S_VIEWS))
+    assert len(np.unique(u * cfg.n_items + i)) == len(u)
+    views_of = np.bincount(u, minlength=cfg.n_users)
+    assert (views_of >= users.n_views).all()  # each its count (heavy users up to half the catalogue), then the feed
+    assert np.bincount(i, minlength=cfg.n_items).min() >= sim.MIN_VIEWS
+
+
+def test_worker_count_does_not_change_the_images(tmp_path: Path) -> None:
+    cfg = SimulateConfig(n_users=20, n_items=300, image_size=32, views_per_user=5)
+    sim.simulate(tmp_path / "one", cfg, seed=2, workers=1)
+    sim.simulate(tmp_path / "two", cfg, seed=2, workers=2)
+    for name in ("items.csv", "interactions.csv", "comments.csv", "labels.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    one = sorted((tmp_path / "one" / "images").iterdir())
+    assert len(one) == 300
+    for path in one:
+        assert path.read_bytes() == (tmp_path / "two" / "images" / path.name).read_bytes(), path.name
 
 
 def test_popularity_skew(tmp_path: Path) -> None:
@@ -156,9 +240,12 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(sim, "draw_image", flaky)
     cfg = SimulateConfig(n_users=20, n_items=300, image_size=32, views_per_user=10)
     with pytest.raises(RuntimeError, match="boom"):
-        sim.simulate(tmp_path / "nested" / "out", cfg)
+        sim.simulate(tmp_path / "nested" / "out", cfg, workers=1)
     assert list(tmp_path.iterdir()) == []
     assert len(drawn) < 300  # stopped early rather than drawing the rest first
+    with pytest.raises(RuntimeError, match="boom"):  # and from a worker process, which counts its own draws
+        sim.simulate(tmp_path / "nested" / "out", cfg, workers=2)
+    assert list(tmp_path.iterdir()) == []
 
     # a previous output survives a failed overwrite
     monkeypatch.setattr(sim, "draw_image", real)

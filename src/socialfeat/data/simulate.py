@@ -27,10 +27,12 @@ Everything is deterministic given the seed and the config.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import multiprocessing
+import os
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +43,7 @@ from PIL import Image, ImageDraw
 
 from socialfeat.atomic import atomic_dir, claim_dir
 from socialfeat.config import SimulateConfig
-from socialfeat.errors import UserError
+from socialfeat.errors import UserError, interrupts_held
 
 Progress = Callable[[str, int, int], None]
 RGB = tuple[int, int, int]
@@ -70,8 +72,10 @@ LIKE_SLOPE, LIKE_MID = 1.6, 2.6  # like probability = sigmoid(slope·(affinity �
 BOT_LIKE_P = 0.15
 POP_SIGMA = 1.2
 MIN_VIEWS = 5
+ROUNDS = 30  # at most this many rounds of draws to find each user's distinct views
 VIEWS_PER_SESSION = 12
 SUPERSAMPLE = 2
+IMAGE_CHUNK = 128  # images per task of the drawing pool
 # random streams, so that e.g. the images do not change when the user count does
 S_ITEMS, S_USERS, S_VIEWS, S_EVENTS, S_TEXT, S_IMAGES, S_COLLECTION = range(7)
 
@@ -297,12 +301,21 @@ def sample_users(n_users: int, n_items: int, views_per_user: float, rng: np.rand
     return Users(taste, _scale_to_mean(activity, views_per_user, cap), is_bot)
 
 
-def affinity(taste: dict[str, np.ndarray], items: dict[str, np.ndarray], rows: Any = slice(None)) -> np.ndarray:
-    """(users × items) affinity; 1 on average for a user with uniform taste, up to ~4.5 for a perfect match."""
+TASTE_SHAPE = tuple(len(ATTR_VALUES[a]) for a in TASTE_WEIGHT)  # palette × texture × composition: 120 taste classes
+N_CLASSES = int(np.prod(TASTE_SHAPE))
+
+
+def taste_class(items: dict[str, np.ndarray]) -> np.ndarray:
+    """Each item's taste class: affinity depends on palette, texture and composition only, so on this index."""
+    return np.ravel_multi_index(tuple(items[a] for a in TASTE_WEIGHT), TASTE_SHAPE)
+
+
+def class_affinity(taste: dict[str, np.ndarray], rows: Any = slice(None)) -> np.ndarray:
+    """(users × 120) affinity to each taste class; 1 on average for a uniform taste, up to ~4.5 for a perfect match."""
+    grid = np.unravel_index(np.arange(N_CLASSES), TASTE_SHAPE)
     total: Any = 0.0
-    for attr, weight in TASTE_WEIGHT.items():
-        k = len(ATTR_VALUES[attr])
-        total = total + (weight * k) * taste[attr][rows][:, items[attr]].astype(np.float32)
+    for (attr, weight), g in zip(TASTE_WEIGHT.items(), grid, strict=True):
+        total = total + (weight * len(ATTR_VALUES[attr])) * taste[attr][rows][:, g].astype(np.float32)
     return total
 
 
@@ -311,51 +324,139 @@ def _pair_affinity(users: Users, items: dict[str, np.ndarray], u: np.ndarray, i:
     return np.stack(parts, axis=1)
 
 
+@dataclass
+class _Classes:
+    """Items grouped by taste class, with cumulative popularity: an item of class c ∝ popularity is one
+    searchsorted in c's span."""
+
+    order: np.ndarray  # item indices sorted by class
+    cum_pop: np.ndarray  # cumulative popularity along ``order``
+    start: np.ndarray  # each class's first position in ``order``
+    count: np.ndarray  # items per class
+    mass: np.ndarray  # popularity per class
+
+    @classmethod
+    def of(cls, items: dict[str, np.ndarray]) -> _Classes:
+        klass, pop = taste_class(items), items["popularity"]
+        order = np.argsort(klass, kind="stable")
+        count = np.bincount(klass, minlength=N_CLASSES)
+        mass = np.bincount(klass, weights=pop, minlength=N_CLASSES)
+        return cls(order, np.cumsum(pop[order]), np.cumsum(count) - count, count, mass)
+
+    def item(self, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """An item of each class in ``c``, with probability ∝ popularity."""
+        edges = np.r_[0.0, self.cum_pop]
+        lo, hi = edges[self.start[c]], edges[self.start[c] + self.count[c]]
+        pos = np.searchsorted(self.cum_pop, lo + rng.random(len(c)) * (hi - lo), side="right")
+        return self.order[np.clip(pos, self.start[c], self.start[c] + self.count[c] - 1)]
+
+
 def sample_views(
     users: Users,
     items: dict[str, np.ndarray],
     rng: np.random.Generator,
     progress: Progress | None = None,
-    chunk: int = 256,
+    chunk: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (user, item) views: Gumbel top-k sampling without replacement, chunked over users."""
+    """Distinct (user, item) views, linear in users + items + views.
+
+    A view picks a taste class with probability ∝ affinity³ × the class's popularity mass (EXPLORE of them by
+    popularity alone), then an item of that class ∝ popularity: per item, popularity × (0.8·affinity³ + 0.2).
+    Draws repeat until each user has their count of distinct items; keeping the first distinct ones in draw order
+    is sampling without replacement, as a Gumbel top-k over every item would, at a cost per view instead of per
+    item. Bots draw uniformly over items."""
     n_users, n_items = len(users.n_views), len(items["popularity"])
-    pop = items["popularity"].astype(np.float32)
-    base = pop / pop.sum()
+    classes = _Classes.of(items)
+    explore = EXPLORE * classes.mass / classes.mass.sum()
     us, its = [], []
     for start in range(0, n_users, chunk):
-        rows = slice(start, min(start + chunk, n_users))
-        weighted = affinity(users.taste, items, rows) ** TASTE_SHARPNESS * pop
-        q = (1 - EXPLORE) * weighted / weighted.sum(axis=1, keepdims=True) + EXPLORE * base
-        q[users.is_bot[rows]] = 1.0 / n_items  # crawlers ignore popularity and taste
-        order = np.argsort(-(np.log(q) + rng.gumbel(size=q.shape)), axis=1)
-        take = np.arange(n_items)[None, :] < users.n_views[rows][:, None]
-        uu, pos = np.nonzero(take)
-        us.append(uu + start)
-        its.append(order[uu, pos])
+        rows = np.arange(start, min(start + chunk, n_users))
+        weighted = class_affinity(users.taste, rows).astype(np.float64) ** TASTE_SHARPNESS * classes.mass
+        q = (1 - EXPLORE) * weighted / weighted.sum(axis=1, keepdims=True) + explore
+        cum = np.cumsum(q, axis=1)
+        cum = (cum / cum[:, -1:] + np.arange(len(rows))[:, None]).ravel()  # row r spans (r, r + 1]
+        bots = users.is_bot[rows]
+
+        def draw(local: np.ndarray, cum: np.ndarray = cum, bots: np.ndarray = bots) -> np.ndarray:
+            c = np.searchsorted(cum, local + rng.random(len(local)), side="right") - local * N_CLASSES
+            picked = classes.item(np.clip(c, 0, N_CLASSES - 1), rng)
+            crawl = bots[local]
+            picked[crawl] = rng.integers(0, n_items, int(crawl.sum()))  # crawlers ignore popularity and taste
+            return picked
+
+        local_u, item = _distinct(draw, users.n_views[rows], n_items, rng)
+        us.append(local_u + start)
+        its.append(item)
         if progress:
-            progress("views", rows.stop, n_users)
+            progress("views", int(rows[-1]) + 1, n_users)
     u, i = np.concatenate(us), np.concatenate(its)
     return _ensure_min_views(u, i, users, n_items, rng)
+
+
+def _distinct(
+    draw: Callable[[np.ndarray], np.ndarray], want: np.ndarray, n_items: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) pairs, ``want[u]`` distinct items per user: the first distinct ones of repeated draws.
+
+    Each round draws a user's shortfall times how many draws a new item took them last round; a few rounds
+    suffice, except for a heavy user whose taste is nearly used up, who gets at most ROUNDS rounds."""
+    kept = np.empty(0, np.int64)  # user · n_items + item, sorted
+    have = np.zeros(len(want), np.int64)
+    factor = np.full(len(want), 1.1)
+    for _ in range(ROUNDS):
+        short = want - have
+        if not short.any():
+            break
+        n_draw = np.where(short > 0, np.ceil(short * factor).astype(np.int64) + 1, 0)
+        local = np.repeat(np.arange(len(want)), n_draw)
+        keys = local * n_items + draw(local)
+        fresh = keys[~_member(keys, kept)]
+        by_key = np.argsort(fresh, kind="stable")
+        ordered = fresh[by_key]
+        head = np.ones(len(ordered), bool)  # a round may bring nothing new: every draw already kept
+        head[1:] = ordered[1:] != ordered[:-1]
+        first = np.sort(by_key[head])  # first occurrences, in draw order
+        fresh = fresh[first]
+        owner = fresh // n_items
+        rank = np.arange(len(fresh)) - np.searchsorted(owner, owner)  # draws are grouped by user
+        fresh = fresh[rank < short[owner]]
+        new = np.bincount(fresh // n_items, minlength=len(want))
+        factor = np.clip(n_draw / np.maximum(new, 1) * 1.1, 1.1, 64.0)
+        have += new
+        kept = np.sort(np.concatenate([kept, fresh]))
+    return kept // n_items, kept % n_items
+
+
+def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Whether each of ``keys`` is in ``sorted_keys``: one binary search each."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
 
 
 def _ensure_min_views(
     u: np.ndarray, i: np.ndarray, users: Users, n_items: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Give every item at least MIN_VIEWS views (a "new posts" feed), so none is unusable."""
+    """Give every item at least MIN_VIEWS views (a "new posts" feed), so none is unusable: viewers are random
+    humans who have not seen it yet."""
     humans = np.nonzero(~users.is_bot)[0]
     need = min(MIN_VIEWS, len(humans))
     counts = np.bincount(i, minlength=n_items)
-    by_item = u[np.argsort(i, kind="stable")]
-    ends = np.cumsum(counts)
-    extra_u, extra_i = [], []
-    for item in np.nonzero(counts < need)[0]:
-        seen = set(by_item[ends[item] - counts[item] : ends[item]].tolist())
-        candidates = humans[rng.integers(0, len(humans), need * 4 + len(seen))].tolist()
-        fresh = [x for x in dict.fromkeys(candidates) if x not in seen][: need - counts[item]]
-        extra_u.extend(fresh)
-        extra_i.extend([item] * len(fresh))
-    return np.concatenate([u, np.array(extra_u, u.dtype)]), np.concatenate([i, np.array(extra_i, i.dtype)])
+    short = np.nonzero(counts < need)[0]
+    if not len(short):
+        return u, i
+    n_users = len(users.n_views)
+    seen = np.isin(i, short)
+    seen_keys = i[seen] * n_users + u[seen]
+    cand = humans[rng.integers(0, len(humans), (len(short), need * 5))]
+    keys = short[:, None] * n_users + cand
+    ok = np.zeros(keys.size, bool)
+    ok[np.unique(keys, return_index=True)[1]] = True  # the first of duplicates within a row
+    ok = ok.reshape(keys.shape) & ~np.isin(keys, seen_keys)
+    ok &= np.cumsum(ok, axis=1) <= (need - counts[short])[:, None]
+    extra_i, extra_u = short[np.nonzero(ok)[0]], cand[ok]
+    return np.concatenate([u, extra_u.astype(u.dtype)]), np.concatenate([i, extra_i.astype(i.dtype)])
 
 
 def _view_times(view_u: np.ndarray, n_users: int, rng: np.random.Generator) -> np.ndarray:
@@ -415,25 +516,47 @@ def sample_events(
 # ---------------------------------------------------------------- text
 
 
-def comment_text(values: dict[str, str], liking: np.ndarray, rng: np.random.Generator) -> str:
-    """3–10 words: mostly about the taste attribute the commenter likes in the item, plus filler."""
+COMMENT_DRAWS = 21  # uniforms a comment uses; drawn for many comments at once
+
+
+def comment_text(values: dict[str, str], focus: str, r: list[float]) -> str:
+    """3–10 words: mostly about ``focus``, the taste attribute the commenter likes in the item, plus filler.
+
+    ``r`` holds COMMENT_DRAWS uniforms in [0, 1): drawn in blocks for many comments, so a comment costs
+    microseconds of Python instead of a dozen generator calls."""
     attrs = list(TASTE_WEIGHT)
-    p = liking + 0.05
-    focus = attrs[rng.choice(len(attrs), p=p / p.sum())]
     vocab = VOCAB[focus][values[focus]]
-    words = [vocab[k] for k in rng.choice(len(vocab), int(rng.integers(1, 3)), replace=False)]
-    if rng.random() < 0.35:
-        other = attrs[int(rng.integers(len(attrs)))]
-        words.append(VOCAB[other][values[other]][int(rng.integers(5))])
-    words += [NOISE[k] for k in rng.integers(0, len(NOISE), int(rng.integers(0, 3)))]
-    if rng.random() < 0.05:
+    first = int(r[2] * len(vocab))
+    words = [vocab[first]]
+    if r[1] < 0.5:  # a second, different word of the same vocabulary
+        words.append(vocab[(first + 1 + int(r[3] * (len(vocab) - 1))) % len(vocab)])
+    if r[4] < 0.35:
+        other = attrs[int(r[5] * len(attrs))]
+        words.append(VOCAB[other][values[other]][int(r[6] * 5)])
+    words += [NOISE[int(x * len(NOISE))] for x in r[8 : 8 + int(r[7] * 3)]]
+    if r[10] < 0.05:
         words.append(values["object"])
-    words = [words[k] for k in rng.permutation(len(words))]
-    words = GENERIC[int(rng.integers(len(GENERIC)))].split() + words
-    while len(words) < 3:
-        words.append(NOISE[int(rng.integers(len(NOISE)))])
+    words = [w for _, w in sorted(zip(r[11 : 11 + len(words)], words, strict=True))]  # shuffled
+    words = GENERIC[int(r[17] * len(GENERIC))].split() + words
+    words += [NOISE[int(x * len(NOISE))] for x in r[18 : 18 + max(0, 3 - len(words))]]
     text = " ".join(words[:10])
-    return text + ("!" if rng.random() < 0.3 else "")
+    return text + ("!" if r[20] < 0.3 else "")
+
+
+def comment_texts(
+    values: list[dict[str, str]], items: np.ndarray, liking: np.ndarray, rng: np.random.Generator
+) -> list[str]:
+    """:func:`comment_text` for each comment on ``items``; its focus is drawn ∝ the commenter's ``liking`` + 0.05
+    of each taste attribute in the item. Uniforms are drawn in blocks."""
+    attrs = list(TASTE_WEIGHT)
+    texts: list[str] = []
+    for start in range(0, len(items), 65536):
+        block = rng.random((min(65536, len(items) - start), COMMENT_DRAWS))
+        cum = np.cumsum(liking[start : start + len(block)] + 0.05, axis=1)
+        focus = np.minimum((cum <= block[:, :1] * cum[:, -1:]).sum(axis=1), len(attrs) - 1).tolist()
+        rows = zip(items[start : start + len(block)].tolist(), focus, block.tolist(), strict=True)
+        texts += [comment_text(values[i], attrs[f], r) for i, f, r in rows]
+    return texts
 
 
 def title_and_tags(values: dict[str, str], rng: np.random.Generator) -> tuple[str, list[str]]:
@@ -486,26 +609,80 @@ def _readme(config: SimulateConfig, seed: int, counts: dict[str, int]) -> str:
     )
 
 
+# Worker state of the image pool: the folder, the size and the seed stream, set once per process.
+_DRAW: dict[str, Any] = {}
+
+
+def _init_drawer(folder: str, size: int, seed: int, stream: tuple[int, ...]) -> None:
+    _DRAW.update(folder=Path(folder), size=size, seed=seed, stream=stream)
+
+
+def _draw_chunk(chunk: list[tuple[int, str, dict[str, str]]]) -> int:
+    """Draw and save a few images; image ``k`` has its own generator, so no image depends on the scheduling."""
+    for k, name, attrs in chunk:
+        image = draw_image(attrs, _DRAW["size"], _rng(_DRAW["seed"], *_DRAW["stream"], k))
+        image.save(_DRAW["folder"] / f"{name}.png", compress_level=1)
+    return len(chunk)
+
+
 def _write_images(
-    folder: Path, values: list[dict[str, str]], ids: list[str], size: int, seed: int, progress: Progress | None
+    folder: Path,
+    values: list[dict[str, str]],
+    ids: list[str],
+    size: int,
+    seed: int,
+    stream: tuple[int, ...],
+    progress: Progress | None = None,
+    workers: int = 0,
 ) -> None:
-    """Draw and save all images; two threads, since PNG encoding and ImageDraw release the GIL.
+    """Draw and save every image as ``folder/<id>.png`` on ``workers`` processes (0: one per core).
 
-    Each image has its own generator, so the result does not depend on the scheduling."""
+    Processes, not threads: drawing is mostly Python and numpy under the GIL. Chunks go out in order and an
+    error stops the pool, so a failure stops the run within a few chunks. The files are the same whatever the
+    worker count."""
     folder.mkdir()
-
-    def one(k: int) -> None:
-        draw_image(values[k], size, _rng(seed, S_IMAGES, k)).save(folder / f"{ids[k]}.png", compress_level=1)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(ids), 128):  # in batches: an error stops the run within one batch
-            done = min(start + 128, len(ids))
-            list(pool.map(one, range(start, done)))
+    n = len(ids)
+    chunks = ([(k, ids[k], values[k]) for k in range(s, min(s + IMAGE_CHUNK, n))] for s in range(0, n, IMAGE_CHUNK))
+    workers = min(workers or os.cpu_count() or 1, -(-n // IMAGE_CHUNK))
+    init = (str(folder), size, seed, stream)
+    done = 0
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            _init_drawer(*init)
+            stack.callback(_DRAW.clear)
+            results: Iterator[int] = map(_draw_chunk, chunks)
+        else:
+            with interrupts_held():  # the workers start by fork: a Ctrl-C meanwhile would be lost
+                pool = stack.enter_context(multiprocessing.Pool(workers, _init_drawer, init))
+            results = pool.imap(_draw_chunk, chunks)
+        for count in results:
+            done += count
             if progress:
-                progress("images", done, len(ids))
+                progress("images", done, n)
 
 
-def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
+@dataclass
+class Platform:
+    """A simulated platform before it is written: hidden items and users, and their events sorted by time."""
+
+    items: dict[str, np.ndarray]
+    users: Users
+    events: dict[str, np.ndarray]
+
+
+def sample_platform(config: SimulateConfig, seed: int = 0, progress: Progress | None = None) -> Platform:
+    """Items, users and events without images or text: what :func:`simulate` writes, and what bench/scale.py's
+    pixel-free platform at the seed's size writes with blank images."""
+    items = sample_items(config.n_items, _rng(seed, S_ITEMS))
+    users = sample_users(config.n_users, config.n_items, config.views_per_user, _rng(seed, S_USERS))
+    view_u, view_i = sample_views(users, items, _rng(seed, S_VIEWS), progress)
+    events = sample_events(users, items, view_u, view_i, config, _rng(seed, S_EVENTS))
+    return Platform(items, users, events)
+
+
+def simulate(
+    out: Path, config: SimulateConfig, seed: int = 0, progress: Progress | None = None, workers: int = 0
+) -> dict[str, Any]:
     """Write the demo platform into ``out`` atomically: images, items, interactions, comments and hidden labels.
 
     Args:
@@ -513,6 +690,7 @@ def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progres
         config: How many users and items, their views, comment and share rates, and the image size.
         seed: The seed; the same seed gives the same platform.
         progress: Hears ``(phase, done, total)`` while views are drawn and images are written.
+        workers: Processes that draw the images (0: one per core); the output does not depend on it.
 
     Returns:
         A summary: the seed, the sizes, the rows per file, the count of each event and the bytes written.
@@ -525,10 +703,8 @@ def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progres
     if seed < 0:
         raise UserError("--seed", f"must be >= 0 (got {seed})")
     claim_dir(out, "platform", flag="--out")  # before the minutes of simulation, not after
-    items = sample_items(config.n_items, _rng(seed, S_ITEMS))
-    users = sample_users(config.n_users, config.n_items, config.views_per_user, _rng(seed, S_USERS))
-    view_u, view_i = sample_views(users, items, _rng(seed, S_VIEWS), progress)
-    ev = sample_events(users, items, view_u, view_i, config, _rng(seed, S_EVENTS))
+    platform = sample_platform(config, seed, progress)
+    items, users, ev = platform.items, platform.users, platform.events
     values = [{a: ATTR_VALUES[a][int(items[a][k])] for a in ATTR_VALUES} for k in range(config.n_items)]
     item_ids = _ids("i", config.n_items, 5)
     user_ids = _ids("u", config.n_users, 4)
@@ -538,13 +714,16 @@ def simulate(out: Path, config: SimulateConfig, seed: int = 0, progress: Progres
     titles = [title_and_tags(v, text_rng) for v in values]
     is_comment = np.nonzero(ev["event"] == EVENTS.index("comment"))[0]
     liking = _pair_affinity(users, items, ev["user"][is_comment], ev["item"][is_comment])
+    texts = comment_texts(values, ev["item"][is_comment], liking, text_rng)
     comments = [
-        (item_ids[i], user_ids[u], comment_text(values[i], liking[k], text_rng), stamps[r])
-        for k, (r, u, i) in enumerate(zip(is_comment, ev["user"][is_comment], ev["item"][is_comment], strict=True))
+        (item_ids[i], user_ids[u], text, stamps[r])
+        for r, u, i, text in zip(is_comment, ev["user"][is_comment], ev["item"][is_comment], texts, strict=True)
     ]
     counts = {e: int((ev["event"] == k).sum()) for k, e in enumerate(EVENTS)}
     with atomic_dir(out, "platform") as tmp:
-        _write_images(tmp / "images", values, item_ids.tolist(), config.image_size, seed, progress)
+        _write_images(
+            tmp / "images", values, item_ids.tolist(), config.image_size, seed, (S_IMAGES,), progress, workers
+        )
         items_rows = ((iid, f"images/{iid}.png", t, "|".join(g)) for iid, (t, g) in zip(item_ids, titles, strict=True))
         _write_csv(tmp / "items.csv", ["item_id", "image", "title", "tags"], items_rows)
         events = zip(
@@ -605,7 +784,9 @@ def taste_lift(out: Path, attr: str, event: str = "like") -> float:
     return hits / expected if expected else float("nan")
 
 
-def simulate_collection(out: Path, n: int, size: int = 96, seed: int = 0, prefix: str = "h") -> dict[str, Any]:
+def simulate_collection(
+    out: Path, n: int, size: int = 96, seed: int = 0, prefix: str = "h", workers: int = 0
+) -> dict[str, Any]:
     """Write a labelled image collection drawn from the platform's attribute space but disjoint from it —
     ``out/images/<prefix>NNNNN.png`` and ``out/labels.csv`` (image, palette, texture, composition, object) —
     atomically. Why: transfer evaluation needs images the model never trained on, with known labels; its own
@@ -618,15 +799,7 @@ def simulate_collection(out: Path, n: int, size: int = 96, seed: int = 0, prefix
     values = [{a: ATTR_VALUES[a][int(items[a][k])] for a in ATTR_VALUES} for k in range(n)]
     ids = _ids(prefix, n, 5).tolist()
     with atomic_dir(out, "collection") as tmp:
-        folder = tmp / "images"
-        folder.mkdir()
-
-        def one(k: int) -> None:
-            image = draw_image(values[k], size, _rng(seed, S_COLLECTION, 1, k))
-            image.save(folder / f"{ids[k]}.png", compress_level=1)
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(one, range(n)))
+        _write_images(tmp / "images", values, ids, size, seed, (S_COLLECTION, 1), workers=workers)
         rows = ([f"images/{i}.png", *v.values()] for i, v in zip(ids, values, strict=True))
         _write_csv(tmp / "labels.csv", ["image", *ATTR_VALUES], rows)
     return {"out": str(out), "images": n, "image_size": size, "seed": seed}
