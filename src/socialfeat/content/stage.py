@@ -43,7 +43,8 @@ from socialfeat.content.sources import IMAGE_SOURCES, ITEM_SOURCES, Block, compa
 from socialfeat.errors import UserError
 from socialfeat.features import vectors_column
 from socialfeat.freshness import check_current, feature_product
-from socialfeat.measures.bootstrap import LEVEL, OVER, difference, interval, two_way_means
+from socialfeat.measures.bootstrap import difference, interval, two_way_means
+from socialfeat.measures.bootstrap import settings as bootstrap_settings
 from socialfeat.measures.coldstart import (
     ColdStartData,
     Ranked,
@@ -438,15 +439,7 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
         "notes": notes,
         "split": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
         "sample": user_sample(data, config.seed),
-        "bootstrap": {
-            "resamples": ec.bootstrap,
-            "level": LEVEL,
-            "paired": True,
-            "over": "users and items",
-            "items": len(data.test),
-            "method": OVER,
-            "seed": config.seed,
-        },
+        "bootstrap": bootstrap_settings(ec.bootstrap, len(data.test), config.seed),
         "seconds": time.perf_counter() - t0,
     }
     _write(config, run, blocks, fitted.maps, fitted.chosen | {"factors": factors}, metrics, data)

@@ -34,7 +34,8 @@ from socialfeat.evaluate.retrieval import load_audiences, retrieval_row
 from socialfeat.features import SOURCES as EMBED_SOURCES
 from socialfeat.freshness import check_current, feature_product
 from socialfeat.jsonio import finite
-from socialfeat.measures.bootstrap import LEVEL, OVER, difference, interval, two_way_means
+from socialfeat.measures.bootstrap import difference, interval, two_way_means
+from socialfeat.measures.bootstrap import settings as bootstrap_settings
 from socialfeat.measures.coldstart import (
     aligned_features,
     coldstart_scored,
@@ -340,15 +341,7 @@ def evaluate(
         "k": cfg.k,
         "split": {**split, "users_evaluated": sample["users"], "users_eligible": sample["of"]},
         "sample": sample,
-        "bootstrap": {
-            "resamples": cfg.bootstrap,
-            "level": LEVEL,
-            "paired": True,
-            "over": "users and items",
-            "items": len(data.test),
-            "method": OVER,
-            "seed": config.seed,
-        },
+        "bootstrap": bootstrap_settings(cfg.bootstrap, len(data.test), config.seed),
         "rows": results,
         "references": references,
         "differences": differences,

@@ -61,6 +61,19 @@ def resampled_means(per_user: np.ndarray, resamples: int, seed: int | Sequence[i
     return out
 
 
+def settings(resamples: int, items: int, seed: int) -> dict[str, Any]:
+    """What a stage's metrics.json says of its bootstrap: how many resamples, at what level, over what."""
+    return {
+        "resamples": resamples,
+        "level": LEVEL,
+        "paired": True,
+        "over": "users and items",
+        "items": items,
+        "method": OVER,
+        "seed": seed,
+    }
+
+
 def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
     """(b × n) float32 counts of b resamples of n units with replacement, each as ⌊n·u⌋ of n uniform doubles."""
     picks = (rng.random((b, n)) * n).astype(np.int64)
