@@ -106,7 +106,7 @@ def test_every_single_pair_and_full_row_is_in_the_evaluation(run: Path) -> None:
         positions.append(line.start())
     assert positions == sorted(positions)
     assert "LightFM (WARP), item features" in table
-    assert "95% CI: paired bootstrap over the users (1,000 resamples)" in " ".join(table.split())
+    assert "95% CI: paired bootstrap over the users and test items (1,000 resamples)" in " ".join(table.split())
     said = " ".join(text.split())
     for d in section["differences"]:  # printed under the table, saying whether the interval contains 0
         assert f"{d['label']}: " in said

@@ -185,7 +185,7 @@ def test_intervals_and_the_differences_are_stated_plainly(tmp_path: Path) -> Non
     assert cells["learned + text + tags"][5]["text"] == "0.7000–0.7400"
     assert cells[PEER["name"]][5]["text"] == "0.5900–0.6300"  # LightFM on the same users: its interval too
     assert "AUC over 250 of 900 users, seed 0" in shown["table"]["caption"]
-    assert "paired bootstrap over the same users (1,000 resamples)" in shown["table"]["caption"]
+    assert "paired bootstrap over the same users and test items (1,000 resamples)" in shown["table"]["caption"]
     said = shown["differences"]
     assert "full model − best without the image: +0.0600 (95% interval +0.0300 to +0.0900), which excludes 0" in said
     assert (

@@ -62,7 +62,7 @@ def test_the_evaluation_shows_intervals_the_sample_and_the_differences(tmp_path:
     assert [c["text"] for c in first[3:5]] == ["0.6600", "0.6500–0.6700"] and first[3].get("best")
     assert not first[4].get("best")  # an interval is text, never the column's best
     assert "AUC over 2,000 of 30,900 users, seed 0" in e["table"]["caption"]
-    assert "paired bootstrap over the same users (1,000 resamples)" in e["table"]["caption"]
+    assert "paired bootstrap over the same users and test items (1,000 resamples)" in e["table"]["caption"]
     said = e["differences"]
     assert (
         "learned − ImageNet: +0.0060 (95% interval −0.0020 to +0.0135), which contains 0: not distinguishable" in said
