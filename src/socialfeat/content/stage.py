@@ -166,7 +166,7 @@ class Fitted:
 
     rows: list[dict[str, Any]]
     per_user: list[np.ndarray]
-    per_item: list[np.ndarray]
+    per_item: list[np.ndarray | None]  # None where fit without influences (no bootstrap)
     fits: dict[str, dict[str, Any]]
     maps: dict[str, RidgeMap]
     chosen: dict[str, Any]
@@ -176,10 +176,13 @@ class Fitted:
     joint: JointFitter | None
 
 
-def scored(v_test: np.ndarray, data: ColdStartData, k: int) -> tuple[dict[str, Any], Ranked]:
+def scored(v_test: np.ndarray, data: ColdStartData, k: int, influence: bool = True) -> tuple[dict[str, Any], Ranked]:
     """AUC, recall@k and NDCG@k of predicted factors of the test cold items (aligned with ``data.test``) over the
-    test-user sample, and the ranking whose per-user AUCs and item influences the bootstrap resamples."""
-    ranked = score_users(factor_scores(data.user_factors, v_test), data.test_truth, k, data.test_users, influence=True)
+    test-user sample, and the ranking whose per-user AUCs (and item influences, when ``influence``) the bootstrap
+    resamples."""
+    ranked = score_users(
+        factor_scores(data.user_factors, v_test), data.test_truth, k, data.test_users, influence=influence
+    )
     return ranked.summary(), ranked
 
 
@@ -190,6 +193,7 @@ def fit_models(
     lambdas: list[float],
     k: int,
     say: Callable[[str], None] = lambda _m: None,
+    influence: bool = True,
 ) -> Fitted:
     """Fit one ridge map per block, score every source alone, in pairs and together (late fusion; the joint ridge
     for the full models), and pick the full model valid AUC prefers: the stage without its files."""
@@ -222,11 +226,11 @@ def fit_models(
     fusion = FusionScores(valid, at_valid, grams.mean_v, data)
     rows: list[dict[str, Any]] = []
     per_user: list[np.ndarray] = []
-    per_item: list[np.ndarray] = []
+    per_item: list[np.ndarray | None] = []
     candidates: list[tuple[float, dict[str, Any]]] = []  # (valid AUC, the model) for the full sources
 
     def add(row: dict[str, Any], v_test: np.ndarray) -> int:
-        summary, ranked = scored(v_test, data, k)
+        summary, ranked = scored(v_test, data, k, influence)
         rows.append({"sources": row.pop("sources"), "model": row.pop("model"), "valid_auc": row.pop("valid_auc"),
                      **summary, "test_items_missing_a_source": row.pop("lacking"), **row})  # fmt: skip
         per_user.append(ranked.auc.astype(np.float32))
@@ -265,7 +269,7 @@ def fit_models(
             v = joint.predict(chosen["joint"], data.test, withheld=source)
         else:
             v = fuse(test, at_test | {source: np.zeros_like(at_test[source])}, chosen["weights"], grams.mean_v)
-        withheld.append({"withheld": source, **scored(v, data, k)[0]})
+        withheld.append({"withheld": source, **scored(v, data, k, influence=False)[0]})
     return Fitted(rows, per_user, per_item, fits, maps, chosen, withheld, fulls, grams, joint)
 
 
@@ -423,7 +427,7 @@ def content(config: Config, run: str | os.PathLike[str], step: Any = None) -> Co
             blocks.insert(0, found)
     if not blocks:
         raise UserError(str(run), "no content source to fit: " + "; ".join(notes))
-    fitted = fit_models(blocks, data, cc, lambdas, ec.k, say)
+    fitted = fit_models(blocks, data, cc, lambdas, ec.k, say, influence=ec.bootstrap > 0)
     factors = chosen_factors(fitted, data)
     peer, peer_ranked = _peer(run, config, blocks, data, notes, say)
     if ec.bootstrap:

@@ -384,7 +384,7 @@ def sample_views(
             picked[crawl] = rng.integers(0, n_items, int(crawl.sum()))  # crawlers ignore popularity and taste
             return picked
 
-        local_u, item = _distinct(draw, users.n_views[rows], n_items, rng)
+        local_u, item = _distinct(draw, users.n_views[rows], n_items)
         us.append(local_u + start)
         its.append(item)
         if progress:
@@ -394,7 +394,7 @@ def sample_views(
 
 
 def _distinct(
-    draw: Callable[[np.ndarray], np.ndarray], want: np.ndarray, n_items: int, rng: np.random.Generator
+    draw: Callable[[np.ndarray], np.ndarray], want: np.ndarray, n_items: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(user, item) pairs, ``want[u]`` distinct items per user: the first distinct ones of repeated draws.
 

@@ -258,7 +258,7 @@ def evaluate(
 
     results: list[dict[str, Any]] = []
     per_user: list[np.ndarray] = []  # per-user test AUC of each row, float32, for the bootstrap
-    per_item: list[np.ndarray] = []  # each test item's influence on each row's AUC, for the bootstrap's items
+    per_item: list[np.ndarray | None] = []  # each test item's influence on each row's AUC, for the bootstrap's items
     retrieval_cache: dict[tuple[str, str], dict[str, Any]] = {}
     probe_cache: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -282,7 +282,9 @@ def evaluate(
             "mapping": row.mapping,
             "dim": int(features.shape[1]),
         }
-        entry["coldstart"], ranked = coldstart_scored(features, has, row.mapping, data, lambdas, cfg.k)
+        entry["coldstart"], ranked = coldstart_scored(
+            features, has, row.mapping, data, lambdas, cfg.k, influence=cfg.bootstrap > 0
+        )
         per_user.append(ranked.auc.astype(np.float32))
         per_item.append(ranked.item_influence)
         lam = entry["coldstart"].get("lambda")
@@ -310,7 +312,9 @@ def evaluate(
     if not results:
         raise UserError(str(run), "nothing to evaluate: " + "; ".join(notes))
     say("references")
-    random_ranked, popular_ranked = random_scored(data, cfg.k, config.seed), popularity_scored(data, cfg.k)
+    boot = cfg.bootstrap > 0  # the items' influences serve the bootstrap alone
+    random_ranked = random_scored(data, cfg.k, config.seed, influence=boot)
+    popular_ranked = popularity_scored(data, cfg.k, influence=boot)
     per_user += [random_ranked.auc.astype(np.float32), popular_ranked.auc.astype(np.float32)]
     per_item += [random_ranked.item_influence, popular_ranked.item_influence]
     references = [
@@ -332,7 +336,12 @@ def evaluate(
     else:
         say("differences")
     differences = intervals(
-        results, references, np.stack(per_user, axis=1), cfg.bootstrap, config.seed, np.stack(per_item, axis=1)
+        results,
+        references,
+        np.stack(per_user, axis=1),
+        cfg.bootstrap,
+        config.seed,
+        np.stack(per_item, axis=1) if boot else None,
     )
     split = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
     hybrid, hybrid_notes = content_section(run, split, cfg.k, sample)

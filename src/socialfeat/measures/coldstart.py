@@ -268,11 +268,11 @@ def score_users(
     def one(rows: np.ndarray) -> tuple[Any, ...]:
         scores = score(rows)
         positives = truth[rows].toarray() > 0
-        extra = (auc_item_influence(scores, positives),) if influence else ((np.zeros(n_items), 0),)
+        extra = auc_item_influence(scores, positives) if influence else None
         if k is None:
-            return (auc_per_user(scores, positives), None, None, *extra)
+            return auc_per_user(scores, positives), None, None, extra
         ranked = top_k(scores, k)
-        return auc_per_user(scores, positives), recall_at_k(ranked, positives), ndcg_at_k(ranked, positives), *extra
+        return auc_per_user(scores, positives), recall_at_k(ranked, positives), ndcg_at_k(ranked, positives), extra
 
     chunks = _chunks(users, truth.shape[1])
     workers = min(_workers(), len(chunks))
@@ -411,10 +411,17 @@ def head_predictions(head: np.ndarray, has: np.ndarray, data: ColdStartData) -> 
 
 
 def coldstart_scored(
-    features: Features, has: np.ndarray, mapping: str, data: ColdStartData, lambdas: list[float], k: int
+    features: Features,
+    has: np.ndarray,
+    mapping: str,
+    data: ColdStartData,
+    lambdas: list[float],
+    k: int,
+    influence: bool = True,
 ) -> tuple[dict[str, Any], Ranked]:
     """The cold-start metrics of one source row — ``mapping`` "ridge" (fit, λ on valid) or "head" (direct) — and
-    its per-user test metrics on ``data.test_users`` (what the stage bootstraps)."""
+    its per-user test metrics on ``data.test_users`` (what the stage bootstraps), with each test item's influence
+    when ``influence`` (a bootstrap over the items needs it)."""
     if mapping == "ridge":
         v_hat, info = ridge_predictions(features, has, data, lambdas)
     elif mapping == "head":
@@ -428,7 +435,7 @@ def coldstart_scored(
     else:
         raise ValueError(f"unknown mapping {mapping!r}")
     ranked = score_users(
-        factor_scores(data.user_factors, v_hat[data.test]), data.test_truth, k, data.test_users, influence=True
+        factor_scores(data.user_factors, v_hat[data.test]), data.test_truth, k, data.test_users, influence=influence
     )
     missing = int((~has[data.test]).sum() + (~has[data.valid]).sum())
     return {**ranked.summary(), **info, "cold_items_without_features": missing}, ranked
@@ -438,10 +445,10 @@ def coldstart_row(
     features: Features, has: np.ndarray, mapping: str, data: ColdStartData, lambdas: list[float], k: int
 ) -> dict[str, Any]:
     """The cold-start metrics of one source row (:func:`coldstart_scored` without the per-user arrays)."""
-    return coldstart_scored(features, has, mapping, data, lambdas, k)[0]
+    return coldstart_scored(features, has, mapping, data, lambdas, k, influence=False)[0]
 
 
-def random_scored(data: ColdStartData, k: int, seed: int) -> Ranked:
+def random_scored(data: ColdStartData, k: int, seed: int, influence: bool = True) -> Ranked:
     """Uniform random scores: the floor every source must beat (AUC 0.5 in expectation)."""
     n = len(data.test)
 
@@ -450,15 +457,15 @@ def random_scored(data: ColdStartData, k: int, seed: int) -> Ranked:
         rng = np.random.default_rng([seed, int(rows[0]) if len(rows) else 0])
         return rng.random((len(rows), n), dtype=np.float32)
 
-    return score_users(score, data.test_truth, k, data.test_users, influence=True)
+    return score_users(score, data.test_truth, k, data.test_users, influence=influence)
 
 
 def random_reference(data: ColdStartData, k: int, seed: int) -> dict[str, Any]:
     """:func:`random_scored`'s means."""
-    return random_scored(data, k, seed).summary()
+    return random_scored(data, k, seed, influence=False).summary()
 
 
-def popularity_scored(data: ColdStartData, k: int) -> Ranked:
+def popularity_scored(data: ColdStartData, k: int, influence: bool = True) -> Ranked:
     """Test items ranked by their true number of cold interactions, the same list for every user.
 
     An oracle: it sees the hidden interactions it is scored on. It shows how much of the task popularity alone
@@ -470,10 +477,10 @@ def popularity_scored(data: ColdStartData, k: int) -> Ranked:
         data.test_truth,
         k,
         data.test_users,
-        influence=True,
+        influence=influence,
     )
 
 
 def popularity_oracle(data: ColdStartData, k: int) -> dict[str, Any]:
     """:func:`popularity_scored`'s means."""
-    return popularity_scored(data, k).summary()
+    return popularity_scored(data, k, influence=False).summary()

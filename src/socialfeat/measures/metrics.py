@@ -36,21 +36,28 @@ def _clean_scores(scores: np.ndarray) -> np.ndarray:
     return s
 
 
+def _tie_groups(sv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last): for each position of row-wise ascending sorted values ``sv``, the first and the last position
+    of its group of equal values (int32)."""
+    n = sv.shape[1]
+    idx = np.arange(n, dtype=np.int32)
+    starts = np.ones(sv.shape, dtype=bool)
+    np.not_equal(sv[:, 1:], sv[:, :-1], out=starts[:, 1:])
+    first = np.maximum.accumulate(np.where(starts, idx, np.int32(0)), axis=1)
+    starts[:, :-1] = starts[:, 1:]  # now: a group ends here
+    starts[:, -1] = True
+    last = np.minimum.accumulate(np.where(starts, idx, np.int32(n - 1))[:, ::-1], axis=1)[:, ::-1]
+    return first, last
+
+
 def _sorted_average_ranks(sv: np.ndarray) -> np.ndarray:
     """1-based average ranks of row-wise ascending sorted values ``sv`` (ties share the mean of their positions)."""
     n_rows, n = sv.shape
     pos = np.arange(1, n + 1, dtype=np.float64)
-    tied = sv[:, 1:] == sv[:, :-1]
-    rows = np.nonzero(tied.any(axis=1))[0]
+    rows = np.nonzero((sv[:, 1:] == sv[:, :-1]).any(axis=1))[0]
     ranks = np.broadcast_to(pos, sv.shape).copy()
     if len(rows):  # only rows with ties need their groups found
-        idx = np.arange(n, dtype=np.int32)
-        starts_group = np.ones((len(rows), n), dtype=bool)
-        starts_group[:, 1:] = ~tied[rows]
-        ends_group = np.ones((len(rows), n), dtype=bool)
-        ends_group[:, :-1] = starts_group[:, 1:]
-        first = np.maximum.accumulate(np.where(starts_group, idx, 0), axis=1)
-        last = np.minimum.accumulate(np.where(ends_group, idx, n)[:, ::-1], axis=1)[:, ::-1]
+        first, last = _tie_groups(sv[rows])
         ranks[rows] = (first + last) / 2.0 + 1.0
     return ranks
 
@@ -203,16 +210,8 @@ def _influence_by_sorting(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, i
     ss = np.take_along_axis(s, order, axis=1)
     ps = np.take_along_axis(pos, order, axis=1)
     through = np.cumsum(ps, axis=1, dtype=np.int32)  # positives at or below each sorted position
-    idx = np.arange(n, dtype=np.int32)
-    new = np.empty((n_rows, n), dtype=bool)  # a tie group starts here
-    new[:, 0] = True
-    np.not_equal(ss[:, 1:], ss[:, :-1], out=new[:, 1:])
+    start, end = _tie_groups(ss)
     del ss
-    start = np.maximum.accumulate(np.where(new, idx, np.int32(0)), axis=1)
-    new[:, :-1] = new[:, 1:]  # now: a tie group ends here
-    new[:, -1] = True
-    end = np.minimum.accumulate(np.where(new, idx, np.int32(n - 1))[:, ::-1], axis=1)[:, ::-1]
-    del new
     pos_below = np.take_along_axis(through - ps, start, axis=1)  # positives strictly below the group
     pos_through = np.take_along_axis(through, end, axis=1)  # positives in or below the group
     del through
