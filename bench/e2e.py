@@ -166,6 +166,7 @@ def make_config(out: Path, args: dict[str, Any]) -> Any:
         f"simulate.image_size={args['image_size']}",
         f"train.image_size={args['image_size']}",
         f"train.epochs={args['epochs']}",
+        f"train.images_per_epoch={args.get('images_per_epoch') or 0}",
         "transfer.sets=[]",
     ]
     if args["gpu"]:
@@ -282,8 +283,9 @@ def learned_vs_imagenet(found: dict[str, Any]) -> dict[str, Any] | None:
     return next((d for d in found.get("differences", []) if d.get("label") == "learned − ImageNet"), None)
 
 
-def run_all(out: Path, args: dict[str, Any], resume: bool) -> dict[str, Any]:
-    """Every stage not yet recorded in DIR/e2e.json, each process measured; the state after each is saved."""
+def run_all(out: Path, args: dict[str, Any], resume: bool, stop_after: str | None = None) -> dict[str, Any]:
+    """Every stage not yet recorded in DIR/e2e.json, each process measured; the state after each is saved.
+    ``stop_after`` ends the run once that stage is done: a long run pauses between stages, never inside one."""
     state_path = out / "e2e.json"
     if state_path.is_file():
         if not resume:
@@ -317,7 +319,10 @@ def run_all(out: Path, args: dict[str, Any], resume: bool) -> dict[str, Any]:
         write_text(run / "config.yaml", dump_config(config, run))
     save(state_path, state)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    for stage, names, cmds in stage_steps(config, args, out):
+    plan = stage_steps(config, args, out)
+    if stop_after is not None and stop_after not in [stage for stage, _, _ in plan]:
+        raise SystemExit(f"--stop-after {stop_after}: not a stage of this run ({', '.join(s for s, _, _ in plan)})")
+    for stage, names, cmds in plan:
         entry = state["stages"].setdefault(stage, {"steps": {}})
         if entry.get("done"):
             print(f"{stage}: done before ({entry['wall_s']:.1f} s)", flush=True)
@@ -343,6 +348,9 @@ def run_all(out: Path, args: dict[str, Any], resume: bool) -> dict[str, Any]:
         )
         state["results"] = results(out)
         save(state_path, state)
+        if stage == stop_after:
+            print(f"e2e: stopped after {stage}; go on with --resume", flush=True)
+            break
     state["results"] = results(out)
     state["finished"] = state.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     save(state_path, state)
@@ -371,7 +379,9 @@ def size_line(state: dict[str, Any]) -> str:
     a, found = state["args"], state.get("results", {})
     events = found.get("dataset", {}).get("interactions")
     tail = f" ({events:,} events after ingest's filter)" if events else ""
-    return f"{a['items']:,} items × {a['users']:,} users{tail}, {a['image_size']} px, {a['epochs']} epoch{'s' if a['epochs'] != 1 else ''}"
+    sample = f" of {a['images_per_epoch']:,} sampled images" if a.get("images_per_epoch") else ""
+    epochs = f"{a['epochs']} epoch{'s' if a['epochs'] != 1 else ''}{sample}"
+    return f"{a['items']:,} items × {a['users']:,} users{tail}, {a['image_size']} px, {epochs}"
 
 
 def stage_table(state: dict[str, Any]) -> list[str]:
@@ -564,6 +574,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, help="items (images) of the simulated platform [100000]")
     parser.add_argument("--users", type=int, help="users [2 per 3 items]")
     parser.add_argument("--epochs", type=int, help="training epochs [the demo config's]")
+    parser.add_argument(
+        "--images-per-epoch", type=int, help="train on a fresh sample of N images each epoch [0: all of them]"
+    )
+    parser.add_argument("--stop-after", help="pause after this stage (go on later with --resume)")
     parser.add_argument("--image-size", type=int, help="image side, simulated and trained on [96; 224 with --gpu]")
     parser.add_argument("--seed", type=int, help="simulator and run seed [0]")
     parser.add_argument("--out", type=Path, help="keep the platform, run and e2e.json here [a new folder in /tmp]")
@@ -587,7 +601,7 @@ def main() -> None:
             parser.error("--resume needs --out")
         out = a.out or Path(tempfile.mkdtemp(prefix="socialfeat-e2e-"))
         given = {"items": a.items, "users": a.users, "epochs": a.epochs, "image_size": a.image_size}
-        given |= {"gpu": a.gpu or None, "seed": a.seed}
+        given |= {"gpu": a.gpu or None, "seed": a.seed, "images_per_epoch": a.images_per_epoch}
         if not (a.resume and (out / "e2e.json").is_file()):
             items = a.items or 100_000
             given = {
@@ -595,11 +609,12 @@ def main() -> None:
                 "users": a.users or max(10, items * 2 // 3),
                 "epochs": a.epochs or _demo_epochs(),
                 "image_size": a.image_size or (224 if a.gpu else 96),
+                "images_per_epoch": a.images_per_epoch or 0,
                 "gpu": a.gpu,
                 "seed": a.seed or 0,
             }
         print(f"e2e: working in {out}", flush=True)
-        states = [run_all(out, given, a.resume)]
+        states = [run_all(out, given, a.resume, a.stop_after)]
         command = f"`{canonical(states[0]['args'])}`"
     print(section(states, against, command))
     if a.record:
@@ -615,9 +630,9 @@ def main() -> None:
 def canonical(args: dict[str, Any]) -> str:
     """The command that makes a run with these arguments (its --out aside)."""
     gpu = " --gpu" if args["gpu"] else ""
-    return (
-        f"python bench/e2e.py --items {args['items']} --epochs {args['epochs']} --image-size {args['image_size']}{gpu}"
-    )
+    sample = f" --images-per-epoch {args['images_per_epoch']}" if args.get("images_per_epoch") else ""
+    size = f"--image-size {args['image_size']}"
+    return f"python bench/e2e.py --items {args['items']} --epochs {args['epochs']}{sample} {size}{gpu}"
 
 
 def _demo_epochs() -> int:

@@ -395,3 +395,15 @@ def test_head_init_ridge_trains_and_needs_selection(warm_run: Path, tmp_path: Pa
     head = next(r for r in rows if r["column"] == "head_factors" and r["mapping"] == "head")
     assert model["fit_items"] == model["items"]  # the selection's ridge saw every warm item, as evaluate's does
     assert head["coldstart"]["valid_auc"] == pytest.approx(start, abs=1e-4)
+
+
+def test_a_sample_per_epoch_bounds_the_steps(
+    warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.images_per_epoch: each epoch steps through a sample, and the schedule and model.json count it."""
+    run = fresh(warm_run, tmp_path / "run")
+    ok(["train", str(run), *TINY, "--epochs", "2", "--set", "train.images_per_epoch=40", "--set", "train.select=last"])
+    model = json.loads((run / "model" / "model.json").read_text())
+    assert model["per_epoch"] == 40 < model["train"]
+    assert model["steps"] == 2 * 2  # 40 images in batches of 32, twice
+    assert "a sample of 40 per epoch" in capsys.readouterr().err

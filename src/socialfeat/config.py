@@ -211,6 +211,12 @@ class TrainConfig(StrictModel):
     image_size: int = Field(224, ge=16, le=1024)
     epochs: int = Field(5, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536, description="global batch: split across DDP ranks")
+    images_per_epoch: int = Field(
+        0,
+        ge=0,
+        description="0 = every training image each epoch; N = a fresh seeded sample of N each epoch, so an epoch's "
+        "cost stops growing with the catalogue (the schedule counts the sampled steps)",
+    )
     lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate of the heads")
     backbone_lr_scale: float = Field(0.1, ge=0, description="backbone lr = lr × this")
     weight_decay: float = Field(1e-4, ge=0)

@@ -507,7 +507,7 @@ def _setup(config: Config, run: Path, name: str, progress: Progress | None) -> T
     per_rank = max(1, cfg.batch_size // d.world)
     if cfg.batch_size % d.world:
         log.warning("batch %d does not split evenly over %d ranks; each takes %d", cfg.batch_size, d.world, per_rank)
-    order = EpochBatches(len(data.train), per_rank, d.rank, d.world, config.seed)
+    order = EpochBatches(len(data.train), per_rank, d.rank, d.world, config.seed, per_epoch=cfg.images_per_epoch)
     total = order.steps_per_epoch() * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(cfg.warmup_steps, total // 2)))
     subset = {t: a[data.train] for t, a in data.targets.items()}
@@ -588,8 +588,8 @@ def _begin(t: Training) -> None:
     t.note(
         {
             "event": "start", "total": total, "step": t.step, "epochs": t.cfg.epochs, "items": len(data.item_ids),
-            "train": len(data.train), "valid": len(data.valid), "parameters": t.counts, "world": d.world,
-            "device": str(d.device),
+            "train": len(data.train), "per_epoch": t.order.per_rank() * d.world, "valid": len(data.valid),
+            "parameters": t.counts, "world": d.world, "device": str(d.device),
         }
     )  # fmt: skip
 
@@ -719,6 +719,7 @@ def _conclude(t: Training) -> TrainResult:
     summary = {
         "items": len(data.item_ids),
         "train": len(data.train),
+        "per_epoch": t.order.per_rank() * d.world,
         "valid": len(data.valid),
         "without_image": data.without_image,
         "parameters": t.counts,

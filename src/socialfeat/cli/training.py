@@ -104,8 +104,11 @@ def train(
                 bar.update(tasks["cache"], completed=e["done"])
             elif kind == "start":
                 p = e["parameters"]
+                sample = (
+                    f", a sample of {e['per_epoch']:,} per epoch" if e.get("per_epoch", e["train"]) < e["train"] else ""
+                )
                 err.print(
-                    f"training on {e['train']:,} items ({e['valid']:,} held out), {p['trainable']:,} of "
+                    f"training on {e['train']:,} items{sample} ({e['valid']:,} held out), {p['trainable']:,} of "
                     f"{p['total']:,} parameters, {e['world']} × {e['device']}",
                     highlight=False,
                 )

@@ -187,11 +187,22 @@ class CachedImages(Dataset):
 class EpochBatches:
     """Batches of one rank for every epoch from ``start``: DistributedSampler's shuffled, rank-strided order
     (one replica = a plain shuffle), cut into per-rank batches; ``skip`` drops the first batches of the first
-    epoch so a resumed run continues exactly where the checkpoint was taken."""
+    epoch so a resumed run continues exactly where the checkpoint was taken. ``per_epoch`` > 0 keeps the first
+    ``per_epoch`` of each epoch's shuffle: a fresh seeded sample every epoch, so an epoch costs the same at any
+    catalogue size."""
 
     def __init__(
-        self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0, shuffle: bool = True
+        self,
+        n: int,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        per_epoch: int = 0,
     ) -> None:
+        if per_epoch and not shuffle:
+            raise ValueError("a sample per epoch needs shuffle: unshuffled it would be the same items every time")
         self.n, self.batch_size, self.rank, self.world, self.seed, self.shuffle = (
             n,
             batch_size,
@@ -200,6 +211,7 @@ class EpochBatches:
             seed,
             shuffle,
         )
+        self.per_epoch = per_epoch
 
     def sampler(self, epoch: int) -> DistributedSampler:
         s = DistributedSampler(
@@ -213,12 +225,18 @@ class EpochBatches:
         s.set_epoch(epoch)
         return s
 
+    def per_rank(self) -> int:
+        """Items one rank sees per epoch: its share of all of them, or of the sample."""
+        share = -(-self.n // self.world)
+        if self.per_epoch:
+            share = min(share, -(-self.per_epoch // self.world))
+        return share
+
     def steps_per_epoch(self) -> int:
-        per_rank = -(-self.n // self.world)
-        return -(-per_rank // self.batch_size)
+        return -(-self.per_rank() // self.batch_size)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[int, list[int]]]:
-        indices = list(self.sampler(epoch))
+        indices = list(self.sampler(epoch))[: self.per_rank()]
         starts = range(0, len(indices), self.batch_size)
         for start in islice(starts, skip, None):
             yield epoch, indices[start : start + self.batch_size]
