@@ -50,7 +50,8 @@ def _scores(run: Path) -> dict[str, Any]:
     rows = {(r["source"], r["column"], r["mapping"]): r["coldstart"] for r in metrics["rows"]}
     learned, imagenet = rows[("learned", "features", "ridge")], rows[("imagenet", "features", "ridge")]
     model = json.loads((run / "model" / "model.json").read_text())
-    train = json.loads((run / ".pipeline" / "train.json").read_text())
+    stage = run / ".pipeline" / "train.json"  # `socialfeat run` writes it; bench/e2e.py runs train on its own
+    seconds = json.loads(stage.read_text())["seconds"] if stage.is_file() else model["train_seconds"]
     probes = {}  # what fine-tuning forgot: the k-fold probe of the pooled features on each transfer set
     for path in sorted((run / "eval").glob("transfer-*.json")):
         t = {(r["source"], r["column"]): r["kfold"]["mean"] for r in json.loads(path.read_text())["rows"]}
@@ -68,7 +69,7 @@ def _scores(run: Path) -> dict[str, Any]:
         "gap_ci_over": over,
         "gap_ci_users": gap.get("ci_users") if over != "users" else gap.get("ci"),
         "selected_epoch": model.get("selected_epoch"),
-        "train_minutes": float(train["seconds"]) / 60,
+        "train_minutes": float(seconds) / 60,
         "probes": probes,
     }
 
