@@ -51,6 +51,7 @@ STAGES = (
     (("demo", "simulate"), "Demo and simulator"),
     (("ingest",), "Ingest"),
     (("factorize",), "Factorize"),
+    (("targets",), "Targets"),
     (("train", "fine-tuning"), "Train"),
     (("embed",), "Embed"),
     (("web explorer", "serve"), "Serve"),

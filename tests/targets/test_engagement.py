@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import socialfeat.models.text as text_module
 from socialfeat.config import load_config
 from socialfeat.errors import UserError
 from socialfeat.factorize.stage import factorize
-from socialfeat.targets import engagement
 from socialfeat.targets.engagement import comment_embeddings, engagement_stats, read_comments, stat_columns
 
 
@@ -31,11 +31,11 @@ def text_model() -> Any:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise OSError("network access during the text model load")
 
-    engagement.text_model.cache_clear()
+    text_module.text_model.cache_clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", refuse)
         mp.setattr(socket, "getaddrinfo", refuse)
-        model = engagement.text_model()
+        model = text_module.text_model()
     return model
 
 
@@ -182,12 +182,29 @@ def test_engagement_errors(engaged: tuple[Path, str], tmp_path: Path, capsys: py
     assert not (silent / "targets").exists()  # nothing half-written
 
 
+def test_the_onnx_encoder_gives_sentence_transformers_vectors(text_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the comments go through ONNX Runtime; its vectors must be the library's, to float precision."""
+    texts = ["sunset glowing golden amber", "icy", "a much longer comment about the neon stripes " * 6, "x"]
+    assert text_module._onnx_encoder() is not None  # the fast path is really the one taken here
+    fast = text_module.encode_unit(texts, batch_size=2)  # batches that mix lengths: padding must not leak in
+    slow = text_model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    assert fast.shape == slow.shape == (4, 384)
+    assert np.min(np.sum(fast * slow, axis=1)) > 0.99999
+    monkeypatch.setenv("SOCIALFEAT_TEXT_BACKEND", "torch")
+    text_module._build_onnx_encoder.cache_clear()
+    try:
+        assert text_module._onnx_encoder() is None
+        assert np.allclose(text_module.encode_unit(texts[:2]), slow[:2], atol=1e-5)
+    finally:
+        text_module._build_onnx_encoder.cache_clear()
+
+
 def test_missing_text_extra_is_a_user_error(monkeypatch: pytest.MonkeyPatch, text_model: Any) -> None:
     """Last in the module: it empties the model cache (a later user reloads the model)."""
-    engagement.text_model.cache_clear()
+    text_module.text_model.cache_clear()
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     try:
         with pytest.raises(UserError, match=r"pip install 'socialfeat\[text\]'"):
-            engagement.text_model()
+            text_module.text_model()
     finally:
-        engagement.text_model.cache_clear()
+        text_module.text_model.cache_clear()

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from socialfeat.artifacts import read_table
 from socialfeat.config import TargetsConfig
 from socialfeat.errors import UserError
-from socialfeat.models.text import text_model
+from socialfeat.models.text import encode_unit, text_dimension
 from socialfeat.targets.collaborative import kmeans
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,11 @@ def comment_embeddings(texts_per_item: list[list[str]], batch_size: int) -> tupl
     """(matrix, has_comments): per item the mean of its comments' unit embeddings, renormalized to unit length;
     a zero row where an item has no comment. Each distinct text is embedded once."""
     unique = sorted({t for texts in texts_per_item for t in texts})
-    model = text_model()
     has = np.array([bool(texts) for texts in texts_per_item], dtype=bool)
-    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
-    out = np.zeros((len(texts_per_item), dim), dtype=np.float32)
+    out = np.zeros((len(texts_per_item), text_dimension()), dtype=np.float32)
     if not unique:
         return out, has
-    emb = model.encode(unique, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
-    emb = emb.astype(np.float32) / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = encode_unit(unique, batch_size)
     row = {t: k for k, t in enumerate(unique)}
     for i, texts in enumerate(texts_per_item):
         if texts:
