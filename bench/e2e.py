@@ -344,6 +344,7 @@ def run_all(out: Path, args: dict[str, Any], resume: bool, stop_after: str | Non
             run_disk_gb=disk_gb(run),
             platform_disk_gb=disk_gb(out / "platform"),
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            commit=commit(),  # a run resumed across sessions may run its stages at several commits
             done=True,
         )
         state["results"] = results(out)
@@ -511,8 +512,10 @@ def _num(x: float | None) -> str:
 def section(states: list[dict[str, Any]], against: dict[str, Any] | None, command: str) -> str:
     """The RESULTS.md body: how it was run, then per size its table and quality lines, then the exponents."""
     first = states[0]
+    later = sorted({c for s in states for e in s["stages"].values() if (c := e.get("commit")) and c != s.get("commit")})
+    moved = f" (later stages at {', '.join(later)}: each stage's commit is in e2e.json)" if later else ""
     lines = [
-        f"Command: {command} at commit {first.get('commit') or '?'}; device: {first['device']}.",
+        f"Command: {command} at commit {first.get('commit') or '?'}{moved}; device: {first['device']}.",
         "",
         "The platform is `socialfeat simulate`'s: users 2 per 3 items, real images, the demo's taste model.",
         "The run is the packaged demo config on it: EfficientNet-Lite0, last 4 blocks, the epochs stated.",
