@@ -99,7 +99,11 @@ class IngestConfig(StrictModel):
         "path must stay under its root (one that leaves it, by .., a symlink or an absolute path elsewhere, is refused "
         "like a missing image)",
     )
-    memory_limit: str = Field("1GB", description="DuckDB memory limit; larger logs spill to disk")
+    memory_limit: str = Field(
+        "auto",
+        description="DuckDB memory limit, like 4GB; auto = a quarter of the machine's memory, at least 1GB. Larger "
+        "logs spill to disk, but the aggregation's joins need room: 423K items × 309K users with text ids took 4GB",
+    )
     threads: int | None = Field(None, ge=1, description="DuckDB threads; default: all cores")
 
 

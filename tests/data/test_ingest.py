@@ -271,4 +271,18 @@ def test_a_memory_limit_too_small_for_the_log_names_the_setting_not_the_file(big
     with pytest.raises(UserError) as err:
         run(tmp_path / "ds", interactions=big_log, memory_limit="16MB")
     assert err.value.where == "ingest.memory_limit" and "'16MB' is too little memory" in err.value.message
-    assert "--set ingest.memory_limit=" in err.value.message and not (tmp_path / "ds").exists()
+    assert "--set ingest.memory_limit=32MB" in err.value.message and not (tmp_path / "ds").exists()  # twice as much
+
+
+def test_the_automatic_memory_limit_is_a_quarter_of_memory_and_at_least_1gb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from socialfeat.config import IngestConfig
+    from socialfeat.data import ingest as ingest_module
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 24 * 2**30 // 4096}  # a 24 GiB machine
+    monkeypatch.setattr(ingest_module.os, "sysconf", lambda name: pages[name])
+    assert ingest_module.memory_limit(IngestConfig()) == "6144MB"  # the default is auto
+    assert ingest_module.memory_limit(IngestConfig(memory_limit="AUTO")) == "6144MB"
+    assert ingest_module.memory_limit(IngestConfig(memory_limit="512MB")) == "512MB"  # a size is kept as given
+    pages["SC_PHYS_PAGES"] = 2 * 2**30 // 4096  # 2 GiB: a quarter would starve DuckDB
+    assert ingest_module.memory_limit(IngestConfig()) == "1024MB"
+    assert ingest_module._doubled("1.5GB") == "3GB" and ingest_module._doubled("lots") == "2GB"
