@@ -209,6 +209,18 @@ def test_deterministic(small: tuple[Path, dict], tmp_path: Path) -> None:
     assert (out / "images" / "i00000.png").read_bytes() != (tmp_path / "other" / "images" / "i00000.png").read_bytes()
 
 
+def test_the_log_written_in_parts_is_the_log_written_whole(
+    small: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is turned into text a part at a time (memory); parts that split it anywhere change no byte."""
+    out, summary = small
+    monkeypatch.setattr(sim, "ROWS_PER_PART", 97)  # many parts, none aligned with a user or an event kind
+    assert sum(summary["events"].values()) > 10 * 97
+    sim.simulate(tmp_path / "parts", SMALL, seed=3)
+    for name in ("interactions.csv", "comments.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "parts" / name).read_bytes(), name
+
+
 def test_draw_image_every_attribute_value() -> None:
     rng = np.random.default_rng(0)
     for attr, values in sim.ATTR_VALUES.items():

@@ -35,6 +35,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -590,6 +591,20 @@ def _write_csv(path: Path, header: list[str], rows: Any) -> None:
         writer.writerows(rows)
 
 
+ROWS_PER_PART = 1 << 20  # events turned into text at once: 26M at 423K items took 15 GB as one block
+
+
+def _parts(n: int) -> Iterator[slice]:
+    """Consecutive slices of ``ROWS_PER_PART`` rows: the log is written a part at a time, so the Python strings of
+    only one part are alive at once."""
+    return (slice(start, start + ROWS_PER_PART) for start in range(0, n, ROWS_PER_PART))
+
+
+def _stamps(seconds: np.ndarray) -> np.ndarray:
+    """ISO times of seconds after the platform's start."""
+    return (START + seconds.astype("timedelta64[s]")).astype(str)
+
+
 def _ids(prefix: str, n: int, width: int) -> np.ndarray:
     width = max(width, len(str(n - 1)))
     return np.array([f"{prefix}{k:0{width}d}" for k in range(n)])
@@ -708,16 +723,17 @@ def simulate(
     values = [{a: ATTR_VALUES[a][int(items[a][k])] for a in ATTR_VALUES} for k in range(config.n_items)]
     item_ids = _ids("i", config.n_items, 5)
     user_ids = _ids("u", config.n_users, 4)
-    stamps = (START + ev["t"].astype("timedelta64[s]")).astype(str)
-    event_names = np.array(EVENTS)[ev["event"]]
+    event_names = np.array(EVENTS)
     text_rng = _rng(seed, S_TEXT)
     titles = [title_and_tags(v, text_rng) for v in values]
     is_comment = np.nonzero(ev["event"] == EVENTS.index("comment"))[0]
     liking = _pair_affinity(users, items, ev["user"][is_comment], ev["item"][is_comment])
     texts = comment_texts(values, ev["item"][is_comment], liking, text_rng)
     comments = [
-        (item_ids[i], user_ids[u], text, stamps[r])
-        for r, u, i, text in zip(is_comment, ev["user"][is_comment], ev["item"][is_comment], texts, strict=True)
+        (item_ids[i], user_ids[u], text, stamp)
+        for u, i, text, stamp in zip(
+            ev["user"][is_comment], ev["item"][is_comment], texts, _stamps(ev["t"][is_comment]), strict=True
+        )
     ]
     counts = {e: int((ev["event"] == k).sum()) for k, e in enumerate(EVENTS)}
     with atomic_dir(out, "platform") as tmp:
@@ -726,14 +742,17 @@ def simulate(
         )
         items_rows = ((iid, f"images/{iid}.png", t, "|".join(g)) for iid, (t, g) in zip(item_ids, titles, strict=True))
         _write_csv(tmp / "items.csv", ["item_id", "image", "title", "tags"], items_rows)
-        events = zip(
-            user_ids[ev["user"]].tolist(),
-            item_ids[ev["item"]].tolist(),
-            event_names.tolist(),
-            stamps.tolist(),
-            strict=False,
+        events = (
+            zip(
+                user_ids[ev["user"][part]].tolist(),
+                item_ids[ev["item"][part]].tolist(),
+                event_names[ev["event"][part]].tolist(),
+                _stamps(ev["t"][part]).tolist(),
+                strict=True,
+            )
+            for part in _parts(len(ev["t"]))
         )
-        _write_csv(tmp / "interactions.csv", ["user_id", "item_id", "event", "timestamp"], events)
+        _write_csv(tmp / "interactions.csv", ["user_id", "item_id", "event", "timestamp"], chain.from_iterable(events))
         _write_csv(tmp / "comments.csv", ["item_id", "user_id", "text", "timestamp"], comments)
         labels = (
             [iid, *v.values(), f"{pop:.6f}"] for iid, v, pop in zip(item_ids, values, items["popularity"], strict=True)
