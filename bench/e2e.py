@@ -77,26 +77,32 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _pss(pid: int) -> int:
+def _pss(pid: int) -> tuple[int, int]:
     """Bytes of ``pid``'s proportional set size: its private pages, and its share of pages other processes map
-    too (the libraries a parent and its decoder workers share count once in the tree's sum, not once a process)."""
+    too (the libraries a parent and its decoder workers share count once in the tree's sum, not once a process).
+    Second, its anonymous part: memory the process needs, without the mapped files (the image cache) whose pages
+    the kernel can drop and read again."""
+    found = {"Pss:": 0, "Pss_Anon:": 0}
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in found:
+                found[key] = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return found["Pss:"], found["Pss_Anon:"]
 
 
-def tree_pss(pid: int) -> int:
-    """Bytes resident in ``pid`` and all its live descendants now, shared pages split (0 once it is gone)."""
-    kids, todo, total = _children(), [pid], 0
+def tree_pss(pid: int) -> tuple[int, int]:
+    """Bytes resident in ``pid`` and all its live descendants now, shared pages split (0 once it is gone), and
+    the anonymous part of them."""
+    kids, todo, total, anon = _children(), [pid], 0, 0
     while todo:
         p = todo.pop()
-        total += _pss(p)
+        pss, anonymous = _pss(p)
+        total, anon = total + pss, anon + anonymous
         todo.extend(kids.get(p, []))
-    return total
+    return total, anon
 
 
 def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -106,12 +112,13 @@ def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> di
     started = time.perf_counter()
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        peak = [0]
+        peak = [0, 0]
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(SAMPLE_S):
-                peak[0] = max(peak[0], tree_pss(proc.pid))
+                now = tree_pss(proc.pid)
+                peak[0], peak[1] = max(peak[0], now[0]), max(peak[1], now[1])
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -128,6 +135,7 @@ def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> di
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "maxrss_gb": round(usage.ru_maxrss / 1024**2, 3),  # KB → GB: the largest single process of the tree
         "tree_pss_gb": round(peak[0] / 1024**3, 3),
+        "tree_anon_gb": round(peak[1] / 1024**3, 3),  # the same, mapped files left out
         "load_before": [round(x, 2) for x in load],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -341,6 +349,7 @@ def run_all(out: Path, args: dict[str, Any], resume: bool, stop_after: str | Non
             cpu_s=round(sum(s["cpu_s"] for s in steps), 2),
             maxrss_gb=max(s["maxrss_gb"] for s in steps),
             tree_pss_gb=max(s["tree_pss_gb"] for s in steps),
+            tree_anon_gb=max(s.get("tree_anon_gb", 0.0) for s in steps),
             run_disk_gb=disk_gb(run),
             platform_disk_gb=disk_gb(out / "platform"),
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -389,13 +398,13 @@ def stage_table(state: dict[str, Any]) -> list[str]:
     """The per-stage table (markdown) with the 423K targets beside each figure."""
     at_seed = state["args"]["items"] >= SEED_ITEMS
     rows = [
-        "| stage | wall | CPU | peak: tree PSS / largest RSS | run folder on disk | processes |",
-        "|---|---:|---:|---:|---:|---|",
+        "| stage | wall | CPU | peak: tree PSS / largest RSS | of it anonymous | run folder on disk | processes |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     total_wall = total_cpu = 0.0
     for stage, e in state["stages"].items():
         if not e.get("done"):
-            rows.append(f"| {stage} | (not finished) | | | | |")
+            rows.append(f"| {stage} | (not finished) | | | | | |")
             continue
         total_wall += e["wall_s"]
         total_cpu += e["cpu_s"]
@@ -405,12 +414,12 @@ def stage_table(state: dict[str, Any]) -> list[str]:
         flag = "" if not at_seed else f" ({_met(e['wall_s'] <= TARGET_STAGE_S)})"
         rows.append(
             f"| {stage} | {_hm(e['wall_s'])}{flag} | {_hm(e['cpu_s'])} | {e['tree_pss_gb']:.2f} / {e['maxrss_gb']:.2f} GB"
-            f" | {disk} | {detail} |"
+            f" | {_gb(e['tree_anon_gb']) if e.get('tree_anon_gb') else '–'} | {disk} | {detail} |"
         )
     done = [e for e in state["stages"].values() if e.get("done")]
     worst = max(done, key=lambda e: e["wall_s"]) if done else None
     high = max((peak(e) for e in done), default=0.0)
-    rows.append(f"| **total** | **{_hm(total_wall)}** | {_hm(total_cpu)} | {high:.2f} GB | | |")
+    rows.append(f"| **total** | **{_hm(total_wall)}** | {_hm(total_cpu)} | {high:.2f} GB | | | |")
     lines = [*rows, ""]
     if worst is not None:
         longest = next(s for s, e in state["stages"].items() if e is worst)
@@ -522,6 +531,7 @@ def section(states: list[dict[str, Any]], against: dict[str, Any] | None, comman
         "Every stage runs as its own command in a fresh process, in `socialfeat run`'s order.",
         "train's image cache is built first in its own process; embed runs once per source.",
         "CPU is user + sys from wait4, workers included. Peak memory: the tree's summed PSS, sampled every 0.5 s / wait4's largest process's RSS.",
+        "Anonymous: the peak of the tree's PSS without mapped files. The image cache is a mapped file: its pages count in RSS, but the kernel can drop them.",
         "Disk is what the run folder holds after the stage; simulate adds the platform folder.",
         "",
     ]
