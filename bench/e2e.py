@@ -5,6 +5,7 @@ items with real images, every stage a fresh process, timed and measured.
     python bench/e2e.py --items 100000 --out /tmp/e2e-100k               # the measurement: 1-2 hours on 2 cores
     python bench/e2e.py --out /tmp/e2e-100k --resume                     # go on after an interruption
     python bench/e2e.py --out /tmp/e2e-100k --resume --record            # record a finished run in RESULTS.md
+    python bench/e2e.py --out /tmp/e2e-423k --show [--record]            # the table so far; runs nothing
     python bench/e2e.py --compare A/e2e.json B/e2e.json [--record]       # two sizes: growth exponents per stage
     python bench/e2e.py --gpu --items 100000 --against CPU/e2e.json      # train and embed on CUDA at 224 px
 
@@ -591,6 +592,7 @@ def main() -> None:
         "--images-per-epoch", type=int, help="train on a fresh sample of N images each epoch [0: all of them]"
     )
     parser.add_argument("--stop-after", help="pause after this stage (go on later with --resume)")
+    parser.add_argument("--show", action="store_true", help="the table of --out's e2e.json as it stands; runs nothing")
     parser.add_argument("--image-size", type=int, help="image side, simulated and trained on [96; 224 with --gpu]")
     parser.add_argument("--seed", type=int, help="simulator and run seed [0]")
     parser.add_argument("--out", type=Path, help="keep the platform, run and e2e.json here [a new folder in /tmp]")
@@ -610,8 +612,8 @@ def main() -> None:
         runs = " and ".join(f"`{canonical(s['args'])}`" for s in states)
         command = f"{runs}, then `python bench/e2e.py --compare " + " ".join(str(p) for p in a.compare) + "`"
     else:
-        if a.resume and a.out is None:
-            parser.error("--resume needs --out")
+        if (a.resume or a.show) and a.out is None:
+            parser.error("--resume and --show need --out")
         out = a.out or Path(tempfile.mkdtemp(prefix="socialfeat-e2e-"))
         given = {"items": a.items, "users": a.users, "epochs": a.epochs, "image_size": a.image_size}
         given |= {"gpu": a.gpu or None, "seed": a.seed, "images_per_epoch": a.images_per_epoch}
@@ -626,8 +628,11 @@ def main() -> None:
                 "gpu": a.gpu,
                 "seed": a.seed or 0,
             }
-        print(f"e2e: working in {out}", flush=True)
-        states = [run_all(out, given, a.resume, a.stop_after)]
+        if a.show:  # a run still going, or paused between stages: what it has so far
+            states = [json.loads((out / "e2e.json").read_text())]
+        else:
+            print(f"e2e: working in {out}", flush=True)
+            states = [run_all(out, given, a.resume, a.stop_after)]
         command = f"`{canonical(states[0]['args'])}`"
     print(section(states, against, command))
     if a.record:
