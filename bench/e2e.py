@@ -58,8 +58,16 @@ TARGET_RSS_GB = 16.0
 TARGET_TOTAL_S = 4 * 3600.0
 TARGET_EXPONENT = 1.15
 SAMPLE_S = 0.5  # how often the process tree's summed PSS is sampled
-HEADING = "End to end with pixels (bench/e2e.py)"
 GPU_HEADING = "End to end with pixels on a GPU (bench/e2e.py --gpu)"
+
+
+def heading(states: list[dict[str, Any]]) -> str:
+    """One RESULTS section per size, so that recording 423K keeps the 100K table; one for the growth between."""
+    if len(states) > 1:
+        return "End to end with pixels: growth between sizes (bench/e2e.py --compare)"
+    if states[0]["args"]["gpu"]:
+        return GPU_HEADING
+    return f"End to end with pixels at {states[0]['args']['items']:,} items (bench/e2e.py)"
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -636,7 +644,7 @@ def main() -> None:
         command = f"`{canonical(states[0]['args'])}`"
     print(section(states, against, command))
     if a.record:
-        record(GPU_HEADING if states[0]["args"]["gpu"] else HEADING, section(states, against, command))
+        record(heading(states), section(states, against, command))
         from _results import summary
 
         after = "image side"  # the summary's rows of the stage section "Every stage at scale"
