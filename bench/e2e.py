@@ -535,7 +535,7 @@ def section(states: list[dict[str, Any]], against: dict[str, Any] | None, comman
     lines = [
         f"Command: {command} at commit {first.get('commit') or '?'}{moved}; device: {first['device']}.",
         "",
-        "The platform is `socialfeat simulate`'s: users 2 per 3 items, real images, the demo's taste model.",
+        "The platform is `socialfeat simulate`'s: real images, the demo's taste model, the users stated below.",
         "The run is the packaged demo config on it: EfficientNet-Lite0, last 4 blocks, the epochs stated.",
         "Every stage runs as its own command in a fresh process, in `socialfeat run`'s order.",
         "train's image cache is built first in its own process; embed runs once per source.",
@@ -637,6 +637,8 @@ def main() -> None:
                 "seed": a.seed or 0,
             }
         if a.show:  # a run still going, or paused between stages: what it has so far
+            if not (out / "e2e.json").is_file():
+                parser.error(f"--show: {out / 'e2e.json'} does not exist; start a run with --out {out}")
             states = [json.loads((out / "e2e.json").read_text())]
         else:
             print(f"e2e: working in {out}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable
@@ -185,8 +186,6 @@ def memory_limit(cfg: IngestConfig) -> str:
 
 def _doubled(limit: str) -> str:
     """Twice a DuckDB size ('512MB' → '1024MB'), to suggest; a size it cannot read gives 2GB."""
-    import re
-
     found = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]i?B)\s*", limit, re.IGNORECASE)
     if not found:
         return "2GB"

@@ -259,6 +259,7 @@ def evaluate(
     results: list[dict[str, Any]] = []
     per_user: list[np.ndarray] = []  # per-user test AUC of each row, float32, for the bootstrap
     per_item: list[np.ndarray | None] = []  # each test item's influence on each row's AUC, for the bootstrap's items
+    boot = cfg.bootstrap > 0  # the items' influences serve the bootstrap alone
     retrieval_cache: dict[tuple[str, str], dict[str, Any]] = {}
     probe_cache: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -282,9 +283,7 @@ def evaluate(
             "mapping": row.mapping,
             "dim": int(features.shape[1]),
         }
-        entry["coldstart"], ranked = coldstart_scored(
-            features, has, row.mapping, data, lambdas, cfg.k, influence=cfg.bootstrap > 0
-        )
+        entry["coldstart"], ranked = coldstart_scored(features, has, row.mapping, data, lambdas, cfg.k, influence=boot)
         per_user.append(ranked.auc.astype(np.float32))
         per_item.append(ranked.item_influence)
         lam = entry["coldstart"].get("lambda")
@@ -312,7 +311,6 @@ def evaluate(
     if not results:
         raise UserError(str(run), "nothing to evaluate: " + "; ".join(notes))
     say("references")
-    boot = cfg.bootstrap > 0  # the items' influences serve the bootstrap alone
     random_ranked = random_scored(data, cfg.k, config.seed, influence=boot)
     popular_ranked = popularity_scored(data, cfg.k, influence=boot)
     per_user += [random_ranked.auc.astype(np.float32), popular_ranked.auc.astype(np.float32)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -93,6 +94,7 @@ class _OnnxEncoder:
 
         self.tokenizer, self.max_length = model.tokenizer, int(model.max_seq_length)
         bert = model[0].auto_model.eval()
+        self.dim = int(bert.config.hidden_size)
 
         class Hidden(torch.nn.Module):
             def __init__(self) -> None:
@@ -105,7 +107,8 @@ class _OnnxEncoder:
         example = self.tokenizer(["a b"], return_tensors="pt")
         buffer = io.BytesIO()
         axes = {0: "batch", 1: "tokens"}
-        with torch.no_grad(), _quiet_export():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings on the model's shape branches, which stay dynamic
             torch.onnx.export(
                 Hidden(),
                 (example["input_ids"], example["attention_mask"]),
@@ -123,7 +126,7 @@ class _OnnxEncoder:
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
-        out = np.empty((len(texts), 0), np.float32)
+        out = np.empty((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             tokens = self.tokenizer(
@@ -133,21 +136,8 @@ class _OnnxEncoder:
             (hidden,) = self.session.run(["hidden"], {"ids": tokens["input_ids"].astype(np.int64), "mask": mask})
             weights = mask[..., None].astype(np.float32)
             mean = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            if out.shape[1] == 0:
-                out = np.empty((len(texts), mean.shape[1]), np.float32)
             out[rows] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
         return out
-
-
-def _quiet_export() -> Any:
-    """The exporter's tracer warnings are about the model's Python branches on shapes, which it keeps dynamic."""
-    import contextlib
-    import warnings
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    return stack
 
 
 _EXPORTING = threading.Lock()
